@@ -1,0 +1,37 @@
+# Two commands: `make run` and `make test`. Both work on a fresh Debian host as root.
+VENV    := .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+DATA    ?= $(CURDIR)/.coretriage-data
+APT_PKGS := gdb elfutils zstd libc6-dbg musl-tools g++ \
+            haproxy liblua5.3-dev lua5.3 postgresql postgresql-server-dev-all curl
+
+.PHONY: run test test-unit test-integration test-system bench system-deps clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+system-deps:
+	@missing=$$(for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing: $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+run: system-deps $(STAMP)
+	$(VENV)/bin/coretriage --data-dir $(DATA) demo
+
+test: system-deps $(STAMP)
+	$(PY) -m pytest -q -ra tests/unit tests/integration tests/system
+
+test-unit: $(STAMP)
+	$(PY) -m pytest -q tests/unit
+
+bench: system-deps $(STAMP)
+	$(PY) bench/analysis.py
+
+clean:
+	rm -rf $(VENV) $(DATA)

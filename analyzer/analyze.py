@@ -1,0 +1,361 @@
+"""Turn one core file into an ``Analysis``.
+
+The core's notes are read directly (pyelftools); gdb (through ``Gdb``)
+unwinds the threads, reads registers, disassembles and evaluates the few
+expressions enrichers ask for. Every step that fails adds a problem to the
+analysis instead of failing it: a truncated core or a missing executable
+still gives a record with what could be learned and why the rest is missing.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+
+from analyzer import elfinfo
+from analyzer.corenotes import CoreNotes, NotACore, read_core
+from analyzer.enrichers import Target, enrich_all
+from analyzer.gdb import Gdb, GdbError, GdbLimits, GdbTimeout, mi_quote
+from analyzer.model import (Analysis, Frame, Instruction, Module, Recursion,
+                            SignalInfo, Thread)
+from analyzer.signals import FAULTS, code_name, signal_name
+from analyzer.stack import find_cycle
+
+MAX_FRAMES = 256  # innermost frames kept per thread
+OUTER_FRAMES = 16  # outermost frames kept when a thread is deeper than that
+DEPTH_CAP = 250_000  # never unwind further than this
+REGISTERS = 24  # general purpose, pc, flags and segment registers on x86-64
+
+_SAFE_PATH = re.compile(r"^[\w./+@-]+$")
+_STRING_VALUE = re.compile(r"""^0x[0-9a-f]+(?: <[^>]*>)? (["'].*)$""", re.DOTALL)
+_ASSERT = re.compile(r"Assertion [`'](.*)' failed")
+_LWP = re.compile(r"LWP (\d+)")
+
+
+def analyze_core(core: Path, executable: Path | None = None, sysroot: Path | None = None,
+                 limits: GdbLimits = GdbLimits(), options: dict | None = None) -> Analysis:
+    core = Path(core)
+    try:
+        with open(core, "rb") as f:
+            notes = read_core(f)
+    except NotACore as exc:
+        return Analysis(core=str(core), problems=(f"not a core dump: {exc}",))
+    except OSError as exc:
+        return Analysis(core=str(core), problems=(f"cannot read core: {exc.strerror}",))
+    return _Analyzer(core, notes, executable, sysroot, limits, options or {}).run()
+
+
+class _Analyzer:
+    def __init__(self, core, notes: CoreNotes, executable, sysroot, limits, options):
+        self.core = core
+        self.notes = notes
+        self.sysroot = Path(sysroot) if sysroot else None
+        self.limits = limits
+        self.options = options
+        self.problems: list[str] = []
+        if notes.truncated:
+            self.problems.append("core is truncated: memory beyond the cut is missing")
+        self.exe_path = notes.executable
+        self.exe_file = elfinfo.find_module(self.exe_path or "", self.sysroot,
+                                            Path(executable) if executable else None, True) \
+            if self.exe_path or executable else None
+        self.modules = self._modules()
+        self._index = sorted((m.start, m.end, m) for m in self.modules)
+        self._starts = [s for s, _, _ in self._index]
+
+    # -- modules, from the core's file mappings and the files on disk ------
+    def _modules(self) -> tuple[Module, ...]:
+        core_ids = dict(self.notes.build_ids)
+        out = []
+        exe_mismatch = False
+        for path, (start, end) in self.notes.module_bases().items():
+            is_exe = path == self.exe_path
+            found = self.exe_file if is_exe else elfinfo.find_module(path, self.sysroot, None, False)
+            facts = elfinfo.safe_facts(found) if found else None
+            if path not in core_ids and facts is None:
+                continue  # not an ELF file: locale archives, shared memory, ...
+            build_id = core_ids.get(path) or (facts.build_id if facts else None)
+            symbols = "missing"
+            if facts is not None:
+                if core_ids.get(path) and facts.build_id and facts.build_id != core_ids[path]:
+                    self.problems.append(f"{found} is not the build that crashed "
+                                         f"(build-id {facts.build_id[:12]}, core has {core_ids[path][:12]})")
+                    exe_mismatch |= is_exe
+                    found, symbols = None, "missing"
+                else:
+                    symbols = facts.symbols
+                    roots = (self.sysroot / "usr/lib/debug",) if self.sysroot else ()
+                    if symbols != "debug" and elfinfo.debug_file_for(build_id, roots + (elfinfo.DEBUG_ROOT,)):
+                        symbols = "debug"
+            elif is_exe:
+                self.problems.append(f"executable {path} not found: its frames have no symbols "
+                                     "(pass --exe or --sysroot)")
+            out.append(Module(path=path, start=start, end=end, build_id=build_id, symbols=symbols,
+                              found_at=str(found) if found else None))
+        if exe_mismatch:
+            self.exe_file = None
+        return tuple(out)
+
+    def _module_at(self, pc: int) -> Module | None:
+        i = bisect.bisect_right(self._starts, pc) - 1
+        if i >= 0:
+            start, end, module = self._index[i]
+            if start <= pc < end:
+                return module
+        return None
+
+    def _frame(self, raw: dict) -> Frame:
+        pc = int(raw.get("addr", "0"), 16)
+        func = raw.get("func")
+        if func in (None, "??"):
+            func = None
+        module = self._module_at(pc)
+        line = raw.get("line")
+        return Frame(index=int(raw.get("level", 0)), pc=pc, function=func,
+                     module=module.path if module else None,
+                     build_id=module.build_id if module else None,
+                     offset=pc - module.start if module else None,
+                     file=raw.get("file"), line=int(line) if line and line.isdigit() else None)
+
+    # -- the gdb session -------------------------------------------------
+    def run(self) -> Analysis:
+        n = self.notes
+        signal = None
+        if n.signal:
+            signal = SignalInfo(n.signal, signal_name(n.signal), n.si_code, code_name(n.signal, n.si_code),
+                                n.fault_address if n.signal in FAULTS else None, n.sender_pid)
+        result = dict(core=str(self.core), executable=self.exe_path, command_line=n.psargs,
+                      pid=n.pid, uid=n.uid, signal=signal, modules=self.modules,
+                      libc=self._libc())
+        try:
+            with ExitStack() as stack:
+                core_arg = self._safe(self.core, stack)
+                with Gdb(self.limits) as gdb:
+                    self._load(gdb, core_arg, stack)
+                    result.update(self._inspect(gdb, signal))
+        except GdbTimeout as exc:
+            self.problems.append(f"{exc}: backtraces are incomplete")
+        except GdbError as exc:
+            self.problems.append(f"gdb failed: {exc}")
+        return Analysis(**result, problems=tuple(dict.fromkeys(self.problems)))
+
+    @staticmethod
+    def _safe(path: Path, stack: ExitStack) -> str:
+        """gdb's CLI takes the rest of the line as a file name: give it a
+        plain one (a symlink) when the real name has spaces or quotes."""
+        text = str(Path(path).absolute())
+        if _SAFE_PATH.match(text):
+            return text
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="coretriage-"))
+        link = Path(tmp) / "link"
+        link.symlink_to(text)
+        return str(link)
+
+    def _load(self, gdb: Gdb, core_arg: str, stack: ExitStack) -> None:
+        # -gdb-set keeps MI quotes literally, so paths go through _safe instead
+        sysroot = self._safe(self.sysroot, stack) if self.sysroot else "/"
+        gdb.console(f"set sysroot {sysroot}")
+        debug_dirs = [str(elfinfo.DEBUG_ROOT)]
+        if self.sysroot:
+            debug_dirs.insert(0, f"{sysroot}/usr/lib/debug")
+        gdb.console(f"set debug-file-directory {':'.join(debug_dirs)}")
+        if self.exe_file:
+            gdb.mi(f"-file-exec-and-symbols {mi_quote(str(self.exe_file))}")
+        gdb.mi(f"-target-select core {core_arg}")
+
+    def _inspect(self, gdb: Gdb, signal: SignalInfo | None) -> dict:
+        out: dict = {}
+        info = gdb.mi("-thread-info")
+        current = info.get("current-thread-id")
+        threads = []
+        recursion = None
+        for t in info.get("threads", []):
+            crashed = t.get("id") == current
+            frames, depth = self._frames(gdb, t["id"], crashed)
+            lwp = _LWP.search(t.get("target-id", ""))
+            thread = Thread(number=int(t["id"]), lwp=int(lwp.group(1)) if lwp else None, crashed=crashed,
+                            frames=frames, depth=depth, name=t.get("name"))
+            if crashed:
+                recursion = self._recursion(thread)
+                threads.insert(0, thread)
+            else:
+                threads.append(thread)
+        out["threads"] = tuple(threads)
+        out["recursion"] = recursion
+        if current is None:
+            return out
+        sel = f"--thread {current} --frame 0"
+        siginfo = self._siginfo(gdb, sel)
+        if siginfo is not None:
+            out["signal"] = siginfo
+            signal = siginfo
+        out["registers"] = self._registers(gdb, sel)
+        out["disassembly"] = self._disassembly(gdb, sel)
+        if signal is not None and signal.name == "SIGABRT":
+            msg = self._string(gdb, "*(char **)&__abort_msg + 4")
+            if msg:
+                out["abort_message"] = msg.strip()
+                found = _ASSERT.search(msg)
+                if found:
+                    out["assertion"] = found.group(1)
+        target = Target(self.exe_path, self.exe_file, tuple(m.path for m in self.modules), self.options)
+        contexts, problems = enrich_all(target, _Probe(self, gdb, sel))
+        out["context"] = contexts
+        self.problems.extend(problems)
+        return out
+
+    def _frames(self, gdb: Gdb, thread: str, crashed: bool) -> tuple[tuple[Frame, ...], int | None]:
+        limit = MAX_FRAMES if crashed else MAX_FRAMES // 2
+        raw = gdb.mi(f"-stack-list-frames --thread {thread} 0 {limit - 1}").get("stack", [])
+        frames = [self._frame(f) for f in raw]
+        depth = None
+        if len(frames) >= limit:
+            cap = DEPTH_CAP if crashed else limit + 1
+            depth = int(gdb.mi(f"-stack-info-depth --thread {thread} {cap}").get("depth", len(frames)))
+            if crashed and depth > limit:
+                low = max(limit, depth - OUTER_FRAMES)
+                outer = gdb.mi(f"-stack-list-frames --thread {thread} {low} {depth - 1}").get("stack", [])
+                frames.extend(self._frame(f) for f in outer)
+            if depth >= cap:
+                self.problems.append(f"thread {thread} is deeper than {cap} frames; unwinding stopped there")
+        return tuple(frames), depth
+
+    @staticmethod
+    def _recursion(thread: Thread) -> Recursion | None:
+        names = [f.function or f"{f.module_name}+{f.offset:#x}" if f.module else f"{f.pc:#x}"
+                 for f in thread.frames]
+        found = find_cycle(names)
+        if found is None:
+            return None
+        cycle, repeats, _ = found
+        depth = thread.depth or len(thread.frames)
+        if thread.truncated:  # the frames not fetched are (nearly all) the cycle too
+            repeats = max(repeats, (depth - OUTER_FRAMES) // len(cycle))
+        return Recursion(cycle=cycle, repeats=repeats, depth=depth)
+
+    def _siginfo(self, gdb: Gdb, sel: str) -> SignalInfo | None:
+        found = gdb.try_mi(f"-data-evaluate-expression {sel} $_siginfo")
+        text = (found or {}).get("value", "")
+        signo = re.search(r"si_signo = (-?\d+)", text)
+        if not signo:
+            return None
+        number = int(signo.group(1))
+        code = re.search(r"si_code = (-?\d+)", text)
+        code = int(code.group(1)) if code else None
+        addr = re.search(r"_sigfault = \{si_addr = (0x[0-9a-f]+)", text)
+        sender = re.search(r"_kill = \{si_pid = (\d+)", text)
+        return SignalInfo(number, signal_name(number), code, code_name(number, code),
+                          int(addr.group(1), 16) if addr and number in FAULTS else None,
+                          int(sender.group(1)) if sender and number not in FAULTS else None)
+
+    def _registers(self, gdb: Gdb, sel: str) -> tuple[tuple[str, str], ...]:
+        names = (gdb.try_mi("-data-list-register-names") or {}).get("register-names", [])
+        wanted = [i for i, name in enumerate(names[:REGISTERS]) if name]
+        if not wanted:
+            return ()
+        values = gdb.try_mi(f"-data-list-register-values {sel} x {' '.join(map(str, wanted))}") or {}
+        return tuple((names[int(v["number"])], v["value"]) for v in values.get("register-values", []))
+
+    def _disassembly(self, gdb: Gdb, sel: str, before: int = 6, after: int = 6) -> tuple[Instruction, ...]:
+        pc_raw = (gdb.try_mi(f"-data-evaluate-expression {sel} $pc") or {}).get("value", "")
+        pc_match = re.match(r"\(?.*?(0x[0-9a-f]+)", pc_raw)
+        if not pc_match:
+            return ()
+        pc = int(pc_match.group(1), 16)
+        insns = (gdb.try_mi(f"-data-disassemble {sel} -a {pc:#x} -- 0") or {}).get("asm_insns")
+        if not insns:  # no function around the pc: disassemble forward only
+            insns = (gdb.try_mi(f"-data-disassemble {sel} -s {pc:#x} -e {pc + 48:#x} -- 0") or {}).get("asm_insns")
+        if not insns:
+            self.problems.append(f"no code readable at pc {pc:#x}")
+            return ()
+        addrs = [int(i["address"], 16) for i in insns]
+        at = bisect.bisect_left(addrs, pc)
+        window = insns[max(0, at - before):at + after + 1]
+        return tuple(Instruction(address=int(i["address"], 16), text=i.get("inst", ""),
+                                 function=i.get("func-name"),
+                                 offset=int(i["offset"]) if i.get("offset", "").isdigit() else None,
+                                 is_pc=int(i["address"], 16) == pc) for i in window)
+
+    @staticmethod
+    def _string(gdb: Gdb, expression: str, sel: str = "") -> str | None:
+        found = gdb.try_mi(f"-data-evaluate-expression {sel} {mi_quote(expression)}")
+        return parse_c_string((found or {}).get("value", ""))
+
+    def _libc(self) -> str | None:
+        files = {m.path: m.found_at for m in self.modules if m.found_at}
+
+        def opener(path):
+            try:
+                return open(files[path], "rb") if path in files else None
+            except OSError:
+                return None
+
+        found = elfinfo.libc_of(list(files), opener)
+        if found is None and self.exe_file is not None and len(self.modules) <= 2:
+            try:
+                with open(self.exe_file, "rb") as f:  # statically linked
+                    found = elfinfo.static_libc(f)
+            except OSError:
+                pass
+        return found
+
+
+class _Probe:
+    """What enrichers may ask of the core, in the crashing thread."""
+
+    def __init__(self, analyzer: _Analyzer, gdb: Gdb, sel: str):
+        self._gdb, self._sel = gdb, sel
+
+    def evaluate(self, expression: str) -> str | None:
+        found = self._gdb.try_mi(f"-data-evaluate-expression {self._sel} {mi_quote(expression)}")
+        return found.get("value") if found else None
+
+    def string(self, expression: str) -> str | None:
+        return _Analyzer._string(self._gdb, expression, self._sel)
+
+
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "'": "'", "a": "\a",
+            "b": "\b", "f": "\f", "v": "\v", "e": "\x1b"}
+
+
+def parse_c_string(value: str) -> str | None:
+    """gdb prints ``char *`` as ``0x55d0 "text\\n"...``: return the text.
+    Long runs come as ``"ab", 'x' <repeats 30 times>, "cd"``."""
+    m = _STRING_VALUE.match(value.strip())
+    if not m:
+        return None
+    out = bytearray()
+    for quoted, char, times in _PIECE.findall(m.group(1)):
+        if quoted or not char:
+            out.extend(_unescape(quoted[1:-1]))
+        else:
+            out.extend(_unescape(char[1:-1]) * int(times or 1))
+    return out.decode("utf-8", "replace")
+
+
+_PIECE = re.compile(r"""("(?:[^"\\]|\\.)*")|('(?:[^'\\]|\\.)+')(?: <repeats (\d+) times>)?""")
+
+
+def _unescape(body: str) -> bytes:
+    out = bytearray()
+    i = 0
+    while i < len(body):
+        c = body[i]
+        if c == "\\" and i + 1 < len(body):
+            n = body[i + 1]
+            if n in "01234567":
+                j = i + 1
+                while j < len(body) and j < i + 4 and body[j] in "01234567":
+                    j += 1
+                out.append(int(body[i + 1:j], 8) & 0xFF)
+                i = j
+                continue
+            out.extend(_ESCAPES.get(n, n).encode())
+            i += 2
+            continue
+        out.extend(c.encode())
+        i += 1
+    return bytes(out)

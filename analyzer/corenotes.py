@@ -1,0 +1,219 @@
+"""Read what the kernel wrote into a core's notes, without gdb.
+
+``read_core(stream)`` takes an open binary stream (as pyelftools' ELFFile
+does) and returns a frozen ``CoreNotes``: process id, command line, signal,
+mapped files with their load bases and the build-ids found in the core's own
+memory. Only 64-bit little-endian Linux cores are understood in detail.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
+
+AT_ENTRY = 9
+AT_EXECFN = 31
+
+
+class NotACore(Exception):
+    """The file is not an ELF core dump: the message says what it is."""
+
+
+@dataclass(frozen=True)
+class Mapping:
+    start: int
+    end: int
+    offset: int  # in bytes, into the mapped file
+    path: str
+
+
+@dataclass(frozen=True)
+class CoreNotes:
+    pid: int | None
+    uid: int | None
+    fname: str | None  # the kernel's 15-character comm
+    psargs: str | None  # first 80 bytes of the command line
+    signal: int | None
+    si_code: int | None
+    fault_address: int | None
+    sender_pid: int | None
+    entry: int | None
+    execfn_addr: int | None
+    thread_lwps: tuple[int, ...]
+    mappings: tuple[Mapping, ...]
+    truncated: bool
+    build_ids: tuple[tuple[str, str], ...]  # (path, build-id) read from core memory
+
+    @property
+    def executable(self) -> str | None:
+        """The mapped file that holds the entry point: the program itself."""
+        if self.entry is not None:
+            for m in self.mappings:
+                if m.start <= self.entry < m.end:
+                    return m.path
+        return self.mappings[0].path if self.mappings else None
+
+    def module_bases(self) -> dict[str, tuple[int, int]]:
+        """path -> (load base, end of last mapping) for every mapped file."""
+        spans: dict[str, tuple[int, int]] = {}
+        for m in self.mappings:
+            base = m.start - m.offset
+            lo, hi = spans.get(m.path, (base, m.end))
+            spans[m.path] = (min(lo, base), max(hi, m.end))
+        return spans
+
+
+def _cstr(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def _siginfo(desc: bytes):
+    signo, _errno, code = struct.unpack_from("<iii", desc, 0)
+    addr = sender = None
+    if signo in (4, 7, 8, 11):  # SIGILL SIGBUS SIGFPE SIGSEGV: si_addr after padding
+        (addr,) = struct.unpack_from("<Q", desc, 16)
+    elif code <= 0 or signo in (6,):  # sent by a process (kill, tgkill, abort)
+        (sender,) = struct.unpack_from("<i", desc, 16)
+    return signo, code, addr, sender
+
+
+def _auxv(desc: bytes) -> dict[int, int]:
+    out = {}
+    for i in range(0, len(desc) - 15, 16):
+        key, val = struct.unpack_from("<QQ", desc, i)
+        if key == 0:
+            break
+        out[key] = val
+    return out
+
+
+class _CoreMemory:
+    """Read bytes at a virtual address from the core's PT_LOAD segments."""
+
+    def __init__(self, elf: ELFFile, stream, size: int):
+        self.stream = stream
+        self.size = size
+        self.loads = [s.header for s in elf.iter_segments() if s.header.p_type == "PT_LOAD"]
+
+    def read(self, addr: int, length: int) -> bytes | None:
+        for h in self.loads:
+            if h.p_vaddr <= addr and addr + length <= h.p_vaddr + h.p_filesz:
+                off = h.p_offset + addr - h.p_vaddr
+                if off + length > self.size:
+                    return None
+                self.stream.seek(off)
+                return self.stream.read(length)
+        return None
+
+
+def build_id_from_memory(read, base: int) -> str | None:
+    """Find NT_GNU_BUILD_ID through the ELF headers that the kernel dumps
+    for every file mapping (coredump_filter bit 4, on by default)."""
+    ehdr = read(base, 64)
+    if not ehdr or ehdr[:4] != b"\x7fELF" or ehdr[4] != 2:
+        return None
+    phoff, = struct.unpack_from("<Q", ehdr, 32)
+    phentsize, phnum = struct.unpack_from("<HH", ehdr, 54)
+    if phnum > 64 or phentsize != 56:
+        return None
+    phdrs = read(base + phoff, phentsize * phnum)
+    if not phdrs:
+        return None
+    # ET_DYN images are relative to the load base; ET_EXEC ones are absolute
+    e_type, = struct.unpack_from("<H", ehdr, 16)
+    bias = base if e_type == 3 else 0
+    for i in range(phnum):
+        p_type, _flags, _off, vaddr, _pa, filesz = struct.unpack_from("<IIQQQQ", phdrs, i * phentsize)
+        if p_type != 4 or filesz > 4096:  # PT_NOTE
+            continue
+        notes = read(bias + vaddr, filesz)
+        if notes:
+            found = _find_build_id(notes)
+            if found:
+                return found
+    return None
+
+
+def _find_build_id(notes: bytes) -> str | None:
+    pos = 0
+    while pos + 12 <= len(notes):
+        namesz, descsz, ntype = struct.unpack_from("<III", notes, pos)
+        name_end = pos + 12 + ((namesz + 3) & ~3)
+        desc_end = name_end + ((descsz + 3) & ~3)
+        if ntype == 3 and notes[pos + 12:pos + 12 + namesz].rstrip(b"\0") == b"GNU":
+            return notes[name_end:name_end + descsz].hex()
+        if desc_end <= pos:
+            break
+        pos = desc_end
+    return None
+
+
+def read_core(stream) -> CoreNotes:
+    """Parse an open core file. Raises NotACore with a one-line reason."""
+    stream.seek(0, os.SEEK_END)
+    size = stream.tell()
+    stream.seek(0)
+    magic = stream.read(4)
+    if magic != b"\x7fELF":
+        raise NotACore("not an ELF file" if size else "empty file")
+    stream.seek(0)
+    try:
+        elf = ELFFile(stream)
+    except (ELFError, struct.error) as exc:
+        raise NotACore(f"unreadable ELF header: {exc}") from None
+    if elf.header.e_type != "ET_CORE":
+        raise NotACore(f"an ELF {elf.header.e_type} file, not a core dump")
+    if elf.elfclass != 64 or not elf.little_endian:
+        raise NotACore("only 64-bit little-endian cores are supported")
+
+    pid = uid = fname = psargs = None
+    signo = code = addr = sender = None
+    aux: dict[int, int] = {}
+    lwps: list[int] = []
+    mappings: list[Mapping] = []
+    truncated = False
+    for seg in elf.iter_segments():
+        h = seg.header
+        if h.p_offset + h.p_filesz > size:
+            truncated = True
+        if h.p_type != "PT_NOTE" or h.p_offset + h.p_filesz > size:
+            continue
+        try:
+            notes = list(seg.iter_notes())
+        except (ELFError, struct.error, ValueError):
+            truncated = True
+            continue
+        for note in notes:
+            kind, desc = note["n_type"], note["n_desc"]
+            if kind == "NT_PRPSINFO":
+                pid, uid = desc.pr_pid, desc.pr_uid
+                fname, psargs = _cstr(desc.pr_fname), _cstr(desc.pr_psargs).strip()
+            elif kind == "NT_PRSTATUS" and isinstance(desc, bytes) and len(desc) >= 36:
+                lwps.append(struct.unpack_from("<i", desc, 32)[0])
+            elif kind == "NT_SIGINFO" and isinstance(desc, bytes) and len(desc) >= 24:
+                signo, code, addr, sender = _siginfo(desc)
+            elif kind == "NT_AUXV" and isinstance(desc, bytes):
+                aux = _auxv(desc)
+            elif kind == "NT_FILE":
+                page = desc.page_size
+                for entry, name in zip(desc.Elf_Nt_File_Entry, desc.filename):
+                    mappings.append(Mapping(entry.vm_start, entry.vm_end, entry.page_offset * page,
+                                            name.decode("utf-8", "replace") if isinstance(name, bytes) else name))
+
+    memory = _CoreMemory(elf, stream, size)
+    build_ids = []
+    seen = set()
+    for m in mappings:
+        if m.offset == 0 and m.path not in seen:
+            seen.add(m.path)
+            bid = build_id_from_memory(memory.read, m.start)
+            if bid:
+                build_ids.append((m.path, bid))
+    return CoreNotes(pid=pid, uid=uid, fname=fname, psargs=psargs, signal=signo, si_code=code,
+                     fault_address=addr, sender_pid=sender, entry=aux.get(AT_ENTRY),
+                     execfn_addr=aux.get(AT_EXECFN), thread_lwps=tuple(lwps),
+                     mappings=tuple(mappings), truncated=truncated, build_ids=tuple(build_ids))

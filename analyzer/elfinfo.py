@@ -1,0 +1,136 @@
+"""Facts about ELF files on disk: build-id, how much symbol information they
+carry, and which C library they are. Pure functions over open streams, plus
+``find_module`` which decides where a mapped file is read from.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
+
+DEBUG_ROOT = Path("/usr/lib/debug")
+
+
+@dataclass(frozen=True)
+class ElfFacts:
+    build_id: str | None
+    symbols: str  # "debug", "symtab", "dynsym" or "none"
+
+
+def elf_facts(stream) -> ElfFacts:
+    elf = ELFFile(stream)
+    build_id = None
+    names = set()
+    for section in elf.iter_sections():
+        names.add(section.name)
+        if section.header.sh_type == "SHT_NOTE" and build_id is None:
+            for note in section.iter_notes():
+                if note["n_type"] == "NT_GNU_BUILD_ID":
+                    build_id = note["n_desc"]
+    if ".debug_info" in names:
+        symbols = "debug"
+    elif ".symtab" in names:
+        symbols = "symtab"
+    elif ".dynsym" in names:
+        symbols = "dynsym"
+    else:
+        symbols = "none"
+    return ElfFacts(build_id, symbols)
+
+
+def debug_file_for(build_id: str | None, roots: tuple[Path, ...] = (DEBUG_ROOT,)) -> Path | None:
+    """The separate debug file gdb would load for this build-id, if any."""
+    if not build_id or len(build_id) < 3:
+        return None
+    for root in roots:
+        candidate = root / ".build-id" / build_id[:2] / f"{build_id[2:]}.debug"
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def find_module(path: str, sysroot: Path | None, executable: Path | None,
+                is_executable: bool) -> Path | None:
+    """Where to read a mapped file: the captured sysroot first, then the
+    executable given on the command line, then the same path on this host."""
+    rel = path.lstrip("/")
+    if sysroot is not None:
+        candidate = sysroot / rel
+        if candidate.is_file():
+            return candidate
+    if is_executable and executable is not None and executable.is_file():
+        return executable
+    if sysroot is None:
+        candidate = Path(path)
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+_GLIBC = re.compile(rb"GNU C Library [^\n\0]{0,120}?version (\d+\.\d+(?:\.\d+)?)")
+_MUSL_VERSION = re.compile(rb"\0(1\.\d+\.\d+)\0")
+
+
+def libc_of(paths: list[str], read) -> str | None:
+    """Name and version of the C library among mapped files.
+
+    ``read(path)`` returns an mmap-able open binary file or None.
+    """
+    for path in paths:
+        base = os.path.basename(path)
+        if base.startswith("libc.so.6") or base.startswith("libc-2."):
+            return _versioned("glibc", _GLIBC, read(path))
+    for path in paths:
+        base = os.path.basename(path)
+        if base.startswith("ld-musl-") or base == "libc.musl-x86_64.so.1" or "/musl/" in path:
+            return _versioned("musl", _MUSL_VERSION, read(path))
+    return None
+
+
+def _versioned(name: str, pattern: re.Pattern, handle) -> str:
+    if handle is None:
+        return name
+    with handle:
+        try:
+            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                match = pattern.search(data)
+                version = match.group(1).decode() if match else None
+        except (ValueError, OSError):
+            return name
+    return f"{name} {version}" if version else name
+
+
+_MUSL_BUILD = re.compile(rb"musl-(\d+\.\d+\.\d+)")
+
+
+def static_libc(exe_stream) -> str | None:
+    """A static binary carries its C library inside: glibc leaves its banner,
+    musl its build path (with debug info) or its ``_start_c`` entry symbol."""
+    try:
+        data = mmap.mmap(exe_stream.fileno(), 0, access=mmap.ACCESS_READ)
+    except (ValueError, OSError):
+        return None
+    with data:
+        match = _GLIBC.search(data)
+        if match:
+            return f"glibc {match.group(1).decode()}"
+        match = _MUSL_BUILD.search(data)
+        if match:
+            return f"musl {match.group(1).decode()}"
+        if data.find(b"_start_c\0") >= 0:
+            return "musl"
+    return None
+
+
+def safe_facts(path: Path) -> ElfFacts | None:
+    try:
+        with open(path, "rb") as f:
+            return elf_facts(f)
+    except (OSError, ELFError, ValueError):
+        return None

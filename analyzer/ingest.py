@@ -1,0 +1,182 @@
+"""Analyze a core, keep it (compressed) and file it in its group.
+
+This is the service the CLI, the collector and the Celery task all call; it
+is idempotent: the crash id is derived from the core's bytes, so the same
+core ingested twice (a redelivered queue message) is stored once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from analyzer.analyze import analyze_core
+from analyzer.gdb import GdbLimits
+from analyzer.model import Analysis, Signature
+from analyzer.signature import generate, load_rules
+from analyzer.store import CrashRow, NotFound, Store
+
+CHUNK = 1 << 20
+
+
+class IngestError(Exception):
+    """Bad input: the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class Ingested:
+    crash: CrashRow
+    new: bool
+    analysis: Analysis
+    signature: Signature
+
+
+def crash_id_of(core: Path) -> str:
+    digest = hashlib.sha256()
+    with open(core, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return "c" + digest.hexdigest()[:12]
+
+
+def compress_into(source: Path, dest: Path) -> None:
+    """zstd-compress ``source`` to ``dest`` atomically (temp name, fsync, rename)."""
+    import zstandard
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
+            zstandard.ZstdCompressor(level=3, threads=-1).copy_stream(src, out, read_size=CHUNK)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o600)  # cores hold memory: passwords, keys, requests
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def decompressed(core_zst: Path, tmp_dir: Path):
+    """Yield a temporary uncompressed copy of a stored core."""
+    import zstandard
+
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=tmp_dir, prefix="core-") as d:
+        out_path = Path(d) / "core"
+        with open(core_zst, "rb") as src, open(out_path, "wb") as out:
+            zstandard.ZstdDecompressor().copy_stream(src, out, read_size=CHUNK)
+        yield out_path
+
+
+def keep_file(files_dir: Path, path: Path, build_id: str | None) -> Path:
+    """Store an executable once per build-id (or content hash)."""
+    key = build_id or hashlib.sha256(path.read_bytes()).hexdigest()[:40]
+    dest = files_dir / key / path.name
+    if not dest.exists():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".tmp-{os.getpid()}-{dest.name}")
+        shutil.copy2(path, tmp)
+        os.replace(tmp, dest)
+    return dest
+
+
+def _tuples(data: dict) -> dict:
+    """JSON lists back into the tuples a frozen Signature holds."""
+    return {k: tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v
+            for k, v in data.items()}
+
+
+def _signature(config, analysis: Analysis) -> Signature:
+    extra = config.rules_dir if config.rules_dir.is_dir() else None
+    return generate(analysis, load_rules(extra))
+
+
+def _analyze(config, core: Path, exe: Path | None, sysroot: Path | None) -> Analysis:
+    limits = GdbLimits(timeout=config.gdb_timeout, memory=config.gdb_memory)
+    return analyze_core(core, exe, sysroot, limits, {"show_literals": config.show_literals})
+
+
+def ingest(config, store: Store, core: Path, exe: Path | None = None, sysroot: Path | None = None,
+           meta: dict | None = None, crashed_at: float | None = None) -> Ingested:
+    core = Path(core)
+    if not core.is_file():
+        raise IngestError(f"{core}: no such file")
+    if exe is not None and not Path(exe).is_file():
+        raise IngestError(f"{exe}: executable not found")
+    if sysroot is not None and not Path(sysroot).is_dir():
+        raise IngestError(f"{sysroot}: sysroot is not a directory")
+    try:
+        crash_id = crash_id_of(core)
+    except OSError as exc:
+        raise IngestError(f"{core}: {exc.strerror}") from None
+    try:
+        row = store.crash(crash_id)
+    except NotFound:
+        pass
+    else:  # already stored: ingesting is idempotent
+        analysis = Analysis.from_dict(row.analysis)
+        return Ingested(row, False, analysis, Signature(**_tuples(row.signature)))
+
+    analysis = _analyze(config, core, exe, sysroot)
+    signature = _signature(config, analysis)
+    core_file = f"cores/{crash_id}.core.zst"
+    compress_into(core, config.data_dir / core_file)
+    exe_file = None
+    exe_found = next((m for m in analysis.modules if m.path == analysis.executable and m.found_at), None)
+    if exe_found is not None:
+        exe_file = str(keep_file(config.files_dir, Path(exe_found.found_at), exe_found.build_id))
+    meta = dict(meta or {})
+    when = crashed_at or meta.get("crashed_at") or core.stat().st_mtime
+    row, new = store.add_crash(
+        crash_id=crash_id, signature=signature.text, signature_data=dataclasses.asdict(signature),
+        analysis=analysis.to_dict(), crashed_at=float(when), executable=analysis.executable,
+        signal=analysis.signal.name if analysis.signal else None, quality=signature.quality,
+        core_file=core_file, exe_file=exe_file, sysroot=str(sysroot) if sysroot else None,
+        host=meta.get("host"), container=meta.get("container"), image=meta.get("image"), meta=meta)
+    return Ingested(row, new, analysis, signature)
+
+
+def reprocess(config, store: Store, progress=lambda crash_id, sig: None) -> dict[str, int]:
+    """Analyze every stored core again and regroup. A group whose crashes all
+    get the same new signature keeps its id."""
+    results: dict[str, tuple[int, Analysis, Signature]] = {}
+    for crash_id, group_id in store.crash_ids():
+        row = store.crash(crash_id)
+        exe = Path(row.exe_file) if row.exe_file and Path(row.exe_file).is_file() else None
+        sysroot = Path(row.sysroot) if row.sysroot and Path(row.sysroot).is_dir() else None
+        if row.core_file and (config.data_dir / row.core_file).is_file():
+            with decompressed(config.data_dir / row.core_file, config.tmp_dir) as core:
+                analysis = _analyze(config, core, exe, sysroot)
+            analysis = dataclasses.replace(analysis, core=row.analysis.get("core", analysis.core))
+        else:  # core gone (metadata-only crash): regroup what we have
+            analysis = Analysis.from_dict(row.analysis)
+        signature = _signature(config, analysis)
+        results[crash_id] = (group_id, analysis, signature)
+        progress(crash_id, signature.text)
+
+    by_group: dict[int, set[str]] = {}
+    for group_id, _, signature in results.values():
+        by_group.setdefault(group_id, set()).add(signature.text)
+    for group_id, sigs in sorted(by_group.items()):
+        if len(sigs) == 1:
+            store.rename_group(group_id, next(iter(sigs)))
+    moved = 0
+    for crash_id, (group_id, analysis, signature) in results.items():
+        store.update_analysis(crash_id, signature=signature.text,
+                              signature_data=dataclasses.asdict(signature), analysis=analysis.to_dict(),
+                              executable=analysis.executable,
+                              signal=analysis.signal.name if analysis.signal else None,
+                              quality=signature.quality)
+        if store.crash(crash_id).group_id != group_id:
+            moved += 1
+    store.recount()
+    return {"crashes": len(results), "moved": moved}

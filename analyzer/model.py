@@ -1,0 +1,201 @@
+"""What an analysis of one core found: frozen, JSON-round-trippable records.
+
+Nothing here talks to gdb, files or the database; adapters build these and
+the signature rules, store, CLI and web UI read them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Frame:
+    index: int
+    pc: int
+    function: str | None = None  # demangled, as gdb prints it
+    module: str | None = None  # path of the mapped file the pc is in
+    build_id: str | None = None
+    offset: int | None = None  # pc relative to the module's load base
+    file: str | None = None
+    line: int | None = None
+
+    @property
+    def module_name(self) -> str | None:
+        return self.module.rsplit("/", 1)[-1] if self.module else None
+
+    def describe(self) -> str:
+        """One line, like gdb's backtrace but with module+offset."""
+        where = f" at {self.file}:{self.line}" if self.file else ""
+        mod = f" ({self.module_name}+{self.offset:#x})" if self.module and self.offset is not None else ""
+        return f"#{self.index:<3} {self.pc:#018x} {self.function or '??'}{mod}{where}"
+
+
+@dataclass(frozen=True)
+class Thread:
+    number: int  # gdb's thread number
+    lwp: int | None
+    crashed: bool
+    frames: tuple[Frame, ...]
+    depth: int | None = None  # total frames when more exist than were kept
+    name: str | None = None
+
+    @property
+    def truncated(self) -> bool:
+        return self.depth is not None and self.depth > len(self.frames)
+
+
+@dataclass(frozen=True)
+class Module:
+    path: str
+    start: int
+    end: int
+    build_id: str | None = None
+    # "debug" (DWARF found), "symtab", "dynsym" (exported names only),
+    # "none" (stripped bare) or "missing" (file not found to read)
+    symbols: str = "missing"
+    found_at: str | None = None  # where the file was read from (sysroot, host)
+
+
+@dataclass(frozen=True)
+class SignalInfo:
+    number: int
+    name: str
+    code: int | None = None
+    code_name: str | None = None
+    fault_address: int | None = None
+    sender_pid: int | None = None
+
+    def describe(self) -> str:
+        text = self.name
+        if self.code_name:
+            text += f" ({self.code_name})"
+        if self.fault_address is not None:
+            text += f" at {self.fault_address:#x}"
+        return text
+
+
+@dataclass(frozen=True)
+class Instruction:
+    address: int
+    text: str
+    function: str | None = None
+    offset: int | None = None
+    is_pc: bool = False
+
+
+@dataclass(frozen=True)
+class Recursion:
+    """A cycle of frames repeated many times: the usual stack overflow."""
+
+    cycle: tuple[str, ...]
+    repeats: int
+    depth: int  # total frames of the thread
+
+
+@dataclass(frozen=True)
+class Context:
+    """Application facts from a per-program enricher (query, version...)."""
+
+    program: str
+    fields: tuple[tuple[str, str], ...]
+
+    def get(self, key: str) -> str | None:
+        return dict(self.fields).get(key)
+
+
+@dataclass(frozen=True)
+class Analysis:
+    core: str
+    executable: str | None = None
+    command_line: str | None = None
+    pid: int | None = None
+    uid: int | None = None
+    signal: SignalInfo | None = None
+    threads: tuple[Thread, ...] = ()
+    modules: tuple[Module, ...] = ()
+    libc: str | None = None  # "glibc 2.36", "musl 1.2.3", "musl"
+    registers: tuple[tuple[str, str], ...] = ()
+    disassembly: tuple[Instruction, ...] = ()
+    abort_message: str | None = None
+    assertion: str | None = None
+    recursion: Recursion | None = None
+    context: tuple[Context, ...] = ()
+    # why parts are missing: "core is truncated", "executable not found", ...
+    problems: tuple[str, ...] = ()
+    analyzer_version: int = 1
+
+    @property
+    def crashing_thread(self) -> Thread | None:
+        for t in self.threads:
+            if t.crashed:
+                return t
+        return self.threads[0] if self.threads else None
+
+    @property
+    def modules_without_symbols(self) -> tuple[str, ...]:
+        """Modules whose internal functions cannot be named: at most their
+        exported names were available."""
+        return tuple(m.path for m in self.modules if m.symbols in ("dynsym", "none", "missing"))
+
+    def module_for(self, pc: int) -> Module | None:
+        for m in self.modules:
+            if m.start <= pc < m.end:
+                return m
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Analysis":
+        return _build(cls, data)
+
+
+def _build(cls, data):
+    """Rebuild nested frozen dataclasses from ``asdict`` output."""
+    kwargs = {}
+    hints = {f.name: f for f in dataclasses.fields(cls)}
+    for name, value in data.items():
+        if name not in hints:
+            continue  # a field from a newer version: ignore rather than fail
+        kwargs[name] = _convert(cls, name, value)
+    return cls(**kwargs)
+
+
+_NESTED = {
+    ("Analysis", "signal"): "SignalInfo",
+    ("Analysis", "threads"): ("Thread",),
+    ("Analysis", "modules"): ("Module",),
+    ("Analysis", "disassembly"): ("Instruction",),
+    ("Analysis", "recursion"): "Recursion",
+    ("Analysis", "context"): ("Context",),
+    ("Thread", "frames"): ("Frame",),
+}
+
+
+def _convert(cls, name, value):
+    kind = _NESTED.get((cls.__name__, name))
+    if value is None:
+        return None
+    if kind is None:
+        if isinstance(value, list):
+            return tuple(tuple(v) if isinstance(v, list) else v for v in value)
+        return value
+    if isinstance(kind, tuple):
+        target = globals()[kind[0]]
+        return tuple(_build(target, v) for v in value)
+    return _build(globals()[kind], value)
+
+
+@dataclass(frozen=True)
+class Signature:
+    text: str
+    frames: tuple[str, ...]
+    # (frame description, why it was left out), in order
+    skipped: tuple[tuple[str, str], ...] = ()
+    key_frames: tuple[int, ...] = ()  # indexes into the crashing thread
+    quality: float = 0.0  # share of signature frames that had symbols
+    notes: tuple[str, ...] = field(default=())

@@ -1,0 +1,137 @@
+"""Backtrace reports for a crash or a group, ready to paste into a bug
+tracker: text, markdown or JSON. Pure: rows in, a string out."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+from analyzer.model import Analysis, Frame
+from analyzer.store import CrashRow, GroupRow
+
+FORMATS = ("text", "markdown", "json")
+OTHER_THREAD_FRAMES = 12
+
+
+def when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def crash_json(row: CrashRow) -> dict:
+    sig = row.signature
+    return {
+        "crash_id": row.id, "group_id": row.group_ref, "signature": sig.get("text"),
+        "signature_quality": sig.get("quality"), "key_frames": key_frame_list(row),
+        "signal": (row.analysis.get("signal") or {}).get("name"),
+        "crashed_at": row.crashed_at, "ingested_at": row.ingested_at,
+        "executable": row.executable, "host": row.host, "container": row.container, "image": row.image,
+        "core_file": row.core_file, "meta": row.meta,
+        "signature_details": sig, "analysis": row.analysis,
+    }
+
+
+def key_frame_list(row: CrashRow) -> list[dict]:
+    analysis = Analysis.from_dict(row.analysis)
+    thread = analysis.crashing_thread
+    wanted = set(row.signature.get("key_frames") or ())
+    if thread is None:
+        return []
+    return [_frame_json(f) for f in thread.frames if f.index in wanted]
+
+
+def _frame_json(f: Frame) -> dict:
+    return {"index": f.index, "function": f.function, "module": f.module, "offset": f.offset,
+            "build_id": f.build_id, "file": f.file, "line": f.line, "pc": f.pc}
+
+
+def _summary(row: CrashRow, a: Analysis) -> list[tuple[str, str]]:
+    lines = [("Crash", row.id), ("Group", row.group_ref), ("Signature", row.signature.get("text", "")),
+             ("Signal", a.signal.describe() if a.signal else "-"),
+             ("Executable", a.executable or "-"), ("Command line", a.command_line or "-"),
+             ("PID", str(a.pid or "-")), ("C library", a.libc or "-"), ("Crashed at", when(row.crashed_at))]
+    for key, label in (("host", "Host"), ("container", "Container"), ("image", "Image")):
+        if getattr(row, key):
+            lines.append((label, getattr(row, key)))
+    if a.abort_message:
+        lines.append(("Abort message", a.abort_message))
+    if a.assertion:
+        lines.append(("Assertion", a.assertion))
+    if a.recursion:
+        lines.append(("Recursion", f"{' > '.join(a.recursion.cycle)} x{a.recursion.repeats}, "
+                                   f"{a.recursion.depth} frames"))
+    for ctx in a.context:
+        for k, v in ctx.fields:
+            lines.append((f"{ctx.program} {k}", v))
+    if a.modules_without_symbols:
+        lines.append(("No symbols", ", ".join(a.modules_without_symbols)))
+    for p in a.problems:
+        lines.append(("Problem", p))
+    return lines
+
+
+def _thread_lines(a: Analysis, key: set[int], all_frames: bool) -> list[str]:
+    out = []
+    for t in a.threads:
+        title = f"Thread {t.number}" + (f" (LWP {t.lwp})" if t.lwp else "") + (" - crashed" if t.crashed else "")
+        out.append(title + ":")
+        frames = t.frames if (t.crashed or all_frames) else t.frames[:OTHER_THREAD_FRAMES]
+        prev = None
+        for f in frames:
+            if prev is not None and f.index != prev + 1:
+                out.append(f"     ... {f.index - prev - 1} frames omitted ...")
+            mark = "*" if t.crashed and f.index in key else " "
+            out.append(f"  {mark}{f.describe()}")
+            prev = f.index
+        if len(frames) < len(t.frames) or t.truncated:
+            out.append(f"     ... {(t.depth or len(t.frames)) - (prev + 1 if prev is not None else 0)} more frames")
+        out.append("")
+    return out
+
+
+def crash_report(row: CrashRow, fmt: str = "text") -> str:
+    if fmt == "json":
+        return json.dumps(crash_json(row), indent=2)
+    a = Analysis.from_dict(row.analysis)
+    key = set(row.signature.get("key_frames") or ())
+    summary = _summary(row, a)
+    threads = _thread_lines(a, key, all_frames=False)
+    if fmt == "markdown":
+        md = [f"### Crash `{row.id}`: `{row.signature.get('text', '')}`", ""]
+        md += [f"- **{k}**: `{v}`" if k in ("Signature", "Executable", "Command line") else f"- **{k}**: {v}"
+               for k, v in summary]
+        md += ["", "Key frames are marked with `*`.", "", "```", *threads, "```"]
+        return "\n".join(md)
+    width = max(len(k) for k, _ in summary)
+    text = [f"{k:<{width}} : {v}" for k, v in summary]
+    return "\n".join(text + ["", "Backtrace (key frames marked *):", *threads])
+
+
+def group_json(group: GroupRow, rows: list[CrashRow]) -> dict:
+    return {"group_id": group.ref, "signature": group.signature, "executable": group.executable,
+            "signal": group.signal, "count": group.count, "first_seen": group.first_seen,
+            "last_seen": group.last_seen, "state": group.state, "note": group.note,
+            "quality": group.quality,
+            "crashes": [{"crash_id": r.id, "crashed_at": r.crashed_at, "host": r.host,
+                         "container": r.container, "image": r.image} for r in rows],
+            "representative": crash_json(rows[0]) if rows else None}
+
+
+def group_report(group: GroupRow, rows: list[CrashRow], fmt: str = "text") -> str:
+    if fmt == "json":
+        return json.dumps(group_json(group, rows), indent=2)
+    head = [("Group", group.ref), ("Signature", group.signature), ("Executable", group.executable or "-"),
+            ("Signal", group.signal or "-"), ("Crashes", str(group.count)),
+            ("First seen", when(group.first_seen)), ("Last seen", when(group.last_seen)),
+            ("State", group.state + (f" ({group.note})" if group.note else ""))]
+    example = crash_report(rows[0], fmt) if rows else "(no crashes)"
+    listing = [f"{r.id}  {when(r.crashed_at)}  {r.host or ''} {r.container or ''}".rstrip() for r in rows[:50]]
+    if fmt == "markdown":
+        md = [f"## Crash group {group.ref}: `{group.signature}`", ""]
+        md += [f"- **{k}**: {v}" for k, v in head[2:]]
+        md += ["", "#### Most recent crash", "", example, "", "#### Crashes", "", "```", *listing, "```"]
+        return "\n".join(md)
+    width = max(len(k) for k, _ in head)
+    text = [f"{k:<{width}} : {v}" for k, v in head]
+    return "\n".join(text + ["", "Most recent crash:", "", example, "Crashes:", *listing])

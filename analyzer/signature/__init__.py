@@ -1,0 +1,211 @@
+"""Crash signatures: which bug is this? ``generate(analysis) -> Signature``.
+
+An ordered pipeline of small pure rules over the crashing thread's frames,
+after Socorro's signature generator. Each rule takes the frames left so far
+and returns the frames it keeps plus why it dropped the others, so the web
+UI can show how a signature was made. The frame lists are plain text files
+(``lists/``), extendable by users with files of the same names under
+``<data-dir>/rules/``.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from analyzer.model import Analysis, Frame, Signature
+from analyzer.signature.names import normalize_function
+from analyzer.stack import collapse_repeats
+
+LISTS = Path(__file__).with_name("lists")
+SIGNATURE_FRAMES = 3  # program frames after any prefix
+KEY_FRAMES = 3
+SEPARATOR = " | "
+
+
+@dataclass(frozen=True)
+class Rules:
+    skip: tuple[re.Pattern, ...]
+    prefix: tuple[re.Pattern, ...]
+    system_modules: tuple[re.Pattern, ...]
+
+
+def read_list(path: Path) -> list[str]:
+    """Non-empty, non-comment lines of a list file."""
+    lines = []
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            lines.append(line)
+    return lines
+
+
+@functools.lru_cache(maxsize=8)
+def load_rules(extra_dir: Path | None = None) -> Rules:
+    def patterns(name: str) -> tuple[re.Pattern, ...]:
+        lines = read_list(LISTS / name)
+        if extra_dir is not None and (extra_dir / name).is_file():
+            lines += read_list(extra_dir / name)
+        return tuple(re.compile(line) for line in lines)
+
+    return Rules(patterns("skip.txt"), patterns("prefix.txt"), patterns("system_modules.txt"))
+
+
+def _matches(patterns: tuple[re.Pattern, ...], text: str | None) -> bool:
+    return text is not None and any(p.fullmatch(text) for p in patterns)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A crashing-thread frame on its way into a signature."""
+
+    frame: Frame
+    name: str
+    symbolized: bool
+    system: bool  # in the C/C++ runtime or loader
+    prefix: bool = False
+
+
+@dataclass(frozen=True)
+class State:
+    frames: tuple[Candidate, ...]
+    skipped: tuple[tuple[str, str], ...] = ()
+    notes: tuple[str, ...] = ()
+
+    def drop(self, keep: list[Candidate], dropped: list[tuple[Candidate, str]], note: str | None = None) -> "State":
+        skipped = self.skipped + tuple((f"#{c.frame.index} {c.name}", why) for c, why in dropped)
+        return State(tuple(keep), skipped, self.notes + ((note,) if note else ()))
+
+
+def frame_name(frame: Frame) -> tuple[str, bool]:
+    """The name a frame contributes, and whether it came from a symbol."""
+    if frame.function:
+        return normalize_function(frame.function), True
+    if frame.module and frame.offset is not None:
+        return f"{frame.module_name}+{frame.offset:#x}", False
+    return f"@{frame.pc:#x}", False
+
+
+# -- the rules, in order ---------------------------------------------------
+
+def rule_below_signal_handler(state: State, rules: Rules, analysis: Analysis) -> State:
+    """A program's own crash handler ran on top of the crash: the bug is
+    below the signal trampoline."""
+    for i, c in enumerate(state.frames):
+        if c.name == "<signal handler called>":
+            return state.drop(list(state.frames[i + 1:]),
+                              [(d, "crash handler above the signal") for d in state.frames[:i + 1]])
+    return state
+
+
+def rule_skip_listed(state: State, rules: Rules, analysis: Analysis) -> State:
+    keep, dropped = [], []
+    for c in state.frames:
+        if _matches(rules.skip, c.name):
+            dropped.append((c, "raising, aborting or unwinding (skip.txt)"))
+        else:
+            keep.append(c)
+    return state.drop(keep, dropped)
+
+
+def rule_leading_library(state: State, rules: Rules, analysis: Analysis) -> State:
+    """Before the first program frame: keep memcpy-like frames as a prefix,
+    drop runtime internals (the libstdc++ guts under std::terminate)."""
+    keep, dropped = [], []
+    frames = list(state.frames)
+    if not any(not c.system and not _matches(rules.prefix, c.name) for c in frames):
+        return state  # nothing but library frames: keep them all
+    i = 0
+    while i < len(frames):
+        c = frames[i]
+        if _matches(rules.prefix, c.name) and (c.system or not c.frame.file):
+            keep.append(replace(c, prefix=True))
+        elif c.system:
+            dropped.append((c, "C/C++ runtime internal"))
+        else:
+            break
+        i += 1
+    return state.drop(keep + frames[i:], dropped)
+
+
+def rule_collapse_recursion(state: State, rules: Rules, analysis: Analysis) -> State:
+    names = [c.name for c in state.frames]
+    collapsed, removed = collapse_repeats(names)
+    if not removed:
+        return state
+    keep, dropped, j = [], [], 0
+    for c in state.frames:  # collapse keeps the first of each run, in order
+        if j < len(collapsed) and c.name == collapsed[j]:
+            keep.append(c)
+            j += 1
+        else:
+            dropped.append((c, "recursion"))
+    note = f"recursion collapsed ({removed} repeated frames)"
+    if analysis.recursion:
+        note = f"recursion of {' > '.join(analysis.recursion.cycle)}, {analysis.recursion.depth} frames deep"
+    return State(tuple(keep), state.skipped + ((f"{removed} frames", "recursion"),), state.notes + (note,))
+
+
+def rule_take(state: State, rules: Rules, analysis: Analysis) -> State:
+    keep, count = [], 0
+    for c in state.frames:
+        keep.append(c)
+        if not c.prefix:
+            count += 1
+            if count == SIGNATURE_FRAMES:
+                break
+    return State(tuple(keep), state.skipped, state.notes)
+
+
+RULES = (rule_below_signal_handler, rule_skip_listed, rule_leading_library,
+         rule_collapse_recursion, rule_take)
+
+
+def generate(analysis: Analysis, rules: Rules | None = None) -> Signature:
+    rules = rules or load_rules()
+    thread = analysis.crashing_thread
+    if thread is None or not thread.frames:
+        return _no_frames(analysis)
+    candidates = []
+    for f in thread.frames:
+        name, symbolized = frame_name(f)
+        candidates.append(Candidate(f, name, symbolized, _matches(rules.system_modules, f.module_name)))
+    state = State(tuple(candidates))
+    for rule in RULES:
+        try:
+            state = rule(state, rules, analysis)
+        except Exception as exc:  # a broken rule must not lose the crash
+            state = replace(state, notes=state.notes + (f"{rule.__name__} failed: {exc}",))
+    parts = [c.name for c in state.frames]
+    if analysis.assertion:
+        parts.append(f"assert({analysis.assertion})")
+    if not parts:
+        return _no_frames(analysis)
+    symbolized = sum(1 for c in state.frames if c.symbolized)
+    quality = symbolized / len(state.frames) if state.frames else 0.0
+    return Signature(text=SEPARATOR.join(parts), frames=tuple(parts), skipped=state.skipped,
+                     key_frames=key_frames(candidates, rules), quality=round(quality, 2),
+                     notes=state.notes)
+
+
+def key_frames(candidates: list[Candidate], rules: Rules) -> tuple[int, ...]:
+    """The first frames that belong to the program, not to its runtime."""
+    out = []
+    for c in candidates:
+        if c.system or _matches(rules.skip, c.name) or c.name == "<signal handler called>":
+            continue
+        out.append(c.frame.index)
+        if len(out) == KEY_FRAMES:
+            break
+    return tuple(out)
+
+
+def _no_frames(analysis: Analysis) -> Signature:
+    """No backtrace: group by what is known, so these crashes stay visible."""
+    exe = (analysis.executable or "unknown").rsplit("/", 1)[-1]
+    sig = analysis.signal.name if analysis.signal else "no signal"
+    reason = analysis.problems[0].split(":")[0] if analysis.problems else "no frames"
+    text = f"{exe} | {sig} | {reason}"
+    return Signature(text=text, frames=(text,), notes=("no backtrace: " + reason,))

@@ -1,0 +1,225 @@
+"""``coretriage``: the command line. Every command takes the global
+``--data-dir``. Errors are one line on stderr and a non-zero exit; a
+traceback is only shown with CORETRIAGE_DEBUG=1."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+class UserError(Exception):
+    pass
+
+
+def _context(args):
+    from analyzer.store import Store
+    from coretriage.config import load_config
+
+    config = load_config(args.data_dir)
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    return config, Store(config.database_url)
+
+
+def _parse_ref(ref: str) -> tuple[str, str | int]:
+    ref = ref.strip()
+    if len(ref) > 1 and ref[0] == "g" and ref[1:].isdigit():
+        return "group", int(ref[1:])
+    if len(ref) == 13 and ref[0] == "c" and all(ch in "0123456789abcdef" for ch in ref[1:]):
+        return "crash", ref
+    raise UserError(f"{ref!r} is neither a crash id (c + 12 hex digits) nor a group id (g + number)")
+
+
+def cmd_ingest(args) -> int:
+    from analyzer.ingest import ingest
+
+    config, store = _context(args)
+    done = ingest(config, store, Path(args.core), Path(args.exe) if args.exe else None,
+                  Path(args.sysroot) if args.sysroot else None)
+    a, sig = done.analysis, done.signature
+    if args.json:
+        from analyzer.report import key_frame_list
+        print(json.dumps({"crash_id": done.crash.id, "group_id": done.crash.group_ref, "new": done.new,
+                          "signature": sig.text, "quality": sig.quality,
+                          "key_frames": key_frame_list(done.crash),
+                          "signal": a.signal.name if a.signal else None,
+                          "executable": a.executable, "problems": list(a.problems)}))
+    else:
+        state = "stored" if done.new else "already stored"
+        print(f"{done.crash.id} {state} in {done.crash.group_ref}: {sig.text}")
+        for p in a.problems:
+            print(f"  note: {p}")
+    if not a.threads and any(p.startswith("not a core dump") for p in a.problems):
+        print(f"coretriage: error: {args.core}: {a.problems[0]} (recorded as {done.crash.id})", file=sys.stderr)
+        return EXIT_ERROR
+    return 0
+
+
+def cmd_list(args) -> int:
+    from analyzer.report import when
+
+    _, store = _context(args)
+    groups = store.groups(limit=args.limit)
+    if args.json:
+        print(json.dumps([{"group_id": g.ref, "signature": g.signature, "count": g.count,
+                           "first_seen": g.first_seen, "last_seen": g.last_seen, "executable": g.executable,
+                           "signal": g.signal, "state": g.state, "quality": g.quality} for g in groups]))
+        return 0
+    if not groups:
+        print("no crashes yet")
+        return 0
+    print(f"{'GROUP':<7} {'COUNT':>5}  {'FIRST SEEN':<23}  {'LAST SEEN':<23}  {'SIGNAL':<8} {'STATE':<12} SIGNATURE")
+    for g in groups:
+        print(f"{g.ref:<7} {g.count:>5}  {when(g.first_seen):<23}  {when(g.last_seen):<23}  "
+              f"{g.signal or '-':<8} {g.state:<12} {g.signature}")
+    return 0
+
+
+def cmd_show(args) -> int:
+    from analyzer.report import crash_report, group_report
+
+    kind, ref = _parse_ref(args.id)
+    _, store = _context(args)
+    fmt = "json" if args.json else "text"
+    if kind == "crash":
+        print(crash_report(store.crash(ref), fmt))
+    else:
+        print(group_report(store.group(ref), store.crashes_of(ref), fmt))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from analyzer.report import crash_report, group_report
+
+    kind, ref = _parse_ref(args.id)
+    _, store = _context(args)
+    if kind == "crash":
+        print(crash_report(store.crash(ref), args.format))
+    else:
+        print(group_report(store.group(ref), store.crashes_of(ref), args.format))
+    return 0
+
+
+def cmd_gdb(args) -> int:
+    from analyzer.ingest import decompressed
+
+    kind, ref = _parse_ref(args.id)
+    config, store = _context(args)
+    if kind == "group":
+        rows = store.crashes_of(ref, limit=1)
+        if not rows:
+            raise UserError(f"group g{ref} has no crashes")
+        row = rows[0]
+    else:
+        row = store.crash(ref)
+    if not row.core_file or not (config.data_dir / row.core_file).is_file():
+        raise UserError(f"crash {row.id} has no stored core (metadata only)")
+    gdb = shutil.which("gdb")
+    if gdb is None:
+        raise UserError("gdb is not installed (apt-get install gdb)")
+    with decompressed(config.data_dir / row.core_file, config.tmp_dir) as core:
+        argv = [gdb, "-q", "-iex", "set auto-load off"]
+        if row.sysroot:
+            argv += ["-iex", f"set sysroot {row.sysroot}"]
+        if row.exe_file:
+            argv += [row.exe_file]
+        argv += ["-c", str(core), *args.gdb_args]
+        return subprocess.call(argv)
+
+
+def cmd_reprocess(args) -> int:
+    from analyzer.ingest import reprocess
+
+    config, store = _context(args)
+    result = reprocess(config, store, progress=lambda cid, sig: print(f"{cid}: {sig}") if args.verbose else None)
+    print(f"reprocessed {result['crashes']} crashes; {result['moved']} moved to another group")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from coretriage.demo import run_demo
+
+    config, store = _context(args)
+    run_demo(config, store)
+    args.limit, args.json = 50, False
+    print()
+    return cmd_list(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="coretriage", description="Capture, analyze and group core dumps.")
+    p.add_argument("--data-dir", help="where crashes, cores and the database live "
+                                      "(default: $CORETRIAGE_DATA_DIR or /var/lib/coretriage)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("ingest", help="analyze a core now and store it in its group")
+    s.add_argument("core")
+    s.add_argument("--exe", help="the executable that crashed, if not at its path in the core")
+    s.add_argument("--sysroot", help="a directory holding the crashed program's files (a container's root)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_ingest)
+
+    s = sub.add_parser("list", help="crash groups, most recent first")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--limit", type=int, default=100)
+    s.set_defaults(func=cmd_list)
+
+    s = sub.add_parser("show", help="one crash or group, every field")
+    s.add_argument("id")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_show)
+
+    s = sub.add_parser("export", help="a backtrace report for a crash or group")
+    s.add_argument("id")
+    s.add_argument("--format", choices=("text", "markdown", "json"), default="text")
+    s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("gdb", help="open gdb on a stored core with its executable")
+    s.add_argument("id")
+    s.add_argument("gdb_args", nargs=argparse.REMAINDER, help="passed on to gdb")
+    s.set_defaults(func=cmd_gdb)
+
+    s = sub.add_parser("reprocess", help="analyze every stored core again and regroup")
+    s.add_argument("-v", "--verbose", action="store_true")
+    s.set_defaults(func=cmd_reprocess)
+
+    s = sub.add_parser("demo", help="analyze the sample cores and show their groups")
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from analyzer.ingest import IngestError
+    from analyzer.store import NotFound
+    from coretriage.config import ConfigError
+
+    try:
+        return args.func(args)
+    except (UserError, IngestError, NotFound, ConfigError) as exc:
+        print(f"coretriage: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # never a traceback to a user
+        if os.environ.get("CORETRIAGE_DEBUG"):
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"coretriage: error: {type(exc).__name__}: {first} (CORETRIAGE_DEBUG=1 shows details)",
+              file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""The same bug lands in one group whatever the input; two bugs in two."""
+
+from analyzer.ingest import ingest, reprocess
+
+
+def test_same_bug_five_times_one_group(config, store, samples):
+    ids = set()
+    for variant in range(5):
+        s = samples("segv", variant)
+        done = ingest(config, store, s.core, s.exe)
+        assert done.new
+        ids.add(done.crash.group_id)
+    assert len(ids) == 1
+    group = store.group(ids.pop())
+    assert group.count == 5 and group.first_seen <= group.last_seen
+
+
+def test_thread_count_does_not_split_group(config, store, samples):
+    groups = {ingest(config, store, samples("thread", v).core, samples("thread", v).exe).crash.group_id
+              for v in (0, 3)}
+    assert len(groups) == 1
+
+
+def test_two_assertions_two_groups(config, store, samples):
+    a = ingest(config, store, samples("assert_balance").core, samples("assert_balance").exe)
+    b = ingest(config, store, samples("assert_queue").core, samples("assert_queue").exe)
+    assert a.crash.group_id != b.crash.group_id
+
+
+def test_ingest_is_idempotent(config, store, samples):
+    s = samples("musl")
+    first = ingest(config, store, s.core, s.exe)
+    again = ingest(config, store, s.core, s.exe)
+    assert first.crash.id == again.crash.id and not again.new
+    assert store.group(first.crash.group_id).count == 1
+    assert (config.data_dir / first.crash.core_file).stat().st_size < s.core.stat().st_size
+
+
+def test_reprocess_after_rule_change_moves_crashes_and_keeps_ids(config, store, samples):
+    seg = [ingest(config, store, samples("segv", v).core, samples("segv", v).exe) for v in (0, 1)]
+    dfree = ingest(config, store, samples("double_free").core, samples("double_free").exe)
+    old_group = seg[0].crash.group_id
+    # a user rule: header_length is a helper that says nothing about the bug
+    config.rules_dir.mkdir(parents=True)
+    (config.rules_dir / "skip.txt").write_text("header_length\n")
+    result = reprocess(config, store)
+    assert result["crashes"] == 3
+    group = store.group(old_group)  # same id, new signature
+    assert group.signature == "strlen | parse_request | main"
+    assert group.count == 2
+    assert store.crash(dfree.crash.id).group_id == dfree.crash.group_id

@@ -1,0 +1,45 @@
+"""Every line of every frame list is a valid regular expression, and the
+lists mean what they say on examples."""
+
+import re
+
+import pytest
+
+from analyzer.signature import LISTS, _matches, load_rules, read_list
+
+FILES = sorted(LISTS.glob("*.txt"))
+
+
+def test_lists_exist():
+    assert {p.name for p in FILES} == {"skip.txt", "prefix.txt", "system_modules.txt"}
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_every_line_compiles(path):
+    lines = read_list(path)
+    assert lines, f"{path.name} is empty"
+    for line in lines:
+        re.compile(line)  # raises on a bad line, naming it
+        assert line == line.strip()
+
+
+def test_lists_classify_examples():
+    rules = load_rules()
+    assert _matches(rules.skip, "raise")
+    assert _matches(rules.skip, "__pthread_kill_implementation")
+    assert _matches(rules.skip, "std::terminate")
+    assert not _matches(rules.skip, "walk_tree")
+    assert _matches(rules.prefix, "memcpy")
+    assert _matches(rules.prefix, "__memcpy_avx_unaligned_erms")
+    assert not _matches(rules.prefix, "string_append")
+    assert _matches(rules.system_modules, "libc.so.6")
+    assert _matches(rules.system_modules, "ld-musl-x86_64.so.1")
+    assert _matches(rules.system_modules, "libstdc++.so.6.0.30")
+    assert not _matches(rules.system_modules, "libz.so.1")
+
+
+def test_user_rules_extend_lists(tmp_path):
+    (tmp_path / "skip.txt").write_text("# ours\nlog_and_crash\n")
+    rules = load_rules(tmp_path)
+    assert _matches(rules.skip, "log_and_crash")
+    assert _matches(rules.skip, "raise")
