@@ -114,6 +114,7 @@ def cmd_gdb(args) -> int:
     kind, ref = _parse_ref(args.id)
     config, store = _context(args)
     if kind == "group":
+        store.group(ref)  # NotFound: "no group gN"
         rows = store.crashes_of(ref, limit=1)
         if not rows:
             raise UserError(f"group g{ref} has no crashes")

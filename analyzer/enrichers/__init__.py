@@ -37,15 +37,19 @@ class Probe(Protocol):
     def string(self, expression: str) -> str | None: ...
 
 
-def search_file(path: Path | None, pattern: bytes) -> re.Match | None:
-    """Search an executable's bytes (version strings live in .rodata)."""
+def search_file(path: Path | None, pattern: bytes) -> tuple[str, ...] | None:
+    """Search an executable's bytes (version strings live in .rodata).
+    Returns the whole match and its groups, decoded, or None."""
     import mmap
 
     if path is None:
         return None
     try:
         with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            return re.search(pattern, data)
+            found = re.search(pattern, data)
+            if found is None:
+                return None
+            return tuple(g.decode("utf-8", "replace") for g in (found.group(0), *found.groups()) if g is not None)
     except (OSError, ValueError):
         return None
 

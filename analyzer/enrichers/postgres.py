@@ -45,7 +45,7 @@ def enrich(target: Target, probe: Probe) -> Context | None:
     if kind is not None and kind.lstrip("-").isdigit():
         n = int(kind)
         fields.append(("backend_type", BACKEND_TYPES[n] if 0 <= n < len(BACKEND_TYPES) else str(n)))
-    version = search_file(target.executable_file, rb"PostgreSQL \d+(?:\.\d+)?[^\0]{0,160}")
+    version = search_file(target.executable_file, rb"PostgreSQL \d+(?:\.\d+)? \([^)\0]{1,80}\)(?: on [^\0]{1,200})?")
     if version:
-        fields.append(("version", version.group(0).decode("utf-8", "replace")))
+        fields.append(("version", version[0]))
     return Context(PROGRAM, tuple(fields)) if fields else None

@@ -1,0 +1,66 @@
+"""Real servers crashed for real: Debian's HAProxy serving an HTTP request
+and a PostgreSQL 15 backend running a buggy C function."""
+
+import json
+
+import pytest
+
+from analyzer.ingest import ingest
+from coretriage.cli import main
+
+
+@pytest.fixture(scope="module")
+def haproxy_sample(tmp_path_factory):
+    from recipes import haproxy
+    return haproxy.make(tmp_path_factory.mktemp("haproxy"))
+
+
+@pytest.fixture(scope="module")
+def postgres_sample(tmp_path_factory):
+    from recipes import postgres
+    return postgres.make(tmp_path_factory.mktemp("postgres"))
+
+
+def test_haproxy_segfault_while_serving_request(config, store, haproxy_sample):
+    done = ingest(config, store, haproxy_sample.core, haproxy_sample.exe)
+    a, sig = done.analysis, done.signature
+    assert a.signal.name == "SIGSEGV" and a.executable == "/usr/sbin/haproxy"
+    assert sig.frames[:2] == ("route_auth_header", "buggy_parse_path")
+    assert sig.frames[2].startswith("liblua5.3.so")  # stripped library: module+offset
+    assert len(a.threads) >= 2 and a.crashing_thread.crashed
+    names = [f.function for f in a.crashing_thread.frames]
+    assert "process_stream" in names and "lua_resume" in names  # exported haproxy / Lua names
+    ctx = dict(a.context[0].fields)
+    assert ctx["version"].startswith("2.") and "USE_LUA=1" in ctx["build_options"]
+    assert "/usr/sbin/haproxy" in a.modules_without_symbols
+
+
+def test_haproxy_same_bug_twice_one_group(config, store, haproxy_sample, tmp_path):
+    from recipes import haproxy
+    again = haproxy.make(tmp_path / "again")
+    first = ingest(config, store, haproxy_sample.core, haproxy_sample.exe)
+    second = ingest(config, store, again.core, again.exe)
+    assert first.crash.id != second.crash.id
+    assert first.crash.group_id == second.crash.group_id
+
+
+def test_postgres_backend_query_is_recovered_masked(config, store, postgres_sample):
+    done = ingest(config, store, postgres_sample.core, postgres_sample.exe)
+    a, sig = done.analysis, done.signature
+    assert sig.frames[0] == "normalize_sku" and a.signal.name == "SIGSEGV"
+    ctx = dict(a.context[0].fields)
+    assert ctx["backend_type"] == "client backend"
+    assert ctx["version"].startswith("PostgreSQL 15")
+    assert "normalize_sku(name)" in ctx["query"]
+    assert "secret-literal" not in ctx["query"] and "?" in ctx["query"]
+
+
+def test_postgres_literals_shown_when_asked(tmp_path, postgres_sample, capsys):
+    (tmp_path / "coretriage.toml").write_text("show_literals = true\n")
+    assert main(["--data-dir", str(tmp_path), "ingest", str(postgres_sample.core),
+                 "--exe", str(postgres_sample.exe), "--json"]) == 0
+    crash_id = json.loads(capsys.readouterr().out)["crash_id"]
+    assert main(["--data-dir", str(tmp_path), "show", crash_id, "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    fields = dict(shown["analysis"]["context"][0]["fields"])
+    assert fields["query"] == postgres_sample.extra["query"]
