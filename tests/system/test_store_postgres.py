@@ -1,0 +1,34 @@
+"""The store on a real PostgreSQL server: the same contract as on SQLite."""
+
+import dataclasses
+
+import pytest
+
+from analyzer.ingest import ingest, reprocess
+from analyzer.store import Store
+from pgserver import postgres_server
+
+
+@pytest.fixture(scope="module")
+def pg_url():
+    with postgres_server() as url:
+        yield url
+
+
+def test_ingest_group_and_reprocess_on_postgres(pg_url, config, samples):
+    config = dataclasses.replace(config, database_url=pg_url)
+    store = Store(pg_url)
+    try:
+        a = [ingest(config, store, samples("segv", v).core, samples("segv", v).exe) for v in (0, 1, 2)]
+        b = ingest(config, store, samples("assert_queue").core, samples("assert_queue").exe)
+        assert len({x.crash.group_id for x in a}) == 1 and b.crash.group_id != a[0].crash.group_id
+        group = store.group(a[0].crash.group_id)
+        assert group.count == 3
+        assert group.first_seen == min(x.crash.crashed_at for x in a)
+        assert group.last_seen == max(x.crash.crashed_at for x in a)
+        assert store.engine.dialect.name == "postgresql"
+        assert ingest(config, store, samples("segv", 0).core, samples("segv", 0).exe).new is False
+        assert reprocess(config, store) == {"crashes": 4, "moved": 0}
+        assert store.group(a[0].crash.group_id).count == 3
+    finally:
+        store.close()
