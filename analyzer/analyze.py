@@ -73,7 +73,8 @@ class _Analyzer:
         exe_mismatch = False
         for path, (start, end) in self.notes.module_bases().items():
             is_exe = path == self.exe_path
-            found = self.exe_file if is_exe else elfinfo.find_module(path, self.sysroot, None, False)
+            found = self.exe_file if is_exe else elfinfo.find_module(path, self.sysroot, None, False,
+                                                                     core_ids.get(path))
             facts = elfinfo.safe_facts(found) if found else None
             if path not in core_ids and facts is None:
                 continue  # not an ELF file: locale archives, shared memory, ...
@@ -162,6 +163,13 @@ class _Analyzer:
         if self.sysroot:
             debug_dirs.insert(0, f"{sysroot}/usr/lib/debug")
         gdb.console(f"set debug-file-directory {':'.join(debug_dirs)}")
+        if self.sysroot:
+            # gdb names libraries by their link-map path (/lib/... where the
+            # core says /usr/lib/...): let it find them by name where we did
+            dirs = dict.fromkeys(self._safe(Path(m.found_at).parent, stack)
+                                 for m in self.modules if m.found_at and m.path != self.exe_path)
+            if dirs:
+                gdb.console(f"set solib-search-path {':'.join(dirs)}")
         if self.exe_file:
             gdb.mi(f"-file-exec-and-symbols {mi_quote(str(self.exe_file))}")
         gdb.mi(f"-target-select core {core_arg}")

@@ -56,9 +56,11 @@ def debug_file_for(build_id: str | None, roots: tuple[Path, ...] = (DEBUG_ROOT,)
 
 
 def find_module(path: str, sysroot: Path | None, executable: Path | None,
-                is_executable: bool) -> Path | None:
+                is_executable: bool, build_id: str | None = None) -> Path | None:
     """Where to read a mapped file: the captured sysroot first, then the
-    executable given on the command line, then the same path on this host."""
+    executable given on the command line, then the same path on this host.
+    With a sysroot, a host file is used only when its build-id is the one
+    the core recorded: the same build, whatever host it is on."""
     rel = path.lstrip("/")
     if sysroot is not None:
         candidate = sysroot / rel
@@ -66,9 +68,12 @@ def find_module(path: str, sysroot: Path | None, executable: Path | None,
             return candidate
     if is_executable and executable is not None and executable.is_file():
         return executable
-    if sysroot is None:
-        candidate = Path(path)
-        if candidate.is_file():
+    candidate = Path(path)
+    if candidate.is_file():
+        if sysroot is None:
+            return candidate
+        facts = safe_facts(candidate)
+        if build_id and facts is not None and facts.build_id == build_id:
             return candidate
     return None
 
