@@ -9,11 +9,13 @@ production host. Needs root: core_pattern is set for the duration of a
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import resource
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,18 +39,43 @@ class Sample:
     extra: dict = field(default_factory=dict)
 
 
+_LOCK_PATH = "/run/lock/coretriage-core-pattern.lock"
+_held = threading.local()
+
+
+@contextlib.contextmanager
+def core_pattern(pattern: str):
+    """Set the kernel's core_pattern for the block and always put it back.
+
+    core_pattern is one setting for the whole machine: processes that set it
+    at the same time (parallel test runs) would restore each other's values,
+    so every user takes an exclusive lock first. Reentrant in one thread.
+    """
+    depth = getattr(_held, "depth", 0)
+    lock = None
+    if depth == 0:
+        lock = open(_LOCK_PATH, "a")
+        fcntl.flock(lock, fcntl.LOCK_EX)
+    _held.depth = depth + 1
+    old = CORE_PATTERN.read_text()
+    try:
+        CORE_PATTERN.write_text(pattern + "\n")
+        yield
+    finally:
+        CORE_PATTERN.write_text(old)
+        _held.depth = depth
+        if lock is not None:
+            lock.close()
+
+
 @contextlib.contextmanager
 def cores_into(directory: Path):
     """Point the kernel's core_pattern at ``directory`` for the block."""
     directory.mkdir(parents=True, exist_ok=True)
     # Services that drop privileges (postgres) must be able to write here.
     os.chmod(directory, 0o1777)
-    old = CORE_PATTERN.read_text()
-    CORE_PATTERN.write_text(f"{directory}/core.%p\n")
-    try:
+    with core_pattern(f"{directory}/core.%p"):
         yield directory
-    finally:
-        CORE_PATTERN.write_text(old)
 
 
 def allow_cores() -> None:
