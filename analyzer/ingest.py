@@ -95,6 +95,21 @@ def _tuples(data: dict) -> dict:
             for k, v in data.items()}
 
 
+def group_fields(analysis: Analysis, signature: Signature) -> dict:
+    """What the group list shows and searches, from the latest crash."""
+    thread = analysis.crashing_thread
+    frames = thread.frames if thread else ()
+    by_index = {f.index: f for f in frames}
+    key = [by_index[i] for i in signature.key_frames if i in by_index]
+    key_frame = None
+    if key:
+        f = key[0]
+        key_frame = f.function or (f"{f.module_name}+{f.offset:#x}" if f.module else None)
+    names = [f.function for f in frames[:64] if f.function]
+    text = " ".join([signature.text, analysis.executable or "", *names])
+    return {"key_frame": key_frame, "search_text": text}
+
+
 def _signature(config, analysis: Analysis) -> Signature:
     extra = config.rules_dir if config.rules_dir.is_dir() else None
     return generate(analysis, load_rules(extra))
@@ -141,7 +156,8 @@ def ingest(config, store: Store, core: Path, exe: Path | None = None, sysroot: P
         analysis=analysis.to_dict(), crashed_at=float(when), executable=analysis.executable,
         signal=analysis.signal.name if analysis.signal else None, quality=signature.quality,
         core_file=core_file, exe_file=exe_file, sysroot=str(sysroot) if sysroot else None,
-        host=meta.get("host"), container=meta.get("container"), image=meta.get("image"), meta=meta)
+        host=meta.get("host"), container=meta.get("container"), image=meta.get("image"), meta=meta,
+        **group_fields(analysis, signature))
     return Ingested(row, new, analysis, signature)
 
 
@@ -175,7 +191,7 @@ def reprocess(config, store: Store, progress=lambda crash_id, sig: None) -> dict
                               signature_data=dataclasses.asdict(signature), analysis=analysis.to_dict(),
                               executable=analysis.executable,
                               signal=analysis.signal.name if analysis.signal else None,
-                              quality=signature.quality)
+                              quality=signature.quality, **group_fields(analysis, signature))
         if store.crash(crash_id).group_id != group_id:
             moved += 1
     store.recount()

@@ -29,7 +29,11 @@ groups = sa.Table(
     sa.Column("quality", sa.Float, nullable=False, default=0.0),
     sa.Column("state", sa.String(16), nullable=False, default="new"),
     sa.Column("note", sa.Text, nullable=False, default=""),
+    sa.Column("key_frame", sa.Text),  # first program frame, for the group list
+    sa.Column("search_text", sa.Text, nullable=False, default=""),  # signature + frame names
     sa.Index("ix_groups_last_seen", "last_seen"),
+    sa.Index("ix_groups_count", "count"),
+    sa.Index("ix_groups_first_seen", "first_seen"),
 )
 
 crashes = sa.Table(
@@ -50,11 +54,62 @@ crashes = sa.Table(
     sa.Column("signature", sa.Text, nullable=False),  # Signature as JSON
     sa.Column("meta", sa.Text, nullable=False, default="{}"),  # collector metadata
     sa.Index("ix_crashes_group", "group_id", "crashed_at"),
+    sa.Index("ix_crashes_host", "host", "group_id"),
+    sa.Index("ix_crashes_image", "image", "group_id"),
+    sa.Index("ix_crashes_container", "container", "group_id"),
 )
+
+users = sa.Table(
+    "users", metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("password_hash", sa.Text, nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),  # viewer | admin
+    sa.Column("created", sa.Float, nullable=False),
+)
+
+tokens = sa.Table(
+    "api_tokens", metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),  # sha256 of the token
+    sa.Column("user", sa.String(64), sa.ForeignKey("users.name"), nullable=False),
+    sa.Column("created", sa.Float, nullable=False),
+)
+
+STATES = ("new", "acknowledged", "resolved", "regressed", "ignored")
 
 
 class NotFound(Exception):
     pass
+
+
+SORTS = {"last_seen": groups.c.last_seen, "count": groups.c.count, "first_seen": groups.c.first_seen}
+
+
+@dataclass(frozen=True)
+class GroupQuery:
+    """Filters, sort and page for the group list (web UI and API)."""
+
+    sort: str = "last_seen"  # last_seen | count | first_seen
+    executable: str | None = None
+    image: str | None = None
+    container: str | None = None
+    host: str | None = None
+    signal: str | None = None
+    state: str | None = None
+    since: float | None = None  # last seen at or after
+    until: float | None = None  # first seen at or before
+    search: str | None = None
+    limit: int = 50
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    role: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
 
 
 @dataclass(frozen=True)
@@ -69,6 +124,8 @@ class GroupRow:
     quality: float
     state: str
     note: str
+    key_frame: str | None = None
+    search_text: str = ""
 
     @property
     def ref(self) -> str:
@@ -127,13 +184,19 @@ class Store:
                   crashed_at: float, executable: str | None, signal: str | None, quality: float,
                   core_file: str | None = None, exe_file: str | None = None, sysroot: str | None = None,
                   host: str | None = None, container: str | None = None, image: str | None = None,
-                  meta: dict | None = None) -> tuple[CrashRow, bool]:
+                  meta: dict | None = None, key_frame: str | None = None,
+                  search_text: str = "") -> tuple[CrashRow, bool]:
         """Store one crash in its group. Returns the row and whether it was new."""
         with self.engine.begin() as db:
             existing = db.execute(sa.select(crashes).where(crashes.c.id == crash_id)).first()
             if existing is not None:
                 return _crash(existing), False
             group_id = self._group_for(db, signature, executable, signal, quality, crashed_at)
+            g = groups.c
+            db.execute(groups.update().where(g.id == group_id).values(
+                key_frame=key_frame, search_text=search_text[:4000],
+                # a crash in a resolved group is a regression
+                state=sa.case((g.state == "resolved", "regressed"), else_=g.state)))
             db.execute(crashes.insert().values(
                 id=crash_id, group_id=group_id, crashed_at=crashed_at, ingested_at=time.time(),
                 executable=executable, signal=signal, host=host, container=container, image=image,
@@ -161,7 +224,8 @@ class Store:
             count=g.count + delta, first_seen=lo(g.first_seen, seen), last_seen=hi(g.last_seen, seen)))
 
     def update_analysis(self, crash_id: str, *, signature: str, signature_data: dict, analysis: dict,
-                        executable: str | None, signal: str | None, quality: float) -> None:
+                        executable: str | None, signal: str | None, quality: float,
+                        key_frame: str | None = None, search_text: str = "") -> None:
         """Replace a crash's analysis (reprocess); moves it between groups."""
         with self.engine.begin() as db:
             db.execute(crashes.update().where(crashes.c.id == crash_id).values(
@@ -172,7 +236,8 @@ class Store:
             target = self._group_for(db, signature, executable, signal, quality, old.crashed_at)
             if target != old.group_id:
                 db.execute(crashes.update().where(crashes.c.id == crash_id).values(group_id=target))
-            db.execute(groups.update().where(groups.c.id == target).values(quality=quality))
+            db.execute(groups.update().where(groups.c.id == target).values(
+                quality=quality, key_frame=key_frame, search_text=search_text[:4000]))
 
     def rename_group(self, group_id: int, signature: str) -> bool:
         """Give a group a new signature, keeping its id, when no other group has it."""
@@ -206,7 +271,96 @@ class Store:
         with self.engine.begin() as db:
             db.execute(groups.update().where(groups.c.id == group_id).values(**values))
 
+    # -- users and API tokens ------------------------------------------------
+    def add_user(self, name: str, password_hash: str, role: str) -> None:
+        with self.engine.begin() as db:
+            db.execute(users.delete().where(users.c.name == name))
+            db.execute(users.insert().values(name=name, password_hash=password_hash, role=role,
+                                             created=time.time()))
+
+    def user_record(self, name: str) -> tuple[User, str] | None:
+        with self.engine.connect() as db:
+            row = db.execute(sa.select(users).where(users.c.name == name)).first()
+        return (User(row.name, row.role), row.password_hash) if row else None
+
+    def add_token(self, user: str, token_hash: str) -> None:
+        with self.engine.begin() as db:
+            db.execute(tokens.insert().values(token_hash=token_hash, user=user, created=time.time()))
+
+    def user_for_token(self, token_hash: str) -> User | None:
+        with self.engine.connect() as db:
+            row = db.execute(sa.select(users.c.name, users.c.role).join_from(tokens, users)
+                             .where(tokens.c.token_hash == token_hash)).first()
+        return User(row.name, row.role) if row else None
+
     # -- reading ---------------------------------------------------------
+    def find_groups(self, q: GroupQuery) -> tuple[list[GroupRow], int]:
+        """One page of groups matching ``q``, and how many match in all."""
+        g, c = groups.c, crashes.c
+        where = []
+        for column, value in ((g.executable, q.executable), (g.signal, q.signal), (g.state, q.state)):
+            if value:
+                where.append(column == value)
+        for column, value in ((c.image, q.image), (c.container, q.container), (c.host, q.host)):
+            if value:
+                where.append(g.id.in_(sa.select(c.group_id).where(column == value)))
+        if q.since is not None:
+            where.append(g.last_seen >= q.since)
+        if q.until is not None:
+            where.append(g.first_seen <= q.until)
+        if q.search:
+            for word in q.search.split()[:8]:
+                escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                where.append(g.search_text.ilike(f"%{escaped}%", escape="\\"))
+        order = SORTS.get(q.sort, g.last_seen)
+        with self.engine.connect() as db:
+            total = db.execute(sa.select(sa.func.count()).select_from(groups).where(*where)).scalar()
+            rows = db.execute(sa.select(groups).where(*where).order_by(order.desc(), g.id.desc())
+                              .limit(q.limit).offset(q.offset)).all()
+        return [_group(r) for r in rows], total
+
+    def facets(self, group_ids: list[int]) -> dict[int, dict[str, list[tuple[str, int]]]]:
+        """Hosts, images and containers each group's crashes came from."""
+        out: dict[int, dict[str, list[tuple[str, int]]]] = {i: {} for i in group_ids}
+        if not group_ids:
+            return out
+        c = crashes.c
+        with self.engine.connect() as db:
+            for name in ("host", "image", "container"):
+                col = c[name]
+                rows = db.execute(sa.select(c.group_id, col, sa.func.count())
+                                  .where(c.group_id.in_(group_ids), col.is_not(None))
+                                  .group_by(c.group_id, col).order_by(sa.func.count().desc())).all()
+                for gid, value, count in rows:
+                    out[gid].setdefault(name, []).append((value, count))
+        return out
+
+    def daily_counts(self, group_ids: list[int], days: int = 30, now: float | None = None) -> dict[int, list[int]]:
+        """Crashes per day over the last ``days`` days, oldest first."""
+        now = now or time.time()
+        start_day = int(now // 86400) - days + 1
+        out = {i: [0] * days for i in group_ids}
+        if not group_ids:
+            return out
+        c = crashes.c
+        day = sa.cast(sa.func.floor(c.crashed_at / 86400), sa.Integer)
+        with self.engine.connect() as db:
+            rows = db.execute(sa.select(c.group_id, day, sa.func.count())
+                              .where(c.group_id.in_(group_ids), c.crashed_at >= start_day * 86400)
+                              .group_by(c.group_id, day)).all()
+        for gid, d, count in rows:
+            if 0 <= d - start_day < days:
+                out[gid][d - start_day] = count
+        return out
+
+    def distinct(self, column: str, limit: int = 200) -> list[str]:
+        """Values seen for a filter (executable, signal, host, image, container)."""
+        table = groups if column in ("executable", "signal") else crashes
+        col = table.c[column]
+        with self.engine.connect() as db:
+            return [v for v in db.execute(sa.select(col).where(col.is_not(None)).distinct()
+                                          .order_by(col).limit(limit)).scalars()]
+
     def groups(self, limit: int = 100, offset: int = 0) -> list[GroupRow]:
         with self.engine.connect() as db:
             rows = db.execute(sa.select(groups).order_by(groups.c.last_seen.desc(), groups.c.id.desc())

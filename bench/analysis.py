@@ -37,6 +37,7 @@ NATIVE = ("segv", "double_free", "thread", "cxx_exception", "musl", "stripped", 
 SLOW = {"recursion"}  # the ~87,000-frame stack overflow; --quick leaves it out
 TARGET = 1.5  # warm analysis / bare gdb backtrace
 EU_STACK_LIMIT = 256  # eu-stack's default frame limit per thread
+LABELS = {"warm": "coretriage warm", "cold": "coretriage cold", "gdb": "gdb bt", "eu": "eu-stack"}
 
 # The cold run. Peak memory comes from VmHWM in /proc, not ru_maxrss: a
 # process started with vfork+exec (how Python's subprocess spawns) inherits
@@ -91,7 +92,8 @@ class CoreResult:
     threads: int
     frames: int  # in the crashing thread, all of them (not just those kept)
     signature: str
-    problems: tuple[str, ...]
+    problems: tuple[str, ...]  # coretriage's own, from the analysis
+    notes: tuple[str, ...]  # baselines that exited non-zero, and why
     warm: Timing
     cold: Timing
     gdb_bt: Timing
@@ -107,19 +109,23 @@ class CoreResult:
         return timing.median / self.gdb_bt.median
 
 
-def run_timed(argv: list[str], timeout: float, **kw) -> tuple[float | None, str]:
-    """Wall time of one command (None on timeout) and its stdout. Its own
-    session, so a timeout kills everything it started (coretriage's gdb)."""
+def run_timed(argv: list[str], timeout: float, **kw) -> tuple[float | None, str, str]:
+    """Wall time of one command (None on timeout), its stdout and, when it
+    failed, why. Its own session, so a timeout kills everything it started
+    (coretriage's gdb)."""
     start = time.perf_counter()
     proc = subprocess.Popen(argv, start_new_session=True, stdin=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, text=True, **kw)
+                            stderr=subprocess.PIPE, text=True, errors="replace", **kw)
     try:
-        out, _ = proc.communicate(timeout=timeout)
+        out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
-        return None, ""
-    return time.perf_counter() - start, out or ""
+        return None, "", ""
+    seconds = time.perf_counter() - start
+    lines = err.strip().splitlines()
+    failure = f"exited {proc.returncode}: {lines[-1] if lines else ''}" if proc.returncode else ""
+    return seconds, out or "", failure
 
 
 def gdb_bt(sample, extra: tuple[str, ...] = ()) -> list[str]:
@@ -131,8 +137,8 @@ def bare_gdb_peak_mb(sample, timeout: float, tmp: Path) -> float | None:
     """One extra, untimed gdb run that ends by printing its own VmHWM: the
     shell it starts is its child, so $PPID is gdb."""
     out = tmp / f"{sample.name}.hwm"
-    seconds, _ = run_timed(gdb_bt(sample, ("-ex", f"shell grep VmHWM /proc/$PPID/status > {out}")),
-                           timeout, stdout=subprocess.DEVNULL)
+    shell = ("-ex", f"shell grep VmHWM /proc/$PPID/status > {out}")
+    seconds, _, _ = run_timed(gdb_bt(sample, shell), timeout, stdout=subprocess.DEVNULL)
     if seconds is None or not out.exists():
         return None
     return int(out.read_text().split()[1]) / 1024
@@ -147,6 +153,7 @@ def measure(sample, repeat: int, timeout: float, tmp: Path) -> CoreResult:
     runs: dict[str, list[float]] = {k: [] for k in ("warm", "cold", "gdb", "eu")}
     timed_out: set[str] = set()
     child: dict = {}
+    failures: dict[str, str] = {}  # a baseline that exited non-zero (still timed)
     analysis = None
     # Interleaved, so page cache and CPU frequency drift hit every tool alike.
     for _ in range(repeat):
@@ -166,13 +173,15 @@ def measure(sample, repeat: int, timeout: float, tmp: Path) -> CoreResult:
             if key in timed_out:
                 continue
             # the cold child enforces the timeout on gdb itself; allow for its start-up
-            seconds, out = run_timed(argv, timeout + 30 if key == "cold" else timeout, cwd=ROOT,
-                                     stdout=subprocess.PIPE if key == "cold" else subprocess.DEVNULL)
+            seconds, out, failure = run_timed(argv, timeout + 30 if key == "cold" else timeout, cwd=ROOT,
+                                              stdout=subprocess.PIPE if key == "cold" else subprocess.DEVNULL)
             if seconds is None:
                 timed_out.add(key)
                 continue
             runs[key].append(seconds)
-            if key == "cold":
+            if failure:
+                failures[key] = failure
+            if key == "cold" and not failure:
                 child = json.loads(out.strip().splitlines()[-1])
                 if any("did not finish within" in p for p in child["problems"]):
                     timed_out.add(key)
@@ -185,6 +194,7 @@ def measure(sample, repeat: int, timeout: float, tmp: Path) -> CoreResult:
         frames=(crashed.depth or len(crashed.frames)) if crashed else 0,
         signature=signature.text if analysis else "",
         problems=tuple(analysis.problems) if analysis else (),
+        notes=tuple(f"{LABELS[k]} {v}" for k, v in failures.items()),
         warm=timing["warm"], cold=timing["cold"], gdb_bt=timing["gdb"], eu_stack=timing["eu"],
         cold_import_s=child.get("import_s"),
         python_peak_mb=child["python_kb"] / 1024 if child.get("python_kb") else None,
@@ -248,7 +258,9 @@ def report(results: list[CoreResult], repeat: int) -> None:
                        f"{r.warm.median:.3f} s = {ratio:.2f}x gdb bt {r.gdb_bt.median:.3f} s (<= {TARGET}x)")
         print(f"{r.name}: {verdict}")
         for problem in r.problems:
-            print(f"  problem: {problem}")
+            print(f"  coretriage problem: {problem}")
+        for note in r.notes:
+            print(f"  {note}")
 
 
 def main() -> int:
@@ -260,6 +272,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
     args = parser.parse_args()
     repeat = args.repeat or (3 if args.quick else 5)
+    if repeat < 1:
+        parser.error("--repeat must be at least 1")
 
     if os.geteuid() != 0:
         sys.exit("bench/analysis.py must run as root: the sample cores are written by the kernel "

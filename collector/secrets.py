@@ -37,7 +37,7 @@ _URL_CREDENTIALS = re.compile(
     r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^:/?#@\s]*:)(?P<password>[^/?#\s]*)@")
 # name=value inside a longer text (query strings, DSNs, -Dprop=value)
 _PAIR = re.compile(
-    r"(?<![A-Za-z0-9_.\-])(?P<name>[A-Za-z_][A-Za-z0-9_.\-]*)="
+    r"(?<![A-Za-z0-9_.])(?P<name>[A-Za-z_][A-Za-z0-9_.\-]*)="
     r"(?P<value>'[^']*'|\"[^\"]*\"|[^\s&;,]*)")
 _OPTION = re.compile(r"-{1,2}(?P<name>[A-Za-z0-9_.\-]+)")
 

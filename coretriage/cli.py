@@ -155,6 +155,51 @@ def cmd_demo(args) -> int:
     return cmd_list(args)
 
 
+def cmd_user_add(args) -> int:
+    import getpass
+
+    from webui.security import ROLES, hash_password
+
+    if args.role not in ROLES:
+        raise UserError(f"role must be one of {', '.join(ROLES)}")
+    if not args.name or len(args.name) > 64 or not args.name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise UserError("user names are 1-64 letters, digits, '-', '_' or '.'")
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass(f"password for {args.name}: ")
+        if password != getpass.getpass("again: "):
+            raise UserError("the passwords differ")
+    if len(password) < 8:
+        raise UserError("passwords need at least 8 characters")
+    _, store = _context(args)
+    store.add_user(args.name, hash_password(password), args.role)
+    print(f"user {args.name} ({args.role}) saved")
+    return 0
+
+
+def cmd_token_add(args) -> int:
+    from webui.security import new_token, token_hash
+
+    _, store = _context(args)
+    if store.user_record(args.name) is None:
+        raise UserError(f"no user {args.name}; add it first with: coretriage user add {args.name}")
+    token = new_token()
+    store.add_token(args.name, token_hash(token))
+    print(token)  # shown once; only its hash is stored
+    return 0
+
+
+def cmd_web(args) -> int:
+    from webui import create_app
+
+    app = create_app({"DATA_DIR": args.data_dir})
+    print(f"coretriage web UI on http://{args.host}:{args.port}/ (for production: "
+          f"gunicorn -w 4 -b {args.host}:{args.port} 'webui:create_app()')", file=sys.stderr)
+    app.run(host=args.host, port=args.port, debug=False, use_reloader=False)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="coretriage", description="Capture, analyze and group core dumps.")
     p.add_argument("--data-dir", help="where crashes, cores and the database live "
@@ -194,6 +239,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("demo", help="analyze the sample cores and show their groups")
     s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("user", help="web UI users").add_subparsers(dest="user_command", required=True)
+    a = s.add_parser("add", help="add a user, or change its password and role")
+    a.add_argument("name")
+    a.add_argument("--role", default="viewer", help="viewer (default) or admin")
+    a.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    a.set_defaults(func=cmd_user_add)
+
+    s = sub.add_parser("token", help="API tokens").add_subparsers(dest="token_command", required=True)
+    a = s.add_parser("add", help="make an API token for a user (printed once)")
+    a.add_argument("name")
+    a.set_defaults(func=cmd_token_add)
+
+    s = sub.add_parser("web", help="serve the web UI")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8080)
+    s.set_defaults(func=cmd_web)
     return p
 
 

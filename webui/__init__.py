@@ -1,0 +1,53 @@
+"""The web UI: ``create_app(test_config=None)`` builds a Flask app with one
+blueprint per area (auth, groups, crashes, api). Nothing is created at import."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+
+def _secret_key(data_dir: Path) -> str:
+    """A random key kept in the data dir, so sessions survive restarts."""
+    path = data_dir / "secret_key"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    return path.read_text().strip()
+
+
+def create_app(test_config: dict | None = None):
+    from flask import Flask
+
+    from analyzer.store import Store
+    from coretriage.config import load_config
+
+    test_config = test_config or {}
+    config = test_config.get("CORETRIAGE") or load_config(test_config.get("DATA_DIR"))
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=_secret_key(config.data_dir),
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        # behind TLS (gunicorn + a proxy) set CORETRIAGE_SECURE_COOKIES=1
+        SESSION_COOKIE_SECURE=os.environ.get("CORETRIAGE_SECURE_COOKIES") == "1",
+        MAX_CONTENT_LENGTH=64 * 1024,
+    )
+    app.config.update(test_config)
+    app.extensions["coretriage"] = config
+    app.extensions["store"] = Store(config.database_url)
+
+    from webui import api, auth, crashes, groups
+    from webui.security import install
+
+    install(app)
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(groups.bp)
+    app.register_blueprint(crashes.bp)
+    app.register_blueprint(api.bp)
+    from webui import filters
+    filters.register(app)
+    return app

@@ -1,0 +1,114 @@
+"""A spool bundle's ``meta.json``: what the kernel and ``/proc`` said about a crash.
+
+A bundle is ``SPOOL/<id>/`` holding ``core.zst`` (unless the core was
+dropped) and ``meta.json``, which is written last, atomically: a bundle
+without ``meta.json`` is not finished. Names that came from the crashed
+process (executable, comm, arguments, environment) are stored here only,
+JSON-escaped, never used as a path; bytes that are not UTF-8 are kept as
+``\\xNN`` escapes (``display``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field, fields
+
+SCHEMA = 1
+_BUNDLE_ID = re.compile(r"[0-9]{10,20}-[0-9]{1,10}-[0-9a-f]{8}")
+_CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
+
+
+def display(raw: bytes | str) -> str:
+    """Text for names and values from the crashed process: UTF-8, with any
+    other byte as a ``\\xNN`` escape. Never used to build a path."""
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", "surrogateescape")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def bundle_id(crash_time: int, pid: int, random_hex: str) -> str:
+    """Time-sortable and unique: ``<crash time, 10+ digits>-<pid>-<8 hex>``."""
+    value = f"{max(int(crash_time), 0):010d}-{int(pid)}-{random_hex}"
+    if not is_bundle_id(value):
+        raise ValueError(f"not a bundle id: {value!r}")
+    return value
+
+
+def is_bundle_id(value: object) -> bool:
+    return isinstance(value, str) and _BUNDLE_ID.fullmatch(value) is not None
+
+
+@dataclass(frozen=True)
+class BundleMeta:
+    id: str
+    pid: int  # %P, in the initial pid namespace
+    signal: int  # %s
+    crash_time: int  # %t, seconds since the epoch (the kernel's clock)
+    host_time: float  # time.time() when the handler started
+    tid: int | None = None  # %i, crashing thread in its own pid namespace (as in the core's notes)
+    host_tid: int | None = None  # %I, the same thread in the initial pid namespace
+    ns_pid: int | None = None  # the pid inside the process's pid namespace (NSpid)
+    uid: int | None = None  # %u (real uid), cross-checked with /proc status
+    gid: int | None = None  # %g
+    dump_mode: int | None = None  # %d: 1 normal; 2 set-uid/non-dumpable dumped as root-only
+    hostname: str = ""
+    exe: str | None = None  # readlink /proc/PID/exe, or %E when that failed
+    comm: str = ""  # %e
+    cmdline: tuple[str, ...] = ()  # masked
+    cwd: str | None = None
+    environ: dict[str, str] = field(default_factory=dict)  # masked
+    cgroup: str | None = None  # the /proc/PID/cgroup text
+    container_id: str | None = None  # 64 lowercase hex, or None (on the host)
+    container_runtime: str | None = None
+    pod_uid: str | None = None
+    namespaces: dict[str, str] = field(default_factory=dict)  # "pid": "pid:[4026531836]", ...
+    maps: tuple[str, ...] = ()  # mapped file paths, in address order, each once
+    core_file: str | None = None  # "core.zst", or None when the core was dropped
+    core_size: int = 0  # uncompressed bytes the kernel sent
+    core_compressed_size: int | None = None
+    dropped: str | None = None  # why the core was not kept
+    problems: tuple[str, ...] = ()
+    handler_seconds: float | None = None  # handler start to meta written
+    schema: int = SCHEMA
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        # ensure_ascii: every control character and non-ASCII letter is escaped
+        return json.dumps(self.to_dict(), indent=1, ensure_ascii=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "BundleMeta":
+        if not isinstance(data, dict):
+            raise ValueError("meta.json: not an object")
+        known = {f.name: f for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}  # newer fields are ignored
+        for name in ("id", "pid", "signal", "crash_time", "host_time"):
+            if name not in values:
+                raise ValueError(f"meta.json: missing {name}")
+        if not is_bundle_id(values["id"]):
+            raise ValueError(f"meta.json: bad id {values['id']!r}")
+        for name in ("cmdline", "maps", "problems"):
+            if name in values:
+                if not isinstance(values[name], list) or not all(isinstance(x, str) for x in values[name]):
+                    raise ValueError(f"meta.json: {name} is not a list of strings")
+                values[name] = tuple(values[name])
+        for name in ("environ", "namespaces"):
+            if name in values and not isinstance(values[name], dict):
+                raise ValueError(f"meta.json: {name} is not an object")
+        if values.get("container_id") is not None and not _CONTAINER_ID.fullmatch(str(values["container_id"])):
+            raise ValueError("meta.json: container_id is not 64 lowercase hex digits")
+        for name in ("pid", "signal", "crash_time", "core_size"):
+            if name in values and (isinstance(values[name], bool) or not isinstance(values[name], int)):
+                raise ValueError(f"meta.json: {name} is not an integer")
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "BundleMeta":
+        try:
+            data = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ValueError(f"meta.json: {exc}") from None
+        return cls.from_dict(data)

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from flask import Blueprint, Response, abort, current_app, render_template, request, send_file
+
+from analyzer.model import Analysis
+from analyzer.report import FORMATS, crash_report, group_report
+from analyzer.store import NotFound
+from webui.security import admin_required, login_required, store
+
+bp = Blueprint("crashes", __name__)
+MIME = {"text": "text/plain", "markdown": "text/markdown", "json": "application/json"}
+
+
+def _crash(crash_id: str):
+    try:
+        return store().crash(crash_id)
+    except NotFound:
+        abort(404)
+
+
+@bp.route("/crashes/<crash_id>")
+@login_required
+def detail(crash_id: str):
+    row = _crash(crash_id)
+    analysis = Analysis.from_dict(row.analysis)
+    meta = row.meta or {}
+    skew = None
+    if meta.get("host_time") is not None and meta.get("crash_time") is not None:
+        skew = float(meta["host_time"]) - float(meta["crash_time"])
+    return render_template("crashes/detail.html", crash=row, a=analysis, meta=meta, skew=skew,
+                           key=set(row.signature.get("key_frames") or ()), group=store().group(row.group_id))
+
+
+def export_response(text: str, fmt: str, name: str) -> Response:
+    ext = {"text": "txt", "markdown": "md", "json": "json"}[fmt]
+    resp = Response(text, mimetype=MIME[fmt])
+    if request.args.get("download"):
+        resp.headers["Content-Disposition"] = f'attachment; filename="{name}.{ext}"'
+    return resp
+
+
+@bp.route("/export/<ref>")
+@login_required
+def export(ref: str):
+    fmt = request.args.get("format", "text")
+    if fmt not in FORMATS:
+        abort(400, description="format must be text, markdown or json")
+    if ref.startswith("g") and ref[1:].isdigit():
+        try:
+            group = store().group(int(ref[1:]))
+        except NotFound:
+            abort(404)
+        return export_response(group_report(group, store().crashes_of(group.id), fmt), fmt, ref)
+    return export_response(crash_report(_crash(ref), fmt), fmt, ref)
+
+
+@bp.route("/crashes/<crash_id>/core")
+@admin_required
+def download_core(crash_id: str):
+    row = _crash(crash_id)
+    config = current_app.extensions["coretriage"]
+    path = (config.data_dir / row.core_file) if row.core_file else None
+    if path is None or not path.is_file():
+        abort(404, description="no core is stored for this crash (metadata only)")
+    return send_file(path, as_attachment=True, download_name=f"{row.id}.core.zst",
+                     mimetype="application/zstd")

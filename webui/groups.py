@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+
+from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
+
+from analyzer.model import Analysis
+from analyzer.store import STATES, GroupQuery, NotFound
+from webui.security import login_required, store
+
+bp = Blueprint("groups", __name__)
+PAGE = 50
+FILTERS = ("executable", "image", "container", "host", "signal", "state")
+
+
+def _time(value: str | None, end: bool = False) -> float | None:
+    """A date (YYYY-MM-DD) or a relative age (24h, 7d) from a filter box."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        if value[-1] in "hd" and value[:-1].isdigit():
+            return time.time() - int(value[:-1]) * (3600 if value[-1] == "h" else 86400)
+        day = datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=timezone.utc).timestamp()
+        return day + 86399 if end else day
+    except ValueError:
+        abort(400, description=f"bad time {value!r}: use YYYY-MM-DD or an age like 24h or 7d")
+
+
+def query_from(args) -> GroupQuery:
+    try:
+        page = max(1, int(args.get("page", 1)))
+        limit = min(200, max(1, int(args.get("limit", PAGE))))
+    except ValueError:
+        abort(400, description="page and limit must be numbers")
+    sort = args.get("sort", "last_seen")
+    if sort not in ("last_seen", "count", "first_seen"):
+        abort(400, description="sort must be last_seen, count or first_seen")
+    return GroupQuery(sort=sort, search=args.get("q") or None,
+                      since=_time(args.get("since")), until=_time(args.get("until"), end=True),
+                      limit=limit, offset=(page - 1) * limit,
+                      **{k: args.get(k) or None for k in FILTERS})
+
+
+@bp.route("/")
+@login_required
+def index():
+    q = query_from(request.args)
+    rows, total = store().find_groups(q)
+    ids = [r.id for r in rows]
+    page = q.offset // q.limit + 1
+    return render_template("groups/list.html", groups=rows, total=total, q=q, page=page,
+                           pages=max(1, -(-total // q.limit)), facets=store().facets(ids),
+                           daily=store().daily_counts(ids), states=STATES, args=request.args,
+                           choices={k: store().distinct(k) for k in ("executable", "signal")})
+
+
+@bp.route("/groups/<int:group_id>")
+@login_required
+def detail(group_id: int):
+    try:
+        group = store().group(group_id)
+    except NotFound:
+        abort(404)
+    crashes = store().crashes_of(group_id, limit=200)
+    latest = crashes[0] if crashes else None
+    analysis = Analysis.from_dict(latest.analysis) if latest else None
+    return render_template("groups/detail.html", group=group, crashes=crashes, latest=latest,
+                           analysis=analysis, facets=store().facets([group_id])[group_id],
+                           daily=store().daily_counts([group_id], days=90)[group_id], states=STATES)
+
+
+@bp.route("/groups/<int:group_id>/state", methods=("POST",))
+@login_required
+def set_state(group_id: int):
+    state = request.form.get("state", "")
+    if state not in STATES:
+        abort(400, description=f"state must be one of {', '.join(STATES)}")
+    try:
+        store().group(group_id)
+    except NotFound:
+        abort(404)
+    note = request.form.get("note", "")[:2000]
+    store().set_state(group_id, state, note)
+    flash(f"g{group_id} is now {state}.")
+    return redirect(url_for("groups.detail", group_id=group_id))
