@@ -4,7 +4,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 DATA    ?= $(CURDIR)/.coretriage-data
 APT_PKGS := gdb elfutils zstd libc6-dbg musl-tools g++ \
-            haproxy liblua5.3-dev lua5.3 postgresql postgresql-server-dev-all curl
+            haproxy liblua5.3-dev lua5.3 postgresql postgresql-server-dev-all curl redis-server
 
 .PHONY: run test test-unit test-integration test-system bench system-deps clean
 

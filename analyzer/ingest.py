@@ -161,6 +161,27 @@ def ingest(config, store: Store, core: Path, exe: Path | None = None, sysroot: P
     return Ingested(row, new, analysis, signature)
 
 
+def ingest_metadata(config, store: Store, crash_id: str, *, executable: str | None, signal: int | None,
+                    command_line: str | None, pid: int | None, reason: str, meta: dict,
+                    crashed_at: float) -> Ingested:
+    """Record a crash whose core was not kept (size limit, crash storm, a
+    policy of no cores): it still counts, in a group by program and signal."""
+    from analyzer.model import SignalInfo
+    from analyzer.signals import signal_name
+
+    analysis = Analysis(core="", executable=executable, command_line=command_line, pid=pid,
+                        signal=SignalInfo(signal, signal_name(signal)) if signal else None,
+                        problems=(f"core not kept: {reason}",))
+    signature = _signature(config, analysis)
+    row, new = store.add_crash(
+        crash_id=crash_id, signature=signature.text, signature_data=dataclasses.asdict(signature),
+        analysis=analysis.to_dict(), crashed_at=crashed_at, executable=executable,
+        signal=analysis.signal.name if analysis.signal else None, quality=0.0,
+        host=meta.get("host"), container=meta.get("container"), image=meta.get("image"), meta=meta,
+        **group_fields(analysis, signature))
+    return Ingested(row, new, analysis, signature)
+
+
 def reprocess(config, store: Store, progress=lambda crash_id, sig: None) -> dict[str, int]:
     """Analyze every stored core again and regroup. A group whose crashes all
     get the same new signature keeps its id."""

@@ -200,6 +200,64 @@ def cmd_web(args) -> int:
     return 0
 
 
+def make_submit(config, store):
+    """How the collector hands a bundle over: a Celery task on this host's
+    queue when a broker is configured, else the analysis right here."""
+    if config.broker_url:
+        from coretriage.tasks import host_queue, make_celery
+
+        app = make_celery(config)
+
+        def submit(bundle):
+            # retry=False: a dead broker fails at once; the bundle stays in the
+            # spool and the next scan offers it again
+            app.send_task("coretriage.analyze_bundle", args=[bundle.name], queue=host_queue(), retry=False)
+            print(f"queued {bundle.name}", flush=True)
+        return submit
+
+    from collector.docker_info import container_info
+    from coretriage.pipeline import process_bundle
+
+    def submit(bundle):
+        done = process_bundle(config, store, bundle, enrich=container_info)
+        print(f"{bundle.name} -> {done.crash.id} in {done.crash.group_ref}: {done.signature.text}", flush=True)
+    return submit
+
+
+def cmd_collector_run(args) -> int:
+    import logging
+    import signal
+    import threading
+
+    from collector.watch import Collector
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    config, store = _context(args)
+    dump_dirs = tuple(Path(d) for d in (*config.dump_dirs, *(args.dump_dir or [])))
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    collector = Collector(config.spool_dir, make_submit(config, store), dump_dirs)
+    print(f"collecting from {config.spool_dir}" + "".join(f" and {d}" for d in dump_dirs)
+          + (" via the queue" if config.broker_url else ", analyzing here"), flush=True)
+    collector.run(stop)
+    return 0
+
+
+def cmd_worker(args) -> int:
+    from coretriage.tasks import host_queue, make_celery
+
+    config, _ = _context(args)
+    if not config.broker_url:
+        raise UserError("no broker_url configured (coretriage.toml or CORETRIAGE_BROKER_URL); "
+                        "without one the collector analyzes in-process")
+    import coretriage.tasks  # noqa: F401  (registers the task)
+    app = make_celery(config)
+    app.worker_main(["worker", "--loglevel=INFO", f"--concurrency={args.concurrency}",
+                     "-Q", host_queue(), "--without-gossip", "--without-mingle"])
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="coretriage", description="Capture, analyze and group core dumps.")
     p.add_argument("--data-dir", help="where crashes, cores and the database live "
@@ -251,6 +309,16 @@ def build_parser() -> argparse.ArgumentParser:
     a = s.add_parser("add", help="make an API token for a user (printed once)")
     a.add_argument("name")
     a.set_defaults(func=cmd_token_add)
+
+    s = sub.add_parser("collector", help="the crash collector").add_subparsers(dest="collector_command",
+                                                                               required=True)
+    a = s.add_parser("run", help="watch the spool and dump directories and hand crashes to the analysis")
+    a.add_argument("--dump-dir", action="append", help="also take cores written to this directory")
+    a.set_defaults(func=cmd_collector_run)
+
+    s = sub.add_parser("worker", help="a Celery worker analyzing this host's crashes")
+    s.add_argument("--concurrency", type=int, default=2)
+    s.set_defaults(func=cmd_worker)
 
     s = sub.add_parser("web", help="serve the web UI")
     s.add_argument("--host", default="127.0.0.1")

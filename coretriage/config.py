@@ -20,6 +20,7 @@ class Config:
     data_dir: Path
     database_url: str  # any SQLAlchemy URL; SQLite in the data dir by default
     broker_url: str | None = None  # Redis for Celery; None analyzes in-process
+    dump_dirs: tuple[str, ...] = ()  # directories a file core_pattern or a volume writes cores to
     gdb_timeout: float = 120.0
     gdb_memory: int = 4 << 30
     show_literals: bool = False  # SQL literals in PostgreSQL context
@@ -27,6 +28,11 @@ class Config:
     @property
     def cores_dir(self) -> Path:
         return self.data_dir / "cores"
+
+    @property
+    def spool_dir(self) -> Path:
+        """Where the kernel's pipe handler leaves bundles."""
+        return self.data_dir / "spool"
 
     @property
     def files_dir(self) -> Path:
@@ -75,6 +81,10 @@ def load_config(data_dir: Path | str | None = None) -> Config:
                 values[name] = float(values[name])
         if "gdb_memory" in values:
             values["gdb_memory"] = int(values["gdb_memory"])
+        if isinstance(values.get("dump_dirs"), str):
+            values["dump_dirs"] = tuple(d for d in values["dump_dirs"].split(":") if d)
+        elif "dump_dirs" in values:
+            values["dump_dirs"] = tuple(values["dump_dirs"])
         if isinstance(values.get("show_literals"), str):
             values["show_literals"] = values["show_literals"].lower() in ("1", "true", "yes")
     except ValueError as exc:

@@ -1,0 +1,112 @@
+"""The collector daemon for real: cores from a dump directory and bundles in
+the spool reach the store, directly or through Celery on a real Redis, and a
+dead broker loses nothing."""
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import crashkit
+from analyzer.store import Store
+from collector import spool
+from collector.watch import Collector, import_dump
+from coretriage.cli import make_submit
+from redisserver import free_port, redis_server, start_redis, stop
+
+
+def wait_for(predicate, timeout=60.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def running(config, store):
+    """Start a Collector in a thread; yields a function taking submit."""
+    threads = []
+
+    def start(submit, dump_dirs=(), **kw):
+        stop_event = threading.Event()
+        c = Collector(config.spool_dir, submit, dump_dirs, stable=0.3, rescan=0.5, **kw)
+        t = threading.Thread(target=c.run, args=(stop_event,), daemon=True)
+        t.start()
+        threads.append((stop_event, t))
+        return c
+
+    yield start
+    for stop_event, t in threads:
+        stop_event.set()
+        t.join(timeout=10)
+
+
+def groups(store):
+    return store.groups()
+
+
+def test_dump_directory_core_is_taken_when_complete(config, store, samples, running, tmp_path):
+    dump = tmp_path / "dumps"
+    dump.mkdir()
+    running(make_submit(config, store), dump_dirs=(dump,))
+    exe = samples("segv").exe
+    crashkit.crash([str(exe), "from the dump dir"], dump)  # the kernel writes core.<pid> here
+    wait_for(lambda: groups(store), what="the crash in the store")
+    g = groups(store)[0]
+    assert g.signature == "strlen | header_length | parse_request | main" and g.count == 1
+    assert list(dump.iterdir()) == []  # taken into the spool
+    bundles = list(spool.finished_bundles(config.spool_dir, include_done=True))
+    assert len(bundles) == 1 and spool.is_done(bundles[0])
+
+
+def test_bundles_that_arrived_while_down_are_picked_up(config, store, samples, running, tmp_path):
+    for v in range(3):  # the collector is not running yet
+        s = samples("segv", v)
+        copy = tmp_path / f"core-{v}"
+        copy.write_bytes(s.core.read_bytes())
+        import_dump(copy, config.spool_dir)
+    assert groups(store) == []
+    running(make_submit(config, store))
+    wait_for(lambda: groups(store) and groups(store)[0].count == 3, what="three crashes")
+
+
+def test_queue_through_real_redis_and_a_dead_broker(config, samples, running, tmp_path):
+    port = free_port()
+    redis = start_redis(port)
+    env = {**os.environ, "CORETRIAGE_BROKER_URL": f"redis://127.0.0.1:{port}/0"}
+    worker = subprocess.Popen([sys.executable, "-m", "coretriage.cli", "--data-dir", str(config.data_dir),
+                               "worker", "--concurrency", "1"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        import dataclasses
+        qconfig = dataclasses.replace(config, broker_url=env["CORETRIAGE_BROKER_URL"])
+        store = Store(config.database_url)
+        running(make_submit(qconfig, store))
+        first = tmp_path / "core-a"
+        first.write_bytes(samples("double_free").core.read_bytes())
+        import_dump(first, config.spool_dir)
+        wait_for(lambda: store.groups(), what="the worker to store the crash")
+        assert store.groups()[0].signature == samples("double_free").expected_signature
+
+        stop(redis)  # the broker dies; a crash arrives meanwhile
+        second = tmp_path / "core-b"
+        second.write_bytes(samples("assert_queue").core.read_bytes())
+        bundle = import_dump(second, config.spool_dir)
+        time.sleep(2)
+        assert not spool.is_done(bundle) and len(store.groups()) == 1  # kept, not lost
+        redis = start_redis(port)  # back: the next scan hands it over
+        wait_for(lambda: len(store.groups()) == 2, timeout=120, what="the crash after the broker came back")
+        assert spool.is_done(bundle)
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        stop(redis)

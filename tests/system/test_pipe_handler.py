@@ -1,0 +1,329 @@
+"""The pipe handler, started by the kernel for real crashes.
+
+core_pattern is pointed at ``python -I -m collector.handler -d <tmp>`` for
+each test (through ``collector.corepattern.swapped``, which holds a lock and
+always puts the old value back), a real program is crashed, and the bundle
+the kernel's handler wrote is checked. Needs root; fails, never skips.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import zstandard
+
+import crashkit
+from collector.bundle import display, is_bundle_id
+from collector.cgroup import container_from_cgroup
+from collector.corepattern import core_pattern, read_pattern, swapped
+from collector.spool import finished_bundles, read_meta
+
+pytestmark = pytest.mark.system
+
+PYTHON = sys.executable
+SECRETS = ("passwd123", "hunter2", "tok-xyz-42")
+
+
+# ---- fixtures ----
+
+@pytest.fixture(scope="module")
+def segv(tmp_path_factory) -> Path:
+    if os.geteuid() != 0:
+        pytest.fail("the pipe handler tests need root (core_pattern); run them as root")
+    crashkit.need("gcc")
+    if not os.path.isabs(PYTHON) or any(c.isspace() for c in PYTHON):
+        pytest.fail(f"{PYTHON!r}: the kernel needs an absolute interpreter path without spaces")
+    # The kernel starts the handler with cwd / and an almost empty environment.
+    probe = subprocess.run([PYTHON, "-I", "-c", "import collector.handler, zstandard"], cwd="/",
+                           env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.fail(f"collector is not importable the way the kernel runs it (pip install -e .): {probe.stderr}")
+    return crashkit.compile_c("segv.c", tmp_path_factory.mktemp("bin") / "segv")
+
+
+@pytest.fixture
+def data_dir():
+    """A short path: the whole core_pattern must fit in 127 bytes."""
+    path = Path(tempfile.mkdtemp(prefix="ct-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def handler(data_dir, segv):
+    """core_pattern -> the collector handler writing under ``data_dir``; restored afterwards."""
+    pattern = core_pattern(PYTHON, data_dir=str(data_dir))
+    before = read_pattern()
+    try:
+        with swapped(pattern) as old:
+            assert old == before
+            assert read_pattern() == pattern
+            yield data_dir / "spool"
+    finally:
+        assert read_pattern() == before, "core_pattern was not restored"
+
+
+class SyslogCapture:
+    """Lines sent to /dev/log: a socket of our own when no syslog daemon runs,
+    else the journal."""
+
+    def __init__(self):
+        self.sock = None
+        self.lines: list[str] = []
+        self.since = time.time()
+
+    def wait_for(self, *needles: str, timeout: float = 15.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.lines:
+                if all(n in line for n in needles):
+                    return line
+            if self.sock is not None:
+                self.sock.settimeout(max(0.05, deadline - time.monotonic()))
+                try:
+                    self.lines.append(self.sock.recv(65536).decode("utf-8", "replace"))
+                except TimeoutError:
+                    pass
+            else:
+                out = subprocess.run(["journalctl", "-q", "-o", "cat", "-t", "coretriage-collector",
+                                      "--since", f"@{int(self.since)}"], capture_output=True, text=True)
+                self.lines = out.stdout.splitlines()
+                time.sleep(0.2)
+        raise AssertionError(f"no syslog line with {needles}; got {self.lines}")
+
+
+@pytest.fixture
+def syslog():
+    cap = SyslogCapture()
+    path = "/dev/log"
+    if os.path.lexists(path):
+        if shutil.which("journalctl") is None:
+            pytest.fail("/dev/log belongs to a syslog daemon without journalctl: cannot read the handler's lines")
+        yield cap
+        return
+    cap.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    cap.sock.bind(path)
+    try:
+        yield cap
+    finally:
+        cap.sock.close()
+        os.unlink(path)
+
+
+# ---- helpers ----
+
+def crash(argv, env=None, cwd=None, timeout=30.0) -> tuple[int, float]:
+    """Run ``argv`` until it dies of SIGSEGV: (pid, seconds until reaped)."""
+    start = time.monotonic()
+    proc = subprocess.Popen(argv, preexec_fn=crashkit.allow_cores, env=env if env is not None else {},
+                            cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    rc = proc.wait(timeout=timeout)
+    assert rc == -11, f"{argv[0]!r} exited with {rc}, not SIGSEGV"
+    return proc.pid, time.monotonic() - start
+
+
+def bundle_of(spool: Path, pid: int, timeout: float = 15.0) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for path in finished_bundles(spool):
+            if path.name.split("-")[1] == str(pid):
+                return path
+        time.sleep(0.05)
+    raise AssertionError(f"no finished bundle for pid {pid} in {spool}: "
+                         f"{sorted(os.listdir(spool)) if spool.exists() else 'no spool'}")
+
+
+def elf_core_header(core_zst: Path) -> bytes:
+    with open(core_zst, "rb") as f:
+        return zstandard.ZstdDecompressor().stream_reader(f).read(64)
+
+
+def core_bytes(core_zst: Path) -> bytes:
+    with open(core_zst, "rb") as f:
+        return zstandard.ZstdDecompressor().stream_reader(f).read()
+
+
+def write_config(data_dir: Path, text: str) -> None:
+    (data_dir / "collector.toml").write_text(text)
+
+
+# ---- tests ----
+
+def test_crash_captured_with_proc_details_and_secrets_masked(handler, segv, tmp_path, syslog):
+    env = {"PATH": "/usr/bin:/bin", "DB_PASSWORD": "passwd123", "DATABASE_URL": "postgres://app:hunter2@db/x",
+           "API_TOKEN": "tok-xyz-42", "LANG": "C"}
+    pid, seconds = crash([str(segv), "GET /?a=1 HTTP/1.1"], env=env, cwd=tmp_path)
+    assert seconds < 10, f"the crashed process took {seconds:.1f} s to be reaped"
+    bundle = bundle_of(handler, pid)
+    meta = read_meta(bundle)
+
+    assert is_bundle_id(bundle.name) and bundle.name == meta.id and meta.pid == pid
+    assert meta.signal == 11 and meta.tid == pid and meta.host_tid == pid
+    assert meta.uid == 0 and meta.gid == 0 and meta.dump_mode == 1
+    assert abs(meta.crash_time - time.time()) < 60 and abs(meta.host_time - meta.crash_time) < 5
+    assert meta.exe == str(segv) and meta.comm == "segv" and meta.hostname == os.uname().nodename
+    assert meta.cmdline == (str(segv), "GET /?a=1 HTTP/1.1") and meta.cwd == str(tmp_path)
+    assert str(segv) in meta.maps and any("libc.so" in m for m in meta.maps)
+    assert set(meta.namespaces) >= {"pid", "mnt"} and meta.namespaces["pid"].startswith("pid:[")
+    assert meta.namespaces["pid"] == os.readlink("/proc/self/ns/pid")
+    mine = container_from_cgroup(Path("/proc/self/cgroup").read_text())
+    assert meta.container_id == (mine.id if mine else None)
+    assert meta.cgroup == Path("/proc/self/cgroup").read_text().strip()
+    assert not any("discarded" in p for p in meta.problems), meta.problems
+
+    # secrets: masked in meta (and in the core, of course, they are in memory)
+    assert meta.environ["DB_PASSWORD"] == "***" and meta.environ["API_TOKEN"] == "***"
+    assert meta.environ["DATABASE_URL"] == "postgres://app:***@db/x" and meta.environ["LANG"] == "C"
+    meta_text = (bundle / "meta.json").read_bytes()
+    for secret in SECRETS:
+        assert secret.encode() not in meta_text
+
+    # the core: a real ELF core, complete
+    assert meta.dropped is None and meta.core_file == "core.zst"
+    assert sorted(os.listdir(bundle)) == ["core.zst", "meta.json"]
+    core = core_bytes(bundle / "core.zst")
+    assert core[:4] == b"\x7fELF" and int.from_bytes(core[16:18], "little") == 4  # ET_CORE
+    assert len(core) == meta.core_size and meta.core_compressed_size == (bundle / "core.zst").stat().st_size
+    assert b"passwd123" in core  # the environment is in memory: that is why cores are root-only
+
+    # root-only
+    assert stat.S_IMODE(bundle.stat().st_mode) == 0o700
+    for name in ("core.zst", "meta.json"):
+        st = (bundle / name).stat()
+        assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == 0
+    assert stat.S_IMODE(handler.stat().st_mode) == 0o700
+
+    line = syslog.wait_for(f"pid {pid} ", "kept")
+    assert meta.id in line and "\n" not in line.rstrip("\n")
+
+
+@pytest.mark.parametrize("name", [b"evil\nname", b"..x", b"..", b"bad\xffname", b"-s", b"a b ; touch pwned"])
+def test_hostile_executable_names(handler, segv, tmp_path, name, syslog):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    exe = os.path.join(os.fsencode(bin_dir), name)
+    shutil.copy(segv, exe)
+    before = set(os.listdir("/tmp")), set(os.listdir("/"))
+    pid, seconds = crash([exe], env={"PATH": "/usr/bin:/bin"}, cwd=tmp_path)
+    assert seconds < 10
+    bundle = bundle_of(handler, pid)
+    meta = read_meta(bundle)
+    assert meta.exe == display(exe) and meta.pid == pid and meta.signal == 11
+    assert meta.comm == display(name[:15])
+    assert meta.core_file == "core.zst" and elf_core_header(bundle / "core.zst")[:4] == b"\x7fELF"
+    # nothing but bundles in the spool, nothing written anywhere else
+    assert bundle.parent == handler
+    for entry in os.listdir(handler):
+        assert is_bundle_id(entry) or entry == ".ratelimit.json", entry
+    assert sorted(os.listdir(bundle)) == ["core.zst", "meta.json"]
+    assert sorted(os.listdir(handler.parent)) == ["spool"]
+    assert sorted(os.listdir(bin_dir)) == [os.fsdecode(name)]
+    assert not (tmp_path / "pwned").exists() and not Path("/pwned").exists()
+    after = set(os.listdir("/tmp")), set(os.listdir("/"))
+    assert not [n for n in after[0] - before[0] if "evil" in n or "bad" in n or n.startswith("..")]
+    assert after[1] == before[1]
+    line = syslog.wait_for(f"pid {pid} ")
+    assert "\n" not in line.rstrip("\n")
+
+
+def test_rate_limit_drops_cores_but_records_crashes(handler, segv, syslog):
+    write_config(handler.parent, "rate_limit = 2\nrate_window = 600\n")
+    pids = [crash([str(segv)])[0] for _ in range(4)]
+    metas = [read_meta(bundle_of(handler, pid)) for pid in pids]
+    assert [m.dropped for m in metas] == [None, None, "rate limit", "rate limit"]
+    assert [m.core_file for m in metas] == ["core.zst", "core.zst", None, None]
+    for m in metas[2:]:
+        assert m.core_size > 0 and m.exe == str(segv)
+        assert os.listdir(handler / m.id) == ["meta.json"]
+    syslog.wait_for(f"pid {pids[3]} ", "dropped: rate limit")
+    # another executable has its own budget
+    other = handler.parent / "other"
+    shutil.copy(segv, other)
+    meta = read_meta(bundle_of(handler, crash([str(other)])[0]))
+    assert meta.dropped is None and meta.core_file == "core.zst"
+
+
+def test_too_big_core_dropped_but_crash_recorded(handler, segv, syslog):
+    write_config(handler.parent, "max_core_size = 4096\n")
+    pid, seconds = crash([str(segv)])
+    assert seconds < 10
+    bundle = bundle_of(handler, pid)
+    meta = read_meta(bundle)
+    assert meta.dropped == "core larger than max_core_size (4096 bytes)"
+    assert meta.core_file is None and meta.core_compressed_size is None
+    assert meta.core_size > 4096  # the whole core was still read, so the process could go
+    assert os.listdir(bundle) == ["meta.json"]
+    assert meta.exe == str(segv) and meta.environ is not None
+    syslog.wait_for(f"pid {pid} ", "dropped: core larger")
+
+
+def test_low_disk_space_drops_core(handler, segv):
+    write_config(handler.parent, 'min_free_space = "1000T"\n')
+    pid, _ = crash([str(segv)])
+    meta = read_meta(bundle_of(handler, pid))
+    assert meta.dropped.startswith("low disk space") and meta.core_file is None and meta.core_size > 0
+
+
+def test_broken_config_still_captures(handler, segv):
+    write_config(handler.parent, "max_core_size = [\n")
+    pid, _ = crash([str(segv)])
+    meta = read_meta(bundle_of(handler, pid))
+    assert meta.core_file == "core.zst"
+    assert any("collector.toml" in p and "default limits used" in p for p in meta.problems)
+
+
+def test_symlinked_spool_refused_and_process_released(data_dir, segv, syslog):
+    elsewhere = data_dir / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    (data_dir / "spool").symlink_to(elsewhere)
+    with swapped(core_pattern(PYTHON, data_dir=str(data_dir))):
+        pid, seconds = crash([str(segv)])
+        line = syslog.wait_for(f"pid {pid} ", "lost")
+    assert seconds < 10  # stdin drained although nothing was kept
+    assert "symlink" in line
+    assert os.listdir(elsewhere) == []
+
+
+def test_handler_without_the_kernel_discards_a_live_process(data_dir):
+    """Run by hand against a process that is not dumping core (as after pid
+    reuse): the core is kept, /proc details are not trusted."""
+    sleeper = subprocess.Popen(["sleep", "60"], env={"SECRET_THING": "x"})
+    try:
+        argv = [PYTHON, "-I", "-m", "collector.handler", "-d", str(data_dir), str(sleeper.pid), "1", "1", "11",
+                str(int(time.time())), "0", "0", "1", "0", "!usr!bin!sleep", "sleep"]
+        fake_core = b"\x7fELF" + os.urandom(3 << 20)
+        done = subprocess.run(argv, input=fake_core, cwd="/", env={}, capture_output=True, timeout=30)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert done.returncode == 0 and done.stdout == b"" and done.stderr == b""
+    meta = read_meta(bundle_of(data_dir / "spool", sleeper.pid))
+    assert any("%F: fd 0 is not a pidfd" in p for p in meta.problems), meta.problems
+    assert any("details discarded: the process at this pid is not dumping core" in p for p in meta.problems)
+    assert meta.environ == {} and meta.cmdline == () and meta.exe == "/usr/bin/sleep"
+    assert core_bytes(data_dir / "spool" / meta.id / "core.zst") == fake_core
+
+
+def test_bad_arguments_still_drain(data_dir):
+    proc = subprocess.Popen([PYTHON, "-I", "-m", "collector.handler", "--nonsense"], cwd="/", env={},
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        proc.stdin.write(os.urandom(4 << 20))  # far more than a pipe holds: EPIPE unless it drains
+        proc.stdin.close()
+    except BrokenPipeError:
+        pytest.fail("the handler stopped reading stdin after a usage error")
+    assert proc.wait(timeout=30) == 2
+    assert proc.stdout.read() == b"" and proc.stderr.read() == b""  # no traceback
+    assert not (data_dir / "spool").exists()
