@@ -1,4 +1,4 @@
-"""The one place that owns a gdb process, driven through pygdbmi.
+"""The one place that owns a gdb process, spoken to in MI and parsed by pygdbmi.
 
 gdb runs on untrusted cores: no init files (--nx), auto-load off, debuginfod
 off unless DEBUGINFOD_URLS is configured, a memory limit through prlimit, and
@@ -7,9 +7,13 @@ a deadline on every command after which the process is killed.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
+import select
 import shutil
+import signal
+import subprocess
 import time
 from dataclasses import dataclass
 
@@ -34,13 +38,19 @@ def mi_quote(text: str) -> str:
 
 
 class Gdb:
-    """``with Gdb() as g: g.mi("-thread-info")``"""
+    """``with Gdb() as g: g.mi("-thread-info")``
+
+    Owns the gdb process and its pipes; each MI line is parsed by pygdbmi's
+    pure ``parse_response``. Reading blocks on the pipe with a deadline
+    instead of polling, so a command costs what gdb takes to answer it.
+    """
 
     def __init__(self, limits: GdbLimits = GdbLimits(), gdb: str = "gdb"):
         self.limits = limits
         self.gdb = gdb
         self._tokens = itertools.count(1)
-        self._ctl = None
+        self._proc: subprocess.Popen | None = None
+        self._buffer = b""
         self._deadline = 0.0
 
     def command_line(self) -> list[str]:
@@ -63,54 +73,73 @@ class Gdb:
         return argv
 
     def __enter__(self) -> "Gdb":
-        from pygdbmi.gdbcontroller import GdbController  # imported only when gdb is needed
-
         self._deadline = time.monotonic() + self.limits.timeout
-        self._ctl = GdbController(command=self.command_line(),
-                                  time_to_check_for_additional_output_sec=0.001)
+        self._proc = subprocess.Popen(self.command_line(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=subprocess.DEVNULL, start_new_session=True)
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
     def close(self) -> None:
-        if self._ctl is not None:
-            try:
-                self._ctl.exit()
-            except Exception:  # gdb may already be gone; nothing to save
-                pass
-            self._ctl = None
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        try:
+            proc.stdin.write(b"-gdb-exit\n")
+            proc.stdin.close()
+            proc.wait(timeout=2)
+        except (OSError, subprocess.TimeoutExpired):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        proc.stdout.close()
 
-    def run(self, command: str) -> tuple[dict, list[str]]:
-        """Send one MI (or CLI) command; return its result payload and the
-        console text gdb printed while running it."""
-        if self._ctl is None:
-            raise GdbError("gdb is not running")
-        token = next(self._tokens)
-        self._ctl.write(f"{token}{command}", read_response=False)
-        console: list[str] = []
-        while True:
+    def _line(self) -> bytes:
+        """One line of gdb's output, within the session's deadline."""
+        while b"\n" not in self._buffer:
             remaining = self._deadline - time.monotonic()
             if remaining <= 0:
                 self.close()
                 raise GdbTimeout(f"gdb did not finish within {self.limits.timeout:g} s")
-            try:
-                records = self._ctl.get_gdb_response(timeout_sec=min(remaining, 1.0),
-                                                     raise_error_on_timeout=False)
-            except Exception as exc:  # pygdbmi raises when gdb died
-                self.close()
-                raise GdbError(f"gdb stopped: {exc}") from None
-            if not records and self._ctl.gdb_process.poll() is not None:
+            ready, _, _ = select.select([self._proc.stdout], [], [], remaining)
+            if not ready:
+                continue
+            chunk = os.read(self._proc.stdout.fileno(), 1 << 16)
+            if not chunk:
                 self.close()
                 raise GdbError("gdb exited unexpectedly")
-            for rec in records:
-                if rec["type"] == "console" and rec.get("payload"):
-                    console.append(rec["payload"])
-                elif rec["type"] == "result" and rec.get("token") == token:
-                    if rec["message"] == "error":
-                        payload = rec.get("payload") or {}
-                        raise GdbError(str(payload.get("msg", "error")).strip())
-                    return rec.get("payload") or {}, console
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line
+
+    def run(self, command: str) -> tuple[dict, list[str]]:
+        """Send one MI (or CLI) command; return its result payload and the
+        console text gdb printed while running it."""
+        from pygdbmi.gdbmiparser import parse_response
+
+        if self._proc is None:
+            raise GdbError("gdb is not running")
+        token = next(self._tokens)
+        try:
+            self._proc.stdin.write(f"{token}{command}\n".encode())
+            self._proc.stdin.flush()
+        except OSError:
+            self.close()
+            raise GdbError("gdb exited unexpectedly") from None
+        console: list[str] = []
+        while True:
+            text = self._line().decode("utf-8", "replace").rstrip("\r")
+            if not text or text == "(gdb) ":
+                continue
+            rec = parse_response(text)
+            if rec["type"] == "console" and rec.get("payload"):
+                console.append(rec["payload"])
+            elif rec["type"] == "result" and rec.get("token") == token:
+                if rec["message"] == "error":
+                    payload = rec.get("payload") or {}
+                    raise GdbError(str(payload.get("msg", "error")).strip())
+                return rec.get("payload") or {}, console
 
     def mi(self, command: str) -> dict:
         return self.run(command)[0]
