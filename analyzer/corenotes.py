@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
+from collector.elfid import build_id
+
 AT_ENTRY = 9
 AT_EXECFN = 31
 
@@ -110,48 +112,6 @@ class _CoreMemory:
         return None
 
 
-def build_id_from_memory(read, base: int) -> str | None:
-    """Find NT_GNU_BUILD_ID through the ELF headers that the kernel dumps
-    for every file mapping (coredump_filter bit 4, on by default)."""
-    ehdr = read(base, 64)
-    if not ehdr or ehdr[:4] != b"\x7fELF" or ehdr[4] != 2:
-        return None
-    phoff, = struct.unpack_from("<Q", ehdr, 32)
-    phentsize, phnum = struct.unpack_from("<HH", ehdr, 54)
-    if phnum > 64 or phentsize != 56:
-        return None
-    phdrs = read(base + phoff, phentsize * phnum)
-    if not phdrs:
-        return None
-    # ET_DYN images are relative to the load base; ET_EXEC ones are absolute
-    e_type, = struct.unpack_from("<H", ehdr, 16)
-    bias = base if e_type == 3 else 0
-    for i in range(phnum):
-        p_type, _flags, _off, vaddr, _pa, filesz = struct.unpack_from("<IIQQQQ", phdrs, i * phentsize)
-        if p_type != 4 or filesz > 4096:  # PT_NOTE
-            continue
-        notes = read(bias + vaddr, filesz)
-        if notes:
-            found = _find_build_id(notes)
-            if found:
-                return found
-    return None
-
-
-def _find_build_id(notes: bytes) -> str | None:
-    pos = 0
-    while pos + 12 <= len(notes):
-        namesz, descsz, ntype = struct.unpack_from("<III", notes, pos)
-        name_end = pos + 12 + ((namesz + 3) & ~3)
-        desc_end = name_end + ((descsz + 3) & ~3)
-        if ntype == 3 and notes[pos + 12:pos + 12 + namesz].rstrip(b"\0") == b"GNU":
-            return notes[name_end:name_end + descsz].hex()
-        if desc_end <= pos:
-            break
-        pos = desc_end
-    return None
-
-
 def read_core(stream) -> CoreNotes:
     """Parse an open core file. Raises NotACore with a one-line reason."""
     stream.seek(0, os.SEEK_END)
@@ -210,7 +170,8 @@ def read_core(stream) -> CoreNotes:
     for m in mappings:
         if m.offset == 0 and m.path not in seen:
             seen.add(m.path)
-            bid = build_id_from_memory(memory.read, m.start)
+            # the kernel dumps every file mapping's ELF headers (coredump_filter bit 4)
+            bid = build_id(memory.read, m.start, in_file=False)
             if bid:
                 build_ids.append((m.path, bid))
     return CoreNotes(pid=pid, uid=uid, fname=fname, psargs=psargs, signal=signo, si_code=code,

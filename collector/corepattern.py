@@ -91,10 +91,11 @@ def pattern_lock(timeout: float = 600.0) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def swapped(pattern: str, timeout: float = 600.0) -> Iterator[str]:
+def swapped(pattern: str, timeout: float = 600.0, lock: bool = True) -> Iterator[str]:
     """Set core_pattern for the block; always put the previous value back,
-    unless someone else changed it meanwhile (then raise rather than clobber)."""
-    with pattern_lock(timeout):
+    unless someone else changed it meanwhile (then raise rather than clobber).
+    ``lock=False`` when the caller already holds ``pattern_lock``."""
+    with pattern_lock(timeout) if lock else contextlib.nullcontext():
         old = read_pattern()
         try:
             write_pattern(pattern)

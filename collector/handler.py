@@ -14,8 +14,12 @@ The specifiers, in this order:
 ====  =====================================================================
 %P    pid of the crashed process in the initial pid namespace. ``/proc/%P``
       is opened as a directory first thing, and every file is read through
-      that handle. The kernel keeps the process (``CoreDumping: 1``) until
-      the core has been read from stdin, so /proc is read before that.
+      that handle, before a byte of the core is read: the kernel keeps the
+      process (``CoreDumping: 1``) while the pipe is full. Set
+      ``kernel.core_pipe_limit`` > 0 (systemd-coredump uses 16) and the kernel
+      holds it until the handler closes stdin, which it does as soon as the
+      core is read; with the default 0, a core smaller than the pipe
+      (64 KiB) lets the process go before /proc could be read.
 %i    tid of the crashing thread in its own pid namespace (the numbering
       of the core's notes)
 %I    the same thread in the initial pid namespace
@@ -66,6 +70,7 @@ from collector.cgroup import container_from_cgroup
 from collector.limits import Limits, LimitsError, load_limits
 from collector.secrets import mask_argv, mask_environ
 from collector.spool import CORE, SpoolError, create_bundle, create_file, open_spool, write_meta
+from collector.sysroot import capture_files
 
 DEFAULT_DATA_DIR = "/var/lib/coretriage"
 LOG_IDENT = "coretriage-collector"
@@ -107,6 +112,7 @@ class ProcInfo:
     cmdline: list[str] = field(default_factory=list)
     environ: dict[str, str] = field(default_factory=dict)
     maps: list[str] = field(default_factory=list)
+    maps_raw: bytes = b""
     cgroup: str | None = None
     namespaces: dict[str, str] = field(default_factory=dict)
     status: dict[str, str] = field(default_factory=dict)
@@ -238,6 +244,7 @@ def read_proc(proc_fd: int, limits: Limits, problems: list[str]) -> ProcInfo:
     raw = attempt("maps", lambda: text("maps", MAPS_MAX))
     if raw:
         info.maps = _mapped_files(raw)
+        info.maps_raw = raw
     raw = attempt("cgroup", lambda: text("cgroup"))
     if raw is not None:
         info.cgroup = display(raw).strip()
@@ -328,7 +335,8 @@ def stream_core(src_fd: int, bundle_fd: int | None, limits: Limits, problems: li
 
         core_fd = create_file(bundle_fd, CORE)
         file = open(core_fd, "wb", buffering=CHUNK, closefd=False)
-        writer = zstandard.ZstdCompressor(level=limits.compression_level).stream_writer(
+        writer = zstandard.ZstdCompressor(level=limits.compression_level,
+                                          threads=limits.compression_threads).stream_writer(
             file, write_size=CHUNK, closefd=False)
     next_check = FREE_CHECK_EVERY
 
@@ -373,6 +381,7 @@ def stream_core(src_fd: int, bundle_fd: int | None, limits: Limits, problems: li
                          f"(min_free_space {limits.min_free_space})")
         except OSError as exc:
             stop(f"writing the core failed: {exc.strerror}")
+    release(src_fd)
     if writer is not None:
         try:
             writer.close()  # ends the frame; closefd=False leaves ``file`` open
@@ -385,8 +394,23 @@ def stream_core(src_fd: int, bundle_fd: int | None, limits: Limits, problems: li
     return out
 
 
+def release(fd: int = 0) -> None:
+    """Close the kernel's pipe (``/dev/null`` takes its place): with
+    ``kernel.core_pipe_limit`` > 0 the kernel holds the crashed process until
+    then, so this is done as soon as the core is read, before meta and syslog."""
+    try:
+        null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        os.dup2(null, fd)  # atomically closes the pipe
+        os.close(null)
+    except OSError:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
 def drain(fd: int = 0) -> int:
-    """Read ``fd`` to its end, throwing it away. Returns the byte count."""
+    """Read ``fd`` to its end, throwing it away, then release it. Returns the byte count."""
     total = 0
     buf = bytearray(CHUNK)
     while True:
@@ -395,10 +419,12 @@ def drain(fd: int = 0) -> int:
         except InterruptedError:
             continue
         except OSError:
-            return total
+            break
         if n == 0:
-            return total
+            break
         total += n
+    release(fd)
+    return total
 
 
 # ---- syslog ----
@@ -459,7 +485,6 @@ def capture(args: Args, host_time: float, started: float, stdin: int = 0) -> tup
             start = _starttime(proc_fd)
         except (OSError, ValueError, IndexError) as exc:
             problems.append(f"/proc/PID/stat: {getattr(exc, 'strerror', None) or exc}")
-    _bigger_pipe(stdin)
 
     try:
         limits = load_limits(args.data_dir)
@@ -474,7 +499,6 @@ def capture(args: Args, host_time: float, started: float, stdin: int = 0) -> tup
         if why is not None:
             problems.append(f"/proc/{args.pid} details discarded: {why}")
             info = ProcInfo()
-        os.close(proc_fd)
     if pidfd is not None and not from_kernel:
         os.close(pidfd)
 
@@ -529,12 +553,23 @@ def capture(args: Args, host_time: float, started: float, stdin: int = 0) -> tup
                        f"(min_free_space {limits.min_free_space})")
     except OSError as exc:
         problems.append(f"statvfs on the spool: {exc.strerror}")
+    if dropped is None and not limits.keeps_core(exe):
+        dropped = "no_core policy for this executable (collector.toml)"
     if dropped is None:
         allowed, problem = ratelimit.check(spool_fd, exe or comm, limits.rate_limit, limits.rate_window)
         if problem:
             problems.append(problem)
         if not allowed:
             dropped = "rate limit"
+
+    if proc_fd is not None:
+        if dropped is None and info.maps_raw and limits.capture_files:
+            _capture_files(proc_fd, info.maps_raw, bundle_fd, args.data_dir, limits, problems)
+        os.close(proc_fd)
+    # Only now: with kernel.core_pipe_limit = 0 the kernel holds the process
+    # just while the pipe is full, and a bigger pipe would let the process go
+    # before /proc and its files were read.
+    _bigger_pipe(stdin)
 
     try:
         streamed = stream_core(stdin, bundle_fd if dropped is None else None, limits, problems)
@@ -546,6 +581,12 @@ def capture(args: Args, host_time: float, started: float, stdin: int = 0) -> tup
         except OSError:
             pass
     dropped = dropped or streamed.dropped
+    if streamed.dropped:  # no core after all: its files are of no use in this bundle
+        try:
+            import shutil
+            shutil.rmtree("root", dir_fd=bundle_fd)
+        except OSError:
+            pass
 
     meta = BundleMeta(
         id=bid, pid=args.pid, signal=args.signal, crash_time=args.crash_time, host_time=host_time,
@@ -573,6 +614,23 @@ def capture(args: Args, host_time: float, started: float, stdin: int = 0) -> tup
                                f"dropped: {_safe(dropped)}{tail}")
     return "LOG_INFO", (f"core of {what} kept in {_safe(where)}: {streamed.size} bytes, "
                         f"{streamed.compressed} compressed, {meta.handler_seconds:.2f} s{tail}")
+
+
+def _capture_files(proc_fd: int, maps: bytes, bundle_fd: int, data_dir: str, limits: Limits,
+                   problems: list[str]) -> None:
+    """The process's own executable and libraries, while the kernel still
+    holds it (it is blocked writing the core into our pipe)."""
+    try:
+        files_fd = open_spool(os.path.join(data_dir, "files"))  # same checks as the spool
+    except (SpoolError, OSError) as exc:
+        problems.append(f"mapped files not kept: {exc}")
+        return
+    try:
+        capture_files(proc_fd, maps, bundle_fd, files_fd, problems, limits.max_file_size)
+    except OSError as exc:
+        problems.append(f"mapped files: {exc.strerror}")
+    finally:
+        os.close(files_fd)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,8 +7,12 @@ K/M/G/T suffix, powers of 1024)::
     min_free_space = "2G"       # keep this much free on the spool filesystem
     rate_limit = 10             # cores kept per executable ...
     rate_window = 60            # ... per this many seconds; beyond: dropped, crash recorded
-    compression_level = 1       # zstd level; 1 keeps up with the kernel
+                                # (rate_limit = 0 keeps no cores at all, only the crashes)
+    compression_level = 1       # zstd level, -7 (fastest, biggest) to 19; 1 keeps up with the kernel
+    compression_threads = 0     # zstd worker threads (0: none); helps big cores on idle hosts
     secret_names = ["*PASSWORD*", "*TOKEN*", "*MY_PRIVATE_THING*"]
+    capture_files = true        # keep the crashed process's executable and libraries (once per build-id)
+    no_core = ["*/postgres"]    # these crash without their core leaving the host: metadata only
 
 Built on demand, never at import; ``tomllib`` is only imported when the file
 exists.
@@ -36,7 +40,18 @@ class Limits:
     rate_limit: int = 10
     rate_window: float = 60.0
     compression_level: int = 1
+    compression_threads: int = 0  # zstd worker threads; 0 compresses in the handler's own thread
     secret_names: tuple[str, ...] = DEFAULT_SECRET_NAMES
+    capture_files: bool = True  # keep the mapped executable and libraries (once per build-id)
+    max_file_size: int = 1 << 30
+    # executables (fnmatch on the path, e.g. "*/postgres") whose memory must
+    # never leave the host: the crash and its metadata are kept, no core
+    no_core: tuple[str, ...] = ()
+
+    def keeps_core(self, exe: str | None) -> bool:
+        from fnmatch import fnmatchcase
+
+        return not any(fnmatchcase(exe or "", p) for p in self.no_core)
 
 
 def parse_size(value: object) -> int:
@@ -80,9 +95,25 @@ def limits_from_dict(values: dict) -> Limits:
         out["rate_window"] = float(v)
     if "compression_level" in values:
         v = values["compression_level"]
-        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 19:
-            raise LimitsError(f"compression_level: 1 to 19, not {v!r}")
+        if isinstance(v, bool) or not isinstance(v, int) or not -7 <= v <= 19:
+            raise LimitsError(f"compression_level: -7 (fastest) to 19, not {v!r}")
         out["compression_level"] = v
+    if "compression_threads" in values:
+        v = values["compression_threads"]
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 64:
+            raise LimitsError(f"compression_threads: 0 to 64, not {v!r}")
+        out["compression_threads"] = v
+    if "max_file_size" in values:
+        out["max_file_size"] = parse_size(values["max_file_size"])
+    if "capture_files" in values:
+        if not isinstance(values["capture_files"], bool):
+            raise LimitsError("capture_files: true or false")
+        out["capture_files"] = values["capture_files"]
+    if "no_core" in values:
+        v = values["no_core"]
+        if not isinstance(v, list) or not all(isinstance(p, str) and p for p in v):
+            raise LimitsError("no_core: a list of executable path patterns")
+        out["no_core"] = tuple(v)
     if "secret_names" in values:
         v = values["secret_names"]
         if not isinstance(v, list) or not all(isinstance(p, str) and p for p in v):

@@ -79,9 +79,10 @@ def missing_dirs(path: Path) -> list[Path]:
 
 def untrusted_ancestor(path: Path) -> str | None:
     """Why a root-run program at ``path`` could be replaced by another user, or None.
-    Every existing ancestor must be owned by root and not writable by group or
-    others (a sticky directory such as /tmp is fine: its entries are owned)."""
-    for d in [*reversed(path.parents)]:
+    The program and every existing ancestor must be owned by root and not
+    writable by group or others (a sticky directory such as /tmp is fine: its
+    entries are protected)."""
+    for d in [*reversed(path.parents), path]:
         try:
             st = d.stat()
         except FileNotFoundError:

@@ -28,7 +28,7 @@ from hostsetup import procfs, record, render
 from hostsetup.corepattern import classify, plan_core_pattern
 from hostsetup.daemonjson import merge_core_ulimit
 from hostsetup.errors import HostSetupError, OtherHandlerError
-from hostsetup.fsutil import Snapshot, atomic_write, missing_dirs, restore, snapshot, untrusted_ancestor
+from hostsetup.fsutil import atomic_write, missing_dirs, restore, snapshot, untrusted_ancestor
 from hostsetup.record import FileChange, SetupRecord, SysctlChange
 
 CORE_PIPE_LIMIT = render.CORE_PIPE_LIMIT
@@ -206,7 +206,15 @@ def install(data_dir: Path, handler_argv: list[str], *, replace_existing: bool =
                          wrapper=wrapper_path if plan.wrapper_command is not None else None,
                          changes=tuple(changes), record=rec_path,
                          next_steps=tuple(_after_install(root, proc, merged.changed or bool(writes))),
-                         warnings=tuple(_dockerd_flag_conflicts(proc)))
+                         warnings=tuple(_dockerd_flag_conflicts(proc) + _untrusted_handler(plan, handler_argv)))
+
+
+def _untrusted_handler(plan, handler_argv: list[str]) -> list[str]:
+    """The kernel runs the handler as root for every crash: say so if another user could replace it."""
+    if plan.wrapper_command is not None:
+        return []  # the wrapper's own directory was checked before anything changed
+    why = untrusted_ancestor(Path(handler_argv[0]))
+    return [f"the kernel runs {handler_argv[0]} as root on every crash, but {why}"] if why else []
 
 
 def _systemctl(root: Path, proc: Path, *args: str) -> str | None:

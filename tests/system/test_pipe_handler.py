@@ -24,7 +24,7 @@ import zstandard
 import crashkit
 from collector.bundle import display, is_bundle_id
 from collector.cgroup import container_from_cgroup
-from collector.corepattern import core_pattern, read_pattern, swapped
+from collector.corepattern import core_pattern, pattern_lock, read_pattern, swapped
 from collector.spool import finished_bundles, read_meta
 
 pytestmark = pytest.mark.system
@@ -64,14 +64,14 @@ def data_dir():
 def handler(data_dir, segv):
     """core_pattern -> the collector handler writing under ``data_dir``; restored afterwards."""
     pattern = core_pattern(PYTHON, data_dir=str(data_dir))
-    before = read_pattern()
-    try:
-        with swapped(pattern) as old:
-            assert old == before
-            assert read_pattern() == pattern
-            yield data_dir / "spool"
-    finally:
-        assert read_pattern() == before, "core_pattern was not restored"
+    with pattern_lock():  # the same lock as crashkit: parallel test runs wait for each other
+        before = read_pattern()
+        try:
+            with swapped(pattern, lock=False) as old:
+                assert old == before and read_pattern() == pattern
+                yield data_dir / "spool"
+        finally:
+            assert read_pattern() == before, "core_pattern was not restored"
 
 
 class SyslogCapture:
@@ -192,7 +192,7 @@ def test_crash_captured_with_proc_details_and_secrets_masked(handler, segv, tmp_
 
     # the core: a real ELF core, complete
     assert meta.dropped is None and meta.core_file == "core.zst"
-    assert sorted(os.listdir(bundle)) == ["core.zst", "meta.json"]
+    assert sorted(os.listdir(bundle)) == ["core.zst", "meta.json", "root"]
     core = core_bytes(bundle / "core.zst")
     assert core[:4] == b"\x7fELF" and int.from_bytes(core[16:18], "little") == 4  # ET_CORE
     assert len(core) == meta.core_size and meta.core_compressed_size == (bundle / "core.zst").stat().st_size
@@ -209,7 +209,33 @@ def test_crash_captured_with_proc_details_and_secrets_masked(handler, segv, tmp_
     assert meta.id in line and "\n" not in line.rstrip("\n")
 
 
-@pytest.mark.parametrize("name", [b"evil\nname", b"..x", b"..", b"bad\xffname", b"-s", b"a b ; touch pwned"])
+def test_mapped_files_kept_once_per_build_id(handler, segv, tmp_path):
+    """The executable and libraries that crashed go with the bundle, read
+    through map_files; a second crash of the same build stores nothing new."""
+    bundles = [bundle_of(handler, crash([str(segv), "x" * n], env={"PATH": "/usr/bin"})[0]) for n in (1, 2)]
+    for bundle in bundles:
+        assert not read_meta(bundle).problems, read_meta(bundle).problems
+        exe_copy = bundle / "root" / str(segv).lstrip("/")
+        assert exe_copy.read_bytes() == segv.read_bytes()
+        libc = next(p for p in read_meta(bundle).maps if "libc.so" in p)
+        assert (bundle / "root" / libc.lstrip("/")).read_bytes() == Path(libc).read_bytes()
+    first = bundles[0] / "root" / str(segv).lstrip("/")
+    second = bundles[1] / "root" / str(segv).lstrip("/")
+    assert first.stat().st_ino == second.stat().st_ino  # one stored copy, linked twice
+    files = handler.parent / "files"
+    assert first.stat().st_nlink == 3 and len(list(files.iterdir())) == len(read_meta(bundles[0]).maps) - \
+        sum(1 for m in read_meta(bundles[0]).maps if not m.endswith((".so", ".2", ".6")) and m != str(segv))
+
+
+def test_no_core_policy_keeps_metadata_only(handler, segv):
+    write_config(handler.parent, f'no_core = ["{segv.parent}/*"]\n')
+    pid, _ = crash([str(segv), "y"], env={"PATH": "/usr/bin"})
+    meta = read_meta(bundle_of(handler, pid))
+    assert meta.core_file is None and meta.dropped.startswith("no_core policy")
+    assert not (handler / meta.id / "core.zst").exists() and meta.signal == 11
+
+
+@pytest.mark.parametrize("name", [b"evil\nname", b"..x", b"...", b"bad\xffname", b"-s", b"a b ; touch pwned"])
 def test_hostile_executable_names(handler, segv, tmp_path, name, syslog):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -227,8 +253,10 @@ def test_hostile_executable_names(handler, segv, tmp_path, name, syslog):
     assert bundle.parent == handler
     for entry in os.listdir(handler):
         assert is_bundle_id(entry) or entry == ".ratelimit.json", entry
-    assert sorted(os.listdir(bundle)) == ["core.zst", "meta.json"]
-    assert sorted(os.listdir(handler.parent)) == ["spool"]
+    assert sorted(os.listdir(bundle)) == ["core.zst", "meta.json", "root"]
+    assert sorted(os.listdir(handler.parent)) == ["files", "spool"]
+    # stored files are named by build-id; the hostile name is only a leaf inside
+    assert all(len(d) == 40 and int(d, 16) >= 0 for d in os.listdir(handler.parent / "files"))
     assert sorted(os.listdir(bin_dir)) == [os.fsdecode(name)]
     assert not (tmp_path / "pwned").exists() and not Path("/pwned").exists()
     after = set(os.listdir("/tmp")), set(os.listdir("/"))
@@ -236,6 +264,32 @@ def test_hostile_executable_names(handler, segv, tmp_path, name, syslog):
     assert after[1] == before[1]
     line = syslog.wait_for(f"pid {pid} ")
     assert "\n" not in line.rstrip("\n")
+
+
+RENAME_AND_CRASH = r"""
+#include <string.h>
+#include <sys/prctl.h>
+int main(int argc, char **argv)
+{
+    prctl(PR_SET_NAME, argv[1], 0, 0, 0);   /* comm: any 15 bytes the program likes */
+    return *(volatile int *)0;
+}
+"""
+
+
+def test_hostile_comm(handler, tmp_path):
+    src = tmp_path / "rename.c"
+    src.write_text(RENAME_AND_CRASH)
+    exe = tmp_path / "rename"
+    subprocess.run(["gcc", "-o", str(exe), str(src)], check=True, capture_output=True)
+    comm = b"../../x\n\xff/.."
+    pid, _ = crash([os.fsencode(exe), comm])
+    bundle = bundle_of(handler, pid)
+    meta = read_meta(bundle)
+    # the kernel writes '/' in %e as '!'; the rest arrives as it is
+    assert meta.comm == display(comm.replace(b"/", b"!")) and meta.exe == str(exe)
+    assert sorted(os.listdir(handler.parent)) == ["files", "spool"]
+    assert sorted(os.listdir(bundle)) == ["core.zst", "meta.json", "root"]
 
 
 def test_rate_limit_drops_cores_but_records_crashes(handler, segv, syslog):
@@ -267,6 +321,23 @@ def test_too_big_core_dropped_but_crash_recorded(handler, segv, syslog):
     assert os.listdir(bundle) == ["meta.json"]
     assert meta.exe == str(segv) and meta.environ is not None
     syslog.wait_for(f"pid {pid} ", "dropped: core larger")
+
+
+def test_process_held_until_released_with_core_pipe_limit(handler, segv):
+    """With kernel.core_pipe_limit > 0 (as systemd-coredump sets it) the kernel
+    holds the crashed process until the handler closes stdin: it must do so as
+    soon as the core is read, and /proc is then reliably readable."""
+    path = Path("/proc/sys/kernel/core_pipe_limit")
+    old = path.read_text()
+    path.write_text("16\n")
+    try:
+        pid, seconds = crash([str(segv)], env={"X_SECRET": "zz"})
+    finally:
+        path.write_text(old)
+    assert path.read_text() == old
+    assert seconds < 5, f"the crashed process was held {seconds:.1f} s"
+    meta = read_meta(bundle_of(handler, pid))
+    assert meta.core_file == "core.zst" and meta.environ == {"X_SECRET": "***"} and not meta.problems
 
 
 def test_low_disk_space_drops_core(handler, segv):

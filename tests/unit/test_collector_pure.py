@@ -264,7 +264,8 @@ def test_limits_defaults_and_sizes(tmp_path):
 
 def test_limits_refuse_nonsense(tmp_path):
     for values in ({"max_core_size": "huge"}, {"rate_limit": -1}, {"rate_window": 0},
-                   {"compression_level": 40}, {"secret_names": "*X*"}, {"colour": "blue"}):
+                   {"compression_level": 40}, {"compression_threads": -1}, {"secret_names": "*X*"},
+                   {"colour": "blue"}):
         with pytest.raises(LimitsError):
             limits_from_dict(values)
     (tmp_path / "collector.toml").write_text("max_core_size = [\n")

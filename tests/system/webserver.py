@@ -1,0 +1,62 @@
+"""The real web server, as an operator starts it: ``coretriage --data-dir DIR
+web --port PORT`` in a subprocess, on a free loopback port, always stopped."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+COMMAND = Path(sys.executable).parent / "coretriage"
+
+
+def cli(data_dir: Path, *args: str, stdin: str | None = None) -> str:
+    """Run the installed ``coretriage`` command; fail with its stderr."""
+    if not COMMAND.exists():
+        raise RuntimeError(f"{COMMAND} is missing: install the project (pip install -e .)")
+    done = subprocess.run([COMMAND, "--data-dir", str(data_dir), *args], input=stdin, text=True,
+                          capture_output=True, timeout=120)
+    if done.returncode != 0:
+        raise RuntimeError(f"coretriage {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}")
+    return done.stdout
+
+
+def add_user(data_dir: Path, name: str, role: str, password: str) -> None:
+    cli(data_dir, "user", "add", name, "--role", role, "--password-stdin", stdin=password + "\n")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def web_server(data_dir: Path, log: Path, timeout: float = 30.0):
+    """Yield the base URL (``http://127.0.0.1:PORT``) of a running server."""
+    port = free_port()
+    with open(log, "wb") as out:
+        server = subprocess.Popen([COMMAND, "--data-dir", str(data_dir), "web", "--port", str(port)],
+                                  stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"the web server exited ({server.returncode}):\n{log.read_text()[-2000:]}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the web server did not listen on {port} in {timeout:.0f} s:\n"
+                                   f"{log.read_text()[-2000:]}")
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
