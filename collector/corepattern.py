@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import threading
 from collections.abc import Iterator
 
 CORE_PATTERN = "/proc/sys/kernel/core_pattern"
@@ -68,11 +69,24 @@ def write_pattern(pattern: str) -> None:
         raise PatternError(f"the kernel kept {kept!r}, not {pattern!r}")
 
 
+_held = threading.local()
+
+
 @contextlib.contextmanager
 def pattern_lock(timeout: float = 600.0) -> Iterator[None]:
-    """Exclusive use of core_pattern among cooperating tools."""
+    """Exclusive use of core_pattern among cooperating tools (host-setup,
+    tests, benchmarks). Reentrant within a thread: a test that holds it may
+    crash sample programs, which take it again."""
     import time
 
+    depth = getattr(_held, "depth", 0)
+    if depth:
+        _held.depth = depth + 1
+        try:
+            yield
+        finally:
+            _held.depth = depth
+        return
     os.makedirs(os.path.dirname(LOCK), exist_ok=True)
     fd = os.open(LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
@@ -85,7 +99,11 @@ def pattern_lock(timeout: float = 600.0) -> Iterator[None]:
                 if time.monotonic() > deadline:
                     raise PatternError(f"{LOCK}: still held after {timeout:.0f} s") from None
                 time.sleep(0.05)
-        yield
+        _held.depth = 1
+        try:
+            yield
+        finally:
+            _held.depth = 0
     finally:
         os.close(fd)
 

@@ -87,6 +87,7 @@ class Collector:
         self._pending: queue.Queue[Path] = queue.Queue()
         self._submitted: dict[str, float] = {}  # bundle id -> when handed over
         self._sizes: dict[Path, tuple[int, float]] = {}  # dump file -> (size, since)
+        self._incoming: dict[Path, float] = {}  # new bundle dir -> when it appeared
         self._lock = threading.Lock()
 
     # -- finding work --------------------------------------------------------
@@ -131,6 +132,18 @@ class Collector:
             log.info("took %s from the dump directory as %s", path.name, bundle.name)
             self.offer(bundle)
 
+    def _check_incoming(self, give_up: float = 600.0) -> None:
+        """Offer new bundle directories whose meta.json has been written."""
+        with self._lock:
+            incoming = list(self._incoming.items())
+        for path, since in incoming:
+            finished = (path / spool.META).is_file()
+            if finished or time.monotonic() - since > give_up:  # else the rescan finds it
+                with self._lock:
+                    self._incoming.pop(path, None)
+                if finished:
+                    self.offer(path)
+
     # -- handing over ----------------------------------------------------------
     def drain(self, timeout: float = 0.5) -> int:
         """Hand pending bundles to ``submit``; a failure is logged and retried later."""
@@ -157,24 +170,22 @@ class Collector:
         collector = self
 
         class Events(FileSystemEventHandler):
-            def on_moved(self, event):  # meta.json is renamed into place
-                self._maybe(event.dest_path)
-
+            # The spool is watched one level deep only (a recursive watch would
+            # follow every bundle's root/ tree): a new bundle directory is
+            # noted, and offered once its meta.json appears.
             def on_created(self, event):
-                self._maybe(event.src_path)
+                p = Path(event.src_path)
+                if event.is_directory and p.parent == collector.spool_dir:
+                    with collector._lock:
+                        collector._incoming[p] = time.monotonic()
 
             def on_closed(self, event):  # a core in a dump directory finished writing
                 if Path(event.src_path).parent in collector.dump_dirs:
                     collector._sizes.pop(Path(event.src_path), None)
 
-            def _maybe(self, path):
-                p = Path(path)
-                if p.name == spool.META and p.parent.parent == collector.spool_dir:
-                    collector.offer(p.parent)
-
         self.spool_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         observer = Observer()
-        observer.schedule(Events(), str(self.spool_dir), recursive=True)
+        observer.schedule(Events(), str(self.spool_dir), recursive=False)
         for d in self.dump_dirs:
             if d.is_dir():
                 observer.schedule(Events(), str(d), recursive=False)
@@ -187,6 +198,7 @@ class Collector:
                     # dump files need a second look to be seen stable
                     next_scan = time.monotonic() + (min(self.rescan_every, self.stable) if self._sizes
                                                     else self.rescan_every)
+                self._check_incoming()
                 self.drain(timeout=0.2)
         finally:
             observer.stop()

@@ -258,6 +258,41 @@ def cmd_worker(args) -> int:
     return 0
 
 
+def handler_argv(data_dir: Path) -> list[str]:
+    """What the kernel runs for each crash: the light handler module, not this CLI."""
+    from collector.corepattern import SPECIFIERS
+
+    return [sys.executable, "-I", "-m", "collector.handler", "-d", str(data_dir), *SPECIFIERS]
+
+
+def cmd_hostsetup_install(args) -> int:
+    from coretriage.config import load_config
+    from hostsetup.install import install
+
+    config = load_config(args.data_dir)  # not _context: no store, nothing created before the record
+    report = install(config.data_dir, handler_argv(config.data_dir), replace_existing=args.replace)
+    print(report.text())
+    return 0
+
+
+def cmd_hostsetup_uninstall(args) -> int:
+    from coretriage.config import load_config
+    from hostsetup.install import uninstall
+
+    report = uninstall(load_config(args.data_dir).data_dir, force=args.force)
+    print(report.text())
+    return 1 if report.left else 0
+
+
+def cmd_hostsetup_doctor(args) -> int:
+    from coretriage.config import load_config
+    from hostsetup.doctor import checks_json, exit_code, format_checks, run_checks
+
+    checks = run_checks(load_config(args.data_dir).data_dir)
+    print(checks_json(checks) if args.json else format_checks(checks))
+    return exit_code(checks)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="coretriage", description="Capture, analyze and group core dumps.")
     p.add_argument("--data-dir", help="where crashes, cores and the database live "
@@ -316,6 +351,18 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--dump-dir", action="append", help="also take cores written to this directory")
     a.set_defaults(func=cmd_collector_run)
 
+    s = sub.add_parser("host-setup", help="set this host up to capture every crash").add_subparsers(
+        dest="hostsetup_command", required=True)
+    a = s.add_parser("install", help="core_pattern, core_pipe_limit, Docker core ulimits, systemd units")
+    a.add_argument("--replace", action="store_true", help="take over from Apport, systemd-coredump or abrt")
+    a.set_defaults(func=cmd_hostsetup_install)
+    a = s.add_parser("uninstall", help="put back everything install changed")
+    a.add_argument("--force", action="store_true", help="restore even what someone changed since")
+    a.set_defaults(func=cmd_hostsetup_uninstall)
+    a = s.add_parser("doctor", help="what would stop a crash from being captured")
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(func=cmd_hostsetup_doctor)
+
     s = sub.add_parser("worker", help="a Celery worker analyzing this host's crashes")
     s.add_argument("--concurrency", type=int, default=2)
     s.set_defaults(func=cmd_worker)
@@ -333,10 +380,11 @@ def main(argv: list[str] | None = None) -> int:
     from analyzer.ingest import IngestError
     from analyzer.store import NotFound
     from coretriage.config import ConfigError
+    from hostsetup.errors import HostSetupError
 
     try:
         return args.func(args)
-    except (UserError, IngestError, NotFound, ConfigError) as exc:
+    except (UserError, IngestError, NotFound, ConfigError, HostSetupError) as exc:
         print(f"coretriage: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

@@ -9,18 +9,15 @@ production host. Needs root: core_pattern is set for the duration of a
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import resource
 import shutil
 import signal
 import subprocess
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-CORE_PATTERN = Path("/proc/sys/kernel/core_pattern")
 HERE = Path(__file__).resolve().parent
 SRC = HERE / "src"
 
@@ -39,33 +36,14 @@ class Sample:
     extra: dict = field(default_factory=dict)
 
 
-_LOCK_PATH = "/run/lock/coretriage-core-pattern.lock"
-_held = threading.local()
-
-
 @contextlib.contextmanager
 def core_pattern(pattern: str):
-    """Set the kernel's core_pattern for the block and always put it back.
+    """Set the kernel's core_pattern for the block and always put it back,
+    under the lock every coretriage tool takes (one setting, one machine)."""
+    from collector.corepattern import swapped
 
-    core_pattern is one setting for the whole machine: processes that set it
-    at the same time (parallel test runs) would restore each other's values,
-    so every user takes an exclusive lock first. Reentrant in one thread.
-    """
-    depth = getattr(_held, "depth", 0)
-    lock = None
-    if depth == 0:
-        lock = open(_LOCK_PATH, "a")
-        fcntl.flock(lock, fcntl.LOCK_EX)
-    _held.depth = depth + 1
-    old = CORE_PATTERN.read_text()
-    try:
-        CORE_PATTERN.write_text(pattern + "\n")
+    with swapped(pattern):
         yield
-    finally:
-        CORE_PATTERN.write_text(old)
-        _held.depth = depth
-        if lock is not None:
-            lock.close()
 
 
 @contextlib.contextmanager
