@@ -4,7 +4,8 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 DATA    ?= $(CURDIR)/.coretriage-data
 APT_PKGS := gdb elfutils zstd libc6-dbg musl-tools g++ \
-            haproxy liblua5.3-dev lua5.3 postgresql postgresql-server-dev-all curl redis-server
+            haproxy liblua5.3-dev lua5.3 postgresql postgresql-server-dev-all curl redis-server \
+            chromium fonts-dejavu-core
 
 .PHONY: run test test-unit test-integration test-system bench system-deps clean
 
@@ -32,6 +33,7 @@ test-unit: $(STAMP)
 
 bench: system-deps $(STAMP)
 	$(PY) bench/analysis.py
+	$(PY) bench/webui.py
 
 clean:
 	rm -rf $(VENV) $(DATA)

@@ -34,6 +34,8 @@ groups = sa.Table(
     sa.Index("ix_groups_last_seen", "last_seen"),
     sa.Index("ix_groups_count", "count"),
     sa.Index("ix_groups_first_seen", "first_seen"),
+    sa.Index("ix_groups_executable", "executable"),
+    sa.Index("ix_groups_signal", "signal"),
 )
 
 crashes = sa.Table(
@@ -54,6 +56,11 @@ crashes = sa.Table(
     sa.Column("signature", sa.Text, nullable=False),  # Signature as JSON
     sa.Column("meta", sa.Text, nullable=False, default="{}"),  # collector metadata
     sa.Index("ix_crashes_group", "group_id", "crashed_at"),
+    # (group_id, x) cover the per-group facets without reading the rows;
+    # (x, group_id) serve the filters
+    sa.Index("ix_crashes_group_host", "group_id", "host"),
+    sa.Index("ix_crashes_group_image", "group_id", "image"),
+    sa.Index("ix_crashes_group_container", "group_id", "container"),
     sa.Index("ix_crashes_host", "host", "group_id"),
     sa.Index("ix_crashes_image", "image", "group_id"),
     sa.Index("ix_crashes_container", "container", "group_id"),
@@ -175,6 +182,9 @@ class Store:
         if url.startswith("sqlite"):
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         metadata.create_all(self.engine)
+        for table in (groups, crashes):  # create_all skips indexes of existing tables
+            for index in table.indexes:
+                index.create(self.engine, checkfirst=True)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -386,6 +396,14 @@ class Store:
             rows = db.execute(sa.select(crashes).where(crashes.c.group_id == group_id)
                               .order_by(crashes.c.crashed_at.desc()).limit(limit)).all()
         return [_crash(r) for r in rows]
+
+    def crash_summaries(self, group_id: int, limit: int = 200) -> list[dict]:
+        """The group page's crash list, without decoding every analysis."""
+        c = crashes.c
+        with self.engine.connect() as db:
+            rows = db.execute(sa.select(c.id, c.crashed_at, c.host, c.container, c.image)
+                              .where(c.group_id == group_id).order_by(c.crashed_at.desc()).limit(limit)).all()
+        return [dict(r._mapping) for r in rows]
 
     def crash_ids(self) -> list[tuple[str, int]]:
         with self.engine.connect() as db:

@@ -50,4 +50,25 @@ def create_app(test_config: dict | None = None):
     app.register_blueprint(api.bp)
     from webui import filters
     filters.register(app)
+    _errors_and_icon(app)
     return app
+
+
+def _errors_and_icon(app) -> None:
+    from flask import Response, render_template, request
+    from werkzeug.exceptions import HTTPException
+
+    @app.errorhandler(HTTPException)
+    def error_page(exc: HTTPException):
+        if request.path.startswith("/api/"):
+            from flask import jsonify
+            return jsonify(error=exc.description or exc.name), exc.code
+        return render_template("error.html", error=exc), exc.code
+
+    @app.route("/favicon.ico")
+    def favicon():
+        return Response(ICON, mimetype="image/svg+xml")
+
+
+ICON = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" '
+        'fill="#1d2330"/><path d="M4 11l3-6 2 4 1-2 2 4" stroke="#e74c3c" fill="none" stroke-width="1.5"/></svg>')

@@ -44,5 +44,27 @@ def hexaddr(value) -> str:
     return "-" if value is None else f"{int(value):#x}"
 
 
+def fold(frames, keep: int = 3) -> list[tuple[str, object]]:
+    """Rows for a backtrace: ("frame", f), or ("gap", n) where frames were
+    not kept or a run of one function (recursion) is folded after ``keep``."""
+    rows: list[tuple[str, object]] = []
+    prev, run = None, 0
+    for f in frames:
+        if prev is not None and f.index != prev.index + 1:
+            rows.append(("gap", f"{f.index - prev.index - 1} frames not shown"))
+            run = 0
+        same = prev is not None and f.function is not None and f.function == prev.function
+        run = run + 1 if same else 0
+        if run >= keep:
+            if rows and rows[-1][0] == "fold":
+                rows[-1] = ("fold", (rows[-1][1][0] + 1, f.function))
+            else:
+                rows.append(("fold", (1, f.function)))
+        else:
+            rows.append(("frame", f))
+        prev = f
+    return [("gap", f"{v[0]} more frames of {v[1]} (recursion)") if k == "fold" else (k, v) for k, v in rows]
+
+
 def register(app) -> None:
-    app.jinja_env.filters.update(when=when, ago=ago, sparkline=sparkline, hexaddr=hexaddr)
+    app.jinja_env.filters.update(when=when, ago=ago, sparkline=sparkline, hexaddr=hexaddr, fold=fold)

@@ -63,8 +63,8 @@ def detail(group_id: int):
         group = store().group(group_id)
     except NotFound:
         abort(404)
-    crashes = store().crashes_of(group_id, limit=200)
-    latest = crashes[0] if crashes else None
+    crashes = store().crash_summaries(group_id, limit=200)
+    latest = store().crash(crashes[0]["id"]) if crashes else None
     analysis = Analysis.from_dict(latest.analysis) if latest else None
     return render_template("groups/detail.html", group=group, crashes=crashes, latest=latest,
                            analysis=analysis, facets=store().facets([group_id])[group_id],
