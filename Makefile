@@ -23,7 +23,7 @@ system-deps:
 	fi
 
 run: system-deps $(STAMP)
-	$(VENV)/bin/coretriage --data-dir $(DATA) demo
+	$(VENV)/bin/coretriage --data-dir $(DATA) run
 
 test: system-deps $(STAMP)
 	$(PY) -m pytest -q -ra tests/unit tests/integration tests/system

@@ -293,6 +293,10 @@ class Store:
             row = db.execute(sa.select(users).where(users.c.name == name)).first()
         return (User(row.name, row.role), row.password_hash) if row else None
 
+    def user_count(self) -> int:
+        with self.engine.connect() as db:
+            return db.execute(sa.select(sa.func.count()).select_from(users)).scalar()
+
     def add_token(self, user: str, token_hash: str) -> None:
         with self.engine.begin() as db:
             db.execute(tokens.insert().values(token_hash=token_hash, user=user, created=time.time()))

@@ -293,6 +293,65 @@ def cmd_hostsetup_doctor(args) -> int:
     return exit_code(checks)
 
 
+def cmd_run(args) -> int:
+    """The whole single-host service on embedded defaults: sample groups,
+    host set up (as root), collector and web UI; Ctrl-C puts the host back."""
+    import logging
+    import secrets
+    import signal
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from collector.watch import Collector
+    from coretriage.demo import run_demo
+    from webui import create_app
+    from webui.security import hash_password
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    config, store = _context(args)
+    run_demo(config, store)
+    login = ""
+    if store.user_count() == 0:
+        password = secrets.token_urlsafe(12)
+        store.add_user("admin", hash_password(password), "admin")
+        secret = config.data_dir / "admin-password"
+        secret.write_text(password + "\n")
+        secret.chmod(0o600)
+        login = f"log in as admin with password {password} (saved in {secret})"
+    installed = False
+    if os.geteuid() == 0 and not args.no_host_setup:
+        from hostsetup.install import install, uninstall
+        try:
+            print(install(config.data_dir, handler_argv(config.data_dir)).text())
+            installed = True
+        except Exception as exc:
+            print(f"host-setup not installed: {exc}; crashes on this host are not captured", file=sys.stderr)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    collector = Collector(config.spool_dir, make_submit(config, store), config.dump_dirs)
+    threads = [threading.Thread(target=collector.run, args=(stop,), daemon=True)]
+    server = make_server(args.host, args.port, create_app({"CORETRIAGE": config}), threaded=True)
+    threads.append(threading.Thread(target=server.serve_forever, daemon=True))
+    for t in threads:
+        t.start()
+    print(f"\ncoretriage is running: web UI on http://{args.host}:{server.port}/"
+          + (f"; {login}" if login else "; log in with your coretriage user")
+          + ("\ncrashes on this host and in its containers are captured; Ctrl-C stops and puts the host back"
+             if installed else ""), flush=True)
+    try:
+        stop.wait()
+    finally:
+        server.shutdown()
+        for t in threads:
+            t.join(timeout=10)
+        if installed:
+            print(uninstall(config.data_dir).text())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="coretriage", description="Capture, analyze and group core dumps.")
     p.add_argument("--data-dir", help="where crashes, cores and the database live "
@@ -366,6 +425,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("worker", help="a Celery worker analyzing this host's crashes")
     s.add_argument("--concurrency", type=int, default=2)
     s.set_defaults(func=cmd_worker)
+
+    s = sub.add_parser("run", help="the whole service on this host: collector, analysis and web UI")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8080)))
+    s.add_argument("--no-host-setup", action="store_true", help="do not touch core_pattern")
+    s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("web", help="serve the web UI")
     s.add_argument("--host", default="127.0.0.1")
