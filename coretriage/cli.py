@@ -238,6 +238,11 @@ def cmd_collector_run(args) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     collector = Collector(config.spool_dir, make_submit(config, store), dump_dirs)
+    if args.socket:
+        from collector.socket_server import SOCKET_NAME, serve
+        path = str(config.data_dir / SOCKET_NAME)
+        threading.Thread(target=serve, args=(path, str(config.data_dir), stop), daemon=True).start()
+        print(f"listening for cores on {path} (core_pattern @{path})", flush=True)
     print(f"collecting from {config.spool_dir}" + "".join(f" and {d}" for d in dump_dirs)
           + (" via the queue" if config.broker_url else ", analyzing here"), flush=True)
     collector.run(stop)
@@ -270,7 +275,14 @@ def cmd_hostsetup_install(args) -> int:
     from hostsetup.install import install
 
     config = load_config(args.data_dir)  # not _context: no store, nothing created before the record
-    report = install(config.data_dir, handler_argv(config.data_dir), replace_existing=args.replace)
+    socket = None
+    if args.socket:
+        from collector.socket_server import SOCKET_NAME, kernel_supports_socket
+        if not kernel_supports_socket():
+            raise UserError(f"this kernel ({os.uname().release}) cannot send cores to a socket (Linux 6.16+)")
+        socket = config.data_dir / SOCKET_NAME
+    report = install(config.data_dir, handler_argv(config.data_dir), replace_existing=args.replace,
+                     socket=socket)
     print(report.text())
     return 0
 
@@ -408,12 +420,17 @@ def build_parser() -> argparse.ArgumentParser:
                                                                                required=True)
     a = s.add_parser("run", help="watch the spool and dump directories and hand crashes to the analysis")
     a.add_argument("--dump-dir", action="append", help="also take cores written to this directory")
+    a.add_argument("--socket", action="store_true",
+                   help="also receive cores on DATA/coretriage.sock (core_pattern '@', Linux 6.16+)")
     a.set_defaults(func=cmd_collector_run)
 
     s = sub.add_parser("host-setup", help="set this host up to capture every crash").add_subparsers(
         dest="hostsetup_command", required=True)
     a = s.add_parser("install", help="core_pattern, core_pipe_limit, Docker core ulimits, systemd units")
     a.add_argument("--replace", action="store_true", help="take over from Apport, systemd-coredump or abrt")
+    a.add_argument("--socket", action="store_true",
+                   help="cores go to the collector daemon's socket (Linux 6.16+; run `collector run --socket`) "
+                        "instead of a handler started per crash")
     a.set_defaults(func=cmd_hostsetup_install)
     a = s.add_parser("uninstall", help="put back everything install changed")
     a.add_argument("--force", action="store_true", help="restore even what someone changed since")

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from hostsetup import procfs, record, render
-from hostsetup.corepattern import classify, plan_core_pattern
+from hostsetup.corepattern import PatternPlan, classify, plan_core_pattern
 from hostsetup.daemonjson import merge_core_ulimit
 from hostsetup.errors import HostSetupError, OtherHandlerError
 from hostsetup.fsutil import atomic_write, missing_dirs, restore, snapshot, untrusted_ancestor
@@ -101,11 +101,13 @@ class _FileWrite:
 
 def install(data_dir: Path, handler_argv: list[str], *, replace_existing: bool = False,
             root: Path = Path("/"), proc: Path = Path("/proc"), python: str | None = None,
-            core_pipe_limit: int = CORE_PIPE_LIMIT) -> InstallReport:
+            core_pipe_limit: int = CORE_PIPE_LIMIT, socket: Path | None = None) -> InstallReport:
     """Set the host up for coretriage. Refuses (changing nothing) when
     core_pattern belongs to another handler unless ``replace_existing``, when
     daemon.json is not valid JSON, or when the handler command cannot be made
-    into a core_pattern. ``python`` runs the collector unit (default: this one)."""
+    into a core_pattern. ``python`` runs the collector unit (default: this one).
+    With ``socket`` (Linux 6.16+), cores go to the collector daemon listening
+    there (``@socket``) instead of a handler the kernel starts per crash."""
     data_dir, root, proc = Path(data_dir).absolute(), Path(root).absolute(), Path(proc)
     python = python or sys.executable
     try:
@@ -133,7 +135,7 @@ def install(data_dir: Path, handler_argv: list[str], *, replace_existing: bool =
 
     wrapper_path = data_dir / WRAPPER
     try:
-        plan = plan_core_pattern(handler_argv, str(wrapper_path))
+        plan = PatternPlan(f"@{socket}") if socket else plan_core_pattern(handler_argv, str(wrapper_path))
     except ValueError as exc:
         raise HostSetupError(f"cannot make a core_pattern of the handler command: {exc}") from None
     if plan.wrapper_command is not None:
