@@ -59,8 +59,8 @@ def hwm(pid):
 gdb_kb = []
 close = Gdb.close
 def measured_close(self):
-    if self._ctl is not None and self._ctl.gdb_process.poll() is None:
-        gdb_kb.append(hwm(self._ctl.gdb_process.pid))
+    if self._proc is not None and self._proc.poll() is None:
+        gdb_kb.append(hwm(self._proc.pid))
     close(self)
 Gdb.close = measured_close
 
