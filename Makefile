@@ -33,6 +33,7 @@ test-unit: $(STAMP)
 
 bench: system-deps $(STAMP)
 	$(PY) bench/analysis.py
+	$(PY) bench/capture.py
 	$(PY) bench/webui.py
 
 clean:
