@@ -49,3 +49,15 @@ def test_reprocess_after_rule_change_moves_crashes_and_keeps_ids(config, store, 
     assert group.signature == "strlen | parse_request | main"
     assert group.count == 2
     assert store.crash(dfree.crash.id).group_id == dfree.crash.group_id
+
+
+def test_new_crash_in_resolved_group_marks_it_regressed(config, store, samples):
+    first = ingest(config, store, samples("segv", 0).core, samples("segv", 0).exe)
+    gid = first.crash.group_id
+    store.set_state(gid, "resolved", "fixed in 1.3")
+    ingest(config, store, samples("segv", 1).core, samples("segv", 1).exe)
+    group = store.group(gid)
+    assert group.state == "regressed" and group.count == 2 and group.note == "fixed in 1.3"
+    store.set_state(gid, "ignored")
+    ingest(config, store, samples("segv", 2).core, samples("segv", 2).exe)
+    assert store.group(gid).state == "ignored"  # ignoring is a decision that new crashes do not undo
