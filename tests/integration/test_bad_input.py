@@ -1,7 +1,6 @@
 """Bad cores and bad requests: a record with a reason, a one-line error,
 never a traceback or a hang."""
 
-import json
 import shutil
 
 import pytest

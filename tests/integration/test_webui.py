@@ -88,7 +88,7 @@ def test_state_change_needs_csrf(app):
 def test_admin_downloads_core(app):
     c = app.test_client()
     login(c, "root", "admin-pass")
-    crash = re.search(r'href="/crashes/(c[0-9a-f]{12})"', c.get(f"/groups/1").text).group(1)
+    crash = re.search(r'href="/crashes/(c[0-9a-f]{12})"', c.get("/groups/1").text).group(1)
     assert "download core" in c.get(f"/crashes/{crash}").text
     r = c.get(f"/crashes/{crash}/core")
     assert r.status_code == 200 and r.data[:4] == b"\x28\xb5\x2f\xfd"  # zstd magic

@@ -9,13 +9,11 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 
 import crashkit
 from analyzer.store import Store
 from collector.corepattern import pattern_lock, read_pattern
 from collector.socket_server import SOCKET_NAME, kernel_supports_socket, serve
-from collector.spool import read_meta
 from collector.watch import Collector
 from coretriage.cli import make_submit
 from coretriage.config import load_config
@@ -49,7 +47,6 @@ def test_crash_through_the_socket_to_a_group(samples, tmp_path):
                 time.sleep(0.05)
             install(data, ["unused"], root=etc, socket=Path(sock))
             assert read_pattern() == f"@{sock}"
-            pids = []
             for n in range(2):
                 p = subprocess.run([str(exe), "via the socket" + "!" * n], preexec_fn=crashkit.allow_cores,
                                    capture_output=True, timeout=30)
