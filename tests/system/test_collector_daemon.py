@@ -7,7 +7,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -16,7 +15,7 @@ from analyzer.store import Store
 from collector import spool
 from collector.watch import Collector, import_dump
 from coretriage.cli import make_submit
-from redisserver import free_port, redis_server, start_redis, stop
+from redisserver import free_port, start_redis, stop
 
 
 def wait_for(predicate, timeout=60.0, what="condition"):
