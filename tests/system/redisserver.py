@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import socket
 import subprocess
@@ -40,13 +39,3 @@ def stop(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-
-
-@contextlib.contextmanager
-def redis_server():
-    port = free_port()
-    proc = start_redis(port)
-    try:
-        yield port
-    finally:
-        stop(proc)
