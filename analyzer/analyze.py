@@ -59,11 +59,12 @@ class _Analyzer:
         if notes.truncated:
             self.problems.append("core is truncated: memory beyond the cut is missing")
         self.exe_path = notes.executable
-        self.exe_file = elfinfo.find_module(self.exe_path or "", self.sysroot,
-                                            Path(executable) if executable else None, True) \
-            if self.exe_path or executable else None
+        self.exe_file = None
+        if self.exe_path or executable:
+            self.exe_file = elfinfo.find_module(self.exe_path or "", self.sysroot,
+                                                Path(executable) if executable else None, True)
         self.modules = self._modules()
-        self._index = sorted((m.start, m.end, m) for m in self.modules)
+        self._index = sorted(((m.start, m.end, m) for m in self.modules), key=lambda t: t[0])
         self._starts = [s for s, _, _ in self._index]
 
     # -- modules, from the core's file mappings and the files on disk ------
