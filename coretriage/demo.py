@@ -28,18 +28,16 @@ def _crash_recipes(config, store) -> None:
     from analyzer.ingest import ingest
 
     sys.path.insert(0, str(SAMPLES))
-    from recipes import native  # noqa: E402  (sample-cores is not a package)
+    from recipes import haproxy, native, postgres  # sample-cores/ is not a package
 
-    makers = dict(native.RECIPES)
-    for extra in ("haproxy", "postgres"):
-        try:
-            makers[extra] = __import__(f"recipes.{extra}", fromlist=["make"]).make
-        except ImportError:
-            pass
+    # native recipes share one build directory; each server gets its own
+    makers = {name: (lambda tmp, f=f: f(tmp)) for name, f in native.RECIPES.items()}
+    makers.update(haproxy=lambda tmp: haproxy.make(tmp / "haproxy"),
+                  postgres=lambda tmp: postgres.make(tmp / "postgres"))
     with tempfile.TemporaryDirectory(prefix="coretriage-demo-") as tmp:
         for name, make in makers.items():
             try:
-                sample = make(Path(tmp) / name) if name in ("haproxy", "postgres") else make(Path(tmp))
+                sample = make(Path(tmp))
                 done = ingest(config, store, sample.core, sample.exe, meta={"source": f"recipe {name}"})
                 print(f"recipe {name:<16} -> {done.crash.group_ref:<5} {done.signature.text}")
             except Exception as exc:  # one broken recipe must not stop the demo
