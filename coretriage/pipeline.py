@@ -43,5 +43,8 @@ def process_bundle(config, store, bundle_dir: Path, enrich=None):
                                command_line=" ".join(meta.cmdline) or None, pid=meta.pid,
                                reason=meta.dropped or "no core in the bundle", meta=data,
                                crashed_at=float(meta.crash_time))
+    stored = done.crash.core_file and (config.data_dir / done.crash.core_file).is_file()
+    if stored and core_path.is_file():
+        core_path.unlink()  # the store keeps its own compressed copy; root/ stays for reprocess and gdb
     mark_done(bundle_dir)
     return done

@@ -62,6 +62,8 @@ def test_dump_directory_core_is_taken_when_complete(config, store, samples, runn
     assert list(dump.iterdir()) == []  # taken into the spool
     bundles = list(spool.finished_bundles(config.spool_dir, include_done=True))
     assert len(bundles) == 1 and spool.is_done(bundles[0])
+    assert not (bundles[0] / spool.CORE).exists()  # stored once, in the store, not twice
+    assert (config.data_dir / store.crashes_of(g.id)[0].core_file).is_file()
 
 
 def test_bundles_that_arrived_while_down_are_picked_up(config, store, samples, running, tmp_path):
