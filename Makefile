@@ -5,6 +5,7 @@ STAMP   := $(VENV)/.installed
 DATA    ?= $(CURDIR)/.coretriage-data
 APT_PKGS := gdb elfutils zstd libc6-dbg musl-tools g++ \
             haproxy liblua5.3-dev lua5.3 postgresql postgresql-server-dev-all curl redis-server \
+            docker.io debootstrap \
             chromium fonts-dejavu-core
 
 .PHONY: run test test-unit test-integration test-system bench system-deps clean

@@ -167,9 +167,18 @@ class _Analyzer:
         if self.sysroot:
             # gdb names libraries by their link-map path (/lib/... where the
             # core says /usr/lib/...): let it find them by name where we did
-            dirs = dict.fromkeys(self._safe(Path(m.found_at).parent, stack)
-                                 for m in self.modules if m.found_at and m.path != self.exe_path)
-            if dirs:
+            # and by their soname (liblua5.3.so.0 where the file is liblua5.3.so.0.0.0):
+            # a directory of links under both names comes first
+            libs = [m for m in self.modules if m.found_at and m.path != self.exe_path]
+            links = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="coretriage-solib-")))
+            for m in libs:
+                for name in (Path(m.path).name, elfinfo.soname(Path(m.found_at))):
+                    if name and "/" not in name and name not in (".", "..") \
+                            and not (links / name).is_symlink():
+                        (links / name).symlink_to(Path(m.found_at).absolute())
+            dirs = dict.fromkeys([self._safe(links, stack)] +
+                                 [self._safe(Path(m.found_at).parent, stack) for m in libs])
+            if libs:
                 gdb.console(f"set solib-search-path {':'.join(dirs)}")
         if self.exe_file:
             gdb.mi(f"-file-exec-and-symbols {mi_quote(str(self.exe_file))}")

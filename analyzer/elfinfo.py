@@ -133,6 +133,22 @@ def static_libc(exe_stream) -> str | None:
     return None
 
 
+def soname(path: Path) -> str | None:
+    """DT_SONAME of a shared library: the name the dynamic loader (and so
+    the core's link map, and gdb) calls it by, e.g. ``liblua5.3.so.0`` for
+    the file ``liblua5.3.so.0.0.0``."""
+    try:
+        with open(path, "rb") as f:
+            for section in ELFFile(f).iter_sections():
+                if section.header.sh_type == "SHT_DYNAMIC":
+                    for tag in section.iter_tags():
+                        if tag.entry.d_tag == "DT_SONAME":
+                            return tag.soname
+    except (OSError, ELFError, ValueError):
+        return None
+    return None
+
+
 def safe_facts(path: Path) -> ElfFacts | None:
     try:
         with open(path, "rb") as f:

@@ -14,6 +14,7 @@ crashes of one image store one libc.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import time
@@ -81,6 +82,34 @@ def _open_dir(parent_fd: int, name: bytes, create: bool) -> int:
     return os.open(name, DIR_FLAGS, dir_fd=parent_fd)
 
 
+# copy_file_range refuses files on another superblock with EXDEV (Linux 5.19+):
+# a container's overlayfs root is never the data dir's filesystem
+_NO_COPY_FILE_RANGE = (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP)
+
+
+def _copy(src_fd: int, out: int, size: int) -> int:
+    """Copy ``size`` bytes from the start of ``src_fd`` into ``out``: in the
+    kernel with copy_file_range, else sendfile. Returns the bytes copied."""
+    copied = 0
+    while copied < size:
+        try:
+            n = os.copy_file_range(src_fd, out, size - copied, copied, copied)
+        except OSError as exc:
+            if exc.errno not in _NO_COPY_FILE_RANGE:
+                raise
+            break
+        if n == 0:
+            return copied
+        copied += n
+    os.lseek(out, copied, os.SEEK_SET)
+    while copied < size:
+        n = os.sendfile(out, src_fd, copied, size - copied)
+        if n == 0:
+            break
+        copied += n
+    return copied
+
+
 def _store(src_fd: int, files_fd: int, key: str, name: bytes, size: int) -> tuple[int, bytes]:
     """(dir fd, name) of the stored copy, copying it in if it is new."""
     key_fd = _open_dir(files_fd, key.encode(), create=True)
@@ -93,12 +122,7 @@ def _store(src_fd: int, files_fd: int, key: str, name: bytes, size: int) -> tupl
     out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
                   dir_fd=key_fd)
     try:
-        copied = 0
-        while copied < size:
-            n = os.copy_file_range(src_fd, out, size - copied, copied, copied)
-            if n == 0:
-                break
-            copied += n
+        _copy(src_fd, out, size)
         os.fsync(out)
     except BaseException:
         os.close(out)
