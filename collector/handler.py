@@ -70,6 +70,7 @@ from collector.cgroup import container_from_cgroup
 from collector.limits import Limits, LimitsError, load_limits
 from collector.secrets import mask_argv, mask_environ
 from collector.spool import CORE, SpoolError, create_bundle, create_file, open_spool, write_meta
+from collector.retention import make_room
 from collector.sysroot import capture_files
 
 DEFAULT_DATA_DIR = "/var/lib/coretriage"
@@ -546,6 +547,13 @@ def capture(args: Args, host_time: float, started: float, stdin: int = 0) -> tup
         return "LOG_ERR", f"crash of {what} lost: {_safe(exc, 400)}; {n} bytes of core discarded"
 
     dropped = None
+    try:
+        evicted = make_room(spool_fd, limits.max_spool_use, limits.min_free_space, bid)
+        if evicted:
+            problems.append(f"made room: cores of {len(evicted)} older bundles evicted "
+                            f"({evicted[0]}{' ...' if len(evicted) > 1 else ''})")
+    except OSError as exc:
+        problems.append(f"making room in the spool: {exc.strerror}")
     try:
         free = _free_space(spool_fd)
         if free < limits.min_free_space:

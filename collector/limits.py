@@ -5,6 +5,7 @@ K/M/G/T suffix, powers of 1024)::
 
     max_core_size = "8G"        # bigger cores are dropped; the crash is still recorded
     min_free_space = "2G"       # keep this much free on the spool filesystem
+    max_spool_use = "8G"        # cores waiting for analysis; the oldest are evicted first
     rate_limit = 10             # cores kept per executable ...
     rate_window = 60            # ... per this many seconds; beyond: dropped, crash recorded
                                 # (rate_limit = 0 keeps no cores at all, only the crashes)
@@ -37,6 +38,7 @@ class LimitsError(Exception):
 class Limits:
     max_core_size: int = 16 << 30
     min_free_space: int = 1 << 30
+    max_spool_use: int = 8 << 30  # cores waiting for analysis; beyond, the oldest are evicted
     rate_limit: int = 10
     rate_window: float = 60.0
     compression_level: int = 1
@@ -80,7 +82,7 @@ def limits_from_dict(values: dict) -> Limits:
     if unknown:
         raise LimitsError(f"unknown setting(s): {', '.join(sorted(unknown))}")
     out: dict = {}
-    for name in ("max_core_size", "min_free_space"):
+    for name in ("max_core_size", "min_free_space", "max_spool_use"):
         if name in values:
             out[name] = parse_size(values[name])
     if "rate_limit" in values:

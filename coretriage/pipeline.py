@@ -41,7 +41,9 @@ def process_bundle(config, store, bundle_dir: Path, enrich=None):
         crash_id = "c" + hashlib.sha256(meta.id.encode()).hexdigest()[:12]
         done = ingest_metadata(config, store, crash_id, executable=meta.exe, signal=meta.signal,
                                command_line=" ".join(meta.cmdline) or None, pid=meta.pid,
-                               reason=meta.dropped or "no core in the bundle", meta=data,
+                               reason=meta.dropped or ("evicted to make room in the spool"
+                                                       if (bundle_dir / "evicted").exists()
+                                                       else "no core in the bundle"), meta=data,
                                crashed_at=float(meta.crash_time))
     stored = done.crash.core_file and (config.data_dir / done.crash.core_file).is_file()
     if stored and core_path.is_file():

@@ -111,3 +111,23 @@ def test_queue_through_real_redis_and_a_dead_broker(config, samples, running, tm
         except subprocess.TimeoutExpired:
             worker.kill()
         stop(redis)
+
+
+def test_evicted_bundle_still_counts(config, store, samples, running, tmp_path):
+    import os
+
+    from collector.retention import make_room
+
+    copy = tmp_path / "core-old"
+    copy.write_bytes(samples("segv").core.read_bytes())
+    old = import_dump(copy, config.spool_dir)
+    fd = os.open(config.spool_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert make_room(fd, max_use=0, min_free=0, keep="") == [old.name]
+    finally:
+        os.close(fd)
+    running(make_submit(config, store))
+    wait_for(lambda: store.groups(), what="the evicted crash in the store")
+    crash = store.crashes_of(store.groups()[0].id)[0]
+    assert crash.analysis["problems"] == ["core not kept: evicted to make room in the spool"]
+    assert crash.core_file is None

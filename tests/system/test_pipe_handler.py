@@ -398,3 +398,13 @@ def test_bad_arguments_still_drain(data_dir):
     assert proc.wait(timeout=30) == 2
     assert proc.stdout.read() == b"" and proc.stderr.read() == b""  # no traceback
     assert not (data_dir / "spool").exists()
+
+
+def test_full_spool_evicts_the_oldest_cores_first(handler, segv):
+    write_config(handler.parent, 'max_spool_use = "1K"\n')  # every core is over it
+    first = bundle_of(handler, crash([str(segv), "a"], env={"PATH": "/usr/bin"})[0])
+    second = bundle_of(handler, crash([str(segv), "b"], env={"PATH": "/usr/bin"})[0])
+    assert not (first / "core.zst").exists() and (first / "evicted").exists()
+    assert not (first / "root").exists() and (first / "meta.json").exists()  # the crash is still there
+    assert (second / "core.zst").exists()  # the newest core is kept
+    assert any("evicted" in p and first.name in p for p in read_meta(second).problems)

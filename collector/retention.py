@@ -1,0 +1,66 @@
+"""Make room in the spool: the oldest waiting cores go first.
+
+A crash storm, or an analysis that is down, must not fill the disk and stop
+the next crash from being captured. Before each new core the handler evicts
+the cores of the oldest bundles while the spool holds more than
+``max_spool_use`` or the filesystem has less than ``min_free_space``. Only
+``core.zst`` and ``root/`` go: ``meta.json`` stays, with an ``evicted``
+marker, so the crash is still counted and shown.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from collector.bundle import is_bundle_id
+
+CORE = "core.zst"
+EVICTED = "evicted"
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _cores(spool_fd: int, keep: str) -> list[tuple[str, int]]:
+    """(bundle id, core size) of bundles holding a core, oldest first."""
+    out = []
+    with os.scandir(spool_fd) as entries:
+        for entry in entries:
+            if entry.name == keep or not is_bundle_id(entry.name) or not entry.is_dir(follow_symlinks=False):
+                continue
+            try:
+                st = os.stat(f"{entry.name}/{CORE}", dir_fd=spool_fd, follow_symlinks=False)
+            except OSError:
+                continue
+            out.append((entry.name, st.st_size))
+    return sorted(out)  # ids start with the crash time
+
+
+def free_space(fd: int) -> int:
+    st = os.fstatvfs(fd)
+    return st.f_bavail * st.f_frsize
+
+
+def make_room(spool_fd: int, max_use: int, min_free: int, keep: str) -> list[str]:
+    """Evict the oldest cores until the limits hold; returns the evicted ids."""
+    cores = _cores(spool_fd, keep)
+    used = sum(size for _, size in cores)
+    evicted = []
+    for bid, size in cores:
+        if used <= max_use and free_space(spool_fd) >= min_free:
+            break
+        fd = os.open(bid, DIR_FLAGS, dir_fd=spool_fd)
+        try:
+            marker = os.open(EVICTED, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=fd)
+            os.close(marker)
+            os.unlink(CORE, dir_fd=fd)
+            try:
+                shutil.rmtree("root", dir_fd=fd)
+            except FileNotFoundError:
+                pass
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+        used -= size
+        evicted.append(bid)
+    return evicted
