@@ -28,7 +28,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,6 @@ from pathlib import Path
 import pytest
 
 import crashkit
-from collector.corepattern import pattern_lock, read_pattern
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD_IMAGE = ROOT / "sample-cores" / "images" / "build_haproxy_image.py"
@@ -58,10 +56,10 @@ def tail(path: Path, size: int = 3000) -> str:
 
 
 def docker_cli() -> str:
-    cli = shutil.which("docker")
-    if cli is None:
+    path = shutil.which("docker")
+    if path is None:
         pytest.fail("no docker CLI: apt-get install docker.io (make test installs it)")
-    return cli
+    return path
 
 
 def docker(*args: str, check: bool = True, timeout: float = 120.0) -> subprocess.CompletedProcess:
@@ -213,33 +211,9 @@ def haproxy_image(dockerd, tmp_path_factory):
     return ensure_image(tmp_path_factory.mktemp("image"))
 
 
-# ---- the collector on this host ----
+# ---- the collector on this host: shared with test_end_to_end ----
 
-def cli(data_dir, *argv, check=True):
-    proc = subprocess.run([sys.executable, "-m", "coretriage.cli", "--data-dir", str(data_dir), *argv],
-                          capture_output=True, text=True, timeout=300, check=False)
-    if check and proc.returncode != 0:
-        pytest.fail(f"coretriage {' '.join(argv)} exited {proc.returncode}: {proc.stderr.strip()[-2000:]}")
-    return proc
-
-
-@pytest.fixture
-def collector_installed():
-    """``host-setup install`` into a fresh data dir; everything put back after."""
-    data = Path(tempfile.mkdtemp(prefix="ct-", dir="/tmp"))  # short: core_pattern has 127 bytes
-    with pattern_lock():
-        before = read_pattern()
-        limit = Path("/proc/sys/kernel/core_pipe_limit").read_text()
-        try:
-            cli(data, "host-setup", "install")
-            yield data
-        finally:
-            cli(data, "host-setup", "uninstall", "--force", check=False)
-            if read_pattern() != before:  # never leave the machine changed
-                Path("/proc/sys/kernel/core_pattern").write_text(before + "\n")
-            assert read_pattern() == before
-            assert Path("/proc/sys/kernel/core_pipe_limit").read_text() == limit
-            shutil.rmtree(data, ignore_errors=True)
+from hostfixtures import cli, collector_installed  # noqa: E402,F401  (test_docker imports them from here)
 
 
 # ---- HAProxy in a container ----

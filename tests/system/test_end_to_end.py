@@ -5,49 +5,21 @@ and uninstall putting everything back."""
 import json
 import shutil
 import subprocess
-import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 
-import pytest
 
 import crashkit
 from analyzer.store import Store
-from collector.corepattern import pattern_lock, read_pattern
+from collector.corepattern import read_pattern
 from collector.watch import Collector
 from coretriage.cli import make_submit
 from coretriage.config import load_config
+from hostfixtures import cli
 
 
-def cli(data_dir, *argv, check=True):
-    proc = subprocess.run([sys.executable, "-m", "coretriage.cli", "--data-dir", str(data_dir), *argv],
-                          capture_output=True, text=True, timeout=300)
-    if check:
-        assert proc.returncode == 0, proc.stderr
-    return proc
-
-
-@pytest.fixture
-def installed(tmp_path):
-    data = Path(tempfile.mkdtemp(prefix="ct-", dir="/tmp"))  # short: core_pattern has 127 bytes
-    with pattern_lock():
-        before = read_pattern()
-        limit = Path("/proc/sys/kernel/core_pipe_limit").read_text()
-        try:
-            cli(data, "host-setup", "install")
-            yield data
-        finally:
-            cli(data, "host-setup", "uninstall", "--force", check=False)
-            if read_pattern() != before:  # never leave the machine changed
-                Path("/proc/sys/kernel/core_pattern").write_text(before + "\n")
-            assert read_pattern() == before
-            assert Path("/proc/sys/kernel/core_pipe_limit").read_text() == limit
-            shutil.rmtree(data, ignore_errors=True)
-
-
-def test_crash_to_group_through_the_kernel(installed, samples, tmp_path):
+def test_crash_to_group_through_the_kernel(collector_installed, samples, tmp_path):
+    installed = collector_installed
     assert read_pattern().startswith("|") and "collector.handler" in read_pattern()
     doctor = json.loads(cli(installed, "host-setup", "doctor", "--json", check=False).stdout)
     assert {c["name"]: c["status"] for c in doctor}["core_pattern"] == "OK"
