@@ -60,7 +60,7 @@ def _errors_and_icon(app) -> None:
 
     @app.errorhandler(HTTPException)
     def error_page(exc: HTTPException):
-        if request.path.startswith("/api/"):
+        if request.path.startswith("/api/"):  # the API answers errors in JSON
             from flask import jsonify
             return jsonify(error=exc.description or exc.name), exc.code
         return render_template("error.html", error=exc), exc.code

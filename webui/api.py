@@ -4,7 +4,6 @@ or a logged-in browser. Described by /api/v1/openapi.json."""
 from __future__ import annotations
 
 from flask import Blueprint, abort, jsonify, request
-from werkzeug.exceptions import HTTPException
 
 from analyzer.report import FORMATS, crash_json, crash_report, group_report
 from analyzer.store import NotFound
@@ -25,11 +24,6 @@ def group_summary(g, facets=None, daily=None) -> dict:
     if daily is not None:
         out["daily_counts"] = daily
     return out
-
-
-@bp.errorhandler(HTTPException)
-def as_json(exc: HTTPException):
-    return jsonify(error=exc.description or exc.name), exc.code
 
 
 @bp.route("/groups")
