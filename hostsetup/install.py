@@ -164,7 +164,7 @@ def install(data_dir: Path, handler_argv: list[str], *, replace_existing: bool =
     dropin = render.limitcore_dropin().encode()
     writes.append(_FileWrite(root / DOCKER_DROPIN, dropin, 0o644, "LimitCORE=infinity for dockerd"))
     writes.append(_FileWrite(root / CONTAINERD_DROPIN, dropin, 0o644, "LimitCORE=infinity for containerd"))
-    writes.append(_FileWrite(root / COLLECTOR_UNIT, render.collector_unit(python, data_dir).encode(), 0o644,
+    writes.append(_FileWrite(root / COLLECTOR_UNIT, render.collector_unit(python, data_dir, socket=socket is not None).encode(), 0o644,
                              "the collector service"))
 
     snaps = {w.path: (daemon_snap if w.path == daemon_json else snapshot(w.path)) for w in writes}

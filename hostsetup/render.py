@@ -61,13 +61,14 @@ def systemd_quote(arg: str) -> str:
     return f'"{escaped}"'
 
 
-def collector_argv(python: str, data_dir: Path) -> list[str]:
-    return [python, "-m", "coretriage.cli", "--data-dir", str(data_dir), "collector", "run"]
+def collector_argv(python: str, data_dir: Path, socket: bool = False) -> list[str]:
+    argv = [python, "-m", "coretriage.cli", "--data-dir", str(data_dir), "collector", "run"]
+    return argv + ["--socket"] if socket else argv  # socket mode: the daemon receives the cores
 
 
-def collector_unit(python: str, data_dir: Path, *, text: str | None = None) -> str:
+def collector_unit(python: str, data_dir: Path, *, text: str | None = None, socket: bool = False) -> str:
     text = template("coretriage-collector.service.in") if text is None else text
-    exec_start = " ".join(systemd_quote(a) for a in collector_argv(python, data_dir))
+    exec_start = " ".join(systemd_quote(a) for a in collector_argv(python, data_dir, socket))
     return render(text, {"EXEC_START": exec_start})
 
 

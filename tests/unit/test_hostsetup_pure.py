@@ -567,3 +567,12 @@ def test_doctor_uses_the_docker_answer(tmp_path):
     got = {c.name: c for c in run_checks(tmp_path / "d", proc=proc, docker=docker, clock=None)}
     assert got["container web PID 1"].status == C.WARN and "sh" in got["container web PID 1"].message
     assert "containers" not in got
+
+
+def test_collector_unit_runs_the_socket_server_in_socket_mode():
+    from pathlib import Path
+
+    from hostsetup.render import collector_unit
+
+    assert "collector run --socket" in collector_unit("/usr/bin/python3", Path("/var/lib/coretriage"), socket=True)
+    assert "--socket" not in collector_unit("/usr/bin/python3", Path("/var/lib/coretriage"))
