@@ -401,6 +401,21 @@ class Store:
                               .order_by(crashes.c.crashed_at.desc()).limit(limit)).all()
         return [_crash(r) for r in rows]
 
+    def cores_beyond(self, keep: int) -> list[tuple[str, str]]:
+        """(crash id, core file) of stored cores older than each group's
+        ``keep`` most recent ones."""
+        c = crashes.c
+        rank = sa.func.row_number().over(partition_by=c.group_id,
+                                         order_by=(c.crashed_at.desc(), c.id.desc())).label("rank")
+        inner = sa.select(c.id, c.core_file, rank).where(c.core_file.is_not(None)).subquery()
+        with self.engine.connect() as db:
+            return [tuple(r) for r in db.execute(sa.select(inner.c.id, inner.c.core_file)
+                                                 .where(inner.c.rank > keep)).all()]
+
+    def forget_core(self, crash_id: str) -> None:
+        with self.engine.begin() as db:
+            db.execute(crashes.update().where(crashes.c.id == crash_id).values(core_file=None))
+
     def crash_summaries(self, group_id: int, limit: int = 200) -> list[dict]:
         """The group page's crash list, without decoding every analysis."""
         c = crashes.c

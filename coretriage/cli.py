@@ -145,6 +145,24 @@ def cmd_reprocess(args) -> int:
     return 0
 
 
+def cmd_prune(args) -> int:
+    """Keep the newest cores of each group; older crashes keep their analysis."""
+    if args.keep < 1:
+        raise UserError("--keep must be at least 1: every group keeps a core to open in gdb")
+    config, store = _context(args)
+    freed = 0
+    for crash_id, core_file in store.cores_beyond(args.keep):
+        path = config.data_dir / core_file
+        if path.is_file():
+            freed += path.stat().st_size
+            path.unlink()
+        store.forget_core(crash_id)
+        if args.verbose:
+            print(f"{crash_id}: core removed", flush=True)
+    print(f"kept the {args.keep} newest cores of each group; freed {freed / (1 << 20):.1f} MiB")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from coretriage.demo import run_demo
 
@@ -400,6 +418,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("reprocess", help="analyze every stored core again and regroup")
     s.add_argument("-v", "--verbose", action="store_true")
     s.set_defaults(func=cmd_reprocess)
+
+    s = sub.add_parser("prune", help="remove stored cores beyond the newest N of each group")
+    s.add_argument("--keep", type=int, default=5)
+    s.add_argument("-v", "--verbose", action="store_true")
+    s.set_defaults(func=cmd_prune)
 
     s = sub.add_parser("demo", help="analyze the sample cores and show their groups")
     s.set_defaults(func=cmd_demo)

@@ -61,3 +61,20 @@ def test_new_crash_in_resolved_group_marks_it_regressed(config, store, samples):
     store.set_state(gid, "ignored")
     ingest(config, store, samples("segv", 2).core, samples("segv", 2).exe)
     assert store.group(gid).state == "ignored"  # ignoring is a decision that new crashes do not undo
+
+
+def test_prune_keeps_the_newest_cores_of_each_group(config, store, samples, capsys):
+    from coretriage.cli import main
+
+    done = [ingest(config, store, samples("segv", v).core, samples("segv", v).exe, crashed_at=1000.0 + v)
+            for v in range(3)]
+    other = ingest(config, store, samples("musl").core, samples("musl").exe, crashed_at=500.0)
+    assert main(["--data-dir", str(config.data_dir), "prune", "--keep", "1"]) == 0
+    assert "freed" in capsys.readouterr().out
+    newest, older = done[2].crash, [d.crash for d in done[:2]]
+    assert (config.data_dir / newest.core_file).is_file()
+    for row in older:
+        assert not (config.data_dir / row.core_file).exists() and store.crash(row.id).core_file is None
+        assert store.crash(row.id).analysis["threads"]  # the analysis stays
+    assert store.crash(other.crash.id).core_file is not None  # its group's only core
+    assert store.group(newest.group_id).count == 3
