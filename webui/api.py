@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, jsonify, request
 
-from analyzer.report import FORMATS, crash_json, crash_report, group_report
+from analyzer.report import FORMATS, crash_json
 from analyzer.store import NotFound
-from webui.crashes import export_response
-from webui.groups import query_from
+from webui.crashes import export_ref
+from webui.groups import group_page
 from webui.security import login_required, store
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -29,10 +29,7 @@ def group_summary(g, facets=None, daily=None) -> dict:
 @bp.route("/groups")
 @login_required
 def groups():
-    q = query_from(request.args)
-    rows, total = store().find_groups(q)
-    ids = [r.id for r in rows]
-    facets, daily = store().facets(ids), store().daily_counts(ids)
+    q, rows, total, facets, daily = group_page(request.args)
     return jsonify(total=total, offset=q.offset, limit=q.limit,
                    groups=[group_summary(r, facets[r.id], daily[r.id]) for r in rows])
 
@@ -69,16 +66,7 @@ def crash(crash_id: str):
 @bp.route("/export/<ref>")
 @login_required
 def export(ref: str):
-    fmt = request.args.get("format", "json")
-    if fmt not in FORMATS:
-        abort(400, description="format must be text, markdown or json")
-    if ref.startswith("g"):
-        g = _group(ref)
-        return export_response(group_report(g, store().crashes_of(g.id), fmt), fmt, ref)
-    try:
-        return export_response(crash_report(store().crash(ref), fmt), fmt, ref)
-    except NotFound:
-        abort(404, description=f"no crash {ref}")
+    return export_ref(ref, "json")
 
 
 @bp.route("/openapi.json")

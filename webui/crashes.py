@@ -39,19 +39,27 @@ def export_response(text: str, fmt: str, name: str) -> Response:
     return resp
 
 
-@bp.route("/export/<ref>")
-@login_required
-def export(ref: str):
-    fmt = request.args.get("format", "text")
+def export_ref(ref: str, default_format: str) -> Response:
+    """A crash or group report, as the CLI's export: for the UI and the API."""
+    fmt = request.args.get("format", default_format)
     if fmt not in FORMATS:
         abort(400, description="format must be text, markdown or json")
     if ref.startswith("g") and ref[1:].isdigit():
         try:
             group = store().group(int(ref[1:]))
         except NotFound:
-            abort(404)
+            abort(404, description=f"no group {ref}")
         return export_response(group_report(group, store().crashes_of(group.id), fmt), fmt, ref)
-    return export_response(crash_report(_crash(ref), fmt), fmt, ref)
+    try:
+        return export_response(crash_report(store().crash(ref), fmt), fmt, ref)
+    except NotFound:
+        abort(404, description=f"no crash {ref}")
+
+
+@bp.route("/export/<ref>")
+@login_required
+def export(ref: str):
+    return export_ref(ref, "text")
 
 
 @bp.route("/crashes/<crash_id>/core")

@@ -43,16 +43,23 @@ def query_from(args) -> GroupQuery:
                       **{k: args.get(k) or None for k in FILTERS})
 
 
+def group_page(args):
+    """One page of groups for the request's filters, with each group's
+    hosts/images/containers and crashes per day: the list page and the API."""
+    q = query_from(args)
+    rows, total = store().find_groups(q)
+    ids = [r.id for r in rows]
+    return q, rows, total, store().facets(ids), store().daily_counts(ids)
+
+
 @bp.route("/")
 @login_required
 def index():
-    q = query_from(request.args)
-    rows, total = store().find_groups(q)
-    ids = [r.id for r in rows]
+    q, rows, total, facets, daily = group_page(request.args)
     page = q.offset // q.limit + 1
     return render_template("groups/list.html", groups=rows, total=total, q=q, page=page,
-                           pages=max(1, -(-total // q.limit)), facets=store().facets(ids),
-                           daily=store().daily_counts(ids), states=STATES, args=request.args,
+                           pages=max(1, -(-total // q.limit)), facets=facets,
+                           daily=daily, states=STATES, args=request.args,
                            choices={k: store().distinct(k) for k in ("executable", "signal")})
 
 
