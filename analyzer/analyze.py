@@ -220,7 +220,7 @@ class _Analyzer:
                 if found:
                     out["assertion"] = found.group(1)
         target = Target(self.exe_path, self.exe_file, tuple(m.path for m in self.modules), self.options)
-        contexts, problems = enrich_all(target, _Probe(self, gdb, sel))
+        contexts, problems = enrich_all(target, _Probe(gdb, sel))
         out["context"] = contexts
         self.problems.extend(problems)
         return out
@@ -324,7 +324,7 @@ class _Analyzer:
 class _Probe:
     """What enrichers may ask of the core, in the crashing thread."""
 
-    def __init__(self, analyzer: _Analyzer, gdb: Gdb, sel: str):
+    def __init__(self, gdb: Gdb, sel: str):
         self._gdb, self._sel = gdb, sel
 
     def evaluate(self, expression: str) -> str | None:

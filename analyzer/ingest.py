@@ -120,8 +120,24 @@ def _analyze(config, core: Path, exe: Path | None, sysroot: Path | None) -> Anal
     return analyze_core(core, exe, sysroot, limits, {"show_literals": config.show_literals})
 
 
+def keep_core(core: Path, dest: Path, compressed: Path | None) -> None:
+    """Store the core compressed. An already compressed copy on the same
+    filesystem (a spool bundle's core.zst) is hard-linked, not compressed again."""
+    if compressed is not None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(compressed, dest)
+            return
+        except FileExistsError:
+            return
+        except OSError:
+            pass  # another filesystem: compress it here
+    compress_into(core, dest)
+
+
 def ingest(config, store: Store, core: Path, exe: Path | None = None, sysroot: Path | None = None,
-           meta: dict | None = None, crashed_at: float | None = None) -> Ingested:
+           meta: dict | None = None, crashed_at: float | None = None,
+           compressed: Path | None = None) -> Ingested:
     core = Path(core)
     if not core.is_file():
         raise IngestError(f"{core}: no such file")
@@ -144,7 +160,7 @@ def ingest(config, store: Store, core: Path, exe: Path | None = None, sysroot: P
     analysis = _analyze(config, core, exe, sysroot)
     signature = _signature(config, analysis)
     core_file = f"cores/{crash_id}.core.zst"
-    compress_into(core, config.data_dir / core_file)
+    keep_core(core, config.data_dir / core_file, compressed)
     exe_file = None
     exe_found = next((m for m in analysis.modules if m.path == analysis.executable and m.found_at), None)
     if exe_found is not None:

@@ -36,7 +36,7 @@ def process_bundle(config, store, bundle_dir: Path, enrich=None):
     if meta.core_file and core_path.is_file():
         with decompressed(core_path, config.tmp_dir) as core:
             done = ingest(config, store, core, sysroot=sysroot if sysroot.is_dir() else None,
-                          meta=data, crashed_at=float(meta.crash_time))
+                          meta=data, crashed_at=float(meta.crash_time), compressed=core_path)
     else:
         crash_id = "c" + hashlib.sha256(meta.id.encode()).hexdigest()[:12]
         done = ingest_metadata(config, store, crash_id, executable=meta.exe, signal=meta.signal,
@@ -47,6 +47,6 @@ def process_bundle(config, store, bundle_dir: Path, enrich=None):
                                crashed_at=float(meta.crash_time))
     stored = done.crash.core_file and (config.data_dir / done.crash.core_file).is_file()
     if stored and core_path.is_file():
-        core_path.unlink()  # the store keeps its own compressed copy; root/ stays for reprocess and gdb
+        core_path.unlink()  # the store holds it now (linked, not copied); root/ stays for reprocess and gdb
     mark_done(bundle_dir)
     return done
