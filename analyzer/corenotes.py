@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
-from collector.elfid import build_id
+from analyzer.elfid import build_id
 
 AT_ENTRY = 9
 AT_EXECFN = 31

@@ -2,7 +2,7 @@
 
 Run as ``.venv/bin/python bench/webui.py``. It fills a fresh SQLite store in
 a temporary directory with 100,000 crashes in 5,000 groups (inserted directly
-with SQLAlchemy core ``executemany`` into ``analyzer.store``'s tables: no gdb,
+with SQLAlchemy core ``executemany`` into ``coretriage.store``'s tables: no gdb,
 no cores), with a skewed crashes-per-group distribution, 20 hosts, 30 images,
 ``crashed_at`` spread over 90 days, small but realistic analysis JSON (one
 thread, ten frames), signatures, key frames and search text, and group
@@ -145,7 +145,7 @@ def make_data(rng: random.Random, n_groups: int, n_crashes: int, now: float):
 
 
 def fill(store, rng, n_groups, n_crashes, now) -> list[str]:
-    from analyzer.store import crashes, groups
+    from coretriage.store import crashes, groups
 
     t0 = time.perf_counter()
     group_rows, crash_rows, functions = make_data(rng, n_groups, n_crashes, now)
@@ -192,10 +192,10 @@ def main() -> int:
                     help="what-if: add covering indexes crashes(group_id, host|image|container) before timing")
     args = ap.parse_args()
 
-    from analyzer.store import Store
+    from coretriage.store import Store
     from coretriage.config import load_config
     from webui import create_app
-    from webui.security import hash_password, new_token, token_hash
+    from coretriage.users import hash_password, new_token, token_hash
 
     rng = random.Random(args.seed)
     now = time.time()

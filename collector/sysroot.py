@@ -19,7 +19,7 @@ import os
 import stat
 import time
 
-from collector.elfid import build_id, fd_reader
+from analyzer.elfid import build_id, fd_reader
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 MAX_DEPTH = 32

@@ -21,7 +21,7 @@ class UserError(Exception):
 
 
 def _context(args):
-    from analyzer.store import Store
+    from coretriage.store import Store
     from coretriage.config import load_config
 
     config = load_config(args.data_dir)
@@ -39,14 +39,14 @@ def _parse_ref(ref: str) -> tuple[str, str | int]:
 
 
 def cmd_ingest(args) -> int:
-    from analyzer.ingest import ingest
+    from coretriage.ingest import ingest
 
     config, store = _context(args)
     done = ingest(config, store, Path(args.core), Path(args.exe) if args.exe else None,
                   Path(args.sysroot) if args.sysroot else None)
     a, sig = done.analysis, done.signature
     if args.json:
-        from analyzer.report import key_frame_list
+        from coretriage.reports import key_frame_list
         print(json.dumps({"crash_id": done.crash.id, "group_id": done.crash.group_ref, "new": done.new,
                           "signature": sig.text, "quality": sig.quality,
                           "key_frames": key_frame_list(done.crash),
@@ -64,7 +64,7 @@ def cmd_ingest(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from analyzer.report import when
+    from coretriage.reports import when
 
     _, store = _context(args)
     groups = store.groups(limit=args.limit)
@@ -84,7 +84,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from analyzer.report import crash_report, group_report
+    from coretriage.reports import crash_report, group_report
 
     kind, ref = _parse_ref(args.id)
     _, store = _context(args)
@@ -97,7 +97,7 @@ def cmd_show(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from analyzer.report import crash_report, group_report
+    from coretriage.reports import crash_report, group_report
 
     kind, ref = _parse_ref(args.id)
     _, store = _context(args)
@@ -109,7 +109,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_gdb(args) -> int:
-    from analyzer.ingest import decompressed
+    from coretriage.ingest import decompressed
 
     kind, ref = _parse_ref(args.id)
     config, store = _context(args)
@@ -137,7 +137,7 @@ def cmd_gdb(args) -> int:
 
 
 def cmd_reprocess(args) -> int:
-    from analyzer.ingest import reprocess
+    from coretriage.ingest import reprocess
 
     config, store = _context(args)
     result = reprocess(config, store, progress=lambda cid, sig: print(f"{cid}: {sig}") if args.verbose else None)
@@ -176,7 +176,7 @@ def cmd_demo(args) -> int:
 def cmd_user_add(args) -> int:
     import getpass
 
-    from webui.security import ROLES, hash_password
+    from coretriage.users import ROLES, hash_password
 
     if args.role not in ROLES:
         raise UserError(f"role must be one of {', '.join(ROLES)}")
@@ -197,7 +197,7 @@ def cmd_user_add(args) -> int:
 
 
 def cmd_token_add(args) -> int:
-    from webui.security import new_token, token_hash
+    from coretriage.users import new_token, token_hash
 
     _, store = _context(args)
     if store.user_record(args.name) is None:
@@ -290,7 +290,7 @@ def handler_argv(data_dir: Path) -> list[str]:
 
 def cmd_hostsetup_install(args) -> int:
     from coretriage.config import load_config
-    from hostsetup.install import install
+    from collector.hostsetup.install import install
 
     config = load_config(args.data_dir)  # not _context: no store, nothing created before the record
     socket = None
@@ -307,7 +307,7 @@ def cmd_hostsetup_install(args) -> int:
 
 def cmd_hostsetup_uninstall(args) -> int:
     from coretriage.config import load_config
-    from hostsetup.install import uninstall
+    from collector.hostsetup.install import uninstall
 
     report = uninstall(load_config(args.data_dir).data_dir, force=args.force)
     print(report.text())
@@ -316,7 +316,7 @@ def cmd_hostsetup_uninstall(args) -> int:
 
 def cmd_hostsetup_doctor(args) -> int:
     from coretriage.config import load_config
-    from hostsetup.doctor import checks_json, exit_code, format_checks, run_checks
+    from collector.hostsetup.doctor import checks_json, exit_code, format_checks, run_checks
 
     checks = run_checks(load_config(args.data_dir).data_dir)
     print(checks_json(checks) if args.json else format_checks(checks))
@@ -336,7 +336,7 @@ def cmd_run(args) -> int:
     from collector.watch import Collector
     from coretriage.demo import run_demo
     from webui import create_app
-    from webui.security import hash_password
+    from coretriage.users import hash_password
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
@@ -352,7 +352,7 @@ def cmd_run(args) -> int:
         login = f"log in as admin with password {password} (saved in {secret})"
     installed = False
     if os.geteuid() == 0 and not args.no_host_setup:
-        from hostsetup.install import install, uninstall
+        from collector.hostsetup.install import install, uninstall
         try:
             print(install(config.data_dir, handler_argv(config.data_dir)).text())
             installed = True
@@ -482,10 +482,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from analyzer.ingest import IngestError
-    from analyzer.store import NotFound
+    from coretriage.ingest import IngestError
+    from coretriage.store import NotFound
     from coretriage.config import ConfigError
-    from hostsetup.errors import HostSetupError
+    from collector.hostsetup.errors import HostSetupError
 
     try:
         return args.func(args)

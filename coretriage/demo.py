@@ -13,7 +13,7 @@ SAMPLES = Path(__file__).resolve().parents[1] / "sample-cores"
 
 
 def _ingest_bundles(config, store) -> None:
-    from analyzer.ingest import decompressed, ingest
+    from coretriage.ingest import decompressed, ingest
 
     for meta_file in sorted((SAMPLES / "bundles").glob("*/bundle.json")):
         bundle = meta_file.parent
@@ -25,7 +25,7 @@ def _ingest_bundles(config, store) -> None:
 
 
 def _crash_recipes(config, store) -> None:
-    from analyzer.ingest import ingest
+    from coretriage.ingest import ingest
 
     sys.path.insert(0, str(SAMPLES))
     from recipes import haproxy, native, postgres  # sample-cores/ is not a package

@@ -22,7 +22,7 @@ def store_meta(meta) -> dict:
 def process_bundle(config, store, bundle_dir: Path, enrich=None):
     """Analyze one bundle and mark it done. ``enrich(container_id)`` may add
     container name, image and labels (the Docker API). Idempotent."""
-    from analyzer.ingest import decompressed, ingest, ingest_metadata
+    from coretriage.ingest import decompressed, ingest, ingest_metadata
     from collector.spool import CORE, mark_done, read_meta
 
     bundle_dir = Path(bundle_dir)

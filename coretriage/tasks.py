@@ -40,7 +40,7 @@ def make_celery(config) -> Celery:
 
 @functools.lru_cache(maxsize=4)
 def _context(data_dir: str):
-    from analyzer.store import Store
+    from coretriage.store import Store
     from coretriage.config import load_config
 
     config = load_config(data_dir)

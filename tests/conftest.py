@@ -23,7 +23,7 @@ def config(tmp_path):
 
 @pytest.fixture
 def store(config):
-    from analyzer.store import Store
+    from coretriage.store import Store
 
     config.data_dir.mkdir(parents=True, exist_ok=True)
     s = Store(config.database_url)

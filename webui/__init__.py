@@ -22,7 +22,7 @@ def _secret_key(data_dir: Path) -> str:
 def create_app(test_config: dict | None = None):
     from flask import Flask
 
-    from analyzer.store import Store
+    from coretriage.store import Store
     from coretriage.config import load_config
 
     test_config = test_config or {}

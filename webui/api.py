@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, jsonify, request
 
-from analyzer.report import FORMATS, crash_json
-from analyzer.store import NotFound
+from coretriage.reports import FORMATS, crash_json
+from coretriage.store import NotFound
 from webui.crashes import export_ref
 from webui.groups import group_page
 from webui.security import login_required, store

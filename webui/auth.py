@@ -4,7 +4,8 @@ from urllib.parse import urlparse
 
 from flask import Blueprint, flash, redirect, render_template, request, session, url_for
 
-from webui.security import check_password, store
+from coretriage.users import check_password
+from webui.security import store
 
 bp = Blueprint("auth", __name__)
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 from flask import Blueprint, Response, abort, current_app, render_template, request, send_file
 
 from analyzer.model import Analysis
-from analyzer.report import FORMATS, crash_report, group_report
-from analyzer.store import NotFound
+from coretriage.reports import FORMATS, crash_report, group_report
+from coretriage.store import NotFound
 from webui.security import admin_required, login_required, store
 
 bp = Blueprint("crashes", __name__)

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
 from analyzer.model import Analysis
-from analyzer.store import STATES, GroupQuery, NotFound
+from coretriage.store import STATES, GroupQuery, NotFound
 from webui.security import login_required, store
 
 bp = Blueprint("groups", __name__)

@@ -4,31 +4,12 @@ API, CSRF tokens on every form, admin-only actions."""
 from __future__ import annotations
 
 import functools
-import hashlib
 import hmac
 import secrets
 
 from flask import abort, current_app, g, redirect, request, session, url_for
 
-ROLES = ("viewer", "admin")
-
-
-def hash_password(password: str) -> str:
-    from werkzeug.security import generate_password_hash
-    return generate_password_hash(password)
-
-
-def check_password(stored: str, password: str) -> bool:
-    from werkzeug.security import check_password_hash
-    return check_password_hash(stored, password)
-
-
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def new_token() -> str:
-    return "ct_" + secrets.token_urlsafe(32)
+from coretriage.users import token_hash
 
 
 def store():

@@ -7,7 +7,7 @@ import pytest
 
 from analyzer.analyze import analyze_core
 from analyzer.gdb import GdbLimits
-from analyzer.ingest import ingest
+from coretriage.ingest import ingest
 from coretriage.cli import main
 
 

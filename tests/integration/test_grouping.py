@@ -1,6 +1,6 @@
 """The same bug lands in one group whatever the input; two bugs in two."""
 
-from analyzer.ingest import ingest, reprocess
+from coretriage.ingest import ingest, reprocess
 
 
 def test_same_bug_five_times_one_group(config, store, samples):

@@ -4,9 +4,9 @@ import re
 
 import pytest
 
-from analyzer.ingest import ingest
+from coretriage.ingest import ingest
 from webui import create_app
-from webui.security import hash_password, new_token, token_hash
+from coretriage.users import hash_password, new_token, token_hash
 
 
 @pytest.fixture

@@ -34,8 +34,8 @@ TIMEOUT_MS = 15_000
 def site(tmp_path_factory, samples):
     """A data dir with two real crashes (segv, double_free) and two users,
     served by ``coretriage web``. Yields (base URL, data dir)."""
-    from analyzer.ingest import ingest
-    from analyzer.store import Store
+    from coretriage.ingest import ingest
+    from coretriage.store import Store
     from coretriage.config import load_config
 
     root = tmp_path_factory.mktemp("web")
@@ -193,7 +193,7 @@ def test_admin_triages_a_crash(site, page):
     shot(page, "06-group-acknowledged")
     page.goto(base + "/?state=acknowledged")
     assert rows.count() == 1 and "session_release" in rows.first.inner_text()
-    from analyzer.store import Store
+    from coretriage.store import Store
     from coretriage.config import load_config
     store = Store(load_config(data_dir).database_url)
     try:

@@ -11,7 +11,7 @@ import time
 import pytest
 
 import crashkit
-from analyzer.store import Store
+from coretriage.store import Store
 from collector import spool
 from collector.watch import Collector, import_dump
 from coretriage.cli import make_submit

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from analyzer.model import Analysis
-from analyzer.store import Store
+from coretriage.store import Store
 from collector.corepattern import read_pattern
 from collector.watch import Collector
 from coretriage.cli import make_submit

@@ -10,7 +10,7 @@ import time
 
 
 import crashkit
-from analyzer.store import Store
+from coretriage.store import Store
 from collector.corepattern import read_pattern
 from collector.watch import Collector
 from coretriage.cli import make_submit

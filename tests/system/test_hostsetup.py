@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from hostsetup import checks as C
-from hostsetup.containers import ContainerInfo
-from hostsetup.doctor import run_checks
-from hostsetup.errors import OtherHandlerError
-from hostsetup.install import install, uninstall
+from collector.hostsetup import checks as C
+from collector.hostsetup.containers import ContainerInfo
+from collector.hostsetup.doctor import run_checks
+from collector.hostsetup.errors import OtherHandlerError
+from collector.hostsetup.install import install, uninstall
 
 PROC_SYS = Path("/proc/sys/kernel")
 APPORT_PATTERN = "|/usr/share/apport/apport %p %s %c %d %P %E"

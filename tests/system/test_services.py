@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from analyzer.ingest import ingest
+from coretriage.ingest import ingest
 from coretriage.cli import main
 
 

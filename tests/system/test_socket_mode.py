@@ -11,13 +11,13 @@ from pathlib import Path
 
 
 import crashkit
-from analyzer.store import Store
+from coretriage.store import Store
 from collector.corepattern import pattern_lock, read_pattern
 from collector.socket_server import SOCKET_NAME, kernel_supports_socket, serve
 from collector.watch import Collector
 from coretriage.cli import make_submit
 from coretriage.config import load_config
-from hostsetup.install import install, uninstall
+from collector.hostsetup.install import install, uninstall
 
 
 def test_kernel_is_new_enough():

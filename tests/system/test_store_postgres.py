@@ -4,8 +4,8 @@ import dataclasses
 
 import pytest
 
-from analyzer.ingest import ingest, reprocess
-from analyzer.store import Store
+from coretriage.ingest import ingest, reprocess
+from coretriage.store import Store
 from pgserver import postgres_server
 
 

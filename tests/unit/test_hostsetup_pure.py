@@ -9,23 +9,24 @@ import os
 import shutil
 import subprocess
 import tempfile
+from importlib.resources import files
 from pathlib import Path
 
 import pytest
 
-from hostsetup import checks as C
-from hostsetup import record
-from hostsetup.clock import STA_UNSYNC, TIME_ERROR, ClockStatus, from_adjtimex, parse_timedatectl
-from hostsetup.containers import ContainerInfo, container_id_from_cgroup, parse_docker_inspect
-from hostsetup.corepattern import (ABRT, APPORT, CORE_PATTERN_MAX, CORETRIAGE, SYSTEMD_COREDUMP, classify,
+from collector.hostsetup import checks as C
+from collector.hostsetup import record
+from collector.hostsetup.clock import STA_UNSYNC, TIME_ERROR, ClockStatus, from_adjtimex, parse_timedatectl
+from collector.hostsetup.containers import ContainerInfo, container_id_from_cgroup, parse_docker_inspect
+from collector.hostsetup.corepattern import (ABRT, APPORT, CORE_PATTERN_MAX, CORETRIAGE, SYSTEMD_COREDUMP, classify,
                                    plan_core_pattern)
-from hostsetup.daemonjson import CORE_ULIMIT, merge_core_ulimit
-from hostsetup.doctor import run_checks
-from hostsetup.errors import DaemonJsonError, HostSetupError, OtherHandlerError
-from hostsetup.install import install, uninstall
-from hostsetup.limits import Limit, core_limit, parse_limits
-from hostsetup.procfs import ProcInfo, caught_signals
-from hostsetup.render import (TEMPLATE_DIR, collector_unit, limitcore_dropin, parse_sysctl_conf, sysctl_conf,
+from collector.hostsetup.daemonjson import CORE_ULIMIT, merge_core_ulimit
+from collector.hostsetup.doctor import run_checks
+from collector.hostsetup.errors import DaemonJsonError, HostSetupError, OtherHandlerError
+from collector.hostsetup.install import install, uninstall
+from collector.hostsetup.limits import Limit, core_limit, parse_limits
+from collector.hostsetup.procfs import ProcInfo, caught_signals
+from collector.hostsetup.render import (TEMPLATES, collector_unit, limitcore_dropin, parse_sysctl_conf, sysctl_conf,
                               systemd_quote, wrapper_script)
 
 LIMITS = """\
@@ -209,7 +210,7 @@ def test_systemd_quoting():
 
 
 def test_every_template_placeholder_is_filled():
-    names = sorted(p.name for p in TEMPLATE_DIR.iterdir())
+    names = sorted(p.name for p in files(TEMPLATES).iterdir())
     assert {"50-coretriage.conf.in", "limitcore.conf", "coretriage-collector.service.in",
             "coretriage-core-handler.in"} <= set(names)
     for text in (sysctl_conf("|/x %P"), limitcore_dropin(), collector_unit("/p", Path("/d")),
@@ -572,7 +573,7 @@ def test_doctor_uses_the_docker_answer(tmp_path):
 def test_collector_unit_runs_the_socket_server_in_socket_mode():
     from pathlib import Path
 
-    from hostsetup.render import collector_unit
+    from collector.hostsetup.render import collector_unit
 
     assert "collector run --socket" in collector_unit("/usr/bin/python3", Path("/var/lib/coretriage"), socket=True)
     assert "--socket" not in collector_unit("/usr/bin/python3", Path("/var/lib/coretriage"))

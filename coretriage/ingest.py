@@ -20,7 +20,7 @@ from analyzer.analyze import analyze_core
 from analyzer.gdb import GdbLimits
 from analyzer.model import Analysis, Signature
 from analyzer.signature import generate, load_rules
-from analyzer.store import CrashRow, NotFound, Store
+from coretriage.store import CrashRow, NotFound, Store
 
 CHUNK = 1 << 20
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from hostsetup.errors import DaemonJsonError
+from collector.hostsetup.errors import DaemonJsonError
 
 CORE_ULIMIT = {"Name": "core", "Hard": -1, "Soft": -1}
 

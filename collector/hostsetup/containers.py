@@ -10,7 +10,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from hostsetup import procfs
+from collector.hostsetup import procfs
 
 INITS = frozenset({"docker-init", "tini", "tini-static", "dumb-init", "catatonit", "s6-svscan"})
 _CGROUP_ID = re.compile(r"(?:/docker/|/docker-|/docker/containers/)([0-9a-f]{64})(?:\.scope)?(?:/|$)")

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import re
 import shlex
+from importlib.resources import files
 from pathlib import Path
 
-TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "host-setup"
+# host-setup/ at the top of the source tree, installed as this package's data
+TEMPLATES = "collector.hostsetup.files"
 CORE_PIPE_LIMIT = 16
 
 _PLACEHOLDER = re.compile(r"@([A-Z_]+)@")
 
 
 def template(name: str) -> str:
-    path = TEMPLATE_DIR / name
+    path = files(TEMPLATES) / name
     try:
         return path.read_text()
     except OSError as exc:

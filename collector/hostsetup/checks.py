@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
-from hostsetup.clock import ClockStatus
-from hostsetup.containers import INITS, ContainerInfo
-from hostsetup.corepattern import APPORT, CorePattern
-from hostsetup.procfs import ProcInfo
+from collector.hostsetup.clock import ClockStatus
+from collector.hostsetup.containers import INITS, ContainerInfo
+from collector.hostsetup.corepattern import APPORT, CorePattern
+from collector.hostsetup.procfs import ProcInfo
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 SHELLS = frozenset({"sh", "bash", "dash", "ash", "zsh", "ksh", "mksh", "busybox"})

@@ -7,8 +7,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from hostsetup.errors import HostSetupError
-from hostsetup.limits import Limit, core_limit
+from collector.hostsetup.errors import HostSetupError
+from collector.hostsetup.limits import Limit, core_limit
 
 
 def sysctl_path(proc: Path, key: str) -> Path:

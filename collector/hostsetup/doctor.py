@@ -9,13 +9,13 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from hostsetup import procfs, record
-from hostsetup.checks import (FAIL, OK, WARN, Check, checks_json, clock_check, container_checks,
+from collector.hostsetup import procfs, record
+from collector.hostsetup.checks import (FAIL, OK, WARN, Check, checks_json, clock_check, container_checks,
                               core_pattern_check, core_pipe_limit_check, daemon_limit_check, exit_code,
                               format_checks, free_space_check, no_containers_check, suid_dumpable_check)
-from hostsetup.clock import ClockStatus, clock_status
-from hostsetup.containers import ContainerInfo, docker_cli_containers, scan_proc_containers
-from hostsetup.corepattern import classify
+from collector.hostsetup.clock import ClockStatus, clock_status
+from collector.hostsetup.containers import ContainerInfo, docker_cli_containers, scan_proc_containers
+from collector.hostsetup.corepattern import classify
 
 __all__ = ["run_checks", "Check", "format_checks", "checks_json", "exit_code", "OK", "WARN", "FAIL"]
 

@@ -24,12 +24,12 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from hostsetup import procfs, record, render
-from hostsetup.corepattern import PatternPlan, classify, plan_core_pattern
-from hostsetup.daemonjson import merge_core_ulimit
-from hostsetup.errors import HostSetupError, OtherHandlerError
-from hostsetup.fsutil import atomic_write, missing_dirs, restore, snapshot, untrusted_ancestor
-from hostsetup.record import FileChange, SetupRecord, SysctlChange
+from collector.hostsetup import procfs, record, render
+from collector.hostsetup.corepattern import PatternPlan, classify, plan_core_pattern
+from collector.hostsetup.daemonjson import merge_core_ulimit
+from collector.hostsetup.errors import HostSetupError, OtherHandlerError
+from collector.hostsetup.fsutil import atomic_write, missing_dirs, restore, snapshot, untrusted_ancestor
+from collector.hostsetup.record import FileChange, SetupRecord, SysctlChange
 
 CORE_PIPE_LIMIT = render.CORE_PIPE_LIMIT
 SYSCTL_CONF = "etc/sysctl.d/50-coretriage.conf"

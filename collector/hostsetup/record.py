@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from hostsetup.fsutil import Snapshot, atomic_write
+from collector.hostsetup.fsutil import Snapshot, atomic_write
 
 RECORD_NAME = "host-setup.json"
 VERSION = 1
