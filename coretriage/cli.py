@@ -12,21 +12,25 @@ import subprocess
 import sys
 from pathlib import Path
 
+from analyzer.errors import CoretriageError
+
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 
 
-class UserError(Exception):
-    pass
+class UserError(CoretriageError):
+    """A command used wrongly: a bad id, a missing option, a refused value."""
+
+
+def _wiring(args):
+    from coretriage.wiring import Wiring
+
+    return Wiring.load(args.data_dir)
 
 
 def _context(args):
-    from coretriage.store import Store
-    from coretriage.config import load_config
-
-    config = load_config(args.data_dir)
-    config.data_dir.mkdir(parents=True, exist_ok=True)
-    return config, Store(config.database_url)
+    w = _wiring(args)
+    return w.config, w.store
 
 
 def _parse_ref(ref: str) -> tuple[str, str | int]:
@@ -211,35 +215,11 @@ def cmd_token_add(args) -> int:
 def cmd_web(args) -> int:
     from webui import create_app
 
-    app = create_app({"DATA_DIR": args.data_dir})
+    app = create_app({"WIRING": _wiring(args)})
     print(f"coretriage web UI on http://{args.host}:{args.port}/ (for production: "
           f"gunicorn -w 4 -b {args.host}:{args.port} 'webui:create_app()')", file=sys.stderr)
     app.run(host=args.host, port=args.port, debug=False, use_reloader=False)
     return 0
-
-
-def make_submit(config, store):
-    """How the collector hands a bundle over: a Celery task on this host's
-    queue when a broker is configured, else the analysis right here."""
-    if config.broker_url:
-        from coretriage.tasks import host_queue, make_celery
-
-        app = make_celery(config)
-
-        def submit(bundle):
-            # retry=False: a dead broker fails at once; the bundle stays in the
-            # spool and the next scan offers it again
-            app.send_task("coretriage.analyze_bundle", args=[bundle.name], queue=host_queue(), retry=False)
-            print(f"queued {bundle.name}", flush=True)
-        return submit
-
-    from collector.docker_info import container_info
-    from coretriage.pipeline import process_bundle
-
-    def submit(bundle):
-        done = process_bundle(config, store, bundle, enrich=container_info)
-        print(f"{bundle.name} -> {done.crash.id} in {done.crash.group_ref}: {done.signature.text}", flush=True)
-    return submit
 
 
 def cmd_collector_run(args) -> int:
@@ -250,12 +230,13 @@ def cmd_collector_run(args) -> int:
     from collector.watch import Collector
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    config, store = _context(args)
+    wiring = _wiring(args)
+    config = wiring.config
     dump_dirs = tuple(Path(d) for d in (*config.dump_dirs, *(args.dump_dir or [])))
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    collector = Collector(config.spool_dir, make_submit(config, store), dump_dirs)
+    collector = Collector(config.spool_dir, wiring.submit(), dump_dirs)
     if args.socket:
         from collector.socket_server import SOCKET_NAME, serve
         path = str(config.data_dir / SOCKET_NAME)
@@ -268,14 +249,13 @@ def cmd_collector_run(args) -> int:
 
 
 def cmd_worker(args) -> int:
-    from coretriage.tasks import host_queue, make_celery
+    from coretriage.tasks import host_queue
 
-    config, _ = _context(args)
-    if not config.broker_url:
+    wiring = _wiring(args)
+    if not wiring.config.broker_url:
         raise UserError("no broker_url configured (coretriage.toml or CORETRIAGE_BROKER_URL); "
                         "without one the collector analyzes in-process")
-    import coretriage.tasks  # noqa: F401  (registers the task)
-    app = make_celery(config)
+    app = wiring.celery()  # importing coretriage.tasks registered the task
     app.worker_main(["worker", "--loglevel=INFO", f"--concurrency={args.concurrency}",
                      "-Q", host_queue(), "--without-gossip", "--without-mingle"])
     return 0
@@ -335,12 +315,13 @@ def cmd_run(args) -> int:
 
     from collector.watch import Collector
     from coretriage.demo import run_demo
-    from webui import create_app
     from coretriage.users import hash_password
+    from webui import create_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    config, store = _context(args)
+    wiring = _wiring(args)
+    config, store = wiring.config, wiring.store
     run_demo(config, store)
     login = ""
     if store.user_count() == 0:
@@ -361,9 +342,9 @@ def cmd_run(args) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    collector = Collector(config.spool_dir, make_submit(config, store), config.dump_dirs)
+    collector = Collector(config.spool_dir, wiring.submit(), config.dump_dirs)
     threads = [threading.Thread(target=collector.run, args=(stop,), daemon=True)]
-    server = make_server(args.host, args.port, create_app({"CORETRIAGE": config}), threaded=True)
+    server = make_server(args.host, args.port, create_app({"WIRING": wiring}), threaded=True)
     threads.append(threading.Thread(target=server.serve_forever, daemon=True))
     for t in threads:
         t.start()
@@ -382,8 +363,19 @@ def cmd_run(args) -> int:
     return 0
 
 
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("coretriage")
+    except PackageNotFoundError:  # run from a checkout that pip never saw
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="coretriage", description="Capture, analyze and group core dumps.")
+    p.add_argument("--version", action="version", version=f"coretriage {version()}")
     p.add_argument("--data-dir", help="where crashes, cores and the database live "
                                       "(default: $CORETRIAGE_DATA_DIR or /var/lib/coretriage)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -482,15 +474,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from coretriage.ingest import IngestError
-    from coretriage.store import NotFound
-    from coretriage.config import ConfigError
-    from collector.hostsetup.errors import HostSetupError
-
     try:
         return args.func(args)
-    except (UserError, IngestError, NotFound, ConfigError, HostSetupError) as exc:
-        print(f"coretriage: error: {exc}", file=sys.stderr)
+    except CoretriageError as exc:
+        print(f"coretriage: error: {one_line(exc)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
@@ -499,10 +486,14 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # never a traceback to a user
         if os.environ.get("CORETRIAGE_DEBUG"):
             raise
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        print(f"coretriage: error: {type(exc).__name__}: {first} (CORETRIAGE_DEBUG=1 shows details)",
-              file=sys.stderr)
+        print(f"coretriage: error: {type(exc).__name__}: {one_line(exc)} (a bug: please report it; "
+              "CORETRIAGE_DEBUG=1 shows the traceback)", file=sys.stderr)
         return EXIT_ERROR
+
+
+def one_line(exc: BaseException) -> str:
+    lines = str(exc).splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -8,11 +8,13 @@ import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from analyzer.errors import CoretriageError
+
 DEFAULT_DATA_DIR = Path("/var/lib/coretriage")
 
 
-class ConfigError(Exception):
-    pass
+class ConfigError(CoretriageError):
+    """A bad coretriage.toml or CORETRIAGE_* variable."""
 
 
 @dataclass(frozen=True)

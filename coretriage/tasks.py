@@ -39,25 +39,22 @@ def make_celery(config) -> Celery:
 
 
 @functools.lru_cache(maxsize=4)
-def _context(data_dir: str):
-    from coretriage.store import Store
-    from coretriage.config import load_config
+def _wiring(data_dir: str):
+    from coretriage.wiring import Wiring
 
-    config = load_config(data_dir)
-    return config, Store(config.database_url)
+    return Wiring.load(data_dir)
 
 
 @shared_task(name="coretriage.analyze_bundle", bind=True, acks_late=True, max_retries=3,
              default_retry_delay=30)
 def analyze_bundle(self, bundle_id: str) -> dict:
     from collector.bundle import is_bundle_id
-    from coretriage.pipeline import process_bundle
 
     if not is_bundle_id(bundle_id):  # ids only: never a path from the queue
         raise ValueError(f"not a bundle id: {bundle_id!r}")
-    config, store = _context(self.app.conf.coretriage_data_dir)
-    bundle = config.spool_dir / bundle_id
+    wiring = _wiring(self.app.conf.coretriage_data_dir)
+    bundle = wiring.config.spool_dir / bundle_id
     if not bundle.is_dir():
         return {"bundle": bundle_id, "skipped": "no such bundle (already cleaned up?)"}
-    done = process_bundle(config, store, bundle)
+    done = wiring.process_bundle(bundle)
     return {"bundle": bundle_id, "crash_id": done.crash.id, "group_id": done.crash.group_ref}

@@ -22,11 +22,15 @@ def _secret_key(data_dir: Path) -> str:
 def create_app(test_config: dict | None = None):
     from flask import Flask
 
-    from coretriage.store import Store
-    from coretriage.config import load_config
+    from coretriage.wiring import Wiring
 
     test_config = test_config or {}
-    config = test_config.get("CORETRIAGE") or load_config(test_config.get("DATA_DIR"))
+    # WIRING: a running service's own; CORETRIAGE: a Config; DATA_DIR: load one
+    wiring = test_config.get("WIRING")
+    if wiring is None:
+        config = test_config.get("CORETRIAGE")
+        wiring = Wiring(config) if config is not None else Wiring.load(test_config.get("DATA_DIR"))
+    config = wiring.config
     app = Flask(__name__)
     app.config.update(
         SECRET_KEY=_secret_key(config.data_dir),
@@ -38,7 +42,7 @@ def create_app(test_config: dict | None = None):
     )
     app.config.update(test_config)
     app.extensions["coretriage"] = config
-    app.extensions["store"] = Store(config.database_url)
+    app.extensions["store"] = wiring.store
 
     from webui import api, auth, crashes, groups
     from webui.security import install
