@@ -14,7 +14,7 @@ import crashkit
 from coretriage.store import Store
 from collector import spool
 from collector.watch import Collector, import_dump
-from coretriage.cli import make_submit
+from coretriage.wiring import Wiring
 from redisserver import free_port, start_redis, stop
 
 
@@ -53,7 +53,7 @@ def groups(store):
 def test_dump_directory_core_is_taken_when_complete(config, store, samples, running, tmp_path):
     dump = tmp_path / "dumps"
     dump.mkdir()
-    running(make_submit(config, store), dump_dirs=(dump,))
+    running(Wiring(config).submit(), dump_dirs=(dump,))
     exe = samples("segv").exe
     crashkit.crash([str(exe), "from the dump dir"], dump)  # the kernel writes core.<pid> here
     wait_for(lambda: groups(store), what="the crash in the store")
@@ -73,7 +73,7 @@ def test_bundles_that_arrived_while_down_are_picked_up(config, store, samples, r
         copy.write_bytes(s.core.read_bytes())
         import_dump(copy, config.spool_dir)
     assert groups(store) == []
-    running(make_submit(config, store))
+    running(Wiring(config).submit())
     wait_for(lambda: groups(store) and groups(store)[0].count == 3, what="three crashes")
 
 
@@ -88,7 +88,7 @@ def test_queue_through_real_redis_and_a_dead_broker(config, samples, running, tm
         import dataclasses
         qconfig = dataclasses.replace(config, broker_url=env["CORETRIAGE_BROKER_URL"])
         store = Store(config.database_url)
-        running(make_submit(qconfig, store))
+        running(Wiring(qconfig).submit())
         first = tmp_path / "core-a"
         first.write_bytes(samples("double_free").core.read_bytes())
         import_dump(first, config.spool_dir)
@@ -126,7 +126,7 @@ def test_evicted_bundle_still_counts(config, store, samples, running, tmp_path):
         assert make_room(fd, max_use=0, min_free=0, keep="") == [old.name]
     finally:
         os.close(fd)
-    running(make_submit(config, store))
+    running(Wiring(config).submit())
     wait_for(lambda: store.groups(), what="the evicted crash in the store")
     crash = store.crashes_of(store.groups()[0].id)[0]
     assert crash.analysis["problems"] == ["core not kept: evicted to make room in the spool"]
