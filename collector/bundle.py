@@ -1,4 +1,4 @@
-"""A spool bundle's ``meta.json``: what the kernel and ``/proc`` said about a crash.
+"""A spool bundle: its file names (``Bundle``) and its ``meta.json`` (``BundleMeta``).
 
 A bundle is ``SPOOL/<id>/`` holding ``core.zst`` (unless the core was
 dropped) and ``meta.json``, which is written last, atomically: a bundle
@@ -11,8 +11,11 @@ JSON-escaped, never used as a path; bytes that are not UTF-8 are kept as
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import ClassVar
 
 SCHEMA = 1
 _BUNDLE_ID = re.compile(r"[0-9]{10,20}-[0-9]{1,10}-[0-9a-f]{8}")
@@ -37,6 +40,49 @@ def bundle_id(crash_time: int, pid: int, random_hex: str) -> str:
 
 def is_bundle_id(value: object) -> bool:
     return isinstance(value, str) and _BUNDLE_ID.fullmatch(value) is not None
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """One bundle directory and the names of what it holds. The writing side
+    (the handler) works on directory fds and uses the names alone; the
+    reading side (daemon, pipeline) uses the paths."""
+
+    CORE: ClassVar[str] = "core.zst"  # zstd; absent when the core was dropped or evicted
+    META: ClassVar[str] = "meta.json"  # written last, atomically: the bundle is finished
+    DONE: ClassVar[str] = "done"  # marker: handed to the analysis
+    EVICTED: ClassVar[str] = "evicted"  # marker: core removed to make room in the spool
+    ROOT: ClassVar[str] = "root"  # the process's own files, a sysroot for the analysis
+
+    dir: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dir", Path(self.dir))
+
+    @property
+    def id(self) -> str:
+        return os.path.basename(os.path.normpath(self.dir))
+
+    @property
+    def core(self) -> Path:
+        return self.dir / self.CORE
+
+    @property
+    def meta(self) -> Path:
+        return self.dir / self.META
+
+    @property
+    def root(self) -> Path:
+        return self.dir / self.ROOT
+
+    def is_finished(self) -> bool:
+        return self.meta.is_file() and not self.meta.is_symlink()
+
+    def is_done(self) -> bool:
+        return os.path.lexists(self.dir / self.DONE)
+
+    def was_evicted(self) -> bool:
+        return os.path.lexists(self.dir / self.EVICTED)
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,9 @@ from __future__ import annotations
 import os
 import shutil
 
-from collector.bundle import is_bundle_id
+from collector.bundle import Bundle, is_bundle_id
+from collector.spool import free_space
 
-CORE = "core.zst"
-EVICTED = "evicted"
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -28,16 +27,11 @@ def _cores(spool_fd: int, keep: str) -> list[tuple[str, int]]:
             if entry.name == keep or not is_bundle_id(entry.name) or not entry.is_dir(follow_symlinks=False):
                 continue
             try:
-                st = os.stat(f"{entry.name}/{CORE}", dir_fd=spool_fd, follow_symlinks=False)
+                st = os.stat(f"{entry.name}/{Bundle.CORE}", dir_fd=spool_fd, follow_symlinks=False)
             except OSError:
                 continue
             out.append((entry.name, st.st_size))
     return sorted(out)  # ids start with the crash time
-
-
-def free_space(fd: int) -> int:
-    st = os.fstatvfs(fd)
-    return st.f_bavail * st.f_frsize
 
 
 def make_room(spool_fd: int, max_use: int, min_free: int, keep: str) -> list[str]:
@@ -50,11 +44,11 @@ def make_room(spool_fd: int, max_use: int, min_free: int, keep: str) -> list[str
             break
         fd = os.open(bid, DIR_FLAGS, dir_fd=spool_fd)
         try:
-            marker = os.open(EVICTED, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=fd)
+            marker = os.open(Bundle.EVICTED, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=fd)
             os.close(marker)
-            os.unlink(CORE, dir_fd=fd)
+            os.unlink(Bundle.CORE, dir_fd=fd)
             try:
-                shutil.rmtree("root", dir_fd=fd)
+                shutil.rmtree(Bundle.ROOT, dir_fd=fd)
             except FileNotFoundError:
                 pass
         except OSError:

@@ -4,8 +4,13 @@ Instead of starting a handler per crash, the kernel connects to this
 listening AF_UNIX socket and writes the core. The peer's credentials name
 the crashed process, and ``SO_PEERPIDFD`` gives a pidfd for it that guards
 ``/proc/<pid>`` against pid reuse, as ``%F`` does in pipe mode. Each
-connection then goes through the very same ``capture`` as the pipe handler:
-same bundle, same limits, same guarantees. The signal is not passed in this
+connection then goes through the very same steps as the pipe handler
+(``collector.capture``): same bundle, same policy, same guarantees.
+
+``handle`` owns the connection: it stays a socket object for the whole
+capture (the steps read its fd and release it, ``/dev/null`` taking its
+place) and is closed at the end, as is the peer's pidfd; a daemon that runs
+for months must not keep one fd per crash. The signal is not passed in this
 mode; the analysis reads it from the core's notes.
 """
 
@@ -19,7 +24,8 @@ import struct
 import threading
 import time
 
-from collector.handler import Args, capture, log
+from collector.capture import Args, capture
+from collector.logline import log
 
 SO_PEERPIDFD = 77  # <asm-generic/socket.h>, Linux 6.5+
 SOCKET_NAME = "coretriage.sock"
@@ -55,30 +61,32 @@ def listen(path: str) -> socket.socket:
     return sock
 
 
+def _peer_pidfd(conn: socket.socket) -> int | None:
+    try:
+        return conn.getsockopt(socket.SOL_SOCKET, SO_PEERPIDFD)
+    except OSError:
+        return None  # older kernel: capture falls back to pidfd_open and start times
+
+
 def handle(conn: socket.socket, data_dir: str) -> None:
-    """One crash: who it is, then ``capture`` with the connection as stdin."""
+    """One crash: who it is, then ``capture`` reading the connection. Closes ``conn``."""
     host_time, started = time.time(), time.monotonic()
-    pid, uid, gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    pidfd = None
     try:
-        pidfd = conn.getsockopt(socket.SOL_SOCKET, SO_PEERPIDFD)
-    except OSError:
-        pidfd = None  # older kernel: capture falls back to pidfd_open and start times
-    try:
-        with open(f"/proc/{pid}/comm", "rb") as f:
-            comm = f.read().rstrip(b"\n").decode("utf-8", "backslashreplace")
-    except OSError:
-        comm = ""
-    args = Args(pid=pid, signal=0, crash_time=int(host_time), uid=uid, gid=gid, pidfd=pidfd, comm=comm,
-                data_dir=data_dir)
-    fd = conn.detach()
-    try:
-        priority, line = capture(args, host_time, started, stdin=fd)
+        pid, uid, gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+        pidfd = _peer_pidfd(conn)
+        try:
+            with open(f"/proc/{pid}/comm", "rb") as f:
+                comm = f.read().rstrip(b"\n").decode("utf-8", "backslashreplace")
+        except OSError:
+            comm = ""
+        args = Args(pid=pid, signal=0, crash_time=int(host_time), uid=uid, gid=gid, pidfd=pidfd, comm=comm,
+                    data_dir=data_dir)
+        priority, line = capture(args, host_time, started, stdin=conn.fileno())
     finally:
+        conn.close()
         if pidfd is not None:
-            try:
-                os.close(pidfd)
-            except OSError:
-                pass
+            os.close(pidfd)
     log(priority, line)
     logger.info("%s", line)
 

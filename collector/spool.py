@@ -8,6 +8,10 @@ Layout::
         core.zst                0600, zstd; absent when the core was dropped
         meta.json               0600, written last and atomically: the bundle is finished
         done                    marker: handed to the analysis (mark_done)
+        evicted                 marker: the core went to make room (collector.retention)
+        root/                   the process's own files (collector.sysroot)
+
+The names are ``collector.bundle.Bundle``'s.
 
 Writing side (the handler) works on directory file descriptors only:
 every file is created with ``O_EXCL | O_NOFOLLOW`` relative to its
@@ -23,11 +27,8 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from collector.bundle import BundleMeta, is_bundle_id
+from collector.bundle import Bundle, BundleMeta, bundle_id, is_bundle_id
 
-CORE = "core.zst"
-META = "meta.json"
-DONE = "done"
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -76,6 +77,23 @@ def create_bundle(spool_fd: int, bundle_id: str) -> int:
     return fd
 
 
+def new_bundle(spool_fd: int, crash_time: int, pid: int) -> tuple[str, int]:
+    """(id, fd) of a fresh bundle directory; a few tries in case ids collide."""
+    for _ in range(5):
+        bid = bundle_id(crash_time, pid, os.urandom(4).hex())
+        try:
+            return bid, create_bundle(spool_fd, bid)
+        except FileExistsError:
+            continue
+    raise SpoolError("could not create a bundle directory")
+
+
+def free_space(fd: int) -> int:
+    """Bytes an unprivileged writer may still use on ``fd``'s filesystem."""
+    st = os.fstatvfs(fd)
+    return st.f_bavail * st.f_frsize
+
+
 def create_file(dir_fd: int, name: str) -> int:
     """A new file, 0600, that must not exist (no symlink followed)."""
     if "/" in name or name in ("", ".", ".."):
@@ -107,7 +125,7 @@ def write_atomic(dir_fd: int, name: str, data: bytes) -> None:
 
 
 def write_meta(bundle_fd: int, meta: BundleMeta) -> None:
-    write_atomic(bundle_fd, META, meta.to_json().encode("ascii"))
+    write_atomic(bundle_fd, Bundle.META, meta.to_json().encode("ascii"))
 
 
 # ---- reading side: the collector daemon ----
@@ -115,8 +133,7 @@ def write_meta(bundle_fd: int, meta: BundleMeta) -> None:
 def _is_finished(entry: os.DirEntry) -> bool:
     if not is_bundle_id(entry.name) or not entry.is_dir(follow_symlinks=False):
         return False
-    meta = os.path.join(entry.path, META)
-    return os.path.isfile(meta) and not os.path.islink(meta)
+    return Bundle(entry.path).is_finished()
 
 
 def finished_bundles(spool_dir: str | os.PathLike, include_done: bool = False) -> Iterator[Path]:
@@ -128,7 +145,7 @@ def finished_bundles(spool_dir: str | os.PathLike, include_done: bool = False) -
     except FileNotFoundError:
         return
     for entry in entries:
-        if include_done or not is_done(entry.path):
+        if include_done or not Bundle(entry.path).is_done():
             yield Path(entry.path)
 
 
@@ -145,17 +162,18 @@ def unfinished_bundles(spool_dir: str | os.PathLike) -> Iterator[Path]:
 
 
 def read_meta(bundle_dir: str | os.PathLike) -> BundleMeta:
-    fd = os.open(os.path.join(os.fspath(bundle_dir), META), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    bundle = Bundle(bundle_dir)
+    fd = os.open(bundle.meta, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     with open(fd, "rb") as f:
         data = f.read(64 << 20)
     meta = BundleMeta.from_json(data)
-    if meta.id != os.path.basename(os.path.normpath(os.fspath(bundle_dir))):
+    if meta.id != bundle.id:
         raise ValueError(f"{bundle_dir}: meta.json belongs to bundle {meta.id}")
     return meta
 
 
 def is_done(bundle_dir: str | os.PathLike) -> bool:
-    return os.path.lexists(os.path.join(os.fspath(bundle_dir), DONE))
+    return Bundle(bundle_dir).is_done()
 
 
 def mark_done(bundle_dir: str | os.PathLike) -> None:
@@ -163,7 +181,7 @@ def mark_done(bundle_dir: str | os.PathLike) -> None:
     dir_fd = os.open(os.fspath(bundle_dir), _DIR)
     try:
         try:
-            os.close(create_file(dir_fd, DONE))
+            os.close(create_file(dir_fd, Bundle.DONE))
         except FileExistsError:
             return
         os.fsync(dir_fd)

@@ -20,6 +20,7 @@ import stat
 import time
 
 from analyzer.elfid import build_id, fd_reader
+from collector.bundle import Bundle
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 MAX_DEPTH = 32
@@ -141,7 +142,7 @@ def capture_files(proc_fd: int, maps: bytes, bundle_fd: int, files_fd: int, prob
     deadline = time.monotonic() + budget
     kept = 0
     proc_root = os.open("root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=proc_fd)
-    root_fd = _open_dir(bundle_fd, b"root", create=True)
+    root_fd = _open_dir(bundle_fd, Bundle.ROOT.encode(), create=True)
     try:
         for inode, path in mapped_files(maps):
             if time.monotonic() > deadline:
@@ -192,3 +193,22 @@ def _capture_one(proc_root, inode, path, parts, root_fd, files_fd, max_file_size
     finally:
         os.close(key_fd)
     return 1
+
+
+def keep_files(proc_fd: int, maps: bytes, bundle_fd: int, data_dir: str, max_file_size: int,
+               problems: list[str]) -> None:
+    """The capture step: the process's own executable and libraries, while
+    the kernel still holds it (blocked writing the core into our pipe)."""
+    from collector.spool import SpoolError, open_spool
+
+    try:
+        files_fd = open_spool(os.path.join(data_dir, "files"))  # same checks as the spool
+    except (SpoolError, OSError) as exc:
+        problems.append(f"mapped files not kept: {exc}")
+        return
+    try:
+        capture_files(proc_fd, maps, bundle_fd, files_fd, problems, max_file_size)
+    except OSError as exc:
+        problems.append(f"mapped files: {exc.strerror}")
+    finally:
+        os.close(files_fd)

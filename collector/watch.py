@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from collector import spool
-from collector.bundle import BundleMeta, bundle_id
+from collector.bundle import Bundle, BundleMeta, bundle_id
 
 log = logging.getLogger("coretriage.collector")
 CHUNK = 1 << 20
@@ -57,13 +57,13 @@ def import_dump(core: Path, spool_dir: Path) -> Path:
         bid = bundle_id(int(st.st_mtime), 0, secrets.token_hex(4))
         bundle_fd = spool.create_bundle(spool_fd, bid)
         try:
-            fd = spool.create_file(bundle_fd, spool.CORE)
+            fd = spool.create_file(bundle_fd, Bundle.CORE)
             with open(core, "rb") as src, os.fdopen(fd, "wb") as out:
                 zstandard.ZstdCompressor(level=3).copy_stream(src, out, read_size=CHUNK)
                 out.flush()
                 os.fsync(out.fileno())
             meta = BundleMeta(id=bid, pid=0, signal=0, crash_time=int(st.st_mtime), host_time=time.time(),
-                              hostname=socket.gethostname(), core_file=spool.CORE, core_size=st.st_size,
+                              hostname=socket.gethostname(), core_file=Bundle.CORE, core_size=st.st_size,
                               problems=(f"taken from dump directory {core.parent} as {core.name!r}: "
                                         "pid and signal come from the core's notes",))
             spool.write_meta(bundle_fd, meta)
@@ -137,7 +137,7 @@ class Collector:
         with self._lock:
             incoming = list(self._incoming.items())
         for path, since in incoming:
-            finished = (path / spool.META).is_file()
+            finished = Bundle(path).is_finished()
             if finished or time.monotonic() - since > give_up:  # else the rescan finds it
                 with self._lock:
                     self._incoming.pop(path, None)

@@ -23,7 +23,8 @@ def process_bundle(config, store, bundle_dir: Path, enrich=None):
     """Analyze one bundle and mark it done. ``enrich(container_id)`` may add
     container name, image and labels (the Docker API). Idempotent."""
     from coretriage.ingest import decompressed, ingest, ingest_metadata
-    from collector.spool import CORE, mark_done, read_meta
+    from collector.bundle import Bundle
+    from collector.spool import mark_done, read_meta
 
     bundle_dir = Path(bundle_dir)
     meta = read_meta(bundle_dir)
@@ -31,8 +32,9 @@ def process_bundle(config, store, bundle_dir: Path, enrich=None):
     if enrich is not None and meta.container_id:
         data.update({k: v for k, v in (enrich(meta.container_id) or {}).items() if v is not None})
         data["container"] = data.get("container_name") or data["container"]
-    sysroot = bundle_dir / "root"
-    core_path = bundle_dir / CORE
+    bundle = Bundle(bundle_dir)
+    sysroot = bundle.root
+    core_path = bundle.core
     if meta.core_file and core_path.is_file():
         with decompressed(core_path, config.tmp_dir) as core:
             done = ingest(config, store, core, sysroot=sysroot if sysroot.is_dir() else None,
@@ -42,7 +44,7 @@ def process_bundle(config, store, bundle_dir: Path, enrich=None):
         done = ingest_metadata(config, store, crash_id, executable=meta.exe, signal=meta.signal,
                                command_line=" ".join(meta.cmdline) or None, pid=meta.pid,
                                reason=meta.dropped or ("evicted to make room in the spool"
-                                                       if (bundle_dir / "evicted").exists()
+                                                       if bundle.was_evicted()
                                                        else "no core in the bundle"), meta=data,
                                crashed_at=float(meta.crash_time))
     stored = done.crash.core_file and (config.data_dir / done.crash.core_file).is_file()

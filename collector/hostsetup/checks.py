@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass
 
 from collector.hostsetup.clock import ClockStatus
 from collector.hostsetup.containers import INITS, ContainerInfo
-from collector.hostsetup.corepattern import APPORT, CorePattern
-from collector.hostsetup.procfs import ProcInfo
+from collector.corepattern import APPORT, CorePattern
+from collector.hostsetup.procfs import HostProcess
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 SHELLS = frozenset({"sh", "bash", "dash", "ash", "zsh", "ksh", "mksh", "busybox"})
@@ -85,7 +85,7 @@ def suid_dumpable_check(value: str) -> Check:
     return Check("suid_dumpable", OK, f"fs.suid_dumpable is {v}")
 
 
-def _limit_zero(label: str, name: str, info: ProcInfo, p: CorePattern, fix: str) -> Check | None:
+def _limit_zero(label: str, name: str, info: HostProcess, p: CorePattern, fix: str) -> Check | None:
     if info.core is None or info.core.soft != 0:
         return None
     if p.kind in ("pipe", "socket"):
@@ -96,7 +96,7 @@ def _limit_zero(label: str, name: str, info: ProcInfo, p: CorePattern, fix: str)
                              "the kernel writes no core for it", fix)
 
 
-def daemon_limit_check(daemon: str, infos: list[ProcInfo], p: CorePattern) -> Check:
+def daemon_limit_check(daemon: str, infos: list[HostProcess], p: CorePattern) -> Check:
     name = f"{daemon} core limit"
     if not infos:
         return Check(name, WARN, f"{daemon} is not running; its core limit was not checked")
@@ -110,7 +110,7 @@ def daemon_limit_check(daemon: str, infos: list[ProcInfo], p: CorePattern) -> Ch
     return Check(name, OK, f"{daemon} core limit: {shown}")
 
 
-def container_checks(c: ContainerInfo, info: ProcInfo | None, p: CorePattern) -> list[Check]:
+def container_checks(c: ContainerInfo, info: HostProcess | None, p: CorePattern) -> list[Check]:
     label = f"container {c.label}"
     if info is None:
         return [Check(f"{label}", WARN, f"PID 1 (host pid {c.pid}) could not be read (exited?)")]

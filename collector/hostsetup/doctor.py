@@ -15,7 +15,7 @@ from collector.hostsetup.checks import (FAIL, OK, WARN, Check, checks_json, cloc
                               format_checks, free_space_check, no_containers_check, suid_dumpable_check)
 from collector.hostsetup.clock import ClockStatus, clock_status
 from collector.hostsetup.containers import ContainerInfo, docker_cli_containers, scan_proc_containers
-from collector.hostsetup.corepattern import classify
+from collector.corepattern import classify
 
 __all__ = ["run_checks", "Check", "format_checks", "checks_json", "exit_code", "OK", "WARN", "FAIL"]
 
@@ -71,7 +71,7 @@ def run_checks(data_dir: Path, *, proc: Path = Path("/proc"), root: Path = Path(
     for c in containers:
         checks.extend(container_checks(c, procfs.proc_info(proc, c.pid), pattern))
 
-    checks.append(_free_space(data_dir))
+    checks.append(_free_space_check(data_dir))
     if clock is not None:
         checks.append(clock_check(clock()))
     return checks
@@ -84,7 +84,7 @@ def _sysctl(proc: Path, key: str) -> str | None:
         return None
 
 
-def _free_space(data_dir: Path) -> Check:
+def _free_space_check(data_dir: Path) -> Check:
     path = data_dir
     while not path.exists() and path != path.parent:
         path = path.parent

@@ -15,7 +15,9 @@ PID 1 and the root is the real one.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import functools
 import hashlib
 import os
 import shutil
@@ -25,7 +27,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from collector.hostsetup import procfs, record, render
-from collector.hostsetup.corepattern import PatternPlan, classify, plan_core_pattern
+from collector.corepattern import PatternPlan, classify, pattern_lock, plan_core_pattern
 from collector.hostsetup.daemonjson import merge_core_ulimit
 from collector.hostsetup.errors import HostSetupError, OtherHandlerError
 from collector.hostsetup.fsutil import atomic_write, missing_dirs, restore, snapshot, untrusted_ancestor
@@ -99,6 +101,18 @@ class _FileWrite:
     what: str
 
 
+def _under_pattern_lock(fn):
+    """Read, decide and write core_pattern as one step among the tools that
+    change it (tests, benchmarks, another install). Only the real /proc: a
+    fake tree in a test is nobody else's."""
+    @functools.wraps(fn)
+    def locked(*args, proc: Path = Path("/proc"), **kwargs):
+        with pattern_lock() if Path(proc) == Path("/proc") else contextlib.nullcontext():
+            return fn(*args, proc=proc, **kwargs)
+    return locked
+
+
+@_under_pattern_lock
 def install(data_dir: Path, handler_argv: list[str], *, replace_existing: bool = False,
             root: Path = Path("/"), proc: Path = Path("/proc"), python: str | None = None,
             core_pipe_limit: int = CORE_PIPE_LIMIT, socket: Path | None = None) -> InstallReport:
@@ -253,6 +267,7 @@ def _dockerd_flag_conflicts(proc: Path) -> list[str]:
     return out
 
 
+@_under_pattern_lock
 def uninstall(data_dir: Path, *, root: Path = Path("/"), proc: Path = Path("/proc"),
               force: bool = False) -> UninstallReport:
     """Put back everything the record lists. A sysctl or file that someone

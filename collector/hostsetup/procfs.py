@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from collector.hostsetup.errors import HostSetupError
-from collector.hostsetup.limits import Limit, core_limit
+from collector.hostsetup.corelimit import CoreLimit, core_limit
+from collector.process import parse_status
 
 
 def sysctl_path(proc: Path, key: str) -> Path:
@@ -47,15 +48,6 @@ def pids(proc: Path) -> list[int]:
         return []
 
 
-def parse_status(text: str) -> dict[str, str]:
-    out = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep:
-            out[key.strip()] = value.strip()
-    return out
-
-
 def caught_signals(mask_hex: str) -> frozenset[int]:
     """SigCgt's hex mask: bit n-1 is signal n."""
     mask = int(mask_hex, 16)
@@ -63,16 +55,18 @@ def caught_signals(mask_hex: str) -> frozenset[int]:
 
 
 @dataclass(frozen=True)
-class ProcInfo:
+class HostProcess:
+    """What host-setup's checks need of a running process."""
+
     pid: int
     comm: str
-    core: Limit | None  # None: limits unreadable
+    core: CoreLimit | None  # None: limits unreadable
     caught: frozenset[int] = frozenset()  # signals with a handler installed
     nspid: tuple[int, ...] = ()  # the pid in each nested pid namespace, outermost first
     ppid: int | None = None
 
 
-def proc_info(proc: Path, pid: int) -> ProcInfo | None:
+def proc_info(proc: Path, pid: int) -> HostProcess | None:
     base = Path(proc) / str(pid)
     comm = read_text(base / "comm")
     if comm is None:
@@ -85,7 +79,7 @@ def proc_info(proc: Path, pid: int) -> ProcInfo | None:
         caught = frozenset()
     nspid = tuple(int(p) for p in status.get("NSpid", "").split() if p.isdigit())
     ppid = int(status["PPid"]) if status.get("PPid", "").isdigit() else None
-    return ProcInfo(pid=pid, comm=comm.strip(), core=core_limit(limits) if limits else None,
+    return HostProcess(pid=pid, comm=comm.strip(), core=core_limit(limits) if limits else None,
                     caught=caught, nspid=nspid, ppid=ppid)
 
 

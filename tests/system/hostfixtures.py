@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from collector.corepattern import pattern_lock, read_pattern
+from collector.corepattern import lock_for_child, pattern_lock, read_pattern
 
 
 def cli(data_dir, *argv, check=True):
+    # host-setup takes the core_pattern lock; a test holding it hands it down
     proc = subprocess.run([sys.executable, "-m", "coretriage.cli", "--data-dir", str(data_dir), *argv],
-                          capture_output=True, text=True, timeout=300, check=False)
+                          capture_output=True, text=True, timeout=300, check=False, **lock_for_child())
     if check and proc.returncode != 0:
         pytest.fail(f"coretriage {' '.join(argv)} exited {proc.returncode}: {proc.stderr.strip()[-2000:]}")
     return proc

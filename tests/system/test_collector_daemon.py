@@ -13,6 +13,7 @@ import pytest
 import crashkit
 from coretriage.store import Store
 from collector import spool
+from collector.bundle import Bundle
 from collector.watch import Collector, import_dump
 from coretriage.wiring import Wiring
 from redisserver import free_port, start_redis, stop
@@ -62,7 +63,7 @@ def test_dump_directory_core_is_taken_when_complete(config, store, samples, runn
     assert list(dump.iterdir()) == []  # taken into the spool
     bundles = list(spool.finished_bundles(config.spool_dir, include_done=True))
     assert len(bundles) == 1 and spool.is_done(bundles[0])
-    assert not (bundles[0] / spool.CORE).exists()  # stored once, in the store, not twice
+    assert not Bundle(bundles[0]).core.exists()  # stored once, in the store, not twice
     assert (config.data_dir / store.crashes_of(g.id)[0].core_file).is_file()
 
 

@@ -11,8 +11,9 @@ from collector import ratelimit
 from collector.bundle import BundleMeta, bundle_id, display, is_bundle_id
 from collector.cgroup import ContainerRef, container_from_cgroup, is_container_id
 from collector.corepattern import PatternError, core_pattern
-from collector.handler import Usage, _environ, _mapped_files, parse_args
-from collector.limits import Limits, LimitsError, limits_from_dict, load_limits, parse_size
+from collector.handler import Usage, parse_args
+from collector.process import mapped_paths, parse_environ
+from collector.policy import CapturePolicy, PolicyError, load_policy, parse_size, policy_from_dict
 from collector.secrets import MASK, is_secret_name, mask_argv, mask_environ, mask_text
 from collector.spool import (SpoolError, create_bundle, finished_bundles, is_done, mark_done, open_spool,
                              read_meta, unfinished_bundles, write_meta)
@@ -219,9 +220,9 @@ def test_handler_arguments():
 
 
 def test_proc_parsers():
-    env = _environ(b"A=1\0B=x=y\0\xff=\xfe\0EMPTY=\0A=2\0")
+    env = parse_environ(b"A=1\0B=x=y\0\xff=\xfe\0EMPTY=\0A=2\0")
     assert env == {"A": "1", "B": "x=y", "\\xff": "\\xfe", "EMPTY": ""}
-    maps = _mapped_files(
+    maps = mapped_paths(
         b"55d0-55d1 r--p 00000000 fe:00 12 /usr/bin/my prog\n"
         b"55d1-55d2 r-xp 00001000 fe:00 12 /usr/bin/my prog\n"
         b"7f00-7f01 rw-p 00000000 00:00 0 \n"
@@ -248,29 +249,29 @@ def test_core_pattern_string():
 # ---- limits ----
 
 def test_limits_defaults_and_sizes(tmp_path):
-    assert load_limits(tmp_path) == Limits() and load_limits(None) == Limits()
+    assert load_policy(tmp_path) == CapturePolicy() and load_policy(None) == CapturePolicy()
     assert parse_size("1G") == 1 << 30 and parse_size("512MiB") == 512 << 20 and parse_size(4096) == 4096
     assert parse_size("1.5k") == 1536 and parse_size("10GB") == 10 << 30
     for bad in ("lots", "-1", True, None, "G"):
-        with pytest.raises(LimitsError):
+        with pytest.raises(PolicyError):
             parse_size(bad)
     (tmp_path / "collector.toml").write_text('max_core_size = "2G"\nrate_limit = 3\nrate_window = 30\n'
                                              'secret_names = ["*PIN*"]\n')
-    limits = load_limits(tmp_path)
+    limits = load_policy(tmp_path)
     assert (limits.max_core_size, limits.rate_limit, limits.rate_window, limits.secret_names) == \
         (2 << 30, 3, 30.0, ("*PIN*",))
-    assert limits.min_free_space == Limits().min_free_space
+    assert limits.min_free_space == CapturePolicy().min_free_space
 
 
 def test_limits_refuse_nonsense(tmp_path):
     for values in ({"max_core_size": "huge"}, {"rate_limit": -1}, {"rate_window": 0},
                    {"compression_level": 40}, {"compression_threads": -1}, {"secret_names": "*X*"},
                    {"colour": "blue"}):
-        with pytest.raises(LimitsError):
-            limits_from_dict(values)
+        with pytest.raises(PolicyError):
+            policy_from_dict(values)
     (tmp_path / "collector.toml").write_text("max_core_size = [\n")
-    with pytest.raises(LimitsError, match="collector.toml"):
-        load_limits(tmp_path)
+    with pytest.raises(PolicyError, match="collector.toml"):
+        load_policy(tmp_path)
 
 
 # ---- rate limit ----

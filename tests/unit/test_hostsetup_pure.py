@@ -18,14 +18,13 @@ from collector.hostsetup import checks as C
 from collector.hostsetup import record
 from collector.hostsetup.clock import STA_UNSYNC, TIME_ERROR, ClockStatus, from_adjtimex, parse_timedatectl
 from collector.hostsetup.containers import ContainerInfo, container_id_from_cgroup, parse_docker_inspect
-from collector.hostsetup.corepattern import (ABRT, APPORT, CORE_PATTERN_MAX, CORETRIAGE, SYSTEMD_COREDUMP, classify,
-                                   plan_core_pattern)
+from collector.corepattern import ABRT, APPORT, CORETRIAGE, MAX_PATTERN, SYSTEMD_COREDUMP, classify, plan_core_pattern
 from collector.hostsetup.daemonjson import CORE_ULIMIT, merge_core_ulimit
 from collector.hostsetup.doctor import run_checks
 from collector.hostsetup.errors import DaemonJsonError, HostSetupError, OtherHandlerError
 from collector.hostsetup.install import install, uninstall
-from collector.hostsetup.limits import Limit, core_limit, parse_limits
-from collector.hostsetup.procfs import ProcInfo, caught_signals
+from collector.hostsetup.corelimit import CoreLimit, core_limit, parse_limits
+from collector.hostsetup.procfs import HostProcess, caught_signals
 from collector.hostsetup.render import (TEMPLATES, collector_unit, limitcore_dropin, parse_sysctl_conf, sysctl_conf,
                               systemd_quote, wrapper_script)
 
@@ -48,12 +47,12 @@ APPORT_PATTERN = "|/usr/share/apport/apport %p %s %c %d %P %E"
 
 def test_limits_parsing():
     limits = parse_limits(LIMITS)
-    assert limits["Max core file size"] == Limit(0, None)
-    assert limits["Max stack size"] == Limit(8388608, None)
-    assert limits["Max nice priority"] == Limit(0, 0)  # no units column
+    assert limits["Max core file size"] == CoreLimit(0, None)
+    assert limits["Max stack size"] == CoreLimit(8388608, None)
+    assert limits["Max nice priority"] == CoreLimit(0, 0)  # no units column
     assert "Limit" not in limits and len(limits) == 5
-    assert core_limit(LIMITS_UNLIMITED_CORE) == Limit(None, None)
-    assert str(Limit(0, None)) == "soft 0, hard unlimited"
+    assert core_limit(LIMITS_UNLIMITED_CORE) == CoreLimit(None, None)
+    assert str(CoreLimit(0, None)) == "soft 0, hard unlimited"
 
 
 def test_limits_of_this_process_match_getrlimit():
@@ -61,7 +60,7 @@ def test_limits_of_this_process_match_getrlimit():
     soft, hard = resource.getrlimit(resource.RLIMIT_CORE)
     got = core_limit(Path("/proc/self/limits").read_text())
     inf = resource.RLIM_INFINITY
-    assert got == Limit(None if soft == inf else soft, None if hard == inf else hard)
+    assert got == CoreLimit(None if soft == inf else soft, None if hard == inf else hard)
 
 
 # --- core_pattern ----------------------------------------------------------------
@@ -108,13 +107,13 @@ def test_apport_describe_names_it():
 def test_short_command_goes_straight_into_core_pattern():
     plan = plan_core_pattern(HANDLER, "/var/lib/coretriage/bin/coretriage-core-handler")
     assert plan.pattern == "|" + " ".join(HANDLER) and plan.wrapper_command is None
-    assert len(plan.pattern) <= CORE_PATTERN_MAX
+    assert len(plan.pattern) <= MAX_PATTERN
 
 
 def test_long_command_goes_through_a_wrapper():
     argv = ["/opt/some/very/long/path/to/a/virtualenv/of/coretriage/bin/python3.11", "-m", "collector.handler",
             "--data-dir", "/srv/storage/coretriage-data", *HANDLER[5:]]
-    assert len("|" + " ".join(argv)) > CORE_PATTERN_MAX
+    assert len("|" + " ".join(argv)) > MAX_PATTERN
     plan = plan_core_pattern(argv, "/srv/storage/coretriage-data/bin/coretriage-core-handler")
     assert plan.pattern == "|/srv/storage/coretriage-data/bin/coretriage-core-handler %P %i %s %t %u %g %d %E %e"
     assert plan.wrapper_command == tuple(argv[:5])
@@ -122,11 +121,11 @@ def test_long_command_goes_through_a_wrapper():
 
 
 def test_boundary_is_127_characters():
-    for total in (CORE_PATTERN_MAX, CORE_PATTERN_MAX + 1):
+    for total in (MAX_PATTERN, MAX_PATTERN + 1):
         argv = ["/" + "x" * (total - 5), "%P"]  # "|" + path + " %P"
         assert len("|" + " ".join(argv)) == total
         plan = plan_core_pattern(argv, "/w")
-        assert (plan.wrapper_command is None) == (total <= CORE_PATTERN_MAX)
+        assert (plan.wrapper_command is None) == (total <= MAX_PATTERN)
 
 
 def test_space_or_percent_in_a_fixed_argument_needs_a_wrapper():
@@ -274,8 +273,8 @@ def test_core_pattern_checks():
     assert C.core_pattern_check(classify(""), handler_exists=None, recorded=None).status == C.FAIL
 
 
-def _info(comm="bash", core=Limit(0, None), caught=frozenset({17}), pid=4242):
-    return ProcInfo(pid=pid, comm=comm, core=core, caught=caught, nspid=(pid, 1))
+def _info(comm="bash", core=CoreLimit(0, None), caught=frozenset({17}), pid=4242):
+    return HostProcess(pid=pid, comm=comm, core=core, caught=caught, nspid=(pid, 1))
 
 
 def test_core_limit_zero_fails_for_file_patterns_and_warns_for_pipes():
@@ -283,7 +282,7 @@ def test_core_limit_zero_fails_for_file_patterns_and_warns_for_pipes():
     assert C.daemon_limit_check("dockerd", [_info("dockerd")], file).status == C.FAIL
     w = C.daemon_limit_check("dockerd", [_info("dockerd")], pipe)
     assert w.status == C.WARN and "ignores it while core_pattern is a pipe" in w.message
-    assert C.daemon_limit_check("dockerd", [_info("dockerd", Limit(None, None))], file).status == C.OK
+    assert C.daemon_limit_check("dockerd", [_info("dockerd", CoreLimit(None, None))], file).status == C.OK
     assert C.daemon_limit_check("dockerd", [], pipe).status == C.WARN
 
 
@@ -293,11 +292,11 @@ def test_container_checks_shell_pid1():
     assert by_name["container sidekiq core limit"].status == C.FAIL
     pid1 = by_name["container sidekiq PID 1"]
     assert pid1.status == C.WARN and "bash" in pid1.message and "--init" in pid1.fix and "exec" in pid1.fix
-    trap = C.container_checks(c, _info(caught=frozenset({15, 17}), core=Limit(None, None)), classify("core"))
+    trap = C.container_checks(c, _info(caught=frozenset({15, 17}), core=CoreLimit(None, None)), classify("core"))
     assert [k.status for k in trap] == [C.OK, C.OK]
-    with_init = C.container_checks(dataclasses.replace(c, init=True), _info(core=Limit(None, None)), classify("core"))
+    with_init = C.container_checks(dataclasses.replace(c, init=True), _info(core=CoreLimit(None, None)), classify("core"))
     assert [k.status for k in with_init] == [C.OK, C.OK]
-    tini = C.container_checks(c, _info(comm="docker-init", core=Limit(None, None)), classify("core"))
+    tini = C.container_checks(c, _info(comm="docker-init", core=CoreLimit(None, None)), classify("core"))
     assert "init (docker-init)" in tini[1].message
     gone = C.container_checks(c, None, classify("core"))
     assert gone[0].status == C.WARN

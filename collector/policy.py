@@ -1,4 +1,9 @@
-"""The pipe handler's limits: safe defaults, overridden by ``<data-dir>/collector.toml``.
+"""The capture policy: keep a crash's core, drop it, or keep the metadata only.
+
+``CapturePolicy`` is ``<data-dir>/collector.toml`` (safe defaults when a key
+or the file is absent); ``decide`` applies it to one crash before its core
+is read: make room in the spool (the oldest cores go), free space,
+``no_core``, the crash-storm rate limit.
 
 Example ``collector.toml`` (every key optional; sizes in bytes or with a
 K/M/G/T suffix, powers of 1024)::
@@ -24,18 +29,21 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields
 
+from collector import ratelimit
+from collector.retention import make_room
 from collector.secrets import DEFAULT_SECRET_NAMES
+from collector.spool import free_space
 
 CONFIG_NAME = "collector.toml"
 _SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
-class LimitsError(Exception):
+class PolicyError(Exception):
     pass
 
 
 @dataclass(frozen=True)
-class Limits:
+class CapturePolicy:
     max_core_size: int = 16 << 30
     min_free_space: int = 1 << 30
     max_spool_use: int = 8 << 30  # cores waiting for analysis; beyond, the oldest are evicted
@@ -58,7 +66,7 @@ class Limits:
 
 def parse_size(value: object) -> int:
     if isinstance(value, bool):
-        raise LimitsError(f"not a size: {value!r}")
+        raise PolicyError(f"not a size: {value!r}")
     if isinstance(value, int):
         size = value
     elif isinstance(value, str):
@@ -68,19 +76,19 @@ def parse_size(value: object) -> int:
         try:
             size = int(float(number) * _SUFFIXES[unit])
         except ValueError:
-            raise LimitsError(f"not a size: {value!r}") from None
+            raise PolicyError(f"not a size: {value!r}") from None
     else:
-        raise LimitsError(f"not a size: {value!r}")
+        raise PolicyError(f"not a size: {value!r}")
     if size < 0:
-        raise LimitsError(f"negative size: {value!r}")
+        raise PolicyError(f"negative size: {value!r}")
     return size
 
 
-def limits_from_dict(values: dict) -> Limits:
-    known = {f.name for f in fields(Limits)}
+def policy_from_dict(values: dict) -> CapturePolicy:
+    known = {f.name for f in fields(CapturePolicy)}
     unknown = set(values) - known
     if unknown:
-        raise LimitsError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        raise PolicyError(f"unknown setting(s): {', '.join(sorted(unknown))}")
     out: dict = {}
     for name in ("max_core_size", "min_free_space", "max_spool_use"):
         if name in values:
@@ -88,62 +96,96 @@ def limits_from_dict(values: dict) -> Limits:
     if "rate_limit" in values:
         v = values["rate_limit"]
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise LimitsError(f"rate_limit: a count >= 0, not {v!r}")
+            raise PolicyError(f"rate_limit: a count >= 0, not {v!r}")
         out["rate_limit"] = v
     if "rate_window" in values:
         v = values["rate_window"]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
-            raise LimitsError(f"rate_window: seconds > 0, not {v!r}")
+            raise PolicyError(f"rate_window: seconds > 0, not {v!r}")
         out["rate_window"] = float(v)
     if "compression_level" in values:
         v = values["compression_level"]
         if isinstance(v, bool) or not isinstance(v, int) or not -7 <= v <= 19:
-            raise LimitsError(f"compression_level: -7 (fastest) to 19, not {v!r}")
+            raise PolicyError(f"compression_level: -7 (fastest) to 19, not {v!r}")
         out["compression_level"] = v
     if "compression_threads" in values:
         v = values["compression_threads"]
         if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 64:
-            raise LimitsError(f"compression_threads: 0 to 64, not {v!r}")
+            raise PolicyError(f"compression_threads: 0 to 64, not {v!r}")
         out["compression_threads"] = v
     if "max_file_size" in values:
         out["max_file_size"] = parse_size(values["max_file_size"])
     if "capture_files" in values:
         if not isinstance(values["capture_files"], bool):
-            raise LimitsError("capture_files: true or false")
+            raise PolicyError("capture_files: true or false")
         out["capture_files"] = values["capture_files"]
     if "no_core" in values:
         v = values["no_core"]
         if not isinstance(v, list) or not all(isinstance(p, str) and p for p in v):
-            raise LimitsError("no_core: a list of executable path patterns")
+            raise PolicyError("no_core: a list of executable path patterns")
         out["no_core"] = tuple(v)
     if "secret_names" in values:
         v = values["secret_names"]
         if not isinstance(v, list) or not all(isinstance(p, str) and p for p in v):
-            raise LimitsError("secret_names: a list of name patterns")
+            raise PolicyError("secret_names: a list of name patterns")
         out["secret_names"] = tuple(v)
-    return Limits(**out)
+    return CapturePolicy(**out)
 
 
-def load_limits(data_dir: str | os.PathLike | None) -> Limits:
-    """``Limits`` from ``<data_dir>/collector.toml``, defaults when absent.
-    A file that exists but is broken raises ``LimitsError``."""
+def load_policy(data_dir: str | os.PathLike | None) -> CapturePolicy:
+    """``CapturePolicy`` from ``<data_dir>/collector.toml``, defaults when absent.
+    A file that exists but is broken raises ``PolicyError``."""
     if data_dir is None:
-        return Limits()
+        return CapturePolicy()
     path = os.path.join(os.fspath(data_dir), CONFIG_NAME)
     try:
         with open(path, "rb") as f:
             raw = f.read(1 << 20)
     except FileNotFoundError:
-        return Limits()
+        return CapturePolicy()
     except OSError as exc:
-        raise LimitsError(f"{path}: {exc.strerror}") from None
+        raise PolicyError(f"{path}: {exc.strerror}") from None
     import tomllib
 
     try:
         values = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise LimitsError(f"{path}: {exc}") from None
+        raise PolicyError(f"{path}: {exc}") from None
     try:
-        return limits_from_dict(values)
-    except LimitsError as exc:
-        raise LimitsError(f"{path}: {exc}") from None
+        return policy_from_dict(values)
+    except PolicyError as exc:
+        raise PolicyError(f"{path}: {exc}") from None
+
+
+def low_space(free: int, policy: CapturePolicy) -> str | None:
+    """Why a core is dropped when ``free`` bytes are left, or None."""
+    if free < policy.min_free_space:
+        return (f"low disk space: {free} bytes left on the spool filesystem "
+                f"(min_free_space {policy.min_free_space})")
+    return None
+
+
+def decide(policy: CapturePolicy, spool_fd: int, bundle_id: str, exe: str | None, comm: str,
+           problems: list[str]) -> str | None:
+    """None to keep the core, else why it is dropped (the crash is still recorded)."""
+    try:
+        evicted = make_room(spool_fd, policy.max_spool_use, policy.min_free_space, bundle_id)
+        if evicted:
+            problems.append(f"made room: cores of {len(evicted)} older bundles evicted "
+                            f"({evicted[0]}{' ...' if len(evicted) > 1 else ''})")
+    except OSError as exc:
+        problems.append(f"making room in the spool: {exc.strerror}")
+    try:
+        dropped = low_space(free_space(spool_fd), policy)
+    except OSError as exc:
+        dropped = None
+        problems.append(f"statvfs on the spool: {exc.strerror}")
+    if dropped is None and not policy.keeps_core(exe):
+        dropped = "no_core policy for this executable (collector.toml)"
+    if dropped is None:
+        allowed, problem = ratelimit.check(spool_fd, exe or comm, policy.rate_limit, policy.rate_window)
+        if problem:
+            problems.append(problem)
+        if not allowed:
+            dropped = "rate limit"
+    return dropped

@@ -1,4 +1,5 @@
-"""/proc/<pid>/limits: the soft and hard limits of a process."""
+"""/proc/<pid>/limits: a process's core size ulimit (soft and hard), which
+host-setup checks for the daemons and containers whose cores it wants."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ _LINE = re.compile(r"^(?P<name>.+?)\s{2,}(?P<soft>\S+)\s+(?P<hard>\S+)(?:\s+(?P<
 
 
 @dataclass(frozen=True)
-class Limit:
+class CoreLimit:
     soft: int | None  # None: unlimited
     hard: int | None
 
@@ -21,15 +22,15 @@ class Limit:
         return f"soft {self.show(self.soft)}, hard {self.show(self.hard)}"
 
 
-def parse_limits(text: str) -> dict[str, Limit]:
-    """{'Max core file size': Limit(0, None), ...}; the header line is skipped."""
-    out: dict[str, Limit] = {}
+def parse_limits(text: str) -> dict[str, CoreLimit]:
+    """{'Max core file size': CoreLimit(0, None), ...}; the header line is skipped."""
+    out: dict[str, CoreLimit] = {}
     for line in text.splitlines():
         m = _LINE.match(line)
         if not m or m["name"].strip() == "Limit":
             continue
         try:
-            out[m["name"].strip()] = Limit(_value(m["soft"]), _value(m["hard"]))
+            out[m["name"].strip()] = CoreLimit(_value(m["soft"]), _value(m["hard"]))
         except ValueError:
             continue
     return out
@@ -39,5 +40,5 @@ def _value(word: str) -> int | None:
     return None if word == "unlimited" else int(word)
 
 
-def core_limit(text: str) -> Limit | None:
+def core_limit(text: str) -> CoreLimit | None:
     return parse_limits(text).get("Max core file size")
