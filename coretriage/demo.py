@@ -1,5 +1,10 @@
-"""``coretriage demo`` (what ``make run`` does today): analyze the committed
-sample bundles and, as root, crash the sample-core recipes for real."""
+"""``coretriage demo`` (and the start of ``make run``): analyze the committed
+sample bundles and, as root, crash the sample-core recipes for real.
+
+The samples are C sources, recipes that build and crash them, and two small
+bundles: a checkout's ``sample-cores/``, not part of the installed package.
+An installed coretriage finds them through ``CORETRIAGE_SAMPLES`` or says in
+one line that there are none."""
 
 from __future__ import annotations
 
@@ -9,13 +14,19 @@ import sys
 import tempfile
 from pathlib import Path
 
-SAMPLES = Path(__file__).resolve().parents[1] / "sample-cores"
+CHECKOUT_SAMPLES = Path(__file__).resolve().parents[1] / "sample-cores"
 
 
-def _ingest_bundles(config, store) -> None:
+def samples_dir() -> Path | None:
+    env = os.environ.get("CORETRIAGE_SAMPLES")
+    found = Path(env) if env else CHECKOUT_SAMPLES
+    return found if (found / "recipes").is_dir() else None
+
+
+def _ingest_bundles(config, store, samples: Path) -> None:
     from coretriage.ingest import decompressed, ingest
 
-    for meta_file in sorted((SAMPLES / "bundles").glob("*/bundle.json")):
+    for meta_file in sorted((samples / "bundles").glob("*/bundle.json")):
         bundle = meta_file.parent
         meta = json.loads(meta_file.read_text())
         with decompressed(bundle / "core.zst", config.tmp_dir) as core:
@@ -24,10 +35,10 @@ def _ingest_bundles(config, store) -> None:
         print(f"bundle {bundle.name:<16} -> {done.crash.group_ref:<5} {done.signature.text}")
 
 
-def _crash_recipes(config, store) -> None:
+def _crash_recipes(config, store, samples: Path) -> None:
     from coretriage.ingest import ingest
 
-    sys.path.insert(0, str(SAMPLES))
+    sys.path.insert(0, str(samples))
     from recipes import haproxy, native, postgres  # sample-cores/ is not a package
 
     # native recipes share one build directory; each server gets its own
@@ -45,8 +56,13 @@ def _crash_recipes(config, store) -> None:
 
 
 def run_demo(config, store) -> None:
-    _ingest_bundles(config, store)
+    samples = samples_dir()
+    if samples is None:
+        print("no sample cores: they come with a checkout (sample-cores/), not with the package; "
+              "set CORETRIAGE_SAMPLES=DIR to use them")
+        return
+    _ingest_bundles(config, store, samples)
     if os.geteuid() == 0:
-        _crash_recipes(config, store)
+        _crash_recipes(config, store, samples)
     else:
         print("not root: the recipes that crash real programs need core_pattern; showing bundles only")

@@ -35,12 +35,12 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def web_server(data_dir: Path, log: Path, timeout: float = 30.0):
+def web_server(data_dir: Path, log: Path, timeout: float = 30.0, command: Path = COMMAND, cwd=None):
     """Yield the base URL (``http://127.0.0.1:PORT``) of a running server."""
     port = free_port()
     with open(log, "wb") as out:
-        server = subprocess.Popen([COMMAND, "--data-dir", str(data_dir), "web", "--port", str(port)],
-                                  stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        server = subprocess.Popen([command, "--data-dir", str(data_dir), "web", "--port", str(port)],
+                                  stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
     try:
         deadline = time.monotonic() + timeout
         while True:
