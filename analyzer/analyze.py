@@ -18,9 +18,11 @@ from pathlib import Path
 from analyzer import elfinfo
 from analyzer.corenotes import CoreNotes, NotACore, read_core
 from analyzer.enrichers import Target, enrich_all
-from analyzer.gdb import Gdb, GdbError, GdbLimits, GdbTimeout, mi_quote
+from analyzer import problems as P
+from analyzer.gdb import Gdb, GdbBudget, GdbError, GdbTimeout, mi_quote
 from analyzer.model import (Analysis, Frame, Instruction, Module, Recursion,
                             SignalInfo, Thread)
+from analyzer.problems import Problem
 from analyzer.signals import FAULTS, code_name, signal_name
 from analyzer.stack import find_cycle
 
@@ -36,28 +38,28 @@ _LWP = re.compile(r"LWP (\d+)")
 
 
 def analyze_core(core: Path, executable: Path | None = None, sysroot: Path | None = None,
-                 limits: GdbLimits = GdbLimits(), options: dict | None = None) -> Analysis:
+                 budget: GdbBudget = GdbBudget(), options: dict | None = None) -> Analysis:
     core = Path(core)
     try:
         with open(core, "rb") as f:
             notes = read_core(f)
     except NotACore as exc:
-        return Analysis(core=str(core), problems=(f"not a core dump: {exc}",))
+        return Analysis(core=str(core), problems=(Problem(P.NOT_A_CORE, f"not a core dump: {exc}"),))
     except OSError as exc:
-        return Analysis(core=str(core), problems=(f"cannot read core: {exc.strerror}",))
-    return _Analyzer(core, notes, executable, sysroot, limits, options or {}).run()
+        return Analysis(core=str(core), problems=(Problem(P.UNREADABLE_CORE, f"cannot read core: {exc.strerror}"),))
+    return _Analyzer(core, notes, executable, sysroot, budget, options or {}).run()
 
 
 class _Analyzer:
-    def __init__(self, core, notes: CoreNotes, executable, sysroot, limits, options):
+    def __init__(self, core, notes: CoreNotes, executable, sysroot, budget, options):
         self.core = core
         self.notes = notes
         self.sysroot = Path(sysroot) if sysroot else None
-        self.limits = limits
+        self.budget = budget
         self.options = options
-        self.problems: list[str] = []
+        self.problems: list[Problem] = []
         if notes.truncated:
-            self.problems.append("core is truncated: memory beyond the cut is missing")
+            self.problem(P.TRUNCATED_CORE, "core is truncated: memory beyond the cut is missing")
         self.exe_path = notes.executable
         self.exe_file = None
         if self.exe_path or executable:
@@ -66,6 +68,9 @@ class _Analyzer:
         self.modules = self._modules()
         self._index = sorted(((m.start, m.end, m) for m in self.modules), key=lambda t: t[0])
         self._starts = [s for s, _, _ in self._index]
+
+    def problem(self, code: str, message: str) -> None:
+        self.problems.append(Problem(code, message))
 
     # -- modules, from the core's file mappings and the files on disk ------
     def _modules(self) -> tuple[Module, ...]:
@@ -83,8 +88,8 @@ class _Analyzer:
             symbols = "missing"
             if facts is not None:
                 if core_ids.get(path) and facts.build_id and facts.build_id != core_ids[path]:
-                    self.problems.append(f"{found} is not the build that crashed "
-                                         f"(build-id {facts.build_id[:12]}, core has {core_ids[path][:12]})")
+                    self.problem(P.WRONG_BUILD, f"{found} is not the build that crashed "
+                                 f"(build-id {facts.build_id[:12]}, core has {core_ids[path][:12]})")
                     exe_mismatch |= is_exe
                     found, symbols = None, "missing"
                 else:
@@ -93,8 +98,8 @@ class _Analyzer:
                     if symbols != "debug" and elfinfo.debug_file_for(build_id, roots + (elfinfo.DEBUG_ROOT,)):
                         symbols = "debug"
             elif is_exe:
-                self.problems.append(f"executable {path} not found: its frames have no symbols "
-                                     "(pass --exe or --sysroot)")
+                self.problem(P.MISSING_EXECUTABLE, f"executable {path} not found: its frames have no symbols "
+                             "(pass --exe or --sysroot)")
             out.append(Module(path=path, start=start, end=end, build_id=build_id, symbols=symbols,
                               found_at=str(found) if found else None))
         if exe_mismatch:
@@ -135,13 +140,13 @@ class _Analyzer:
         try:
             with ExitStack() as stack:
                 core_arg = self._safe(self.core, stack)
-                with Gdb(self.limits) as gdb:
+                with Gdb(self.budget) as gdb:
                     self._load(gdb, core_arg, stack)
                     result.update(self._inspect(gdb, signal))
         except GdbTimeout as exc:
-            self.problems.append(f"{exc}: backtraces are incomplete")
+            self.problem(P.GDB_TIMEOUT, f"{exc}: backtraces are incomplete")
         except GdbError as exc:
-            self.problems.append(f"gdb failed: {exc}")
+            self.problem(P.GDB_FAILED, f"gdb failed: {exc}")
         return Analysis(**result, problems=tuple(dict.fromkeys(self.problems)))
 
     @staticmethod
@@ -238,7 +243,7 @@ class _Analyzer:
                 outer = gdb.mi(f"-stack-list-frames --thread {thread} {low} {depth - 1}").get("stack", [])
                 frames.extend(self._frame(f) for f in outer)
             if depth >= cap:
-                self.problems.append(f"thread {thread} is deeper than {cap} frames; unwinding stopped there")
+                self.problem(P.STACK_TOO_DEEP, f"thread {thread} is deeper than {cap} frames; unwinding stopped there")
         return tuple(frames), depth
 
     @staticmethod
@@ -287,7 +292,7 @@ class _Analyzer:
         if not insns:  # no function around the pc: disassemble forward only
             insns = (gdb.try_mi(f"-data-disassemble {sel} -s {pc:#x} -e {pc + 48:#x} -- 0") or {}).get("asm_insns")
         if not insns:
-            self.problems.append(f"no code readable at pc {pc:#x}")
+            self.problem(P.NO_CODE_AT_PC, f"no code readable at pc {pc:#x}")
             return ()
         addrs = [int(i["address"], 16) for i in insns]
         at = bisect.bisect_left(addrs, pc)

@@ -27,7 +27,10 @@ class GdbTimeout(GdbError):
 
 
 @dataclass(frozen=True)
-class GdbLimits:
+class GdbBudget:
+    """What one gdb session may spend (not the collector's capture limits
+    nor a process's core ulimits)."""
+
     timeout: float = 120.0  # whole session, seconds
     memory: int = 4 << 30  # address space, bytes
 
@@ -45,8 +48,8 @@ class Gdb:
     instead of polling, so a command costs what gdb takes to answer it.
     """
 
-    def __init__(self, limits: GdbLimits = GdbLimits(), gdb: str = "gdb"):
-        self.limits = limits
+    def __init__(self, budget: GdbBudget = GdbBudget(), gdb: str = "gdb"):
+        self.budget = budget
         self.gdb = gdb
         self._tokens = itertools.count(1)
         self._proc: subprocess.Popen | None = None
@@ -69,11 +72,11 @@ class Gdb:
                 "-iex", "set max-value-size 1048576"]
         prlimit = shutil.which("prlimit")
         if prlimit:
-            argv = [prlimit, f"--as={self.limits.memory}", "--core=0", "--", *argv]
+            argv = [prlimit, f"--as={self.budget.memory}", "--core=0", "--", *argv]
         return argv
 
     def __enter__(self) -> "Gdb":
-        self._deadline = time.monotonic() + self.limits.timeout
+        self._deadline = time.monotonic() + self.budget.timeout
         self._proc = subprocess.Popen(self.command_line(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       stderr=subprocess.DEVNULL, start_new_session=True)
         return self
@@ -101,7 +104,7 @@ class Gdb:
             remaining = self._deadline - time.monotonic()
             if remaining <= 0:
                 self.close()
-                raise GdbTimeout(f"gdb did not finish within {self.limits.timeout:g} s")
+                raise GdbTimeout(f"gdb did not finish within {self.budget.timeout:g} s")
             ready, _, _ = select.select([self._proc.stdout], [], [], remaining)
             if not ready:
                 continue

@@ -10,6 +10,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from analyzer.problems import Problem, from_text
+
 
 @dataclass(frozen=True)
 class Frame:
@@ -123,9 +125,15 @@ class Analysis:
     assertion: str | None = None
     recursion: Recursion | None = None
     context: tuple[Context, ...] = ()
-    # why parts are missing: "core is truncated", "executable not found", ...
-    problems: tuple[str, ...] = ()
+    # why parts are missing (truncated core, executable not found, ...)
+    problems: tuple[Problem, ...] = ()
     analyzer_version: int = 1
+
+    def __post_init__(self):
+        # callers that still pass plain strings get them coded by their wording
+        if any(not isinstance(p, Problem) for p in self.problems):
+            coded = tuple(p if isinstance(p, Problem) else from_text(str(p)) for p in self.problems)
+            object.__setattr__(self, "problems", coded)
 
     @property
     def crashing_thread(self) -> Thread | None:
@@ -147,7 +155,7 @@ class Analysis:
         return None
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return dataclasses.asdict(self)  # problems become {"code", "message"}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Analysis":
@@ -180,6 +188,9 @@ def _convert(cls, name, value):
     kind = _NESTED.get((cls.__name__, name))
     if value is None:
         return None
+    if (cls.__name__, name) == ("Analysis", "problems"):
+        # dicts since problems have codes, plain strings before
+        return tuple(Problem.from_stored(v) for v in value)
     if kind is None:
         if isinstance(value, list):
             return tuple(tuple(v) if isinstance(v, list) else v for v in value)
@@ -199,3 +210,4 @@ class Signature:
     key_frames: tuple[int, ...] = ()  # indexes into the crashing thread
     quality: float = 0.0  # share of signature frames that had symbols
     notes: tuple[str, ...] = field(default=())
+    rules_version: str = ""  # Rules.version of the rules that made it; "" before versions

@@ -49,7 +49,7 @@ COLD_SCRIPT = r"""
 import json, sys, time
 start = time.perf_counter()
 from analyzer.analyze import analyze_core
-from analyzer.gdb import Gdb, GdbLimits
+from analyzer.gdb import Gdb, GdbBudget
 from analyzer.signature import generate
 
 def hwm(pid):
@@ -66,7 +66,7 @@ Gdb.close = measured_close
 
 core, exe, timeout = sys.argv[1], sys.argv[2], float(sys.argv[3])
 imported = time.perf_counter()
-analysis = analyze_core(core, exe, limits=GdbLimits(timeout=timeout))
+analysis = analyze_core(core, exe, budget=GdbBudget(timeout=timeout))
 signature = generate(analysis)
 done = time.perf_counter()
 print(json.dumps({"import_s": imported - start, "analysis_s": done - imported,
@@ -146,10 +146,10 @@ def bare_gdb_peak_mb(sample, timeout: float, tmp: Path) -> float | None:
 
 def measure(sample, repeat: int, timeout: float, tmp: Path) -> CoreResult:
     from analyzer.analyze import analyze_core
-    from analyzer.gdb import GdbLimits
+    from analyzer.gdb import GdbBudget
     from analyzer.signature import generate
 
-    limits = GdbLimits(timeout=timeout)
+    budget = GdbBudget(timeout=timeout)
     runs: dict[str, list[float]] = {k: [] for k in ("warm", "cold", "gdb", "eu")}
     timed_out: set[str] = set()
     child: dict = {}
@@ -159,7 +159,7 @@ def measure(sample, repeat: int, timeout: float, tmp: Path) -> CoreResult:
     for _ in range(repeat):
         if "warm" not in timed_out:
             start = time.perf_counter()
-            analysis = analyze_core(sample.core, sample.exe, limits=limits)
+            analysis = analyze_core(sample.core, sample.exe, budget=budget)
             signature = generate(analysis)
             runs["warm"].append(time.perf_counter() - start)
             if any("did not finish within" in p for p in analysis.problems):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 from analyzer.model import Context
+from analyzer.problems import ENRICHER_FAILED, Problem
 
 ENRICHERS = ("analyzer.enrichers.postgres", "analyzer.enrichers.haproxy")
 
@@ -54,7 +55,7 @@ def search_file(path: Path | None, pattern: bytes) -> tuple[str, ...] | None:
         return None
 
 
-def enrich_all(target: Target, probe: Probe) -> tuple[tuple[Context, ...], tuple[str, ...]]:
+def enrich_all(target: Target, probe: Probe) -> tuple[tuple[Context, ...], tuple[Problem, ...]]:
     """Run every matching enricher; one that fails adds a problem, not a crash."""
     contexts, problems = [], []
     for name in ENRICHERS:
@@ -64,7 +65,7 @@ def enrich_all(target: Target, probe: Probe) -> tuple[tuple[Context, ...], tuple
         try:
             found = module.enrich(target, probe)
         except Exception as exc:  # an enricher bug must not lose the analysis
-            problems.append(f"{module.PROGRAM} enricher failed: {exc}")
+            problems.append(Problem(ENRICHER_FAILED, f"{module.PROGRAM} enricher failed: {exc}"))
             continue
         if found is not None:
             contexts.append(found)

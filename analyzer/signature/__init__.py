@@ -6,16 +6,22 @@ and returns the frames it keeps plus why it dropped the others, so the web
 UI can show how a signature was made. The frame lists are plain text files
 (``lists/``), extendable by users with files of the same names under
 ``<data-dir>/rules/``.
+
+The rule set has a version (``Rules.version``, copied into every
+``Signature``): a hash of the effective lists and of ``RULES_CODE_VERSION``,
+so a stored crash says which rules grouped it.
 """
 
 from __future__ import annotations
 
-import functools
+import hashlib
+import os
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from analyzer.model import Analysis, Frame, Signature
+from analyzer.problems import UNKNOWN, Problem
 from analyzer.signature.names import normalize_function
 from analyzer.stack import collapse_repeats
 
@@ -23,6 +29,11 @@ LISTS = Path(__file__).with_name("lists")
 SIGNATURE_FRAMES = 3  # program frames after any prefix
 KEY_FRAMES = 3
 SEPARATOR = " | "
+LIST_NAMES = ("skip.txt", "prefix.txt", "system_modules.txt")
+# Bump when the pipeline below changes what a signature is (a rule, its
+# order, SIGNATURE_FRAMES, names.py, the frameless labels in problems.py):
+# the lists' hash cannot see code.
+RULES_CODE_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -30,6 +41,7 @@ class Rules:
     skip: tuple[re.Pattern, ...]
     prefix: tuple[re.Pattern, ...]
     system_modules: tuple[re.Pattern, ...]
+    version: str = ""  # "<RULES_CODE_VERSION>-<hash of the lists>"
 
 
 def read_list(path: Path) -> list[str]:
@@ -42,15 +54,57 @@ def read_list(path: Path) -> list[str]:
     return lines
 
 
-@functools.lru_cache(maxsize=8)
-def load_rules(extra_dir: Path | None = None) -> Rules:
-    def patterns(name: str) -> tuple[re.Pattern, ...]:
+def rules_version(lists: dict[str, list[str]]) -> str:
+    """Short and stable: the same lines (comments and blank lines aside)
+    and the same code give the same version on every host."""
+    digest = hashlib.sha256(f"rules-code {RULES_CODE_VERSION}\n".encode())
+    for name in LIST_NAMES:
+        body = "\n".join(lists[name])
+        digest.update(f"{name}\0{body}\0".encode())
+    return f"{RULES_CODE_VERSION}-{digest.hexdigest()[:12]}"
+
+
+def _read_rules(extra_dir: Path | None) -> Rules:
+    lists = {}
+    for name in LIST_NAMES:
         lines = read_list(LISTS / name)
         if extra_dir is not None and (extra_dir / name).is_file():
             lines += read_list(extra_dir / name)
-        return tuple(re.compile(line) for line in lines)
+        lists[name] = lines
+    compiled = [tuple(re.compile(line) for line in lists[name]) for name in LIST_NAMES]
+    return Rules(*compiled, version=rules_version(lists))
 
-    return Rules(patterns("skip.txt"), patterns("prefix.txt"), patterns("system_modules.txt"))
+
+def _stamp(extra_dir: Path | None) -> tuple:
+    """The identity of every list file: a few stat calls, so checking for
+    edits at every crash costs nothing next to reading and compiling."""
+    paths = [LISTS / n for n in LIST_NAMES] + ([extra_dir / n for n in LIST_NAMES] if extra_dir else [])
+    out = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            out.append((str(path), None))  # absent: creating it is a change too
+        else:
+            out.append((str(path), st.st_ino, st.st_mtime_ns, st.st_size))
+    return tuple(out)
+
+
+_loaded: dict[Path | None, tuple[tuple, Rules]] = {}
+
+
+def load_rules(extra_dir: Path | None = None) -> Rules:
+    """The built-in lists plus ``extra_dir``'s. A long-running collector or
+    worker calls this per crash: unchanged files give the same object, an
+    edited one is read again, so nobody keeps grouping with replaced rules."""
+    extra_dir = Path(extra_dir) if extra_dir is not None else None
+    stamp = _stamp(extra_dir)  # before reading: an edit during the read shows next time
+    cached = _loaded.get(extra_dir)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    rules = _read_rules(extra_dir)
+    _loaded[extra_dir] = (stamp, rules)
+    return rules
 
 
 def _matches(patterns: tuple[re.Pattern, ...], text: str | None) -> bool:
@@ -167,7 +221,7 @@ def generate(analysis: Analysis, rules: Rules | None = None) -> Signature:
     rules = rules or load_rules()
     thread = analysis.crashing_thread
     if thread is None or not thread.frames:
-        return _no_frames(analysis)
+        return _no_frames(analysis, rules)
     candidates = []
     for f in thread.frames:
         name, symbolized = frame_name(f)
@@ -182,12 +236,12 @@ def generate(analysis: Analysis, rules: Rules | None = None) -> Signature:
     if analysis.assertion:
         parts.append(f"assert({analysis.assertion})")
     if not parts:
-        return _no_frames(analysis)
+        return _no_frames(analysis, rules)
     symbolized = sum(1 for c in state.frames if c.symbolized)
     quality = symbolized / len(state.frames) if state.frames else 0.0
     return Signature(text=SEPARATOR.join(parts), frames=tuple(parts), skipped=state.skipped,
                      key_frames=key_frames(candidates, rules), quality=round(quality, 2),
-                     notes=state.notes)
+                     notes=state.notes, rules_version=rules.version)
 
 
 def key_frames(candidates: list[Candidate], rules: Rules) -> tuple[int, ...]:
@@ -202,10 +256,19 @@ def key_frames(candidates: list[Candidate], rules: Rules) -> tuple[int, ...]:
     return tuple(out)
 
 
-def _no_frames(analysis: Analysis) -> Signature:
-    """No backtrace: group by what is known, so these crashes stay visible."""
+def _no_frames(analysis: Analysis, rules: Rules) -> Signature:
+    """No backtrace: group by what is known, so these crashes stay visible.
+    The reason is the first problem's code, in words: rewording a message
+    must not split a group."""
     exe = (analysis.executable or "unknown").rsplit("/", 1)[-1]
     sig = analysis.signal.name if analysis.signal else "no signal"
-    reason = analysis.problems[0].split(":")[0] if analysis.problems else "no frames"
+    first: Problem | None = analysis.problems[0] if analysis.problems else None
+    if first is None:
+        reason, why = "no frames", "no frames"
+    elif first.code == UNKNOWN:  # an old stored string: group by its words, as before codes
+        reason, why = first.message.split(":")[0], first.message
+    else:
+        reason, why = first.label, first.message
     text = f"{exe} | {sig} | {reason}"
-    return Signature(text=text, frames=(text,), notes=("no backtrace: " + reason,))
+    return Signature(text=text, frames=(text,), notes=("no backtrace: " + why,),
+                     rules_version=rules.version)

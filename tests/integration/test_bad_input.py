@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from analyzer.analyze import analyze_core
-from analyzer.gdb import GdbLimits
+from analyzer.gdb import GdbBudget
 from coretriage.ingest import ingest
 from coretriage.cli import main
 
@@ -50,7 +50,7 @@ def test_missing_executable_is_explained(samples, tmp_path):
 
 def test_gdb_timeout_gives_partial_record(samples):
     s = samples("recursion")
-    a = analyze_core(s.core, s.exe, limits=GdbLimits(timeout=0.5))
+    a = analyze_core(s.core, s.exe, budget=GdbBudget(timeout=0.5))
     assert any("did not finish" in p for p in a.problems)
     assert a.signal.name == "SIGSEGV"  # from the core notes, not gdb
 
