@@ -303,6 +303,25 @@ def cmd_hostsetup_doctor(args) -> int:
     return exit_code(checks)
 
 
+def cmd_db_upgrade(args) -> int:
+    """Bring the database's schema to this coretriage's (Alembic ``upgrade
+    head``); ``db current`` only reports it. Neither opens a Store, whose
+    opening refuses a shared database that is behind."""
+    from coretriage import migrations
+    from coretriage.config import load_config
+
+    config = load_config(args.data_dir)
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    if args.db_command == "current":
+        found = migrations.current(config.database_url)
+        state = "up to date" if found == migrations.HEAD else f"this coretriage needs {migrations.HEAD}"
+        print(f"{found or 'empty'} ({state})")
+        return 0
+    before, after = migrations.upgrade(config.database_url)
+    print(f"already at {after}" if before == after else f"upgraded from {before or 'empty'} to {after}")
+    return 0
+
+
 def cmd_run(args) -> int:
     """The whole single-host service on embedded defaults: sample groups,
     host set up (as root), collector and web UI; Ctrl-C puts the host back."""
@@ -463,6 +482,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8080)))
     s.add_argument("--no-host-setup", action="store_true", help="do not touch core_pattern")
     s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("db", help="the database schema").add_subparsers(dest="db_command", required=True)
+    a = s.add_parser("upgrade", help="upgrade the schema to this coretriage's (run once per upgrade)")
+    a.set_defaults(func=cmd_db_upgrade)
+    a = s.add_parser("current", help="the schema revision of the database")
+    a.set_defaults(func=cmd_db_upgrade)
 
     s = sub.add_parser("web", help="serve the web UI")
     s.add_argument("--host", default="127.0.0.1")

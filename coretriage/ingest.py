@@ -20,6 +20,7 @@ from analyzer.analyze import analyze_core
 from analyzer.gdb import GdbBudget
 from analyzer.model import Analysis, Signature
 from analyzer.signature import generate, load_rules
+from coretriage.records import Analyzed, CrashRecord
 from coretriage.store import CrashRow, NotFound, Store
 
 CHUNK = 1 << 20
@@ -110,6 +111,15 @@ def group_fields(analysis: Analysis, signature: Signature) -> dict:
     return {"key_frame": key_frame, "search_text": text}
 
 
+def analyzed(analysis: Analysis, signature: Signature, quality: float | None = None) -> Analyzed:
+    """The part of a crash's record that analysis and the rules make."""
+    return Analyzed(signature=signature.text, signature_data=dataclasses.asdict(signature),
+                    analysis=analysis.to_dict(), executable=analysis.executable,
+                    signal=analysis.signal.name if analysis.signal else None,
+                    quality=signature.quality if quality is None else quality,
+                    rules_version=signature.rules_version or None, **group_fields(analysis, signature))
+
+
 def _signature(config, analysis: Analysis) -> Signature:
     extra = config.rules_dir if config.rules_dir.is_dir() else None
     return generate(analysis, load_rules(extra))
@@ -167,13 +177,10 @@ def ingest(config, store: Store, core: Path, exe: Path | None = None, sysroot: P
         exe_file = str(keep_file(config.files_dir, Path(exe_found.found_at), exe_found.build_id))
     meta = dict(meta or {})
     when = crashed_at or meta.get("crashed_at") or core.stat().st_mtime
-    row, new = store.add_crash(
-        crash_id=crash_id, signature=signature.text, signature_data=dataclasses.asdict(signature),
-        analysis=analysis.to_dict(), crashed_at=float(when), executable=analysis.executable,
-        signal=analysis.signal.name if analysis.signal else None, quality=signature.quality,
+    row, new = store.add_crash(CrashRecord(
+        id=crash_id, crashed_at=float(when), analyzed=analyzed(analysis, signature),
         core_file=core_file, exe_file=exe_file, sysroot=str(sysroot) if sysroot else None,
-        host=meta.get("host"), container=meta.get("container"), image=meta.get("image"), meta=meta,
-        **group_fields(analysis, signature))
+        host=meta.get("host"), container=meta.get("container"), image=meta.get("image"), meta=meta))
     return Ingested(row, new, analysis, signature)
 
 
@@ -190,12 +197,9 @@ def ingest_metadata(config, store: Store, crash_id: str, *, executable: str | No
                         signal=SignalInfo(signal, signal_name(signal)) if signal else None,
                         problems=(Problem(CORE_NOT_KEPT, f"core not kept: {reason}"),))
     signature = _signature(config, analysis)
-    row, new = store.add_crash(
-        crash_id=crash_id, signature=signature.text, signature_data=dataclasses.asdict(signature),
-        analysis=analysis.to_dict(), crashed_at=crashed_at, executable=executable,
-        signal=analysis.signal.name if analysis.signal else None, quality=0.0,
-        host=meta.get("host"), container=meta.get("container"), image=meta.get("image"), meta=meta,
-        **group_fields(analysis, signature))
+    row, new = store.add_crash(CrashRecord(
+        id=crash_id, crashed_at=crashed_at, analyzed=analyzed(analysis, signature, quality=0.0),
+        host=meta.get("host"), container=meta.get("container"), image=meta.get("image"), meta=meta))
     return Ingested(row, new, analysis, signature)
 
 
@@ -225,11 +229,7 @@ def reprocess(config, store: Store, progress=lambda crash_id, sig: None) -> dict
             store.rename_group(group_id, next(iter(sigs)))
     moved = 0
     for crash_id, (group_id, analysis, signature) in results.items():
-        store.update_analysis(crash_id, signature=signature.text,
-                              signature_data=dataclasses.asdict(signature), analysis=analysis.to_dict(),
-                              executable=analysis.executable,
-                              signal=analysis.signal.name if analysis.signal else None,
-                              quality=signature.quality, **group_fields(analysis, signature))
+        store.update_analysis(crash_id, analyzed(analysis, signature))
         if store.crash(crash_id).group_id != group_id:
             moved += 1
     store.recount()

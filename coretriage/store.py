@@ -4,6 +4,19 @@ A group is one signature; it keeps its count and first and last seen so
 that listing groups never scans crashes. Crash ids (``c`` + 12 hex digits
 of the core's SHA-256) and group ids (``g`` + a number) never collide, and
 storing the same core twice is a no-op.
+
+The schema belongs to the migrations (``coretriage/migrations``, Alembic);
+the tables below mirror their head for queries. Opening a store checks the
+database's revision (one query) and, when it is not at head:
+
+- an empty database, on any backend, is brought to head: there is nothing
+  to lose, and a fresh ``make run`` or ``coretriage ingest`` just works;
+- SQLite (one host, one data dir) is upgraded in place, a database made
+  before migrations included: whoever runs the new code owns the file;
+- any other database (PostgreSQL, shared by many hosts whose older workers
+  may still be writing) is left alone: opening fails with one line asking
+  for ``coretriage db upgrade``, the operator's explicit step;
+- a database newer than this code is never touched: opening fails.
 """
 
 from __future__ import annotations
@@ -14,6 +27,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+
+from analyzer.errors import CoretriageError
+from coretriage import migrations
+from coretriage.records import Analyzed, CrashRecord
 
 metadata = sa.MetaData()
 
@@ -55,6 +72,7 @@ crashes = sa.Table(
     sa.Column("analysis", sa.Text, nullable=False),  # Analysis.to_dict() as JSON
     sa.Column("signature", sa.Text, nullable=False),  # Signature as JSON
     sa.Column("meta", sa.Text, nullable=False, default="{}"),  # collector metadata
+    sa.Column("rules_version", sa.Text),  # signature rule set the crash was grouped with
     sa.Index("ix_crashes_group", "group_id", "crashed_at"),
     # (group_id, x) cover the per-group facets without reading the rows;
     # (x, group_id) serve the filters
@@ -86,6 +104,10 @@ STATES = ("new", "acknowledged", "resolved", "regressed", "ignored")
 
 class NotFound(Exception):
     pass
+
+
+class SchemaError(CoretriageError):
+    """The database's schema is not one this code may use or upgrade by itself."""
 
 
 SORTS = {"last_seen": groups.c.last_seen, "count": groups.c.count, "first_seen": groups.c.first_seen}
@@ -156,6 +178,7 @@ class CrashRow:
     analysis: dict[str, Any]
     signature: dict[str, Any]
     meta: dict[str, Any]
+    rules_version: str | None = None
 
     @property
     def group_ref(self) -> str:
@@ -181,40 +204,52 @@ class Store:
         self.engine = sa.create_engine(url, **kwargs)
         if url.startswith("sqlite"):
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-        metadata.create_all(self.engine)
-        for table in (groups, crashes):  # create_all skips indexes of existing tables
-            for index in table.indexes:
-                index.create(self.engine, checkfirst=True)
+        try:
+            self._open_schema()
+        except BaseException:
+            self.engine.dispose()
+            raise
+
+    def _open_schema(self) -> None:
+        """The policy of the module docstring."""
+        with self.engine.connect() as db:
+            found = migrations.revision_of(db)
+        if found == migrations.HEAD:
+            return
+        if found not in (None, migrations.UNVERSIONED, *migrations.REVISIONS):
+            raise SchemaError(f"the database is at schema revision {found}, which this coretriage does not "
+                              f"know (its newest is {migrations.HEAD}): upgrade coretriage")
+        if found is not None and self.engine.dialect.name != "sqlite":
+            raise SchemaError(f"the database schema is at {found}, this coretriage needs "
+                              f"{migrations.HEAD}: run `coretriage db upgrade`")
+        migrations.upgrade(self.engine.url)
 
     def close(self) -> None:
         self.engine.dispose()
 
     # -- writing ---------------------------------------------------------
-    def add_crash(self, *, crash_id: str, signature: str, signature_data: dict, analysis: dict,
-                  crashed_at: float, executable: str | None, signal: str | None, quality: float,
-                  core_file: str | None = None, exe_file: str | None = None, sysroot: str | None = None,
-                  host: str | None = None, container: str | None = None, image: str | None = None,
-                  meta: dict | None = None, key_frame: str | None = None,
-                  search_text: str = "") -> tuple[CrashRow, bool]:
+    def add_crash(self, record: CrashRecord) -> tuple[CrashRow, bool]:
         """Store one crash in its group. Returns the row and whether it was new."""
+        a = record.analyzed
         with self.engine.begin() as db:
-            existing = db.execute(sa.select(crashes).where(crashes.c.id == crash_id)).first()
+            existing = db.execute(sa.select(crashes).where(crashes.c.id == record.id)).first()
             if existing is not None:
                 return _crash(existing), False
-            group_id = self._group_for(db, signature, executable, signal, quality, crashed_at)
+            group_id = self._group_for(db, a.signature, a.executable, a.signal, a.quality, record.crashed_at)
             g = groups.c
             db.execute(groups.update().where(g.id == group_id).values(
-                key_frame=key_frame, search_text=search_text[:4000],
+                key_frame=a.key_frame, search_text=a.search_text[:4000],
                 # a crash in a resolved group is a regression
                 state=sa.case((g.state == "resolved", "regressed"), else_=g.state)))
             db.execute(crashes.insert().values(
-                id=crash_id, group_id=group_id, crashed_at=crashed_at, ingested_at=time.time(),
-                executable=executable, signal=signal, host=host, container=container, image=image,
-                core_file=core_file, exe_file=exe_file, sysroot=sysroot,
-                analysis=json.dumps(analysis), signature=json.dumps(signature_data),
-                meta=json.dumps(meta or {})))
-            self._touch(db, group_id, crashed_at, +1)
-            row = db.execute(sa.select(crashes).where(crashes.c.id == crash_id)).one()
+                id=record.id, group_id=group_id, crashed_at=record.crashed_at, ingested_at=time.time(),
+                executable=a.executable, signal=a.signal, host=record.host, container=record.container,
+                image=record.image, core_file=record.core_file, exe_file=record.exe_file,
+                sysroot=record.sysroot, analysis=json.dumps(a.analysis),
+                signature=json.dumps(a.signature_data), meta=json.dumps(record.meta or {}),
+                rules_version=a.rules_version))
+            self._touch(db, group_id, record.crashed_at, +1)
+            row = db.execute(sa.select(crashes).where(crashes.c.id == record.id)).one()
             return _crash(row), True
 
     def _group_for(self, db, signature, executable, signal, quality, seen) -> int:
@@ -233,21 +268,19 @@ class Store:
         db.execute(groups.update().where(g.id == group_id).values(
             count=g.count + delta, first_seen=lo(g.first_seen, seen), last_seen=hi(g.last_seen, seen)))
 
-    def update_analysis(self, crash_id: str, *, signature: str, signature_data: dict, analysis: dict,
-                        executable: str | None, signal: str | None, quality: float,
-                        key_frame: str | None = None, search_text: str = "") -> None:
+    def update_analysis(self, crash_id: str, a: Analyzed) -> None:
         """Replace a crash's analysis (reprocess); moves it between groups."""
         with self.engine.begin() as db:
             db.execute(crashes.update().where(crashes.c.id == crash_id).values(
-                analysis=json.dumps(analysis), signature=json.dumps(signature_data),
-                executable=executable, signal=signal))
+                analysis=json.dumps(a.analysis), signature=json.dumps(a.signature_data),
+                executable=a.executable, signal=a.signal, rules_version=a.rules_version))
             old = db.execute(sa.select(crashes.c.group_id, crashes.c.crashed_at)
                              .where(crashes.c.id == crash_id)).one()
-            target = self._group_for(db, signature, executable, signal, quality, old.crashed_at)
+            target = self._group_for(db, a.signature, a.executable, a.signal, a.quality, old.crashed_at)
             if target != old.group_id:
                 db.execute(crashes.update().where(crashes.c.id == crash_id).values(group_id=target))
             db.execute(groups.update().where(groups.c.id == target).values(
-                quality=quality, key_frame=key_frame, search_text=search_text[:4000]))
+                quality=a.quality, key_frame=a.key_frame, search_text=a.search_text[:4000]))
 
     def rename_group(self, group_id: int, signature: str) -> bool:
         """Give a group a new signature, keeping its id, when no other group has it."""

@@ -5,6 +5,7 @@ import re
 import pytest
 
 from coretriage.ingest import ingest
+from coretriage.records import Analyzed, CrashRecord
 from webui import create_app
 from coretriage.users import hash_password, new_token, token_hash
 
@@ -118,12 +119,14 @@ def test_core_content_is_escaped(app, config):
     """A function name, path or environment value from a core is text, never markup."""
     s = app.extensions["store"]
     hostile = "<script>alert(1)</script>"
-    s.add_crash(crash_id="c0123456789ab", signature=f"{hostile} | main", signature_data={"text": hostile},
-                analysis={"core": "x", "executable": f"/tmp/{hostile}",
-                          "threads": [{"number": 1, "lwp": 1, "crashed": True,
-                                       "frames": [{"index": 0, "pc": 1, "function": hostile}]}]},
-                crashed_at=1.0, executable=f"/tmp/{hostile}", signal="SIGSEGV", quality=1.0,
-                meta={"environ": {"X": hostile}}, key_frame=hostile, search_text=hostile)
+    s.add_crash(CrashRecord(
+        id="c0123456789ab", crashed_at=1.0, meta={"environ": {"X": hostile}},
+        analyzed=Analyzed(signature=f"{hostile} | main", signature_data={"text": hostile},
+                          analysis={"core": "x", "executable": f"/tmp/{hostile}",
+                                    "threads": [{"number": 1, "lwp": 1, "crashed": True,
+                                                 "frames": [{"index": 0, "pc": 1, "function": hostile}]}]},
+                          executable=f"/tmp/{hostile}", signal="SIGSEGV", quality=1.0,
+                          key_frame=hostile, search_text=hostile)))
     c = app.test_client()
     login(c, "ann", "viewer-pass")
     for path in ("/", "/crashes/c0123456789ab", f"/groups/{s.crash('c0123456789ab').group_id}"):
