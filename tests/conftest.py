@@ -71,3 +71,79 @@ def analyzed(samples):
         return cache[key]
 
     return get
+
+
+# -- databases made before migrations (tests/*/test_migrations*.py) ----------
+LEGACY_COMMIT = "336391d"  # the last store that made its own schema
+
+
+@pytest.fixture(scope="session")
+def legacy_store(tmp_path_factory):
+    """The store module as it was before migrations, its exact source from
+    git, loaded under another name: it makes the databases the migration
+    tests upgrade."""
+    import importlib.util
+    import subprocess
+
+    source = subprocess.run(["git", "-C", str(ROOT), "show", f"{LEGACY_COMMIT}:analyzer/store.py"],
+                            capture_output=True, text=True, check=True).stdout
+    path = tmp_path_factory.mktemp("legacy") / "legacy_store.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("legacy_store", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def _fill_legacy(legacy, url: str) -> None:
+    """Crashes in three groups with states and notes, users and a token,
+    through the old store's own API."""
+    old = legacy.Store(url)
+    try:
+        def crash(n, signature, at, **where):
+            old.add_crash(crash_id=f"c{n:012x}", signature=signature, signature_data={"text": signature},
+                          analysis={"core": f"/cores/{n}", "threads": [], "problems": [f"p{n}"]},
+                          crashed_at=at, executable="/usr/sbin/haproxy", signal="SIGSEGV", quality=0.5 + n / 10,
+                          core_file=f"cores/c{n:012x}.core.zst", exe_file="/files/x/haproxy", sysroot=None,
+                          meta={"pid": n, "environ": {"LANG": "C"}}, key_frame=signature.split(" | ")[0],
+                          search_text=f"{signature} frame{n}", **where)
+
+        crash(1, "parse_request | main", 1000.0, host="web-1", image="shop:1.2", container="shop-api")
+        crash(2, "parse_request | main", 2000.0, host="web-2", image="shop:1.3", container="shop-api")
+        crash(3, "parse_request | main", 1500.0, host="web-1")
+        crash(4, "session_release | worker", 3000.0, host="worker-7", image="billing:3.4")
+        crash(5, "strlen | header_length | main", 4000.0)
+        ids = {g.signature: g.id for g in old.groups()}
+        old.set_state(ids["parse_request | main"], "acknowledged", "BILL-42: seen in production")
+        old.set_state(ids["session_release | worker"], "resolved", "fixed in 3.5")
+        old.set_state(ids["strlen | header_length | main"], "ignored")
+        old.add_user("alice", "hash-of-alice", "admin")
+        old.add_user("bob", "hash-of-bob", "viewer")
+        old.add_token("alice", "a" * 64)
+    finally:
+        old.close()
+
+
+def _table_rows(url: str) -> dict[str, list[dict]]:
+    """Every row of every table, in key order."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as db:
+            return {table: [dict(r._mapping) for r in db.execute(sa.text(f"SELECT * FROM {table} ORDER BY 1"))]
+                    for table in ("groups", "crashes", "users", "api_tokens")}
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def make_legacy_db(legacy_store):
+    """url -> a database made and filled by the store before migrations."""
+    return lambda url: _fill_legacy(legacy_store, url)
+
+
+@pytest.fixture
+def table_rows():
+    return _table_rows
