@@ -147,3 +147,72 @@ def make_legacy_db(legacy_store):
 @pytest.fixture
 def table_rows():
     return _table_rows
+
+
+def _schema_diff(url, target) -> list:
+    """What Alembic's autogenerate would change to make the database ``target``."""
+    import sqlalchemy as sa
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as db:
+            return compare_metadata(MigrationContext.configure(db), target)
+    finally:
+        engine.dispose()
+
+
+def _record(crash_id, signature, at, **where):
+    from coretriage.records import Analyzed, CrashRecord
+
+    return CrashRecord(id=crash_id, crashed_at=at, meta={"pid": 1}, **where, analyzed=Analyzed(
+        signature=signature, signature_data={"text": signature}, analysis={"core": "x", "threads": []},
+        executable="/usr/sbin/haproxy", signal="SIGSEGV", quality=0.9, key_frame="f",
+        search_text=signature, rules_version="1-abc"))
+
+
+def _check_upgraded(url, before, after):
+    """Every row the old store wrote is still there, unchanged; the new column
+    is null on old crashes; the upgraded store files a new crash."""
+    assert {t: len(rows) for t, rows in before.items()} == {"groups": 3, "crashes": 5, "users": 2, "api_tokens": 1}
+    assert after["groups"] == before["groups"]
+    assert after["users"] == before["users"] and after["api_tokens"] == before["api_tokens"]
+    assert [{k: v for k, v in row.items() if k != "rules_version"} for row in after["crashes"]] == before["crashes"]
+    assert all(row["rules_version"] is None for row in after["crashes"])
+
+    from coretriage.store import GroupQuery, Store
+
+    store = Store(url)
+    try:
+        by_sig = {g.signature: g for g in store.groups()}
+        resolved = by_sig["session_release | worker"]
+        assert (resolved.state, resolved.note, resolved.count) == ("resolved", "fixed in 3.5", 1)
+        assert by_sig["parse_request | main"].note == "BILL-42: seen in production"
+        assert store.user_for_token("a" * 64).name == "alice"
+        assert store.user_record("bob")[0].role == "viewer"
+        old = store.crash("c000000000001")
+        assert old.analysis["problems"] == ["p1"] and old.meta["environ"] == {"LANG": "C"}
+        assert old.rules_version is None
+
+        row, new = store.add_crash(_record("cabcdefabcdef", "session_release | worker", 5000.0, host="worker-8"))
+        assert new and row.group_id == resolved.id and row.rules_version == "1-abc"
+        again = store.group(resolved.id)
+        assert (again.state, again.count, again.last_seen) == ("regressed", 2, 5000.0)
+        found, total = store.find_groups(GroupQuery(host="worker-8"))
+        assert total == 1 and found[0].id == resolved.id
+        assert store.find_groups(GroupQuery())[1] == 3
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def schema_diff():
+    return _schema_diff
+
+
+@pytest.fixture
+def check_upgraded():
+    """(url, rows before, rows after): asserts every row the old store wrote
+    is intact and that the upgraded store works."""
+    return _check_upgraded

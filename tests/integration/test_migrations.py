@@ -8,63 +8,10 @@ import pytest
 import sqlalchemy as sa
 
 from coretriage import migrations
-from coretriage.records import Analyzed, CrashRecord
-from coretriage.store import GroupQuery, SchemaError, Store, metadata
+from coretriage.store import SchemaError, Store, metadata
 
 
-def schema_diff(url, target) -> list:
-    """What Alembic's autogenerate would change to make the database ``target``."""
-    from alembic.autogenerate import compare_metadata
-    from alembic.migration import MigrationContext
-
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as db:
-            return compare_metadata(MigrationContext.configure(db), target)
-    finally:
-        engine.dispose()
-
-
-def record(crash_id, signature, at, **where) -> CrashRecord:
-    return CrashRecord(id=crash_id, crashed_at=at, meta={"pid": 1}, **where, analyzed=Analyzed(
-        signature=signature, signature_data={"text": signature}, analysis={"core": "x", "threads": []},
-        executable="/usr/sbin/haproxy", signal="SIGSEGV", quality=0.9, key_frame="f",
-        search_text=signature, rules_version="1-abc"))
-
-
-def assert_intact_and_working(url, before, after):
-    """Every row the old store wrote is still there, unchanged; the new column
-    is null on old crashes; the upgraded store files a new crash."""
-    assert {t: len(rows) for t, rows in before.items()} == {"groups": 3, "crashes": 5, "users": 2, "api_tokens": 1}
-    assert after["groups"] == before["groups"]
-    assert after["users"] == before["users"] and after["api_tokens"] == before["api_tokens"]
-    assert [{k: v for k, v in row.items() if k != "rules_version"} for row in after["crashes"]] == before["crashes"]
-    assert all(row["rules_version"] is None for row in after["crashes"])
-
-    store = Store(url)
-    try:
-        by_sig = {g.signature: g for g in store.groups()}
-        resolved = by_sig["session_release | worker"]
-        assert (resolved.state, resolved.note, resolved.count) == ("resolved", "fixed in 3.5", 1)
-        assert by_sig["parse_request | main"].note == "BILL-42: seen in production"
-        assert store.user_for_token("a" * 64).name == "alice"
-        assert store.user_record("bob")[0].role == "viewer"
-        old = store.crash("c000000000001")
-        assert old.analysis["problems"] == ["p1"] and old.meta["environ"] == {"LANG": "C"}
-        assert old.rules_version is None
-
-        row, new = store.add_crash(record("cabcdefabcdef", "session_release | worker", 5000.0, host="worker-8"))
-        assert new and row.group_id == resolved.id and row.rules_version == "1-abc"
-        again = store.group(resolved.id)
-        assert (again.state, again.count, again.last_seen) == ("regressed", 2, 5000.0)
-        found, total = store.find_groups(GroupQuery(host="worker-8"))
-        assert total == 1 and found[0].id == resolved.id
-        assert store.find_groups(GroupQuery())[1] == 3
-    finally:
-        store.close()
-
-
-def test_database_made_before_migrations_is_upgraded_in_place(tmp_path, make_legacy_db, table_rows):
+def test_database_made_before_migrations_is_upgraded_in_place(tmp_path, make_legacy_db, table_rows, schema_diff, check_upgraded):
     url = f"sqlite:///{tmp_path}/crashes.db"
     make_legacy_db(url)
     before = table_rows(url)
@@ -72,10 +19,10 @@ def test_database_made_before_migrations_is_upgraded_in_place(tmp_path, make_leg
     Store(url).close()  # SQLite: opening upgrades
     assert migrations.current(url) == migrations.HEAD
     assert schema_diff(url, metadata) == []
-    assert_intact_and_working(url, before, table_rows(url))
+    check_upgraded(url, before, table_rows(url))
 
 
-def test_cli_db_current_and_upgrade(tmp_path, make_legacy_db, table_rows):
+def test_cli_db_current_and_upgrade(tmp_path, make_legacy_db, table_rows, schema_diff, check_upgraded):
     data = tmp_path / "data"
     data.mkdir()
     url = f"sqlite:///{data}/crashes.db"
@@ -91,10 +38,10 @@ def test_cli_db_current_and_upgrade(tmp_path, make_legacy_db, table_rows):
     assert cli("upgrade") == f"upgraded from unversioned to {migrations.HEAD}"
     assert cli("upgrade") == f"already at {migrations.HEAD}"
     assert cli("current") == f"{migrations.HEAD} (up to date)"
-    assert_intact_and_working(url, before, table_rows(url))
+    check_upgraded(url, before, table_rows(url))
 
 
-def test_first_revision_is_the_schema_before_migrations(tmp_path, legacy_store):
+def test_first_revision_is_the_schema_before_migrations(tmp_path, legacy_store, schema_diff):
     url = f"sqlite:///{tmp_path}/crashes.db"
     assert migrations.upgrade(url, "0001") == (None, "0001")
     assert schema_diff(url, legacy_store.metadata) == []
@@ -102,7 +49,7 @@ def test_first_revision_is_the_schema_before_migrations(tmp_path, legacy_store):
     assert schema_diff(url, metadata) == []
 
 
-def test_fresh_database_made_once_by_concurrent_openers(tmp_path):
+def test_fresh_database_made_once_by_concurrent_openers(tmp_path, schema_diff):
     url = f"sqlite:///{tmp_path}/crashes.db"
     code = "import sys; from coretriage.store import Store; Store(sys.argv[1]).close()"
     procs = [subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE, text=True)

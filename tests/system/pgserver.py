@@ -47,3 +47,16 @@ def postgres_server():
             except subprocess.TimeoutExpired:
                 server.kill()
                 server.wait()
+
+
+def create_database(url: str, name: str) -> str:
+    """Another empty database on the server of ``url``; returns its URL."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")  # CREATE DATABASE refuses transactions
+    try:
+        with engine.connect() as db:
+            db.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    finally:
+        engine.dispose()
+    return sa.make_url(url).set(database=name).render_as_string(hide_password=False)
