@@ -59,6 +59,10 @@ class Problem(str):
     def __str__(self) -> str:
         return self.message
 
+    def __ne__(self, other):  # str's own __ne__ would ignore the code
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
     @property
     def label(self) -> str:
         return LABELS.get(self.code, self.code)

@@ -5,10 +5,15 @@ import shutil
 
 import pytest
 
+from analyzer import problems as P
 from analyzer.analyze import analyze_core
 from analyzer.gdb import GdbBudget
 from coretriage.ingest import ingest
 from coretriage.cli import main
+
+
+def codes(analysis):
+    return {p.code for p in analysis.problems}
 
 
 def run(capsys, *argv):
@@ -24,6 +29,7 @@ def test_truncated_core_still_gives_a_record(samples, tmp_path):
     cut.write_bytes(data[: len(data) // 3])
     a = analyze_core(cut, s.exe)
     assert any("truncated" in p for p in a.problems)
+    assert P.TRUNCATED_CORE in codes(a)
     assert a.signal.name == "SIGSEGV" and a.pid  # the notes survived the cut
 
 
@@ -32,6 +38,7 @@ def test_garbage_is_recorded_with_a_reason(config, store, tmp_path):
     junk.write_bytes(b"\x7fELF" + b"\xff" * 200)
     done = ingest(config, store, junk)
     assert done.analysis.problems[0].startswith("not a core dump")
+    assert done.analysis.problems[0].code == P.NOT_A_CORE
     assert done.crash.id and done.signature.text.startswith("unknown | no signal")
 
 
@@ -44,6 +51,7 @@ def test_missing_executable_is_explained(samples, tmp_path):
     exe_copy.unlink()  # gone, as on a host where the image was removed
     a = analyze_core(core)
     assert any("executable" in p and "not found" in p for p in a.problems)
+    assert P.MISSING_EXECUTABLE in codes(a)
     assert a.signal.name == "SIGSEGV"
     assert a.crashing_thread is not None  # libc frames still unwind
 
@@ -52,6 +60,7 @@ def test_gdb_timeout_gives_partial_record(samples):
     s = samples("recursion")
     a = analyze_core(s.core, s.exe, budget=GdbBudget(timeout=0.5))
     assert any("did not finish" in p for p in a.problems)
+    assert P.GDB_TIMEOUT in codes(a)
     assert a.signal.name == "SIGSEGV"  # from the core notes, not gdb
 
 
@@ -60,6 +69,7 @@ def test_wrong_build_is_not_trusted(samples, tmp_path):
     other = samples("double_free").exe
     a = analyze_core(s.core, other)
     assert any("not the build that crashed" in p for p in a.problems)
+    assert P.WRONG_BUILD in codes(a)
 
 
 def test_hostile_core_name(samples, tmp_path):

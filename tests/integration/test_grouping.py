@@ -78,3 +78,14 @@ def test_prune_keeps_the_newest_cores_of_each_group(config, store, samples, caps
         assert store.crash(row.id).analysis["threads"]  # the analysis stays
     assert store.crash(other.crash.id).core_file is not None  # its group's only core
     assert store.group(newest.group_id).count == 3
+
+
+def test_running_process_picks_up_an_edited_rule_file(config, store, samples):
+    """No reprocess and no restart: the next crash uses the edited list."""
+    before = ingest(config, store, samples("segv", 0).core, samples("segv", 0).exe).signature
+    assert "header_length" in before.text
+    config.rules_dir.mkdir(parents=True)
+    (config.rules_dir / "skip.txt").write_text("header_length\n")
+    after = ingest(config, store, samples("segv", 1).core, samples("segv", 1).exe).signature
+    assert after.text == "strlen | parse_request | main"
+    assert after.rules_version and after.rules_version != before.rules_version

@@ -5,6 +5,7 @@ import shutil
 import subprocess
 
 from analyzer.analyze import analyze_core
+from analyzer.problems import MISSING_EXECUTABLE
 from analyzer.signature import generate
 
 
@@ -34,6 +35,7 @@ def test_sysroot_without_the_program_says_so(tmp_path, samples):
     empty.mkdir()
     a = analyze_core(s.core, sysroot=empty)
     assert any("not found" in p for p in a.problems)
+    assert any(p.code == MISSING_EXECUTABLE for p in a.problems)
     assert str(s.exe) in a.modules_without_symbols
 
 

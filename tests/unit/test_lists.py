@@ -43,3 +43,24 @@ def test_user_rules_extend_lists(tmp_path):
     rules = load_rules(tmp_path)
     assert _matches(rules.skip, "log_and_crash")
     assert _matches(rules.skip, "raise")
+
+
+def test_rules_have_a_stable_version(tmp_path):
+    base = load_rules()
+    assert base.version.startswith("1-") and len(base.version) == 14
+    (tmp_path / "skip.txt").write_text("# only a comment\n\n")
+    assert load_rules(tmp_path).version == base.version  # comments do not change grouping
+
+
+def test_edited_user_rules_are_read_again_without_a_restart(tmp_path):
+    skip = tmp_path / "skip.txt"
+    skip.write_text("log_and_crash\n")
+    first = load_rules(tmp_path)
+    assert load_rules(tmp_path) is first  # unchanged files: nothing read again
+    skip.write_text("log_and_crash\nreport_and_die\n")
+    second = load_rules(tmp_path)
+    assert _matches(second.skip, "report_and_die") and not _matches(first.skip, "report_and_die")
+    assert second.version != first.version
+    (tmp_path / "prefix.txt").write_text("my_memcpy\n")  # a new file counts too
+    third = load_rules(tmp_path)
+    assert _matches(third.prefix, "my_memcpy") and third.version != second.version

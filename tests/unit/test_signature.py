@@ -1,8 +1,10 @@
 """Signature rules on hand-built frame lists (the integration tests run
 the same rules on real cores)."""
 
+from analyzer import problems as P
 from analyzer.model import Analysis, Frame, Recursion, SignalInfo, Thread
-from analyzer.signature import generate
+from analyzer.problems import Problem
+from analyzer.signature import generate, load_rules
 
 LIBC = "/usr/lib/x86_64-linux-gnu/libc.so.6"
 APP = "/usr/sbin/app"
@@ -77,3 +79,31 @@ def test_no_threads_gives_explainable_signature():
     a = Analysis(core="x", problems=("not a core dump: not an ELF file",))
     sig = generate(a)
     assert sig.text == "unknown | no signal | not a core dump"
+
+
+def frameless(*problems):
+    return Analysis(core="x", executable=APP, signal=SignalInfo(11, "SIGSEGV"), problems=problems)
+
+
+def test_frameless_group_keys_on_the_code_not_the_wording():
+    one = generate(frameless(Problem(P.CORE_NOT_KEPT, "core not kept: over the size limit")))
+    two = generate(frameless(Problem(P.CORE_NOT_KEPT, "Core dropped (crash storm): not kept")))
+    assert one.text == two.text == "app | SIGSEGV | core not kept"
+    assert one.notes != two.notes  # the message is still shown, beside the group
+
+
+def test_frameless_groups_of_different_codes_differ():
+    texts = {generate(frameless(Problem(code, "same words"))).text for code in sorted(P.LABELS)}
+    assert len(texts) == len(P.LABELS)
+
+
+def test_frameless_old_string_without_a_code_keeps_its_old_group():
+    sig = generate(frameless("collector gave up: disk full"))
+    assert sig.text == "app | SIGSEGV | collector gave up"
+    assert generate(frameless()).text == "app | SIGSEGV | no frames"
+
+
+def test_signatures_carry_the_rules_version():
+    version = load_rules().version
+    assert generate(frameless()).rules_version == version
+    assert generate(analysis(frames("parse", "main"))).rules_version == version
