@@ -18,7 +18,7 @@ from analyzer.model import Analysis
 from coretriage.store import Store
 from collector.corepattern import read_pattern
 from collector.watch import Collector
-from coretriage.cli import make_submit
+from coretriage.wiring import Wiring
 from coretriage.config import load_config
 from dockerhost import (IMAGE, MOUNT, cli, collector_installed, docker, dockerd,  # noqa: F401 (fixtures)
                         haproxy_container, haproxy_image)
@@ -45,7 +45,7 @@ def test_haproxy_container_crash_symbolized_with_the_containers_files(
     store = Store(config.database_url)
     t0 = time.monotonic()
     stop = threading.Event()
-    collector = Collector(config.spool_dir, make_submit(config, store), rescan=0.5)
+    collector = Collector(config.spool_dir, Wiring(config).submit(), rescan=0.5)
     thread = threading.Thread(target=collector.run, args=(stop,), daemon=True)
     thread.start()
     try:
