@@ -4,7 +4,6 @@ to a temporary root. Needs root."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import resource
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from collector.corepattern import pattern_lock
 from collector.hostsetup import checks as C
 from collector.hostsetup.containers import ContainerInfo
 from collector.hostsetup.doctor import run_checks
@@ -27,9 +27,8 @@ PROC_SYS = Path("/proc/sys/kernel")
 APPORT_PATTERN = "|/usr/share/apport/apport %p %s %c %d %P %E"
 DAEMON_JSON = {"log-driver": "json-file", "log-opts": {"max-size": "10m"},
                "default-ulimits": {"nofile": {"Name": "nofile", "Hard": 65536, "Soft": 65536}}}
-# Other test sessions on this host set core_pattern too; those that take this
-# lock do not overlap with us.
-LOCK = Path("/run/lock/coretriage-core-pattern.lock")
+# Other test sessions on this host set core_pattern too; those that take
+# pattern_lock do not overlap with us.
 
 
 @pytest.fixture
@@ -37,8 +36,7 @@ def kernel():
     """Hold the core_pattern lock; put core_pattern and core_pipe_limit back afterwards, whatever happens."""
     if os.geteuid() != 0:
         pytest.fail("host-setup system tests write /proc/sys/kernel/core_pattern: run them as root")
-    with open(LOCK, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with pattern_lock():  # the lock install and uninstall take again (reentrant)
         saved = {name: (PROC_SYS / name).read_text() for name in ("core_pattern", "core_pipe_limit")}
         try:
             yield {k: v.rstrip("\n") for k, v in saved.items()}

@@ -15,7 +15,7 @@ from coretriage.store import Store
 from collector.corepattern import pattern_lock, read_pattern
 from collector.socket_server import SOCKET_NAME, kernel_supports_socket, serve
 from collector.watch import Collector
-from coretriage.cli import make_submit
+from coretriage.wiring import Wiring
 from coretriage.config import load_config
 from collector.hostsetup.install import install, uninstall
 
@@ -35,7 +35,7 @@ def test_crash_through_the_socket_to_a_group(samples, tmp_path):
     stop = threading.Event()
     sock = str(data / SOCKET_NAME)
     server = threading.Thread(target=serve, args=(sock, str(data), stop), daemon=True)
-    collector = Collector(config.spool_dir, make_submit(config, store), rescan=0.5)
+    collector = Collector(config.spool_dir, Wiring(config).submit(), rescan=0.5)
     watcher = threading.Thread(target=collector.run, args=(stop,), daemon=True)
     with pattern_lock():
         before = read_pattern()

@@ -18,8 +18,14 @@ from collector.spool import finished_bundles
 CRASHES = 5
 
 
-def open_fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
+def open_fds(pid: int) -> dict[str, str]:
+    fds = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            fds[fd] = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+    return fds
 
 
 def wait_done(spool: Path, count: int, daemon: subprocess.Popen, timeout: float = 90) -> None:
@@ -62,7 +68,9 @@ def test_daemon_fds_do_not_grow_across_crashes(samples):
                 crash(n)
             wait_done(data / "spool", CRASHES + 1, daemon)
             after = open_fds(daemon.pid)
-        assert after <= before, f"daemon fds grew from {before} to {after} over {CRASHES} crashes"
+        new = sorted(target for fd, target in after.items() if before.get(fd) != target)
+        assert len(after) <= len(before), (f"daemon fds grew from {len(before)} to {len(after)} "
+                                           f"over {CRASHES} crashes: {new}")
     finally:
         daemon.terminate()
         try:
