@@ -367,3 +367,25 @@ def test_meta_of_another_bundle_refused(tmp_path):
     os.close(fd)
     with pytest.raises(ValueError, match="belongs to"):
         read_meta(spool / "1795619035-1-00000001")
+
+
+def test_bundle_names_and_paths(tmp_path):
+    from collector.bundle import Bundle
+
+    b = Bundle(tmp_path / "1700000000-42-0badf00d")
+    assert b.id == "1700000000-42-0badf00d"
+    assert (b.core.name, b.meta.name, b.root.name) == ("core.zst", "meta.json", "root")
+    assert not b.is_finished() and not b.is_done() and not b.was_evicted()
+    b.dir.mkdir()
+    b.meta.write_text("{}")
+    (b.dir / Bundle.DONE).touch()
+    (b.dir / Bundle.EVICTED).touch()
+    assert b.is_finished() and b.is_done() and b.was_evicted()
+
+
+def test_one_status_parser_for_proc_and_fdinfo():
+    from collector.process import parse_status
+
+    text = "Name:\tsleep\nUid:\t0\t0\t0\t0\nNSpid:\t4242\t1\nno colon here\n"
+    assert parse_status(text) == parse_status(text.encode()) == {
+        "Name": "sleep", "Uid": "0\t0\t0\t0", "NSpid": "4242\t1"}
