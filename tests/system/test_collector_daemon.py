@@ -130,5 +130,6 @@ def test_evicted_bundle_still_counts(config, store, samples, running, tmp_path):
     running(Wiring(config).submit())
     wait_for(lambda: store.groups(), what="the evicted crash in the store")
     crash = store.crashes_of(store.groups()[0].id)[0]
-    assert crash.analysis["problems"] == ["core not kept: evicted to make room in the spool"]
+    assert crash.analysis["problems"] == [{"code": "core_not_kept",
+                                           "message": "core not kept: evicted to make room in the spool"}]
     assert crash.core_file is None
