@@ -43,10 +43,12 @@ def _parse_ref(ref: str) -> tuple[str, str | int]:
 
 
 def cmd_ingest(args) -> int:
+    from analyzer.problems import NOT_A_CORE
     from coretriage.ingest import ingest
 
-    config, store = _context(args)
-    done = ingest(config, store, Path(args.core), Path(args.exe) if args.exe else None,
+    wiring = _wiring(args)
+    wiring.open_store_in_background()  # while gdb runs
+    done = ingest(wiring.config, lambda: wiring.store, Path(args.core), Path(args.exe) if args.exe else None,
                   Path(args.sysroot) if args.sysroot else None)
     a, sig = done.analysis, done.signature
     if args.json:
@@ -55,23 +57,27 @@ def cmd_ingest(args) -> int:
                           "signature": sig.text, "quality": sig.quality,
                           "key_frames": key_frame_list(done.crash),
                           "signal": a.signal.name if a.signal else None,
-                          "executable": a.executable, "problems": list(a.problems)}))
+                          "executable": a.executable, "problems": [p.to_dict() for p in a.problems]}))
     else:
         state = "stored" if done.new else "already stored"
         print(f"{done.crash.id} {state} in {done.crash.group_ref}: {sig.text}")
         for p in a.problems:
             print(f"  note: {p}")
-    if not a.threads and any(p.startswith("not a core dump") for p in a.problems):
+    if not a.threads and any(p.code == NOT_A_CORE for p in a.problems):
         print(f"coretriage: error: {args.core}: {a.problems[0]} (recorded as {done.crash.id})", file=sys.stderr)
         return EXIT_ERROR
     return 0
 
 
 def cmd_list(args) -> int:
+    from coretriage.migrations import HEAD
     from coretriage.reports import when
+    from coretriage.sqlitelist import recent_groups
 
-    _, store = _context(args)
-    groups = store.groups(limit=args.limit)
+    wiring = _wiring(args)
+    groups = recent_groups(wiring.config.database_url, HEAD, args.limit)
+    if groups is None:  # not a plain SQLite file at head: the store knows what to do
+        groups = wiring.store.groups(limit=args.limit)
     if args.json:
         print(json.dumps([{"group_id": g.ref, "signature": g.signature, "count": g.count,
                            "first_seen": g.first_seen, "last_seen": g.last_seen, "executable": g.executable,

@@ -15,19 +15,23 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 from analyzer.analyze import analyze_core
 from analyzer.gdb import GdbBudget
 from analyzer.model import Analysis, Signature
 from analyzer.signature import generate, load_rules
-from coretriage.records import Analyzed, CrashRecord
-from coretriage.store import CrashRow, NotFound, Store
+from analyzer.errors import CoretriageError
+from coretriage.records import Analyzed, CrashRecord, CrashRow
+
+if TYPE_CHECKING:  # the store (SQLAlchemy) is imported by whoever opens it
+    from coretriage.store import Store
 
 CHUNK = 1 << 20
 
 
-class IngestError(Exception):
-    """Bad input: the message is one line for the user."""
+class IngestError(CoretriageError):
+    """Bad input: a core, executable or sysroot that is not there or not readable."""
 
 
 @dataclass(frozen=True)
@@ -145,9 +149,23 @@ def keep_core(core: Path, dest: Path, compressed: Path | None) -> None:
     compress_into(core, dest)
 
 
-def ingest(config, store: Store, core: Path, exe: Path | None = None, sysroot: Path | None = None,
-           meta: dict | None = None, crashed_at: float | None = None,
+def _stored(store: Store, crash_id: str) -> Ingested | None:
+    from coretriage.store import NotFound
+
+    try:
+        row = store.crash(crash_id)
+    except NotFound:
+        return None
+    return Ingested(row, False, Analysis.from_dict(row.analysis), Signature(**_tuples(row.signature)))
+
+
+def ingest(config, store: Store | Callable[[], Store], core: Path, exe: Path | None = None,
+           sysroot: Path | None = None, meta: dict | None = None, crashed_at: float | None = None,
            compressed: Path | None = None) -> Ingested:
+    """Analyze ``core`` and file it. ``store`` may be a function that returns
+    the store: a cold CLI opens it (importing SQLAlchemy is most of its
+    start-up) while gdb runs, and so looks for the same core already stored
+    after the analysis rather than before it."""
     core = Path(core)
     if not core.is_file():
         raise IngestError(f"{core}: no such file")
@@ -159,16 +177,15 @@ def ingest(config, store: Store, core: Path, exe: Path | None = None, sysroot: P
         crash_id = crash_id_of(core)
     except OSError as exc:
         raise IngestError(f"{core}: {exc.strerror}") from None
-    try:
-        row = store.crash(crash_id)
-    except NotFound:
-        pass
-    else:  # already stored: ingesting is idempotent
-        analysis = Analysis.from_dict(row.analysis)
-        return Ingested(row, False, analysis, Signature(**_tuples(row.signature)))
+    if not callable(store) and (done := _stored(store, crash_id)):
+        return done  # already stored: ingesting is idempotent
 
     analysis = _analyze(config, core, exe, sysroot)
     signature = _signature(config, analysis)
+    if callable(store):
+        store = store()
+        if done := _stored(store, crash_id):
+            return done
     core_file = f"cores/{crash_id}.core.zst"
     keep_core(core, config.data_dir / core_file, compressed)
     exe_file = None

@@ -1,7 +1,8 @@
-"""What ingest hands the store: one crash as a frozen record.
+"""The store's plain data: what ingest hands it (one crash as a frozen
+record) and the rows it gives back.
 
-Plain data with no database imports, so ingest can build a record before
-(or without) importing SQLAlchemy.
+No database imports, so ingest can build a record before SQLAlchemy is
+loaded, and ``coretriage list`` can read groups without it at all.
 """
 
 from __future__ import annotations
@@ -40,3 +41,75 @@ class CrashRecord:
     container: str | None = None
     image: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)  # collector metadata
+
+
+@dataclass(frozen=True)
+class GroupQuery:
+    """Filters, sort and page for the group list (web UI and API)."""
+
+    sort: str = "last_seen"  # last_seen | count | first_seen
+    executable: str | None = None
+    image: str | None = None
+    container: str | None = None
+    host: str | None = None
+    signal: str | None = None
+    state: str | None = None
+    since: float | None = None  # last seen at or after
+    until: float | None = None  # first seen at or before
+    search: str | None = None
+    limit: int = 50
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    role: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+@dataclass(frozen=True)
+class GroupRow:
+    id: int
+    signature: str
+    executable: str | None
+    signal: str | None
+    count: int
+    first_seen: float
+    last_seen: float
+    quality: float
+    state: str
+    note: str
+    key_frame: str | None = None
+    search_text: str = ""
+
+    @property
+    def ref(self) -> str:
+        return f"g{self.id}"
+
+
+@dataclass(frozen=True)
+class CrashRow:
+    id: str
+    group_id: int
+    crashed_at: float
+    ingested_at: float
+    executable: str | None
+    signal: str | None
+    host: str | None
+    container: str | None
+    image: str | None
+    core_file: str | None
+    exe_file: str | None
+    sysroot: str | None
+    analysis: dict[str, Any]
+    signature: dict[str, Any]
+    meta: dict[str, Any]
+    rules_version: str | None = None
+
+    @property
+    def group_ref(self) -> str:
+        return f"g{self.group_id}"

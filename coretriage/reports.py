@@ -7,7 +7,7 @@ import json
 from datetime import datetime, timezone
 
 from analyzer.model import Analysis, Frame
-from coretriage.store import CrashRow, GroupRow
+from coretriage.records import CrashRow, GroupRow
 
 FORMATS = ("text", "markdown", "json")
 OTHER_THREAD_FRAMES = 12

@@ -23,14 +23,12 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
-from typing import Any
 
 import sqlalchemy as sa
 
 from analyzer.errors import CoretriageError
 from coretriage import migrations
-from coretriage.records import Analyzed, CrashRecord
+from coretriage.records import Analyzed, CrashRecord, CrashRow, GroupQuery, GroupRow, User  # noqa: F401
 
 metadata = sa.MetaData()
 
@@ -102,8 +100,8 @@ tokens = sa.Table(
 STATES = ("new", "acknowledged", "resolved", "regressed", "ignored")
 
 
-class NotFound(Exception):
-    pass
+class NotFound(CoretriageError):
+    """No crash or group by that id."""
 
 
 class SchemaError(CoretriageError):
@@ -111,78 +109,6 @@ class SchemaError(CoretriageError):
 
 
 SORTS = {"last_seen": groups.c.last_seen, "count": groups.c.count, "first_seen": groups.c.first_seen}
-
-
-@dataclass(frozen=True)
-class GroupQuery:
-    """Filters, sort and page for the group list (web UI and API)."""
-
-    sort: str = "last_seen"  # last_seen | count | first_seen
-    executable: str | None = None
-    image: str | None = None
-    container: str | None = None
-    host: str | None = None
-    signal: str | None = None
-    state: str | None = None
-    since: float | None = None  # last seen at or after
-    until: float | None = None  # first seen at or before
-    search: str | None = None
-    limit: int = 50
-    offset: int = 0
-
-
-@dataclass(frozen=True)
-class User:
-    name: str
-    role: str
-
-    @property
-    def is_admin(self) -> bool:
-        return self.role == "admin"
-
-
-@dataclass(frozen=True)
-class GroupRow:
-    id: int
-    signature: str
-    executable: str | None
-    signal: str | None
-    count: int
-    first_seen: float
-    last_seen: float
-    quality: float
-    state: str
-    note: str
-    key_frame: str | None = None
-    search_text: str = ""
-
-    @property
-    def ref(self) -> str:
-        return f"g{self.id}"
-
-
-@dataclass(frozen=True)
-class CrashRow:
-    id: str
-    group_id: int
-    crashed_at: float
-    ingested_at: float
-    executable: str | None
-    signal: str | None
-    host: str | None
-    container: str | None
-    image: str | None
-    core_file: str | None
-    exe_file: str | None
-    sysroot: str | None
-    analysis: dict[str, Any]
-    signature: dict[str, Any]
-    meta: dict[str, Any]
-    rules_version: str | None = None
-
-    @property
-    def group_ref(self) -> str:
-        return f"g{self.group_id}"
 
 
 def _group(row) -> GroupRow:

@@ -58,11 +58,11 @@ class Wiring:
     @property
     def store(self) -> "Store":
         with self._lock:
-            if self._opening is None:
-                self._open()
-            else:
+            if self._opening is not None:
                 self._opening.join()
-            self._opening = None
+                self._opening = None
+            elif self._store is None:
+                self._open()
             if self._store_error is not None:
                 error, self._store_error = self._store_error, None
                 raise error

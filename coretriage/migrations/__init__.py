@@ -21,8 +21,10 @@ New revision: copy the latest file in ``versions/``, set ``revision`` and
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import sqlalchemy as sa
+if TYPE_CHECKING:  # SQLAlchemy is imported where it is used: `coretriage list` reads HEAD without it
+    import sqlalchemy as sa
 
 REVISIONS = ("0001", "0002")
 HEAD = REVISIONS[-1]
@@ -34,6 +36,8 @@ _LOCK_KEY = 0x636f726574726961  # "coretria": the PostgreSQL advisory lock of sc
 def revision_of(db: sa.Connection) -> str | None:
     """The database's schema revision: None when it is empty, UNVERSIONED
     when it was made before migrations."""
+    import sqlalchemy as sa
+
     inspector = sa.inspect(db)
     if inspector.has_table("alembic_version"):
         found = db.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
@@ -43,6 +47,8 @@ def revision_of(db: sa.Connection) -> str | None:
 
 
 def current(url: str | sa.URL) -> str | None:
+    import sqlalchemy as sa
+
     engine = sa.create_engine(url)
     try:
         with engine.connect() as db:
@@ -53,6 +59,7 @@ def current(url: str | sa.URL) -> str | None:
 
 def upgrade(url: str | sa.URL, revision: str = "head") -> tuple[str | None, str | None]:
     """Bring the database to ``revision``. Returns its revision before and after."""
+    import sqlalchemy as sa
     from alembic import command
     from alembic.config import Config
 
@@ -72,6 +79,8 @@ def upgrade(url: str | sa.URL, revision: str = "head") -> tuple[str | None, str 
 
 
 def _engine(url) -> sa.Engine:
+    import sqlalchemy as sa
+
     engine = sa.create_engine(url)
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_connect)

@@ -13,7 +13,7 @@ import crashkit
 from coretriage.store import Store
 from collector.corepattern import read_pattern
 from collector.watch import Collector
-from coretriage.cli import make_submit
+from coretriage.wiring import Wiring
 from coretriage.config import load_config
 from hostfixtures import cli
 
@@ -27,7 +27,7 @@ def test_crash_to_group_through_the_kernel(collector_installed, samples, tmp_pat
     config = load_config(installed)
     store = Store(config.database_url)
     stop = threading.Event()
-    collector = Collector(config.spool_dir, make_submit(config, store), rescan=0.5)
+    collector = Collector(config.spool_dir, Wiring(config).submit(), rescan=0.5)
     thread = threading.Thread(target=collector.run, args=(stop,), daemon=True)
     thread.start()
     try:
