@@ -1,5 +1,11 @@
 """Shared fixtures. Sample cores are made for real (the kernel writes them),
-once per test session, by the recipes under sample-cores/."""
+once per test session, by the recipes under sample-cores/.
+
+A test's kind is the folder it lives in: every test under tests/unit is
+marked ``unit``, tests/integration ``integration``, tests/system ``system``
+(``pytest -m "not system"``). The helper modules the tests import
+(sample-cores/, tests/system/, tests/unit/) are on sys.path through the
+``pythonpath`` setting in pyproject.toml."""
 
 from __future__ import annotations
 
@@ -10,8 +16,24 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "sample-cores"))
-sys.path.insert(0, str(ROOT / "tests" / "system"))
+TESTS = ROOT / "tests"
+KINDS = ("unit", "integration", "system")  # folders under tests/, and their markers
+
+
+def kind_of(path: Path) -> str | None:
+    """The folder under tests/ a test file is in, if it is one of KINDS."""
+    try:
+        folder = Path(path).resolve().relative_to(TESTS).parts[0]
+    except (ValueError, IndexError):
+        return None
+    return folder if folder in KINDS else None
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        kind = kind_of(item.path)
+        if kind is not None:
+            item.add_marker(kind)
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ import pytest
 
 from webserver import add_user, web_server
 
-pytestmark = pytest.mark.system
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "test-artifacts" / "screenshots"

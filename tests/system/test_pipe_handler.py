@@ -27,7 +27,6 @@ from collector.cgroup import container_from_cgroup
 from collector.corepattern import core_pattern, pattern_lock, read_pattern, swapped
 from collector.spool import finished_bundles, read_meta
 
-pytestmark = pytest.mark.system
 
 PYTHON = sys.executable
 SECRETS = ("passwd123", "hunter2", "tok-xyz-42")
