@@ -38,24 +38,32 @@ _LWP = re.compile(r"LWP (\d+)")
 
 
 def analyze_core(core: Path, executable: Path | None = None, sysroot: Path | None = None,
-                 budget: GdbBudget = GdbBudget(), options: dict | None = None) -> Analysis:
+                 budget: GdbBudget = GdbBudget(), options: dict | None = None,
+                 gdb: Gdb | None = None) -> Analysis:
+    """``gdb``: a session the caller started early, so that gdb's own start-up
+    overlaps the caller's; it is closed here, used or not."""
     core = Path(core)
+    gdb = gdb or Gdb(budget)
     try:
-        with open(core, "rb") as f:
-            notes = read_core(f)
-    except NotACore as exc:
-        return Analysis(core=str(core), problems=(Problem(P.NOT_A_CORE, f"not a core dump: {exc}"),))
-    except OSError as exc:
-        return Analysis(core=str(core), problems=(Problem(P.UNREADABLE_CORE, f"cannot read core: {exc.strerror}"),))
-    return _Analyzer(core, notes, executable, sysroot, budget, options or {}).run()
+        try:
+            with open(core, "rb") as f:
+                notes = read_core(f)
+        except NotACore as exc:
+            return Analysis(core=str(core), problems=(Problem(P.NOT_A_CORE, f"not a core dump: {exc}"),))
+        except OSError as exc:
+            return Analysis(core=str(core),
+                            problems=(Problem(P.UNREADABLE_CORE, f"cannot read core: {exc.strerror}"),))
+        return _Analyzer(core, notes, executable, sysroot, gdb, options or {}).run()
+    finally:
+        gdb.close()
 
 
 class _Analyzer:
-    def __init__(self, core, notes: CoreNotes, executable, sysroot, budget, options):
+    def __init__(self, core, notes: CoreNotes, executable, sysroot, gdb: Gdb, options):
         self.core = core
         self.notes = notes
         self.sysroot = Path(sysroot) if sysroot else None
-        self.budget = budget
+        self.gdb = gdb
         self.options = options
         self.problems: list[Problem] = []
         if notes.truncated:
@@ -140,7 +148,7 @@ class _Analyzer:
         try:
             with ExitStack() as stack:
                 core_arg = self._safe(self.core, stack)
-                with Gdb(self.budget) as gdb:
+                with self.gdb as gdb:
                     self._load(gdb, core_arg, stack)
                     result.update(self._inspect(gdb, signal))
         except GdbTimeout as exc:

@@ -14,6 +14,8 @@ from pathlib import Path
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
+from analyzer.elfid import section_facts
+
 DEBUG_ROOT = Path("/usr/lib/debug")
 
 
@@ -24,15 +26,15 @@ class ElfFacts:
 
 
 def elf_facts(stream) -> ElfFacts:
-    elf = ELFFile(stream)
-    build_id = None
-    names = set()
-    for section in elf.iter_sections():
-        names.add(section.name)
-        if section.header.sh_type == "SHT_NOTE" and build_id is None:
-            for note in section.iter_notes():
-                if note["n_type"] == "NT_GNU_BUILD_ID":
-                    build_id = note["n_desc"]
+    def read(position: int, size: int) -> bytes:
+        stream.seek(position)
+        return stream.read(size)
+
+    fast = section_facts(read)
+    if fast is not None:
+        build_id, names = fast
+    else:  # not 64-bit little-endian, or odd headers: pyelftools knows them all
+        build_id, names = facts_by_pyelftools(stream)
     if ".debug_info" in names:
         symbols = "debug"
     elif ".symtab" in names:
@@ -42,6 +44,18 @@ def elf_facts(stream) -> ElfFacts:
     else:
         symbols = "none"
     return ElfFacts(build_id, symbols)
+
+
+def facts_by_pyelftools(stream) -> tuple[str | None, set[str]]:
+    build_id = None
+    names = set()
+    for section in ELFFile(stream).iter_sections():
+        names.add(section.name)
+        if section.header.sh_type == "SHT_NOTE" and build_id is None:
+            for note in section.iter_notes():
+                if note["n_type"] == "NT_GNU_BUILD_ID":
+                    build_id = note["n_desc"]
+    return build_id, names
 
 
 def debug_file_for(build_id: str | None, roots: tuple[Path, ...] = (DEBUG_ROOT,)) -> Path | None:

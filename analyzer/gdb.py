@@ -75,11 +75,18 @@ class Gdb:
             argv = [prlimit, f"--as={self.budget.memory}", "--core=0", "--", *argv]
         return argv
 
-    def __enter__(self) -> "Gdb":
-        self._deadline = time.monotonic() + self.budget.timeout
-        self._proc = subprocess.Popen(self.command_line(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      stderr=subprocess.DEVNULL, start_new_session=True)
+    def start(self) -> "Gdb":
+        """Start gdb now; the budget's deadline runs from here. A caller may
+        start it early (a cold CLI, before its own imports) and hand it to
+        ``analyze_core``, which closes it."""
+        if self._proc is None:
+            self._deadline = time.monotonic() + self.budget.timeout
+            self._proc = subprocess.Popen(self.command_line(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                          stderr=subprocess.DEVNULL, start_new_session=True)
         return self
+
+    def __enter__(self) -> "Gdb":
+        return self.start()
 
     def __exit__(self, *exc) -> None:
         self.close()

@@ -43,13 +43,27 @@ def _parse_ref(ref: str) -> tuple[str, str | int]:
 
 
 def cmd_ingest(args) -> int:
-    from analyzer.problems import NOT_A_CORE
-    from coretriage.ingest import ingest
+    # A cold ingest is mostly start-up: gdb's, Python's imports and the
+    # store's (SQLAlchemy). gdb starts first, the analyzer is imported while it
+    # does, and the store is opened in the background while gdb works.
+    from analyzer.gdb import Gdb, GdbError
 
     wiring = _wiring(args)
-    wiring.open_store_in_background()  # while gdb runs
-    done = ingest(wiring.config, lambda: wiring.store, Path(args.core), Path(args.exe) if args.exe else None,
-                  Path(args.sysroot) if args.sysroot else None)
+    config = wiring.config
+    try:
+        gdb = Gdb(config.gdb_budget()).start()
+    except GdbError:
+        gdb = None  # the analysis reports it
+    try:
+        from analyzer.problems import NOT_A_CORE
+        from coretriage.ingest import ingest
+
+        wiring.open_store_in_background()
+        done = ingest(config, lambda: wiring.store, Path(args.core), Path(args.exe) if args.exe else None,
+                      Path(args.sysroot) if args.sysroot else None, gdb=gdb)
+    finally:
+        if gdb is not None:
+            gdb.close()
     a, sig = done.analysis, done.signature
     if args.json:
         from coretriage.reports import key_frame_list
@@ -398,9 +412,21 @@ def version() -> str:
         return "unknown (not installed)"
 
 
+class _Version(argparse.Action):
+    """--version, looked up only when asked: importlib.metadata costs more
+    than the rest of the parser."""
+
+    def __init__(self, option_strings, dest, **kw):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kw)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"coretriage {version()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="coretriage", description="Capture, analyze and group core dumps.")
-    p.add_argument("--version", action="version", version=f"coretriage {version()}")
+    p.add_argument("--version", action=_Version, help="print the installed version and exit")
     p.add_argument("--data-dir", help="where crashes, cores and the database live "
                                       "(default: $CORETRIAGE_DATA_DIR or /var/lib/coretriage)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -49,6 +49,12 @@ class Config:
     def tmp_dir(self) -> Path:
         return self.data_dir / "tmp"
 
+    def gdb_budget(self):
+        """What one analysis's gdb may spend."""
+        from analyzer.gdb import GdbBudget
+
+        return GdbBudget(timeout=self.gdb_timeout, memory=self.gdb_memory)
+
 
 def default_data_dir() -> Path:
     env = os.environ.get("CORETRIAGE_DATA_DIR")
