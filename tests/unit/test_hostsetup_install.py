@@ -1,0 +1,158 @@
+"""collector/hostsetup/install.py: install and uninstall against fake /proc
+and root trees (the ``host`` and ``short_tmp`` fixtures are in conftest.py;
+tests/system/test_hostsetup.py runs them on the real kernel)."""
+
+import json
+
+import pytest
+
+from builders import APPORT_PATTERN, HANDLER, handler_argv, make_proc, tree
+from collector.hostsetup import record
+from collector.hostsetup.daemonjson import CORE_ULIMIT
+from collector.hostsetup.errors import DaemonJsonError, HostSetupError, OtherHandlerError
+from collector.hostsetup.install import install, uninstall
+from collector.hostsetup.render import parse_sysctl_conf
+
+
+def test_install_then_uninstall_leaves_no_trace(host):
+    base, root = host
+    proc = make_proc(base)
+    data = base / "data"
+    before_root, before_proc = tree(root), tree(proc)
+    report = install(data, handler_argv(data), root=root, proc=proc, python="/opt/ct/bin/python")
+    assert (proc / "sys/kernel/core_pattern").read_text() == report.core_pattern + "\n"
+    assert report.core_pattern.startswith("|/usr/bin/python3 -m collector.handler")
+    assert (proc / "sys/kernel/core_pipe_limit").read_text() == "16\n"
+    assert report.previous_core_pattern == "core" and report.replaced_handler is None
+    assert any("restart dockerd" in s or "restart containerd and dockerd" in s for s in report.next_steps)
+    daemon = json.loads((root / "etc/docker/daemon.json").read_text())
+    assert daemon["default-ulimits"]["core"] == CORE_ULIMIT and daemon["log-opts"] == {"max-size": "10m"}
+    assert (root / "etc/docker/daemon.json.coretriage-backup").read_bytes() == before_root["etc/docker/daemon.json"]
+    assert parse_sysctl_conf((root / "etc/sysctl.d/50-coretriage.conf").read_text())["kernel.core_pattern"] \
+        == report.core_pattern
+    assert "--data-dir " + str(data) in (root / "etc/systemd/system/coretriage-collector.service").read_text()
+    rec = json.loads((data / "host-setup.json").read_text())
+    assert {s["key"]: s["previous"] for s in rec["sysctls"]} == {"kernel.core_pattern": "core",
+                                                                  "kernel.core_pipe_limit": "0"}
+    assert (data / "host-setup.json").stat().st_mode & 0o777 == 0o600
+
+    undone = uninstall(data, root=root, proc=proc)
+    assert not undone.left and undone.record is None
+    assert tree(root) == before_root and tree(proc) == before_proc
+    assert not data.exists()
+
+
+def test_second_install_keeps_the_first_previous_values(host):
+    base, root = host
+    proc = make_proc(base, core_pattern="/var/crash/core.%p", pipe_limit="4")
+    data = base / "data"
+    before_root, before_proc = tree(root), tree(proc)
+    install(data, handler_argv(data), root=root, proc=proc)
+    second = install(data, handler_argv(data)[:-2], root=root, proc=proc)  # a different command
+    assert second.previous_core_pattern.startswith("|/usr/bin/python3")
+    rec = record.load(data)
+    assert rec.sysctl("kernel.core_pattern").previous == "/var/crash/core.%p"
+    assert rec.sysctl("kernel.core_pattern").installed == second.core_pattern
+    assert rec.sysctl("kernel.core_pipe_limit").previous == "4"
+    backup = rec.file(str(root / "etc/docker/daemon.json.coretriage-backup"))
+    assert not backup.previous.exists
+    assert (root / "etc/docker/daemon.json.coretriage-backup").read_bytes() == before_root["etc/docker/daemon.json"]
+    assert len(rec.history) == 2
+    third = install(data, handler_argv(data)[:-2], root=root, proc=proc)
+    assert not any("created" in c or "updated" in c for c in third.changes)
+    uninstall(data, root=root, proc=proc)
+    assert tree(root) == before_root and tree(proc) == before_proc
+
+
+def test_long_command_installs_a_root_owned_wrapper(host):
+    base, root = host
+    proc = make_proc(base)
+    data = base / ("d" * 50)
+    argv = handler_argv(data)
+    report = install(data, argv, root=root, proc=proc)
+    wrapper = data / "bin/coretriage-core-handler"
+    assert report.wrapper == wrapper and report.core_pattern == f"|{wrapper} " + " ".join(HANDLER[5:])
+    st = wrapper.stat()
+    assert st.st_mode & 0o777 == 0o755 and st.st_uid == 0
+    assert f"exec /usr/bin/python3 -m collector.handler --data-dir {data} \"$@\"" in wrapper.read_text()
+    uninstall(data, root=root, proc=proc)
+    assert not data.exists()
+
+
+def test_missing_daemon_json_is_created_and_removed_again(short_tmp):
+    tmp_path = short_tmp
+    root = tmp_path / "root"
+    root.mkdir()
+    proc = make_proc(tmp_path)
+    install(tmp_path / "data", handler_argv(tmp_path / "data"), root=root, proc=proc)
+    assert json.loads((root / "etc/docker/daemon.json").read_text()) == {"default-ulimits": {"core": CORE_ULIMIT}}
+    assert not (root / "etc/docker/daemon.json.coretriage-backup").exists()
+    uninstall(tmp_path / "data", root=root, proc=proc)
+    assert tree(root) == {}
+
+
+def test_invalid_daemon_json_refuses_before_changing_anything(host):
+    base, root = host
+    (root / "etc/docker/daemon.json").write_text('{"log-driver": "json-file",,}')
+    proc = make_proc(base)
+    before = tree(base)
+    with pytest.raises(DaemonJsonError, match="daemon.json is not valid JSON"):
+        install(base / "data", handler_argv(base / "data"), root=root, proc=proc)
+    assert tree(base) == before
+
+
+def test_other_handler_needs_replace_and_comes_back(host):
+    base, root = host
+    proc = make_proc(base, core_pattern=APPORT_PATTERN)
+    data = base / "data"
+    before = tree(base)
+    with pytest.raises(OtherHandlerError, match=r"Apport \(/usr/share/apport/apport\).*--replace"):
+        install(data, handler_argv(data), root=root, proc=proc)
+    assert tree(base) == before
+    report = install(data, handler_argv(data), root=root, proc=proc, replace_existing=True)
+    assert report.replaced_handler == "Apport (/usr/share/apport/apport)"
+    uninstall(data, root=root, proc=proc)
+    assert (proc / "sys/kernel/core_pattern").read_text() == APPORT_PATTERN + "\n"
+    assert tree(base) == before
+
+
+def test_uninstall_leaves_what_someone_else_changed_unless_forced(host):
+    base, root = host
+    proc = make_proc(base)
+    data = base / "data"
+    install(data, handler_argv(data), root=root, proc=proc)
+    (proc / "sys/kernel/core_pattern").write_text("|/lib/systemd/systemd-coredump %P\n")
+    undone = uninstall(data, root=root, proc=proc)
+    assert len(undone.left) == 1 and "kernel.core_pattern" in undone.left[0]
+    assert (proc / "sys/kernel/core_pattern").read_text() == "|/lib/systemd/systemd-coredump %P\n"
+    assert (root / "etc/docker/daemon.json.coretriage-backup").exists() is False
+    assert undone.record == data / "host-setup.json" and record.load(data).sysctls[0].key == "kernel.core_pattern"
+    forced = uninstall(data, root=root, proc=proc, force=True)
+    assert not forced.left and (proc / "sys/kernel/core_pattern").read_text() == "core\n"
+    assert not data.exists()
+
+
+def test_uninstall_without_a_record(tmp_path):
+    with pytest.raises(HostSetupError, match="nothing to uninstall"):
+        uninstall(tmp_path / "data", root=tmp_path, proc=make_proc(tmp_path))
+
+
+def test_wrapper_in_a_world_writable_directory_is_refused(short_tmp):
+    tmp_path = short_tmp
+    unsafe = tmp_path / "shared"
+    unsafe.mkdir()
+    unsafe.chmod(0o777)
+    data = unsafe / ("d" * 40)
+    with pytest.raises(HostSetupError, match="writable by group or others"):
+        install(data, handler_argv(data), root=tmp_path / "root", proc=make_proc(tmp_path))
+
+
+def test_a_handler_others_can_replace_is_reported(short_tmp):
+    handler = short_tmp / "handler"
+    handler.write_text("#!/bin/sh\ncat >/dev/null\n")
+    handler.chmod(0o757)
+    report = install(short_tmp / "data", [str(handler), "%P"], root=short_tmp / "root", proc=make_proc(short_tmp))
+    assert len(report.warnings) == 1 and "writable by group or others" in report.warnings[0]
+    handler.chmod(0o755)
+    again = install(short_tmp / "data", [str(handler), "%P"], root=short_tmp / "root", proc=short_tmp / "proc")
+    assert again.warnings == ()

@@ -1,0 +1,31 @@
+"""collector/policy.py: collector.toml, its defaults, sizes and refusals."""
+
+import pytest
+
+from collector.policy import CapturePolicy, PolicyError, load_policy, parse_size, policy_from_dict
+
+
+def test_limits_defaults_and_sizes(tmp_path):
+    assert load_policy(tmp_path) == CapturePolicy() and load_policy(None) == CapturePolicy()
+    assert parse_size("1G") == 1 << 30 and parse_size("512MiB") == 512 << 20 and parse_size(4096) == 4096
+    assert parse_size("1.5k") == 1536 and parse_size("10GB") == 10 << 30
+    for bad in ("lots", "-1", True, None, "G"):
+        with pytest.raises(PolicyError):
+            parse_size(bad)
+    (tmp_path / "collector.toml").write_text('max_core_size = "2G"\nrate_limit = 3\nrate_window = 30\n'
+                                             'secret_names = ["*PIN*"]\n')
+    limits = load_policy(tmp_path)
+    assert (limits.max_core_size, limits.rate_limit, limits.rate_window, limits.secret_names) == \
+        (2 << 30, 3, 30.0, ("*PIN*",))
+    assert limits.min_free_space == CapturePolicy().min_free_space
+
+
+def test_limits_refuse_nonsense(tmp_path):
+    for values in ({"max_core_size": "huge"}, {"rate_limit": -1}, {"rate_window": 0},
+                   {"compression_level": 40}, {"compression_threads": -1}, {"secret_names": "*X*"},
+                   {"colour": "blue"}):
+        with pytest.raises(PolicyError):
+            policy_from_dict(values)
+    (tmp_path / "collector.toml").write_text("max_core_size = [\n")
+    with pytest.raises(PolicyError, match="collector.toml"):
+        load_policy(tmp_path)
