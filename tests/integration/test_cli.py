@@ -1,10 +1,14 @@
-"""The CLI contract other tools rely on, on real cores."""
+"""coretriage/cli.py: the contract other tools rely on, on real cores;
+prune; every error is one line, never a traceback."""
 
 import json
 import subprocess
 import sys
 
+import pytest
+
 from coretriage.cli import main
+from coretriage.ingest import ingest
 
 
 def cli(capsys, data, *argv):
@@ -53,3 +57,49 @@ def test_gdb_opens_stored_core_with_its_executable(capsys, tmp_path, samples):
 def test_entry_point_installed():
     import shutil
     assert shutil.which("coretriage") or (sys.prefix and __import__("pathlib").Path(sys.prefix, "bin", "coretriage").exists())
+
+
+def test_prune_keeps_the_newest_cores_of_each_group(config, store, samples, capsys):
+    from coretriage.cli import main
+
+    done = [ingest(config, store, samples("segv", v).core, samples("segv", v).exe, crashed_at=1000.0 + v)
+            for v in range(3)]
+    other = ingest(config, store, samples("musl").core, samples("musl").exe, crashed_at=500.0)
+    assert main(["--data-dir", str(config.data_dir), "prune", "--keep", "1"]) == 0
+    assert "freed" in capsys.readouterr().out
+    newest, older = done[2].crash, [d.crash for d in done[:2]]
+    assert (config.data_dir / newest.core_file).is_file()
+    for row in older:
+        assert not (config.data_dir / row.core_file).exists() and store.crash(row.id).core_file is None
+        assert store.crash(row.id).analysis["threads"]  # the analysis stays
+    assert store.crash(other.crash.id).core_file is not None  # its group's only core
+    assert store.group(newest.group_id).count == 3
+
+
+# ---- errors ----
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["show", "c123"], "neither a crash id"),
+    (["show", "c000000000000"], "no crash c000000000000"),
+    (["export", "g999", "--format", "text"], "no group g999"),
+    (["ingest", "/nonexistent/core"], "no such file"),
+    (["ingest", "/bin/true"], "not a core dump"),
+    (["ingest", "/bin/true", "--exe", "/nonexistent"], "executable not found"),
+    (["gdb", "g5"], "no group g5"),
+])
+def test_cli_errors_are_one_line(capsys, tmp_path, argv, message):
+    code, out, err = run(capsys, "--data-dir", str(tmp_path), *argv)
+    assert code != 0
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_cli_bad_config_is_one_line(capsys, tmp_path):
+    (tmp_path / "coretriage.toml").write_text("this is = = not toml")
+    code, _, err = run(capsys, "--data-dir", str(tmp_path), "list")
+    assert code == 1 and err.startswith("coretriage: error:") and err.count("\n") == 1

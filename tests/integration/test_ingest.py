@@ -1,5 +1,7 @@
-"""The same bug lands in one group whatever the input; two bugs in two."""
+"""coretriage/ingest.py: the same bug lands in one group whatever the input;
+two bugs in two; reprocess and edited rules; garbage is recorded with a reason."""
 
+from analyzer import problems as P
 from coretriage.ingest import ingest, reprocess
 
 
@@ -63,23 +65,6 @@ def test_new_crash_in_resolved_group_marks_it_regressed(config, store, samples):
     assert store.group(gid).state == "ignored"  # ignoring is a decision that new crashes do not undo
 
 
-def test_prune_keeps_the_newest_cores_of_each_group(config, store, samples, capsys):
-    from coretriage.cli import main
-
-    done = [ingest(config, store, samples("segv", v).core, samples("segv", v).exe, crashed_at=1000.0 + v)
-            for v in range(3)]
-    other = ingest(config, store, samples("musl").core, samples("musl").exe, crashed_at=500.0)
-    assert main(["--data-dir", str(config.data_dir), "prune", "--keep", "1"]) == 0
-    assert "freed" in capsys.readouterr().out
-    newest, older = done[2].crash, [d.crash for d in done[:2]]
-    assert (config.data_dir / newest.core_file).is_file()
-    for row in older:
-        assert not (config.data_dir / row.core_file).exists() and store.crash(row.id).core_file is None
-        assert store.crash(row.id).analysis["threads"]  # the analysis stays
-    assert store.crash(other.crash.id).core_file is not None  # its group's only core
-    assert store.group(newest.group_id).count == 3
-
-
 def test_running_process_picks_up_an_edited_rule_file(config, store, samples):
     """No reprocess and no restart: the next crash uses the edited list."""
     before = ingest(config, store, samples("segv", 0).core, samples("segv", 0).exe).signature
@@ -89,3 +74,12 @@ def test_running_process_picks_up_an_edited_rule_file(config, store, samples):
     after = ingest(config, store, samples("segv", 1).core, samples("segv", 1).exe).signature
     assert after.text == "strlen | parse_request | main"
     assert after.rules_version and after.rules_version != before.rules_version
+
+
+def test_garbage_is_recorded_with_a_reason(config, store, tmp_path):
+    junk = tmp_path / "junk"
+    junk.write_bytes(b"\x7fELF" + b"\xff" * 200)
+    done = ingest(config, store, junk)
+    assert done.analysis.problems[0].startswith("not a core dump")
+    assert done.analysis.problems[0].code == P.NOT_A_CORE
+    assert done.crash.id and done.signature.text.startswith("unknown | no signal")

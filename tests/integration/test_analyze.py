@@ -1,8 +1,15 @@
-"""Real programs crashed for real, analyzed with real gdb."""
+"""analyzer/analyze.py: real programs crashed for real, analyzed with real
+gdb; then broken cores (truncated, missing or wrong executable, gdb out of
+time, a hostile file name): a record with a reason, never a traceback or a hang."""
 
 import re
+import shutil
 
 import pytest
+
+from analyzer import problems as P
+from analyzer.analyze import analyze_core
+from analyzer.gdb import GdbBudget
 
 NATIVE = ["segv", "double_free", "assert_balance", "assert_queue", "recursion", "thread",
           "cxx_exception", "stripped", "musl"]
@@ -93,3 +100,58 @@ def test_cxx_names_are_demangled_and_normalised(analyzed):
     _, a, sig = analyzed("cxx_exception")
     assert any(f.function and "billing::Ledger<long>::total" in f.function for f in a.crashing_thread.frames)
     assert sig.frames[0] == "billing::Ledger<T>::total"
+
+
+# ---- broken cores ----
+
+def codes(analysis):
+    return {p.code for p in analysis.problems}
+
+
+def test_truncated_core_still_gives_a_record(samples, tmp_path):
+    s = samples("segv")
+    data = s.core.read_bytes()
+    cut = tmp_path / "truncated.core"
+    cut.write_bytes(data[: len(data) // 3])
+    a = analyze_core(cut, s.exe)
+    assert any("truncated" in p for p in a.problems)
+    assert P.TRUNCATED_CORE in codes(a)
+    assert a.signal.name == "SIGSEGV" and a.pid  # the notes survived the cut
+
+
+def test_missing_executable_is_explained(samples, tmp_path):
+    import crashkit
+
+    exe_copy = tmp_path / "segv-copy"
+    shutil.copy(samples("segv").exe, exe_copy)
+    core = crashkit.crash([str(exe_copy), "x"], tmp_path / "cores")
+    exe_copy.unlink()  # gone, as on a host where the image was removed
+    a = analyze_core(core)
+    assert any("executable" in p and "not found" in p for p in a.problems)
+    assert P.MISSING_EXECUTABLE in codes(a)
+    assert a.signal.name == "SIGSEGV"
+    assert a.crashing_thread is not None  # libc frames still unwind
+
+
+def test_gdb_timeout_gives_partial_record(samples):
+    s = samples("recursion")
+    a = analyze_core(s.core, s.exe, budget=GdbBudget(timeout=0.5))
+    assert any("did not finish" in p for p in a.problems)
+    assert P.GDB_TIMEOUT in codes(a)
+    assert a.signal.name == "SIGSEGV"  # from the core notes, not gdb
+
+
+def test_wrong_build_is_not_trusted(samples, tmp_path):
+    s = samples("segv")
+    other = samples("double_free").exe
+    a = analyze_core(s.core, other)
+    assert any("not the build that crashed" in p for p in a.problems)
+    assert P.WRONG_BUILD in codes(a)
+
+
+def test_hostile_core_name(samples, tmp_path):
+    s = samples("segv")
+    odd = tmp_path / 'a core "with" spaces\nand newline'
+    shutil.copy(s.core, odd)
+    a = analyze_core(odd, s.exe)
+    assert a.problems == () and a.crashing_thread.frames[1].function == "header_length"
