@@ -284,11 +284,11 @@ def haproxy_files(etc: Path, port: int) -> None:
 def haproxy_container(image: str, workdir: Path, labels: dict[str, str] | None = None):
     """HAProxy as the crashing service of a container: ``--init`` (docker-init
     is PID 1, haproxy its child), unlimited cores, the host's network."""
-    from recipes import haproxy
+    from redisserver import free_port
 
     etc = workdir / "etc"
     etc.mkdir(parents=True)
-    port = haproxy._free_port()
+    port = free_port()
     haproxy_files(etc, port)
     name = f"ct-haproxy-{os.getpid()}-{os.urandom(3).hex()}"
     label_args = [arg for k, v in {LABEL: "1", **(labels or {})}.items() for arg in ("--label", f"{k}={v}")]

@@ -1,4 +1,4 @@
-"""The pipe handler, started by the kernel for real crashes.
+"""collector/handler.py: the pipe handler, started by the kernel for real crashes.
 
 core_pattern is pointed at ``python -I -m collector.handler -d <tmp>`` for
 each test (through ``collector.corepattern.swapped``, which holds a lock and

@@ -1,4 +1,4 @@
-"""pattern_lock across processes: host-setup run by a test that holds the
+"""collector/corepattern.py's pattern_lock across processes: host-setup run by a test that holds the
 lock must not wait for that very test (``lock_for_child``)."""
 
 import subprocess

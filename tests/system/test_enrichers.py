@@ -1,4 +1,4 @@
-"""Real servers crashed for real: Debian's HAProxy serving an HTTP request
+"""analyzer/enrichers/ (haproxy.py, postgres.py) on real servers crashed for real: Debian's HAProxy serving an HTTP request
 and a PostgreSQL 15 backend running a buggy C function."""
 
 import json

@@ -1,4 +1,4 @@
-"""The collector daemon for real: cores from a dump directory and bundles in
+"""collector/watch.py, the collector daemon, for real: cores from a dump directory and bundles in
 the spool reach the store, directly or through Celery on a real Redis, and a
 dead broker loses nothing."""
 
