@@ -436,22 +436,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--exe", help="the executable that crashed, if not at its path in the core")
     s.add_argument("--sysroot", help="a directory holding the crashed program's files (a container's root)")
     s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_ingest)
+    s.set_defaults(func=cmd_ingest, one_shot=True)
 
     s = sub.add_parser("list", help="crash groups, most recent first")
     s.add_argument("--json", action="store_true")
     s.add_argument("--limit", type=int, default=100)
-    s.set_defaults(func=cmd_list)
+    s.set_defaults(func=cmd_list, one_shot=True)
 
     s = sub.add_parser("show", help="one crash or group, every field")
     s.add_argument("id")
     s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_show)
+    s.set_defaults(func=cmd_show, one_shot=True)
 
     s = sub.add_parser("export", help="a backtrace report for a crash or group")
     s.add_argument("id")
     s.add_argument("--format", choices=("text", "markdown", "json"), default="text")
-    s.set_defaults(func=cmd_export)
+    s.set_defaults(func=cmd_export, one_shot=True)
 
     s = sub.add_parser("gdb", help="open gdb on a stored core with its executable")
     s.add_argument("id")
@@ -528,9 +528,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def entry() -> None:
+    """The ``coretriage`` command. A one-shot command (ingest, list, show,
+    export) has committed its work and printed its answer when it returns, so
+    it leaves without the interpreter's teardown of every module it imported:
+    SQLAlchemy's alone is a tenth of a cold ``ingest``."""
+    sys.exit(main(exit_now=True))
+
+
+def main(argv: list[str] | None = None, exit_now: bool = False) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    code = _run(args)
+    if exit_now and getattr(args, "one_shot", False):
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except BrokenPipeError:
+            pass
+        os._exit(code)
+    return code
+
+
+def _run(args) -> int:
     try:
         return args.func(args)
     except CoretriageError as exc:
@@ -554,4 +574,4 @@ def one_line(exc: BaseException) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
