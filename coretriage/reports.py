@@ -28,7 +28,9 @@ def crash_json(row: CrashRow) -> dict:
         "crashed_at": row.crashed_at, "ingested_at": row.ingested_at,
         "executable": row.executable, "host": row.host, "container": row.container, "image": row.image,
         "core_file": row.core_file, "meta": row.meta,
-        "signature_details": sig, "analysis": row.analysis,
+        # through the model: analyses stored before problems had codes read the same as new ones
+        "signature_details": sig, "analysis": Analysis.from_dict(row.analysis).to_dict(),
+        "rules_version": row.rules_version,
     }
 
 
