@@ -181,6 +181,8 @@ def ingest(config, store: Store | Callable[[], Store], core: Path, exe: Path | N
         return done  # already stored: ingesting is idempotent
 
     analysis = _analyze(config, core, exe, sysroot, gdb)
+    if compressed is not None:  # ``core`` is a temporary copy: the record names where it came from
+        analysis = dataclasses.replace(analysis, core=str(compressed))
     signature = _signature(config, analysis)
     if callable(store):
         store = store()

@@ -107,7 +107,7 @@ def load_rules(extra_dir: Path | None = None) -> Rules:
     return rules
 
 
-def _matches(patterns: tuple[re.Pattern, ...], text: str | None) -> bool:
+def matches(patterns: tuple[re.Pattern, ...], text: str | None) -> bool:
     return text is not None and any(p.fullmatch(text) for p in patterns)
 
 
@@ -157,7 +157,7 @@ def rule_below_signal_handler(state: State, rules: Rules, analysis: Analysis) ->
 def rule_skip_listed(state: State, rules: Rules, analysis: Analysis) -> State:
     keep, dropped = [], []
     for c in state.frames:
-        if _matches(rules.skip, c.name):
+        if matches(rules.skip, c.name):
             dropped.append((c, "raising, aborting or unwinding (skip.txt)"))
         else:
             keep.append(c)
@@ -169,12 +169,12 @@ def rule_leading_library(state: State, rules: Rules, analysis: Analysis) -> Stat
     drop runtime internals (the libstdc++ guts under std::terminate)."""
     keep, dropped = [], []
     frames = list(state.frames)
-    if not any(not c.system and not _matches(rules.prefix, c.name) for c in frames):
+    if not any(not c.system and not matches(rules.prefix, c.name) for c in frames):
         return state  # nothing but library frames: keep them all
     i = 0
     while i < len(frames):
         c = frames[i]
-        if _matches(rules.prefix, c.name) and (c.system or not c.frame.file):
+        if matches(rules.prefix, c.name) and (c.system or not c.frame.file):
             keep.append(replace(c, prefix=True))
         elif c.system:
             dropped.append((c, "C/C++ runtime internal"))
@@ -225,7 +225,7 @@ def generate(analysis: Analysis, rules: Rules | None = None) -> Signature:
     candidates = []
     for f in thread.frames:
         name, symbolized = frame_name(f)
-        candidates.append(Candidate(f, name, symbolized, _matches(rules.system_modules, f.module_name)))
+        candidates.append(Candidate(f, name, symbolized, matches(rules.system_modules, f.module_name)))
     state = State(tuple(candidates))
     for rule in RULES:
         try:
@@ -248,7 +248,7 @@ def key_frames(candidates: list[Candidate], rules: Rules) -> tuple[int, ...]:
     """The first frames that belong to the program, not to its runtime."""
     out = []
     for c in candidates:
-        if c.system or _matches(rules.skip, c.name) or c.name == "<signal handler called>":
+        if c.system or matches(rules.skip, c.name) or c.name == "<signal handler called>":
             continue
         out.append(c.frame.index)
         if len(out) == KEY_FRAMES:

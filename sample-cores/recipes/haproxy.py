@@ -56,7 +56,7 @@ def _wait_listening(proc: subprocess.Popen, port: int, log: Path) -> None:
                        f"{START_TIMEOUT:.0f}s: {_log_tail(log)!r}")
 
 
-def _send_request(port: int, uri: str) -> bytes:
+def send_request(port: int, uri: str) -> bytes:
     """One HTTP/1.1 request; the connection is expected to die with haproxy."""
     request = (f"POST {uri} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
                "Content-Type: application/json\r\nContent-Length: 2\r\n"
@@ -109,7 +109,7 @@ def make(workdir: Path) -> Sample:
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=out)
         try:
             _wait_listening(proc, port, log)
-            reply = _send_request(port, URI)
+            reply = send_request(port, URI)
             try:
                 proc.wait(timeout=DEATH_TIMEOUT)
             except subprocess.TimeoutExpired:

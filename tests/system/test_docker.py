@@ -51,7 +51,7 @@ def test_haproxy_container_crash_symbolized_with_the_containers_files(
     try:
         with haproxy_container(IMAGE, tmp_path / "ct", labels=COMPOSE) as ct:
             ct.wait_listening()
-            reply = haproxy._send_request(ct.port, haproxy.URI)
+            reply = haproxy.send_request(ct.port, haproxy.URI)
             exit_code = ct.wait_exit(timeout=haproxy.DEATH_TIMEOUT)
             if exit_code != 128 + 11:  # docker-init reports its child's SIGSEGV as 139
                 pytest.fail(f"haproxy in {ct.name} exited {exit_code}, not by SIGSEGV "

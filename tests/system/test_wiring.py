@@ -60,7 +60,7 @@ def test_a_container_crash_gives_the_same_record_in_process_and_through_celery(
         # the container must still exist while both analyses ask Docker about it
         with haproxy_container(IMAGE, tmp_path / "ct", labels={"com.docker.compose.service": "edge"}) as ct:
             ct.wait_listening()
-            haproxy._send_request(ct.port, haproxy.URI)
+            haproxy.send_request(ct.port, haproxy.URI)
             assert ct.wait_exit(timeout=haproxy.DEATH_TIMEOUT) == 128 + 11, ct.logs()
             bundle = wait_for(lambda: finished_bundle(base.spool_dir), "the handler's bundle")
             core = bundle.core.read_bytes()

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from analyzer.signature import LISTS, _matches, load_rules, read_list
+from analyzer.signature import LISTS, matches, load_rules, read_list
 
 FILES = sorted(LISTS.glob("*.txt"))
 
@@ -25,24 +25,24 @@ def test_every_line_compiles(path):
 
 def test_lists_classify_examples():
     rules = load_rules()
-    assert _matches(rules.skip, "raise")
-    assert _matches(rules.skip, "__pthread_kill_implementation")
-    assert _matches(rules.skip, "std::terminate")
-    assert not _matches(rules.skip, "walk_tree")
-    assert _matches(rules.prefix, "memcpy")
-    assert _matches(rules.prefix, "__memcpy_avx_unaligned_erms")
-    assert not _matches(rules.prefix, "string_append")
-    assert _matches(rules.system_modules, "libc.so.6")
-    assert _matches(rules.system_modules, "ld-musl-x86_64.so.1")
-    assert _matches(rules.system_modules, "libstdc++.so.6.0.30")
-    assert not _matches(rules.system_modules, "libz.so.1")
+    assert matches(rules.skip, "raise")
+    assert matches(rules.skip, "__pthread_kill_implementation")
+    assert matches(rules.skip, "std::terminate")
+    assert not matches(rules.skip, "walk_tree")
+    assert matches(rules.prefix, "memcpy")
+    assert matches(rules.prefix, "__memcpy_avx_unaligned_erms")
+    assert not matches(rules.prefix, "string_append")
+    assert matches(rules.system_modules, "libc.so.6")
+    assert matches(rules.system_modules, "ld-musl-x86_64.so.1")
+    assert matches(rules.system_modules, "libstdc++.so.6.0.30")
+    assert not matches(rules.system_modules, "libz.so.1")
 
 
 def test_user_rules_extend_lists(tmp_path):
     (tmp_path / "skip.txt").write_text("# ours\nlog_and_crash\n")
     rules = load_rules(tmp_path)
-    assert _matches(rules.skip, "log_and_crash")
-    assert _matches(rules.skip, "raise")
+    assert matches(rules.skip, "log_and_crash")
+    assert matches(rules.skip, "raise")
 
 
 def test_rules_have_a_stable_version(tmp_path):
@@ -59,8 +59,8 @@ def test_edited_user_rules_are_read_again_without_a_restart(tmp_path):
     assert load_rules(tmp_path) is first  # unchanged files: nothing read again
     skip.write_text("log_and_crash\nreport_and_die\n")
     second = load_rules(tmp_path)
-    assert _matches(second.skip, "report_and_die") and not _matches(first.skip, "report_and_die")
+    assert matches(second.skip, "report_and_die") and not matches(first.skip, "report_and_die")
     assert second.version != first.version
     (tmp_path / "prefix.txt").write_text("my_memcpy\n")  # a new file counts too
     third = load_rules(tmp_path)
-    assert _matches(third.prefix, "my_memcpy") and third.version != second.version
+    assert matches(third.prefix, "my_memcpy") and third.version != second.version
