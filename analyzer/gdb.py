@@ -17,8 +17,10 @@ import subprocess
 import time
 from dataclasses import dataclass
 
+from analyzer.errors import CoretriageError
 
-class GdbError(Exception):
+
+class GdbError(CoretriageError):
     """gdb answered ^error; the message is gdb's own."""
 
 

@@ -59,6 +59,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from analyzer.errors import CoretriageError
+
 CORE_PATTERN = "/proc/sys/kernel/core_pattern"
 LOCK = "/run/lock/coretriage-core-pattern.lock"
 # A child of a process holding pattern_lock (e.g. `coretriage host-setup
@@ -70,7 +72,7 @@ MAX_PATTERN = 127  # CORENAME_MAX_SIZE (128) minus the NUL
 SPECIFIERS = ("%P", "%i", "%I", "%s", "%t", "%u", "%g", "%d", "%F", "%E", "%e")
 
 
-class PatternError(Exception):
+class PatternError(CoretriageError):
     pass
 
 

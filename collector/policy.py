@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields
 
+from analyzer.errors import CoretriageError
 from collector import ratelimit
 from collector.retention import make_room
 from collector.secrets import DEFAULT_SECRET_NAMES
@@ -38,7 +39,7 @@ CONFIG_NAME = "collector.toml"
 _SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
-class PolicyError(Exception):
+class PolicyError(CoretriageError):
     pass
 
 

@@ -27,6 +27,7 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+from analyzer.errors import CoretriageError
 from collector.bundle import Bundle, BundleMeta, bundle_id, is_bundle_id
 
 DIR_MODE = 0o700
@@ -35,7 +36,7 @@ _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-class SpoolError(Exception):
+class SpoolError(CoretriageError):
     pass
 
 

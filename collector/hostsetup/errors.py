@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from analyzer.errors import CoretriageError
 
-class HostSetupError(Exception):
+
+class HostSetupError(CoretriageError):
     """Install or uninstall refused or failed; nothing half-done is left unrecorded."""
 
 
