@@ -11,7 +11,8 @@ from collector.corepattern import PatternError
 from collector.hostsetup.errors import DaemonJsonError, HostSetupError, OtherHandlerError
 from collector.policy import PolicyError
 from collector.spool import SpoolError
-from coretriage.cli import UserError, main
+from coretriage.cli import main
+from coretriage.commands import UserError
 from coretriage.config import ConfigError
 from coretriage.ingest import IngestError
 from coretriage.store import NotFound, SchemaError

@@ -1,0 +1,248 @@
+"""The one-shot commands: crashes (ingest, list, show, export, gdb,
+reprocess, prune, demo), users, tokens and the database schema. Each takes
+the parsed arguments and returns an exit code; ``coretriage.cli`` parses."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from analyzer.errors import CoretriageError
+
+EXIT_ERROR = 1
+
+
+class UserError(CoretriageError):
+    """A command used wrongly: a bad id, a missing option, a refused value."""
+
+
+def wiring_for(args):
+    from coretriage.wiring import Wiring
+
+    return Wiring.load(args.data_dir)
+
+
+def _context(args):
+    w = wiring_for(args)
+    return w.config, w.store
+
+
+def _parse_ref(ref: str) -> tuple[str, str | int]:
+    ref = ref.strip()
+    if len(ref) > 1 and ref[0] == "g" and ref[1:].isdigit():
+        return "group", int(ref[1:])
+    if len(ref) == 13 and ref[0] == "c" and all(ch in "0123456789abcdef" for ch in ref[1:]):
+        return "crash", ref
+    raise UserError(f"{ref!r} is neither a crash id (c + 12 hex digits) nor a group id (g + number)")
+
+
+def cmd_ingest(args) -> int:
+    # A cold ingest is mostly start-up: gdb's, Python's imports and the
+    # store's (SQLAlchemy). gdb starts first, the analyzer is imported while it
+    # does, and the store is opened in the background while gdb works.
+    from analyzer.gdb import Gdb, GdbError
+
+    wiring = wiring_for(args)
+    config = wiring.config
+    try:
+        gdb = Gdb(config.gdb_budget()).start()
+    except GdbError:
+        gdb = None  # the analysis reports it
+    try:
+        from analyzer.problems import NOT_A_CORE
+        from coretriage.ingest import ingest
+
+        wiring.open_store_in_background()
+        done = ingest(config, lambda: wiring.store, Path(args.core), Path(args.exe) if args.exe else None,
+                      Path(args.sysroot) if args.sysroot else None, gdb=gdb)
+    finally:
+        if gdb is not None:
+            gdb.close()
+    a, sig = done.analysis, done.signature
+    if args.json:
+        from coretriage.reports import key_frame_list
+        print(json.dumps({"crash_id": done.crash.id, "group_id": done.crash.group_ref, "new": done.new,
+                          "signature": sig.text, "quality": sig.quality,
+                          "key_frames": key_frame_list(done.crash),
+                          "signal": a.signal.name if a.signal else None,
+                          "executable": a.executable, "problems": [p.to_dict() for p in a.problems]}))
+    else:
+        state = "stored" if done.new else "already stored"
+        print(f"{done.crash.id} {state} in {done.crash.group_ref}: {sig.text}")
+        for p in a.problems:
+            print(f"  note: {p}")
+    if not a.threads and any(p.code == NOT_A_CORE for p in a.problems):
+        print(f"coretriage: error: {args.core}: {a.problems[0]} (recorded as {done.crash.id})", file=sys.stderr)
+        return EXIT_ERROR
+    return 0
+
+
+def cmd_list(args) -> int:
+    from coretriage.migrations import HEAD
+    from coretriage.reports import when
+    from coretriage.sqlitelist import recent_groups
+
+    wiring = wiring_for(args)
+    groups = recent_groups(wiring.config.database_url, HEAD, args.limit)
+    if groups is None:  # not a plain SQLite file at head: the store knows what to do
+        groups = wiring.store.groups(limit=args.limit)
+    if args.json:
+        print(json.dumps([{"group_id": g.ref, "signature": g.signature, "count": g.count,
+                           "first_seen": g.first_seen, "last_seen": g.last_seen, "executable": g.executable,
+                           "signal": g.signal, "state": g.state, "quality": g.quality} for g in groups]))
+        return 0
+    if not groups:
+        print("no crashes yet")
+        return 0
+    print(f"{'GROUP':<7} {'COUNT':>5}  {'FIRST SEEN':<23}  {'LAST SEEN':<23}  {'SIGNAL':<8} {'STATE':<12} SIGNATURE")
+    for g in groups:
+        print(f"{g.ref:<7} {g.count:>5}  {when(g.first_seen):<23}  {when(g.last_seen):<23}  "
+              f"{g.signal or '-':<8} {g.state:<12} {g.signature}")
+    return 0
+
+
+def cmd_show(args) -> int:
+    from coretriage.reports import crash_report, group_report
+
+    kind, ref = _parse_ref(args.id)
+    _, store = _context(args)
+    fmt = "json" if args.json else "text"
+    if kind == "crash":
+        print(crash_report(store.crash(ref), fmt))
+    else:
+        print(group_report(store.group(ref), store.crashes_of(ref), fmt))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from coretriage.reports import crash_report, group_report
+
+    kind, ref = _parse_ref(args.id)
+    _, store = _context(args)
+    if kind == "crash":
+        print(crash_report(store.crash(ref), args.format))
+    else:
+        print(group_report(store.group(ref), store.crashes_of(ref), args.format))
+    return 0
+
+
+def cmd_gdb(args) -> int:
+    from coretriage.ingest import decompressed
+
+    kind, ref = _parse_ref(args.id)
+    config, store = _context(args)
+    if kind == "group":
+        store.group(ref)  # NotFound: "no group gN"
+        rows = store.crashes_of(ref, limit=1)
+        if not rows:
+            raise UserError(f"group g{ref} has no crashes")
+        row = rows[0]
+    else:
+        row = store.crash(ref)
+    if not row.core_file or not (config.data_dir / row.core_file).is_file():
+        raise UserError(f"crash {row.id} has no stored core (metadata only)")
+    gdb = shutil.which("gdb")
+    if gdb is None:
+        raise UserError("gdb is not installed (apt-get install gdb)")
+    with decompressed(config.data_dir / row.core_file, config.tmp_dir) as core:
+        argv = [gdb, "-q", "-iex", "set auto-load off"]
+        if row.sysroot:
+            argv += ["-iex", f"set sysroot {row.sysroot}"]
+        if row.exe_file:
+            argv += [row.exe_file]
+        argv += ["-c", str(core), *args.gdb_args]
+        return subprocess.call(argv)
+
+
+def cmd_reprocess(args) -> int:
+    from coretriage.ingest import reprocess
+
+    config, store = _context(args)
+    result = reprocess(config, store, progress=lambda cid, sig: print(f"{cid}: {sig}") if args.verbose else None)
+    print(f"reprocessed {result['crashes']} crashes; {result['moved']} moved to another group")
+    return 0
+
+
+def cmd_prune(args) -> int:
+    """Keep the newest cores of each group; older crashes keep their analysis."""
+    if args.keep < 1:
+        raise UserError("--keep must be at least 1: every group keeps a core to open in gdb")
+    config, store = _context(args)
+    freed = 0
+    for crash_id, core_file in store.cores_beyond(args.keep):
+        path = config.data_dir / core_file
+        if path.is_file():
+            freed += path.stat().st_size
+            path.unlink()
+        store.forget_core(crash_id)
+        if args.verbose:
+            print(f"{crash_id}: core removed", flush=True)
+    print(f"kept the {args.keep} newest cores of each group; freed {freed / (1 << 20):.1f} MiB")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from coretriage.demo import run_demo
+
+    config, store = _context(args)
+    run_demo(config, store)
+    args.limit, args.json = 50, False
+    print()
+    return cmd_list(args)
+
+
+def cmd_user_add(args) -> int:
+    import getpass
+
+    from coretriage.users import ROLES, hash_password
+
+    if args.role not in ROLES:
+        raise UserError(f"role must be one of {', '.join(ROLES)}")
+    if not args.name or len(args.name) > 64 or not args.name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise UserError("user names are 1-64 letters, digits, '-', '_' or '.'")
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass(f"password for {args.name}: ")
+        if password != getpass.getpass("again: "):
+            raise UserError("the passwords differ")
+    if len(password) < 8:
+        raise UserError("passwords need at least 8 characters")
+    _, store = _context(args)
+    store.add_user(args.name, hash_password(password), args.role)
+    print(f"user {args.name} ({args.role}) saved")
+    return 0
+
+
+def cmd_token_add(args) -> int:
+    from coretriage.users import new_token, token_hash
+
+    _, store = _context(args)
+    if store.user_record(args.name) is None:
+        raise UserError(f"no user {args.name}; add it first with: coretriage user add {args.name}")
+    token = new_token()
+    store.add_token(args.name, token_hash(token))
+    print(token)  # shown once; only its hash is stored
+    return 0
+
+
+def cmd_db_upgrade(args) -> int:
+    """Bring the database's schema to this coretriage's (Alembic ``upgrade
+    head``); ``db current`` only reports it. Neither opens a Store, whose
+    opening refuses a shared database that is behind."""
+    from coretriage import migrations
+    from coretriage.config import load_config
+
+    config = load_config(args.data_dir)
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    if args.db_command == "current":
+        found = migrations.current(config.database_url)
+        state = "up to date" if found == migrations.HEAD else f"this coretriage needs {migrations.HEAD}"
+        print(f"{found or 'empty'} ({state})")
+        return 0
+    before, after = migrations.upgrade(config.database_url)
+    print(f"already at {after}" if before == after else f"upgraded from {before or 'empty'} to {after}")
+    return 0

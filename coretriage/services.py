@@ -1,0 +1,161 @@
+"""The commands that set a host up or keep running: host-setup, ``collector
+run``, ``worker``, ``web`` and ``run`` (all of it on one host)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from coretriage.commands import UserError, wiring_for
+
+
+def cmd_web(args) -> int:
+    from webui import create_app
+
+    app = create_app({"WIRING": wiring_for(args)})
+    print(f"coretriage web UI on http://{args.host}:{args.port}/ (for production: "
+          f"gunicorn -w 4 -b {args.host}:{args.port} 'webui:create_app()')", file=sys.stderr)
+    app.run(host=args.host, port=args.port, debug=False, use_reloader=False)
+    return 0
+
+
+def cmd_collector_run(args) -> int:
+    import logging
+    import signal
+    import threading
+
+    from collector.watch import Collector
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    wiring = wiring_for(args)
+    config = wiring.config
+    dump_dirs = tuple(Path(d) for d in (*config.dump_dirs, *(args.dump_dir or [])))
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    collector = Collector(config.spool_dir, wiring.submit(), dump_dirs)
+    if args.socket:
+        from collector.socket_server import SOCKET_NAME, serve
+        path = str(config.data_dir / SOCKET_NAME)
+        threading.Thread(target=serve, args=(path, str(config.data_dir), stop), daemon=True).start()
+        print(f"listening for cores on {path} (core_pattern @{path})", flush=True)
+    print(f"collecting from {config.spool_dir}" + "".join(f" and {d}" for d in dump_dirs)
+          + (" via the queue" if config.broker_url else ", analyzing here"), flush=True)
+    collector.run(stop)
+    return 0
+
+
+def cmd_worker(args) -> int:
+    from coretriage.tasks import host_queue
+
+    wiring = wiring_for(args)
+    if not wiring.config.broker_url:
+        raise UserError("no broker_url configured (coretriage.toml or CORETRIAGE_BROKER_URL); "
+                        "without one the collector analyzes in-process")
+    app = wiring.celery()  # importing coretriage.tasks registered the task
+    app.worker_main(["worker", "--loglevel=INFO", f"--concurrency={args.concurrency}",
+                     "-Q", host_queue(), "--without-gossip", "--without-mingle"])
+    return 0
+
+
+def handler_argv(data_dir: Path) -> list[str]:
+    """What the kernel runs for each crash: the light handler module, not this CLI."""
+    from collector.corepattern import SPECIFIERS
+
+    return [sys.executable, "-I", "-m", "collector.handler", "-d", str(data_dir), *SPECIFIERS]
+
+
+def cmd_hostsetup_install(args) -> int:
+    from coretriage.config import load_config
+    from collector.hostsetup.install import install
+
+    config = load_config(args.data_dir)  # not _context: no store, nothing created before the record
+    socket = None
+    if args.socket:
+        from collector.socket_server import SOCKET_NAME, kernel_supports_socket
+        if not kernel_supports_socket():
+            raise UserError(f"this kernel ({os.uname().release}) cannot send cores to a socket (Linux 6.16+)")
+        socket = config.data_dir / SOCKET_NAME
+    report = install(config.data_dir, handler_argv(config.data_dir), replace_existing=args.replace,
+                     socket=socket)
+    print(report.text())
+    return 0
+
+
+def cmd_hostsetup_uninstall(args) -> int:
+    from coretriage.config import load_config
+    from collector.hostsetup.install import uninstall
+
+    report = uninstall(load_config(args.data_dir).data_dir, force=args.force)
+    print(report.text())
+    return 1 if report.left else 0
+
+
+def cmd_hostsetup_doctor(args) -> int:
+    from coretriage.config import load_config
+    from collector.hostsetup.doctor import checks_json, exit_code, format_checks, run_checks
+
+    checks = run_checks(load_config(args.data_dir).data_dir)
+    print(checks_json(checks) if args.json else format_checks(checks))
+    return exit_code(checks)
+
+
+def cmd_run(args) -> int:
+    """The whole single-host service on embedded defaults: sample groups,
+    host set up (as root), collector and web UI; Ctrl-C puts the host back."""
+    import logging
+    import secrets
+    import signal
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from collector.watch import Collector
+    from coretriage.demo import run_demo
+    from coretriage.users import hash_password
+    from webui import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    wiring = wiring_for(args)
+    config, store = wiring.config, wiring.store
+    run_demo(config, store)
+    login = ""
+    if store.user_count() == 0:
+        password = secrets.token_urlsafe(12)
+        store.add_user("admin", hash_password(password), "admin")
+        secret = config.data_dir / "admin-password"
+        secret.write_text(password + "\n")
+        secret.chmod(0o600)
+        login = f"log in as admin with password {password} (saved in {secret})"
+    installed = False
+    if os.geteuid() == 0 and not args.no_host_setup:
+        from collector.hostsetup.install import install, uninstall
+        try:
+            print(install(config.data_dir, handler_argv(config.data_dir)).text())
+            installed = True
+        except Exception as exc:
+            print(f"host-setup not installed: {exc}; crashes on this host are not captured", file=sys.stderr)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    collector = Collector(config.spool_dir, wiring.submit(), config.dump_dirs)
+    threads = [threading.Thread(target=collector.run, args=(stop,), daemon=True)]
+    server = make_server(args.host, args.port, create_app({"WIRING": wiring}), threaded=True)
+    threads.append(threading.Thread(target=server.serve_forever, daemon=True))
+    for t in threads:
+        t.start()
+    print(f"\ncoretriage is running: web UI on http://{args.host}:{server.port}/"
+          + (f"; {login}" if login else "; log in with your coretriage user")
+          + ("\ncrashes on this host and in its containers are captured; Ctrl-C stops and puts the host back"
+             if installed else ""), flush=True)
+    try:
+        stop.wait()
+    finally:
+        server.shutdown()
+        for t in threads:
+            t.join(timeout=10)
+        if installed:
+            print(uninstall(config.data_dir).text())
+    return 0
