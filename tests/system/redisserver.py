@@ -1,11 +1,15 @@
-"""A throwaway redis-server on a free loopback port."""
+"""A throwaway redis-server on a free loopback port, and a real
+``coretriage worker`` consuming from it."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -32,10 +36,18 @@ def start_redis(port: int) -> subprocess.Popen:
             time.sleep(0.05)
 
 
-def stop(proc: subprocess.Popen) -> None:
+def stop(proc: subprocess.Popen, timeout: float = 10) -> None:
     proc.terminate()
     try:
-        proc.wait(timeout=10)
+        proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def start_worker(data_dir: Path, **settings: str) -> subprocess.Popen:
+    """``coretriage worker`` for ``data_dir``; settings become CORETRIAGE_<NAME> variables."""
+    env = {**os.environ, **{f"CORETRIAGE_{k.upper()}": v for k, v in settings.items()}}
+    return subprocess.Popen([sys.executable, "-m", "coretriage.cli", "--data-dir", str(data_dir), "worker",
+                             "--concurrency", "1"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)

@@ -3,8 +3,6 @@ the spool reach the store, directly or through Celery on a real Redis, and a
 dead broker loses nothing."""
 
 import os
-import subprocess
-import sys
 import threading
 import time
 
@@ -16,7 +14,7 @@ from collector import spool
 from collector.bundle import Bundle
 from collector.watch import Collector, import_dump
 from coretriage.wiring import Wiring
-from redisserver import free_port, start_redis, stop
+from redisserver import free_port, start_redis, start_worker, stop
 
 
 def wait_for(predicate, timeout=60.0, what="condition"):
@@ -81,13 +79,11 @@ def test_bundles_that_arrived_while_down_are_picked_up(config, store, samples, r
 def test_queue_through_real_redis_and_a_dead_broker(config, samples, running, tmp_path):
     port = free_port()
     redis = start_redis(port)
-    env = {**os.environ, "CORETRIAGE_BROKER_URL": f"redis://127.0.0.1:{port}/0"}
-    worker = subprocess.Popen([sys.executable, "-m", "coretriage.cli", "--data-dir", str(config.data_dir),
-                               "worker", "--concurrency", "1"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    broker = f"redis://127.0.0.1:{port}/0"
+    worker = start_worker(config.data_dir, broker_url=broker)
     try:
         import dataclasses
-        qconfig = dataclasses.replace(config, broker_url=env["CORETRIAGE_BROKER_URL"])
+        qconfig = dataclasses.replace(config, broker_url=broker)
         store = Store(config.database_url)
         running(Wiring(qconfig).submit())
         first = tmp_path / "core-a"
@@ -106,16 +102,11 @@ def test_queue_through_real_redis_and_a_dead_broker(config, samples, running, tm
         wait_for(lambda: len(store.groups()) == 2, timeout=120, what="the crash after the broker came back")
         assert spool.is_done(bundle)
     finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        stop(worker, timeout=20)
         stop(redis)
 
 
 def test_evicted_bundle_still_counts(config, store, samples, running, tmp_path):
-    import os
 
     from collector.retention import make_room
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,7 +19,7 @@ from coretriage.store import Store
 from coretriage.wiring import Wiring
 from dockerhost import IMAGE, collector_installed, dockerd, haproxy_container, haproxy_image  # noqa: F401
 from recipes import haproxy
-from redisserver import free_port, start_redis, stop
+from redisserver import free_port, start_redis, start_worker, stop
 
 WAIT = 180.0
 
@@ -52,10 +50,7 @@ def test_a_container_crash_gives_the_same_record_in_process_and_through_celery(
     redis = start_redis(port)
     broker = f"redis://127.0.0.1:{port}/0"
     queued = dataclasses.replace(base, database_url=queued_db, broker_url=broker)
-    env = {**os.environ, "CORETRIAGE_BROKER_URL": broker, "CORETRIAGE_DATABASE_URL": queued_db}
-    worker = subprocess.Popen([sys.executable, "-m", "coretriage.cli", "--data-dir", str(data), "worker",
-                               "--concurrency", "1"], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    worker = start_worker(data, broker_url=broker, database_url=queued_db)
     try:
         # the container must still exist while both analyses ask Docker about it
         with haproxy_container(IMAGE, tmp_path / "ct", labels={"com.docker.compose.service": "edge"}) as ct:
@@ -79,11 +74,7 @@ def test_a_container_crash_gives_the_same_record_in_process_and_through_celery(
                 queued_store.close()
             container_name = ct.name
     finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        stop(worker, timeout=20)
         stop(redis)
 
     assert in_process.container == container_name and in_process.image == IMAGE
