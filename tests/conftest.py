@@ -238,3 +238,20 @@ def check_upgraded():
     """(url, rows before, rows after): asserts every row the old store wrote
     is intact and that the upgraded store works."""
     return _check_upgraded
+
+
+def _open_concurrently(url: str, openers: int = 6) -> None:
+    """Several processes open the same new database at once; each must succeed."""
+    import subprocess
+    import sys
+
+    code = "import sys; from coretriage.store import Store; Store(sys.argv[1]).close()"
+    procs = [subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE, text=True)
+             for _ in range(openers)]
+    for p in procs:
+        assert p.wait(timeout=120) == 0, p.stderr.read()
+
+
+@pytest.fixture
+def open_concurrently():
+    return _open_concurrently

@@ -49,13 +49,9 @@ def test_first_revision_is_the_schema_before_migrations(tmp_path, legacy_store, 
     assert schema_diff(url, metadata) == []
 
 
-def test_fresh_database_made_once_by_concurrent_openers(tmp_path, schema_diff):
+def test_fresh_database_made_once_by_concurrent_openers(tmp_path, schema_diff, open_concurrently):
     url = f"sqlite:///{tmp_path}/crashes.db"
-    code = "import sys; from coretriage.store import Store; Store(sys.argv[1]).close()"
-    procs = [subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE, text=True)
-             for _ in range(6)]
-    for p in procs:
-        assert p.wait(timeout=120) == 0, p.stderr.read()
+    open_concurrently(url)
     assert migrations.current(url) == migrations.HEAD
     assert schema_diff(url, metadata) == []
 

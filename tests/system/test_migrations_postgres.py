@@ -41,13 +41,9 @@ def test_database_made_before_migrations_is_upgraded_by_db_upgrade(pg_url, tmp_p
     check_upgraded(url, before, table_rows(url))
 
 
-def test_empty_database_made_once_by_concurrent_openers(pg_url, schema_diff):
+def test_empty_database_made_once_by_concurrent_openers(pg_url, schema_diff, open_concurrently):
     url = create_database(pg_url, "fresh")
-    code = "import sys; from coretriage.store import Store; Store(sys.argv[1]).close()"
-    procs = [subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE, text=True)
-             for _ in range(6)]
-    for p in procs:
-        assert p.wait(timeout=120) == 0, p.stderr.read()
+    open_concurrently(url)
     assert migrations.current(url) == migrations.HEAD
     assert schema_diff(url, metadata) == []
 

@@ -14,12 +14,14 @@ import sys
 import tomllib
 import urllib.parse
 import urllib.request
+import zipfile
 from http.cookiejar import CookieJar
 from pathlib import Path
 
 import pytest
 
 from collector.corepattern import LOCK_FD_ENV, lock_for_child, pattern_lock, read_pattern
+from waiting import wait_for
 from webserver import web_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,7 +50,7 @@ def _clean_env() -> dict:
 
 @pytest.fixture(scope="session")
 def installed(tmp_path_factory):
-    """(venv, a working directory away from the source tree)."""
+    """(venv, a working directory away from the source tree, the wheel)."""
     base = tmp_path_factory.mktemp("package")
     dist = base / "dist"
     # no flags: build makes the sdist, then the wheel from that sdist
@@ -60,11 +62,22 @@ def installed(tmp_path_factory):
     run([venv / "bin/pip", "install", "-q", wheels[0]], cwd=base)
     away = base / "elsewhere"
     away.mkdir()
-    return venv, away
+    return venv, away, wheels[0]
+
+
+def test_the_wheel_carries_what_is_read_at_run_time(installed):
+    # host-setup/ goes in as the package collector.hostsetup.files
+    names = set(zipfile.ZipFile(installed[2]).namelist())
+    wanted = [f"collector/hostsetup/files/{p.name}" for p in (ROOT / "host-setup").iterdir() if p.is_file()]
+    wanted += [f"webui/{p.relative_to(ROOT / 'webui')}" for sub in ("templates", "static")
+               for p in (ROOT / "webui" / sub).rglob("*") if p.is_file()]
+    wanted += [f"analyzer/signature/lists/{p.name}" for p in (ROOT / "analyzer/signature/lists").glob("*.txt")]
+    wanted += [f"coretriage/migrations/versions/{p.name}" for p in (ROOT / "coretriage/migrations/versions").glob("*.py")]
+    assert len(wanted) > 15 and not sorted(set(wanted) - names)
 
 
 def test_the_package_is_imported_from_the_venv_not_the_checkout(installed):
-    venv, away = installed
+    venv, away, _ = installed
     out = run([venv / "bin/python", "-c", "import analyzer, collector, coretriage, webui; "
                "print('\\n'.join(m.__file__ for m in (analyzer, collector, coretriage, webui)))"], cwd=away)
     for path in out.stdout.split():
@@ -72,13 +85,13 @@ def test_the_package_is_imported_from_the_venv_not_the_checkout(installed):
 
 
 def test_version(installed):
-    venv, away = installed
+    venv, away, _ = installed
     expected = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert run([venv / "bin/coretriage", "--version"], cwd=away).stdout.strip() == f"coretriage {expected}"
 
 
 def test_ingest_of_a_real_core(installed, samples, tmp_path):
-    venv, away = installed
+    venv, away, _ = installed
     s = samples("segv")
     out = run([venv / "bin/coretriage", "--data-dir", tmp_path / "data", "ingest", s.core, "--exe", s.exe,
                "--json"], cwd=away)
@@ -106,7 +119,7 @@ class _Links(html.parser.HTMLParser):
 
 
 def test_web_ui_login_static_files_and_groups(installed, samples, tmp_path):
-    venv, away = installed
+    venv, away, _ = installed
     data = tmp_path / "data"
     s = samples("segv")
     coretriage = venv / "bin/coretriage"
@@ -135,7 +148,7 @@ def test_web_ui_login_static_files_and_groups(installed, samples, tmp_path):
 
 
 def test_host_setup_install_and_uninstall_on_the_real_kernel(installed, samples, tmp_path):
-    venv, away = installed
+    venv, away, _ = installed
     data = Path(f"/tmp/ct-pkg-{os.getpid()}")  # short: core_pattern keeps 127 bytes
     coretriage = venv / "bin/coretriage"
     s = samples("segv")  # built before core_pattern changes hands
@@ -149,8 +162,8 @@ def test_host_setup_install_and_uninstall_on_the_real_kernel(installed, samples,
             proc = subprocess.run([s.exe, "GET /"], cwd=away, capture_output=True)
             assert proc.returncode == -11
             spool = data / "spool"
-            metas = _wait(lambda: list(spool.glob("*/meta.json")))
-            assert metas and (metas[0].parent / "core.zst").is_file(), sorted(spool.rglob("*"))
+            metas = wait_for(lambda: list(spool.glob("*/meta.json")), "the handler's bundle", 30)
+            assert (metas[0].parent / "core.zst").is_file(), sorted(spool.rglob("*"))
         finally:
             done = run([coretriage, "--data-dir", data, "host-setup", "uninstall"], cwd=away, check=False,
                        locked=True)
@@ -159,14 +172,3 @@ def test_host_setup_install_and_uninstall_on_the_real_kernel(installed, samples,
                 Path("/proc/sys/kernel/core_pattern").write_text(before + "\n")
         assert done.returncode == 0, done.stderr
         assert restored == before
-
-
-def _wait(probe, timeout=30.0):
-    import time
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(0.1)
-    return probe()

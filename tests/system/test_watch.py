@@ -14,16 +14,8 @@ from collector import spool
 from collector.bundle import Bundle
 from collector.watch import Collector, import_dump
 from coretriage.wiring import Wiring
+from waiting import wait_for
 from redisserver import free_port, start_redis, start_worker, stop
-
-
-def wait_for(predicate, timeout=60.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

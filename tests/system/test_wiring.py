@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
 from pathlib import Path
 
-import pytest
 
 from collector.bundle import Bundle
 from coretriage.config import load_config
@@ -20,18 +18,9 @@ from coretriage.wiring import Wiring
 from dockerhost import IMAGE, collector_installed, dockerd, haproxy_container, haproxy_image  # noqa: F401
 from recipes import haproxy
 from redisserver import free_port, start_redis, start_worker, stop
+from waiting import wait_for
 
 WAIT = 180.0
-
-
-def wait_for(probe, what: str, timeout: float = WAIT):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def finished_bundle(spool: Path) -> Bundle | None:
@@ -57,7 +46,7 @@ def test_a_container_crash_gives_the_same_record_in_process_and_through_celery(
             ct.wait_listening()
             haproxy.send_request(ct.port, haproxy.URI)
             assert ct.wait_exit(timeout=haproxy.DEATH_TIMEOUT) == 128 + 11, ct.logs()
-            bundle = wait_for(lambda: finished_bundle(base.spool_dir), "the handler's bundle")
+            bundle = wait_for(lambda: finished_bundle(base.spool_dir), "the handler's bundle", WAIT)
             core = bundle.core.read_bytes()
 
             in_process = Wiring(here).process_bundle(bundle.dir).crash
@@ -68,7 +57,7 @@ def test_a_container_crash_gives_the_same_record_in_process_and_through_celery(
             Wiring(queued).submit(log=lambda line: None)(bundle.dir)
             queued_store = Store(queued_db)
             try:
-                wait_for(lambda: queued_store.crash_ids(), "the Celery worker to store the crash")
+                wait_for(lambda: queued_store.crash_ids(), "the Celery worker to store the crash", WAIT)
                 through_celery = queued_store.crash(in_process.id)
             finally:
                 queued_store.close()
