@@ -27,7 +27,7 @@ run: system-deps $(STAMP)
 	$(VENV)/bin/coretriage --data-dir $(DATA) run
 
 test: system-deps $(STAMP)
-	$(PY) -m pytest -q -ra tests/unit tests/integration tests/system
+	$(PY) -m pytest -q -ra tests/unit tests/integration tests/system tests/adversarial
 
 test-unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit

@@ -17,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests"
-KINDS = ("unit", "integration", "system")  # folders under tests/, and their markers
+KINDS = ("unit", "integration", "system", "adversarial")  # folders under tests/, and their markers
 
 
 def kind_of(path: Path) -> str | None:

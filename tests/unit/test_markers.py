@@ -1,6 +1,6 @@
 """A test's kind comes from its folder (tests/conftest.py marks every test
 under tests/unit ``unit``, tests/integration ``integration``, tests/system
-``system``): no test file sets one of those markers itself."""
+``system``, tests/adversarial ``adversarial``): no test file sets one of those markers itself."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import ast
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parents[1]
-KINDS = ("unit", "integration", "system")
+KINDS = ("unit", "integration", "system", "adversarial")
 
 
 def kind_marks(source: str, filename: str = "<test>") -> list[str]:
