@@ -26,6 +26,15 @@ class Config:
     gdb_timeout: float = 120.0
     gdb_memory: int = 4 << 30
     show_literals: bool = False  # SQL literals in PostgreSQL context
+    # -- the web UI (webui/) --
+    secure_cookies: bool = False  # always mark cookies Secure (they are anyway on requests that came over HTTPS)
+    trusted_proxies: int = 0  # reverse proxies in front whose X-Forwarded-For/-Proto are believed
+    session_idle: float = 2 * 3600  # seconds without a request before a login ends
+    session_lifetime: float = 24 * 3600  # seconds after which a login ends whatever happens
+    login_failures_per_user: int = 5  # failed logins per user name in login_window, then 429
+    login_failures_per_address: int = 20  # failed logins per client address in login_window, then 429
+    login_window: float = 15 * 60  # seconds
+    token_days: int = 90  # an API token's life when `token add` is not given --days
 
     @property
     def cores_dir(self) -> Path:
@@ -84,18 +93,43 @@ def load_config(data_dir: Path | str | None = None) -> Config:
         raise ConfigError(f"{path}: unknown setting(s): {', '.join(sorted(unknown))}")
     values.setdefault("database_url", f"sqlite:///{data_dir.absolute() / 'coretriage.db'}")
     try:
-        for name in ("gdb_timeout",):
-            if name in values:
-                values[name] = float(values[name])
-        if "gdb_memory" in values:
-            values["gdb_memory"] = int(values["gdb_memory"])
+        for name, value in list(values.items()):
+            kind = known[name].type  # a string: the module uses postponed annotations
+            if kind in _NUMBERS:
+                values[name] = _number(name, value, _NUMBERS[kind])
+            elif kind == "bool":
+                values[name] = _bool(name, value)
         if isinstance(values.get("dump_dirs"), str):
             values["dump_dirs"] = tuple(d for d in values["dump_dirs"].split(":") if d)
         elif "dump_dirs" in values:
             values["dump_dirs"] = tuple(values["dump_dirs"])
-        if isinstance(values.get("show_literals"), str):
-            values["show_literals"] = values["show_literals"].lower() in ("1", "true", "yes")
     except ValueError as exc:
         raise ConfigError(f"bad setting: {exc}") from None
     values.pop("data_dir", None)
     return Config(data_dir=data_dir.absolute(), **values)
+
+
+_NUMBERS = {"int": int, "float": float}
+
+
+def _number(name: str, value, kind) -> int | float:
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a number, not {value!r}")
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, not {value!r}") from None
+    if number < 0:
+        raise ValueError(f"{name} must not be negative")
+    return number
+
+
+def _bool(name: str, value) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{name} must be true or false, not {value!r}")

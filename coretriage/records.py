@@ -72,6 +72,29 @@ class User:
 
 
 @dataclass(frozen=True)
+class TokenRow:
+    """An API token as ``token list`` shows it: never the token itself."""
+
+    id: str  # the first 12 hex digits of the token's hash: what ``token revoke`` takes
+    user: str
+    created: float
+    expires: float | None  # None: made by an old version and never upgraded (refused)
+    last_used: float | None
+
+
+@dataclass(frozen=True)
+class SessionRow:
+    """A logged-in browser (``web_sessions``); its cookie holds the id whose
+    hash is the key."""
+
+    user: str
+    csrf: str  # this session's CSRF token: a new one at every login
+    created: float
+    last_seen: float
+    data: dict[str, Any] = field(default_factory=dict)  # flashed messages
+
+
+@dataclass(frozen=True)
 class GroupRow:
     id: int
     signature: str

@@ -28,7 +28,9 @@ import sqlalchemy as sa
 
 from analyzer.errors import CoretriageError
 from coretriage import migrations
-from coretriage.records import Analyzed, CrashRecord, CrashRow, GroupQuery, GroupRow, User  # noqa: F401
+from coretriage.records import (Analyzed, CrashRecord, CrashRow, GroupQuery, GroupRow, SessionRow,  # noqa: F401
+                                TokenRow, User)
+from coretriage.users import DEFAULT_TOKEN_DAYS, token_id
 
 metadata = sa.MetaData()
 
@@ -95,6 +97,26 @@ tokens = sa.Table(
     sa.Column("token_hash", sa.String(64), primary_key=True),  # sha256 of the token
     sa.Column("user", sa.String(64), sa.ForeignKey("users.name"), nullable=False),
     sa.Column("created", sa.Float, nullable=False),
+    sa.Column("expires", sa.Float),  # refused from then on; null (never set) is refused too
+    sa.Column("last_used", sa.Float),
+)
+
+web_sessions = sa.Table(
+    "web_sessions", metadata,
+    sa.Column("id_hash", sa.String(64), primary_key=True),  # sha256 of the cookie's random id
+    sa.Column("user", sa.String(64), sa.ForeignKey("users.name", ondelete="CASCADE"), nullable=False),
+    sa.Column("csrf", sa.String(64), nullable=False),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("last_seen", sa.Float, nullable=False),
+    sa.Column("data", sa.Text, nullable=False, server_default="{}"),
+    sa.Index("ix_web_sessions_user", "user"),
+)
+
+login_failures = sa.Table(
+    "login_failures", metadata,
+    sa.Column("key", sa.String(64), primary_key=True),  # sha256 of "user\0NAME" or "addr\0IP"
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.Column("first", sa.Float, nullable=False),  # the window starts at the first failure
 )
 
 STATES = ("new", "acknowledged", "resolved", "regressed", "ignored")
@@ -240,12 +262,19 @@ class Store:
         with self.engine.begin() as db:
             db.execute(groups.update().where(groups.c.id == group_id).values(**values))
 
-    # -- users and API tokens ------------------------------------------------
-    def add_user(self, name: str, password_hash: str, role: str) -> None:
+    # -- users, API tokens and web sessions ---------------------------------
+    def add_user(self, name: str, password_hash: str, role: str) -> bool:
+        """Add a user, or set an existing one's password and role; either way
+        every web session it had ends. Returns whether the user was new."""
         with self.engine.begin() as db:
-            db.execute(users.delete().where(users.c.name == name))
-            db.execute(users.insert().values(name=name, password_hash=password_hash, role=role,
-                                             created=time.time()))
+            found = db.execute(sa.update(users).where(users.c.name == name)
+                               .values(password_hash=password_hash, role=role)).rowcount
+            if found:
+                db.execute(web_sessions.delete().where(web_sessions.c.user == name))
+            else:
+                db.execute(users.insert().values(name=name, password_hash=password_hash, role=role,
+                                                 created=time.time()))
+            return not found
 
     def user_record(self, name: str) -> tuple[User, str] | None:
         with self.engine.connect() as db:
@@ -256,15 +285,115 @@ class Store:
         with self.engine.connect() as db:
             return db.execute(sa.select(sa.func.count()).select_from(users)).scalar()
 
-    def add_token(self, user: str, token_hash: str) -> None:
+    def add_token(self, user: str, token_hash: str, expires: float | None = None) -> None:
+        now = time.time()
         with self.engine.begin() as db:
-            db.execute(tokens.insert().values(token_hash=token_hash, user=user, created=time.time()))
+            db.execute(tokens.insert().values(token_hash=token_hash, user=user, created=now,
+                                              expires=expires if expires is not None
+                                              else now + DEFAULT_TOKEN_DAYS * 86400))
 
-    def user_for_token(self, token_hash: str) -> User | None:
+    def user_for_token(self, token_hash: str, now: float | None = None) -> User | None:
+        """The user of a token that exists and has not expired; notes its use
+        (at most once a minute, so reads stay reads)."""
+        now = time.time() if now is None else now
+        t = tokens.c
         with self.engine.connect() as db:
-            row = db.execute(sa.select(users.c.name, users.c.role).join_from(tokens, users)
-                             .where(tokens.c.token_hash == token_hash)).first()
-        return User(row.name, row.role) if row else None
+            row = db.execute(sa.select(users.c.name, users.c.role, t.last_used).join_from(tokens, users)
+                             .where(t.token_hash == token_hash, t.expires > now)).first()
+        if row is None:
+            return None
+        if row.last_used is None or now - row.last_used > 60:
+            with self.engine.begin() as db:
+                db.execute(tokens.update().where(t.token_hash == token_hash).values(last_used=now))
+        return User(row.name, row.role)
+
+    def tokens(self, user: str | None = None) -> list[TokenRow]:
+        t = tokens.c
+        query = sa.select(t.token_hash, t.user, t.created, t.expires, t.last_used).order_by(t.created, t.token_hash)
+        if user is not None:
+            query = query.where(t.user == user)
+        with self.engine.connect() as db:
+            rows = db.execute(query).all()
+        return [TokenRow(token_id(r.token_hash), r.user, r.created, r.expires, r.last_used) for r in rows]
+
+    def revoke_token(self, short_id: str) -> TokenRow:
+        """Delete the one token whose id (``TokenRow.id``) is ``short_id``."""
+        short_id = short_id.strip().lower()
+        if len(short_id) != 12 or any(ch not in "0123456789abcdef" for ch in short_id):
+            raise NotFound(f"{short_id!r} is not a token id (12 hex digits, from `coretriage token list`)")
+        found = [r for r in self.tokens() if r.id == short_id]
+        if not found:
+            raise NotFound(f"no token {short_id}")
+        if len(found) > 1:  # 48 bits of a hash: never seen, but never guessed either
+            raise NotFound(f"{len(found)} tokens share the id {short_id}; none was revoked")
+        with self.engine.begin() as db:
+            db.execute(tokens.delete().where(tokens.c.token_hash.startswith(short_id)))
+        return found[0]
+
+    def add_session(self, id_hash: str, user: str, csrf: str, now: float) -> None:
+        with self.engine.begin() as db:
+            db.execute(web_sessions.insert().values(id_hash=id_hash, user=user, csrf=csrf, created=now,
+                                                    last_seen=now, data="{}"))
+
+    def web_session(self, id_hash: str) -> SessionRow | None:
+        s = web_sessions.c
+        with self.engine.connect() as db:
+            row = db.execute(sa.select(s.user, s.csrf, s.created, s.last_seen, s.data)
+                             .where(s.id_hash == id_hash)).first()
+        if row is None:
+            return None
+        return SessionRow(row.user, row.csrf, row.created, row.last_seen, json.loads(row.data or "{}"))
+
+    def touch_session(self, id_hash: str, now: float, data: dict | None = None) -> None:
+        values = {"last_seen": now}
+        if data is not None:
+            values["data"] = json.dumps(data)
+        with self.engine.begin() as db:
+            db.execute(web_sessions.update().where(web_sessions.c.id_hash == id_hash).values(**values))
+
+    def end_session(self, id_hash: str) -> None:
+        with self.engine.begin() as db:
+            db.execute(web_sessions.delete().where(web_sessions.c.id_hash == id_hash))
+
+    def end_sessions(self, user: str) -> int:
+        """End every web session of ``user``; returns how many there were."""
+        with self.engine.begin() as db:
+            return db.execute(web_sessions.delete().where(web_sessions.c.user == user)).rowcount
+
+    def end_stale_sessions(self, idle_since: float, created_before: float) -> None:
+        """Forget sessions idle since ``idle_since`` or made before ``created_before``."""
+        s = web_sessions.c
+        with self.engine.begin() as db:
+            db.execute(web_sessions.delete().where(sa.or_(s.last_seen < idle_since, s.created < created_before)))
+
+    def login_failures(self, keys: list[str]) -> dict[str, tuple[int, float]]:
+        """key -> (failures, time of the first) for the keys that have any."""
+        f = login_failures.c
+        with self.engine.connect() as db:
+            rows = db.execute(sa.select(f.key, f.count, f.first).where(f.key.in_(keys))).all()
+        return {r.key: (r.count, r.first) for r in rows}
+
+    def add_login_failure(self, keys: list[str], now: float, window: float) -> None:
+        """Count one failed login against each key; a key whose window has
+        passed starts again. Windows long passed are forgotten."""
+        f = login_failures.c
+        for attempt in (1, 2):  # a concurrent first failure of the same key: count again
+            try:
+                with self.engine.begin() as db:
+                    db.execute(login_failures.delete().where(f.first < now - window))
+                    for key in sorted(keys):  # one order: no deadlock between two requests
+                        done = db.execute(login_failures.update().where(f.key == key)
+                                          .values(count=f.count + 1)).rowcount
+                        if not done:
+                            db.execute(login_failures.insert().values(key=key, count=1, first=now))
+                return
+            except sa.exc.IntegrityError:
+                if attempt == 2:
+                    raise
+
+    def clear_login_failures(self, key: str) -> None:
+        with self.engine.begin() as db:
+            db.execute(login_failures.delete().where(login_failures.c.key == key))
 
     # -- reading ---------------------------------------------------------
     def find_groups(self, q: GroupQuery) -> tuple[list[GroupRow], int]:

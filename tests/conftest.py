@@ -195,11 +195,19 @@ def _record(crash_id, signature, at, **where):
 
 
 def _check_upgraded(url, before, after):
-    """Every row the old store wrote is still there, unchanged; the new column
-    is null on old crashes; the upgraded store files a new crash."""
+    """Every row the old store wrote is still there, unchanged; the new columns
+    are null on old crashes, old tokens get an expiry; the upgraded store files
+    a new crash."""
     assert {t: len(rows) for t, rows in before.items()} == {"groups": 3, "crashes": 5, "users": 2, "api_tokens": 1}
     assert after["groups"] == before["groups"]
-    assert after["users"] == before["users"] and after["api_tokens"] == before["api_tokens"]
+    assert after["users"] == before["users"]
+    # 0003: tokens made before expiry get one ~90 days on, and no last use yet
+    new_token_columns = ("expires", "last_used")
+    assert [{k: v for k, v in row.items() if k not in new_token_columns}
+            for row in after["api_tokens"]] == before["api_tokens"]
+    import time
+    assert all(80 * 86400 < row["expires"] - time.time() <= 90 * 86400 and row["last_used"] is None
+               for row in after["api_tokens"])
     assert [{k: v for k, v in row.items() if k != "rules_version"} for row in after["crashes"]] == before["crashes"]
     assert all(row["rules_version"] is None for row in after["crashes"])
 

@@ -32,15 +32,14 @@ def create_app(test_config: dict | None = None):
         wiring = Wiring(config) if config is not None else Wiring.load(test_config.get("DATA_DIR"))
     config = wiring.config
     app = Flask(__name__)
-    app.config.update(
-        SECRET_KEY=_secret_key(config.data_dir),
-        SESSION_COOKIE_HTTPONLY=True,
-        SESSION_COOKIE_SAMESITE="Lax",
-        # behind TLS (gunicorn + a proxy) set CORETRIAGE_SECURE_COOKIES=1
-        SESSION_COOKIE_SECURE=os.environ.get("CORETRIAGE_SECURE_COOKIES") == "1",
-        MAX_CONTENT_LENGTH=64 * 1024,
-    )
+    # sessions live in the database (webui.sessions); the key signs only the pre-login CSRF token
+    app.config.update(SECRET_KEY=_secret_key(config.data_dir), MAX_CONTENT_LENGTH=64 * 1024)
     app.config.update(test_config)
+    if config.trusted_proxies:
+        # only then are X-Forwarded-For/-Proto believed: the client's address
+        # (the login throttle) and https (Secure cookies)
+        from werkzeug.middleware.proxy_fix import ProxyFix
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=config.trusted_proxies, x_proto=config.trusted_proxies)
     app.extensions["coretriage"] = config
     app.extensions["store"] = wiring.store
 
@@ -64,10 +63,12 @@ def _errors_and_icon(app) -> None:
 
     @app.errorhandler(HTTPException)
     def error_page(exc: HTTPException):
+        # keep what the exception adds (Allow on a 405, Retry-After on a 429)
+        headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]
         if request.path.startswith("/api/"):  # the API answers errors in JSON
             from flask import jsonify
-            return jsonify(error=exc.description or exc.name), exc.code
-        return render_template("error.html", error=exc), exc.code
+            return jsonify(error=exc.description or exc.name), exc.code, headers
+        return render_template("error.html", error=exc), exc.code, headers
 
     @app.route("/favicon.ico")
     def favicon():

@@ -6,10 +6,10 @@ from __future__ import annotations
 from flask import Blueprint, abort, jsonify, request
 
 from coretriage.reports import FORMATS, crash_json
-from coretriage.store import NotFound
+from coretriage.store import STATES, NotFound
 from webui.crashes import export_ref
-from webui.groups import group_page
-from webui.security import login_required, store
+from webui.groups import change_state, group_page
+from webui.security import admin_required, login_required, store, visible
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -54,11 +54,23 @@ def group(ref: str):
     return jsonify(out)
 
 
+@bp.route("/groups/<ref>/state", methods=("POST",))
+@admin_required
+def set_state(ref: str):
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or not isinstance(body.get("state"), str) \
+            or not isinstance(body.get("note", ""), str):
+        abort(400, description='send JSON: {"state": "acknowledged", "note": "optional text"}')
+    group = _group(ref)
+    change_state(group.id, body["state"], body.get("note"))
+    return jsonify(group_summary(store().group(group.id)))
+
+
 @bp.route("/crashes/<crash_id>")
 @login_required
 def crash(crash_id: str):
     try:
-        return jsonify(crash_json(store().crash(crash_id)))
+        return jsonify(crash_json(visible(store().crash(crash_id))))
     except NotFound:
         abort(404, description=f"no crash {crash_id}")
 
@@ -98,6 +110,14 @@ OPENAPI = {
                                    "responses": {"200": {"description": "a page of groups"}, "400": _ERR, "401": _ERR}}},
         "/api/v1/groups/{ref}": {"get": {"summary": "One group (ref is g<number>)", "parameters": [_REF],
                                          "responses": {"200": {"description": "the group"}, "404": _ERR, "401": _ERR}}},
+        "/api/v1/groups/{ref}/state": {"post": {
+            "summary": "Set a group's state and note (admins only)", "parameters": [_REF],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["state"],
+                "properties": {"state": {"type": "string", "enum": list(STATES)},
+                               "note": {"type": "string", "description": "kept as is when left out"}}}}}},
+            "responses": {"200": {"description": "the group"}, "400": _ERR, "401": _ERR, "403": _ERR,
+                          "404": _ERR}}},
         "/api/v1/crashes/{ref}": {"get": {"summary": "One crash with its full analysis", "parameters": [_REF],
                                           "responses": {"200": {"description": "the crash"}, "404": _ERR, "401": _ERR}}},
         "/api/v1/export/{ref}": {"get": {"summary": "A report for a crash or group, as the CLI's export",

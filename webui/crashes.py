@@ -5,7 +5,8 @@ from flask import Blueprint, Response, abort, current_app, render_template, requ
 from analyzer.model import Analysis
 from coretriage.reports import FORMATS, crash_report, group_report
 from coretriage.store import NotFound
-from webui.security import admin_required, login_required, store
+from coretriage.access import RESTRICTED_REASON, is_restricted
+from webui.security import admin_required, is_admin, login_required, store, visible
 
 bp = Blueprint("crashes", __name__)
 MIME = {"text": "text/plain", "markdown": "text/markdown", "json": "application/json"}
@@ -22,13 +23,16 @@ def _crash(crash_id: str):
 @login_required
 def detail(crash_id: str):
     row = _crash(crash_id)
+    restricted = is_restricted(row.meta)
+    row = visible(row)
     analysis = Analysis.from_dict(row.analysis)
     meta = row.meta or {}
     skew = None
     if meta.get("host_time") is not None and meta.get("crash_time") is not None:
         skew = float(meta["host_time"]) - float(meta["crash_time"])
     return render_template("crashes/detail.html", crash=row, a=analysis, meta=meta, skew=skew,
-                           key=set(row.signature.get("key_frames") or ()), group=store().group(row.group_id))
+                           key=set(row.signature.get("key_frames") or ()), group=store().group(row.group_id),
+                           restricted=RESTRICTED_REASON if restricted else None, hidden=restricted and not is_admin())
 
 
 def export_response(text: str, fmt: str, name: str) -> Response:
@@ -49,9 +53,10 @@ def export_ref(ref: str, default_format: str) -> Response:
             group = store().group(int(ref[1:]))
         except NotFound:
             abort(404, description=f"no group {ref}")
-        return export_response(group_report(group, store().crashes_of(group.id), fmt), fmt, ref)
+        rows = [visible(r) for r in store().crashes_of(group.id)]
+        return export_response(group_report(group, rows, fmt), fmt, ref)
     try:
-        return export_response(crash_report(store().crash(ref), fmt), fmt, ref)
+        return export_response(crash_report(visible(store().crash(ref)), fmt), fmt, ref)
     except NotFound:
         abort(404, description=f"no crash {ref}")
 

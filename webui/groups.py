@@ -7,7 +7,8 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 
 from analyzer.model import Analysis
 from coretriage.store import STATES, GroupQuery, NotFound
-from webui.security import login_required, store
+from coretriage.access import RESTRICTED_REASON, is_restricted
+from webui.security import admin_required, is_admin, login_required, store, visible
 
 bp = Blueprint("groups", __name__)
 PAGE = 50
@@ -72,23 +73,30 @@ def detail(group_id: int):
         abort(404)
     crashes = store().crash_summaries(group_id, limit=200)
     latest = store().crash(crashes[0]["id"]) if crashes else None
+    hidden = RESTRICTED_REASON if latest is not None and is_restricted(latest.meta) else None
+    latest = visible(latest) if latest is not None else None
     analysis = Analysis.from_dict(latest.analysis) if latest else None
     return render_template("groups/detail.html", group=group, crashes=crashes, latest=latest,
-                           analysis=analysis, facets=store().facets([group_id])[group_id],
-                           daily=store().daily_counts([group_id], days=90)[group_id], states=STATES)
+                           analysis=analysis, hidden=hidden, latest_hidden=bool(hidden) and not is_admin(),
+                           facets=store().facets([group_id])[group_id], states=STATES, may_triage=is_admin(),
+                           daily=store().daily_counts([group_id], days=90)[group_id])
 
 
-@bp.route("/groups/<int:group_id>/state", methods=("POST",))
-@login_required
-def set_state(group_id: int):
-    state = request.form.get("state", "")
+def change_state(group_id: int, state: str, note: str | None) -> None:
+    """Set a group's state and note: the form and the API. Admins only."""
     if state not in STATES:
         abort(400, description=f"state must be one of {', '.join(STATES)}")
     try:
         store().group(group_id)
     except NotFound:
-        abort(404)
-    note = request.form.get("note", "")[:2000]
-    store().set_state(group_id, state, note)
+        abort(404, description=f"no group g{group_id}")
+    store().set_state(group_id, state, None if note is None else note[:2000])
+
+
+@bp.route("/groups/<int:group_id>/state", methods=("POST",))
+@admin_required
+def set_state(group_id: int):
+    state = request.form.get("state", "")
+    change_state(group_id, state, request.form.get("note", ""))
     flash(f"g{group_id} is now {state}.")
     return redirect(url_for("groups.detail", group_id=group_id))

@@ -1,36 +1,44 @@
-"""Who is asking, and may they: sessions for people, bearer tokens for the
-API, CSRF tokens on every form, admin-only actions."""
+"""Who is asking, and may they: sessions for people (``webui.sessions``),
+bearer tokens for the API, CSRF tokens on every form, admin-only actions,
+and the security headers on every response."""
 
 from __future__ import annotations
 
 import functools
 import hmac
-import secrets
 
 from flask import abort, current_app, g, redirect, request, session, url_for
 
+from coretriage.access import shown
 from coretriage.users import token_hash
+from webui import sessions
+
+# No inline script or style anywhere: the templates use only /static/style.css
+CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+       "frame-ancestors 'none'; base-uri 'none'")
+HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
 
 
 def store():
     return current_app.extensions["store"]
 
 
-def csrf_token() -> str:
-    if "csrf" not in session:
-        session["csrf"] = secrets.token_urlsafe(32)
-    return session["csrf"]
-
-
 def _load_user() -> None:
     g.user = None
+    g.via_token = False
     auth = request.headers.get("Authorization", "")
     if auth.startswith("Bearer "):
         g.user = store().user_for_token(token_hash(auth[7:].strip()))
         g.via_token = g.user is not None
         return
-    g.via_token = False
-    name = session.get("user")
+    name = session.user
     if name:
         found = store().user_record(name)
         g.user = found[0] if found else None
@@ -40,17 +48,38 @@ def _check_csrf():
     # API calls with a token carry no cookie to forge; forms must prove origin
     if request.method in ("GET", "HEAD", "OPTIONS") or g.get("via_token"):
         return None
+    if request.endpoint == "auth.logout" and session.sid is None:
+        return None  # nothing to end: logging out of an expired session just goes to the login page
     sent = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token", "")
-    expected = session.get("csrf")
+    expected = sessions.expected_csrf()
     if not expected or not hmac.compare_digest(sent, expected):
         abort(400, description="The form was missing its CSRF token; reload the page and try again.")
     return None
 
 
+def _headers(response):
+    for name, value in HEADERS.items():
+        response.headers.setdefault(name, value)
+    if request.endpoint != "static":  # crash data is never for a shared cache
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
 def install(app) -> None:
+    app.session_interface = sessions.DatabaseSessions()
     app.before_request(_load_user)
     app.before_request(_check_csrf)
-    app.jinja_env.globals["csrf_token"] = csrf_token
+    app.after_request(_headers)
+    app.jinja_env.globals["csrf_token"] = sessions.csrf_token
+
+
+def is_admin() -> bool:
+    return bool(g.get("user") and g.user.is_admin)
+
+
+def visible(row):
+    """A crash as the current user may see it (``coretriage.access``)."""
+    return shown(is_admin(), row)
 
 
 def login_required(view):

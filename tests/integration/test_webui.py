@@ -76,7 +76,7 @@ def test_group_and_crash_pages(app):
 
 def test_state_change_needs_csrf(app):
     c = app.test_client()
-    login(c, "ann", "viewer-pass")
+    login(c, "root", "admin-pass")
     group = re.search(r'href="/groups/(\d+)"', c.get("/").text).group(1)
     assert c.post(f"/groups/{group}/state", data={"state": "acknowledged"}).status_code == 400
     token = csrf(c, f"/groups/{group}")
@@ -84,6 +84,17 @@ def test_state_change_needs_csrf(app):
     assert r.status_code == 302
     assert "fixed in 1.3" in c.get(f"/groups/{group}").text
     assert app.extensions["store"].group(int(group)).state == "resolved"
+
+
+def test_viewer_cannot_change_state(app):
+    c = app.test_client()
+    login(c, "ann", "viewer-pass")
+    group = re.search(r'href="/groups/(\d+)"', c.get("/").text).group(1)
+    page = c.get(f"/groups/{group}").text
+    assert "Set state" not in page
+    r = c.post(f"/groups/{group}/state", data={"state": "ignored", "note": "x", "csrf_token": csrf(c, "/")})
+    assert r.status_code == 403
+    assert app.extensions["store"].group(int(group)).state == "new"
 
 
 def test_admin_downloads_core(app):
