@@ -12,7 +12,8 @@ import sys
 
 from analyzer.errors import CoretriageError
 from coretriage.commands import (EXIT_ERROR, cmd_db_upgrade, cmd_demo, cmd_export, cmd_gdb, cmd_ingest,
-                                 cmd_list, cmd_prune, cmd_reprocess, cmd_show, cmd_token_add, cmd_user_add)
+                                 cmd_list, cmd_prune, cmd_reprocess, cmd_show, cmd_token_add, cmd_token_list,
+                                 cmd_token_revoke, cmd_user_add)
 from coretriage.services import (cmd_collector_run, cmd_hostsetup_doctor, cmd_hostsetup_install,
                                  cmd_hostsetup_uninstall, cmd_run, cmd_web, cmd_worker)
 
@@ -95,7 +96,15 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("token", help="API tokens").add_subparsers(dest="token_command", required=True)
     a = s.add_parser("add", help="make an API token for a user (printed once)")
     a.add_argument("name")
+    a.add_argument("--days", type=int, help="days until it expires (default: the token_days setting, 90)")
     a.set_defaults(func=cmd_token_add)
+    a = s.add_parser("list", help="API tokens: id, user, made, expires, last used (never the token)")
+    a.add_argument("--user", help="only this user's")
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(func=cmd_token_list)
+    a = s.add_parser("revoke", help="revoke an API token at once, by the id `token list` shows")
+    a.add_argument("id")
+    a.set_defaults(func=cmd_token_revoke)
 
     s = sub.add_parser("collector", help="the crash collector").add_subparsers(dest="collector_command",
                                                                                required=True)

@@ -212,20 +212,62 @@ def cmd_user_add(args) -> int:
     if len(password) < 8:
         raise UserError("passwords need at least 8 characters")
     _, store = _context(args)
-    store.add_user(args.name, hash_password(password), args.role)
-    print(f"user {args.name} ({args.role}) saved")
+    new = store.add_user(args.name, hash_password(password), args.role)
+    # a changed password or role ends the user's web sessions (Store.add_user)
+    print(f"user {args.name} ({args.role}) saved" + ("" if new else "; its web sessions were ended"))
     return 0
 
 
 def cmd_token_add(args) -> int:
+    import time
+
     from coretriage.users import new_token, token_hash
 
-    _, store = _context(args)
+    config, store = _context(args)
     if store.user_record(args.name) is None:
         raise UserError(f"no user {args.name}; add it first with: coretriage user add {args.name}")
+    days = config.token_days if args.days is None else args.days
+    if not 0 < days <= 3650:
+        raise UserError("--days must be between 1 and 3650")
     token = new_token()
-    store.add_token(args.name, token_hash(token))
+    store.add_token(args.name, token_hash(token), expires=time.time() + days * 86400)
     print(token)  # shown once; only its hash is stored
+    return 0
+
+
+def cmd_token_list(args) -> int:
+    """Tokens by their short id, never the token: user, made, expires, last used."""
+    import time
+    from dataclasses import asdict
+
+    from coretriage.reports import when
+
+    _, store = _context(args)
+    rows = store.tokens(args.user)
+    if args.json:
+        print(json.dumps([asdict(r) for r in rows], indent=2))
+        return 0
+    now = time.time()
+    table = [("ID", "USER", "CREATED", "EXPIRES", "LAST USED")]
+    for r in rows:
+        expires = "never set (refused)" if r.expires is None else when(r.expires) + (" (expired)" if r.expires <= now
+                                                                                      else "")
+        table.append((r.id, r.user, when(r.created), expires, when(r.last_used) if r.last_used else "never"))
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]) - 1)]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
+    return 0
+
+
+def cmd_token_revoke(args) -> int:
+    from coretriage.store import NotFound
+
+    _, store = _context(args)
+    try:
+        gone = store.revoke_token(args.id)
+    except NotFound as exc:
+        raise UserError(str(exc)) from None
+    print(f"token {gone.id} of {gone.user} revoked")
     return 0
 
 

@@ -34,7 +34,7 @@ from coretriage.users import new_session_id, token_hash
 
 COOKIE = "coretriage_session"
 LOGIN_COOKIE = "coretriage_login"
-TOUCH_EVERY = 60.0  # seconds: last_seen is written at most this often (idle expiry needs no more)
+TOUCH_EVERY = 60.0  # seconds: last_seen is written at most this often (or a quarter of session_idle)
 
 
 def alive(row: SessionRow, now: float, idle: float, lifetime: float) -> bool:
@@ -108,7 +108,7 @@ class DatabaseSessions(SessionInterface):
                 response.delete_cookie(LOGIN_COOKIE, **cookie)
         if s.modified:
             _store().touch_session(token_hash(s.sid), now, dict(s))
-        elif now - s.row.last_seen > TOUCH_EVERY:
+        elif now - s.row.last_seen > min(TOUCH_EVERY, _config().session_idle / 4):
             _store().touch_session(token_hash(s.sid), now)
 
 
