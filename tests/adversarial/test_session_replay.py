@@ -44,10 +44,10 @@ def logged_in(base: str, user: str, password: str) -> Client:
     return c
 
 
-def replay(base: str, cookie: str) -> Client:
-    """A second client holding nothing but a copy of the session cookie."""
+def replay(base: str, cookies: dict[str, str]) -> Client:
+    """A second client holding nothing but a copy of a browser's cookies."""
     thief = Client(base)
-    thief.cookies[SESSION] = cookie
+    thief.cookies.update(cookies)
     return thief
 
 
@@ -60,7 +60,7 @@ def refused(thief: Client) -> bool:
 def test_cookie_replayed_after_logout_is_refused(site):
     base, _ = site
     c = logged_in(base, VIEWER, VIEWER_PW)
-    stolen = c.cookies[SESSION]
+    stolen = dict(c.cookies)
     assert not refused(replay(base, stolen))  # a copy works while the session lives
     r = c.post("/logout", {"csrf_token": c.csrf("/")})
     assert r.status == 302 and r.header("Location") == "/login"
@@ -71,8 +71,8 @@ def test_cookie_replayed_after_logout_is_refused(site):
 def test_cookie_replayed_after_password_change_is_refused(site):
     base, data = site
     add_user(data, "pat", "viewer", "first-password-1")
-    stolen = logged_in(base, "pat", "first-password-1").cookies[SESSION]
-    other = logged_in(base, "pat", "first-password-1").cookies[SESSION]
+    stolen = dict(logged_in(base, "pat", "first-password-1").cookies)
+    other = dict(logged_in(base, "pat", "first-password-1").cookies)
     add_user(data, "pat", "viewer", "second-password-2")
     assert refused(replay(base, stolen)) and refused(replay(base, other))  # every session of the user
     assert not refused(logged_in(base, "pat", "second-password-2"))
@@ -83,7 +83,7 @@ def test_cookie_replayed_after_role_change_is_refused(site):
     base, data = site
     add_user(data, "max", "admin", "max-password-1")
     admin = logged_in(base, "max", "max-password-1")
-    stolen = admin.cookies[SESSION]
+    stolen = dict(admin.cookies)
     bystander = logged_in(base, VIEWER, VIEWER_PW)  # another user's session is untouched
     add_user(data, "max", "viewer", "max-password-1")  # demoted, same password
     assert refused(replay(base, stolen))
@@ -168,7 +168,7 @@ def test_idle_and_old_sessions_end(tmp_path):
     with web_server(data, tmp_path / "server.log") as base:
         idle = logged_in(base, VIEWER, VIEWER_PW)
         busy = logged_in(base, VIEWER, VIEWER_PW)
-        cookie = busy.cookies[SESSION]
+        cookies = dict(busy.cookies)
         started = time.monotonic()
         while time.monotonic() - started < 3:  # busy keeps its session alive past the idle limit
             assert busy.get("/").status == 200
@@ -177,7 +177,7 @@ def test_idle_and_old_sessions_end(tmp_path):
         while time.monotonic() - started < 5.5:
             busy.get("/")
             time.sleep(0.5)
-        assert refused(replay(base, cookie))  # the absolute limit, however busy
+        assert refused(replay(base, cookies))  # the absolute limit, however busy
 
 
 @pytest.mark.parametrize("settings, forwarded, secure", [

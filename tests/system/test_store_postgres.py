@@ -34,3 +34,25 @@ def test_ingest_group_and_reprocess_on_postgres(pg_url, config, samples):
         assert store.group(a[0].crash.group_id).count == 3
     finally:
         store.close()
+
+
+def test_users_tokens_sessions_and_login_failures_on_postgres(pg_url):
+    """What tests/integration/test_store_users.py checks on SQLite, in short."""
+    import time
+
+    from pgserver import create_database
+
+    store = Store(create_database(pg_url, "web"))
+    try:
+        store.add_user("ann", "h1", "viewer")
+        store.add_session("0" * 64, "ann", "csrf", time.time())
+        store.add_token("ann", "a" * 64, expires=time.time() + 100)
+        store.add_token("ann", "b" * 64, expires=time.time() - 1)
+        assert store.user_for_token("a" * 64).name == "ann" and store.user_for_token("b" * 64) is None
+        assert store.add_user("ann", "h2", "admin") is False and store.web_session("0" * 64) is None
+        assert store.revoke_token("a" * 12).user == "ann" and store.user_for_token("a" * 64) is None
+        store.add_login_failure(["u", "a"], 1000.0, 900)
+        store.add_login_failure(["a"], 1010.0, 900)
+        assert store.login_failures(["u", "a"]) == {"u": (1, 1000.0), "a": (2, 1000.0)}
+    finally:
+        store.close()

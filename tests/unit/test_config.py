@@ -13,3 +13,20 @@ def test_config_from_file_and_env(tmp_path, monkeypatch):
     (tmp_path / "coretriage.toml").write_text("gdb_timeuot = 5\n")
     with pytest.raises(ConfigError, match="unknown setting"):
         load_config(tmp_path)
+
+
+def test_web_settings(tmp_path, monkeypatch):
+    from coretriage.config import ConfigError, load_config
+
+    c = load_config(tmp_path)
+    assert (c.secure_cookies, c.trusted_proxies, c.session_idle, c.session_lifetime) == (False, 0, 7200.0, 86400.0)
+    assert (c.login_failures_per_user, c.login_failures_per_address, c.login_window, c.token_days) == (5, 20, 900.0, 90)
+    (tmp_path / "coretriage.toml").write_text("secure_cookies = true\ntrusted_proxies = 1\nsession_idle = 600\n")
+    monkeypatch.setenv("CORETRIAGE_TOKEN_DAYS", "30")
+    c = load_config(tmp_path)
+    assert c.secure_cookies is True and c.trusted_proxies == 1 and c.session_idle == 600.0 and c.token_days == 30
+    monkeypatch.delenv("CORETRIAGE_TOKEN_DAYS")
+    for bad in ('secure_cookies = "maybe"', "trusted_proxies = -1", 'session_idle = "soon"', "token_days = true"):
+        (tmp_path / "coretriage.toml").write_text(bad + "\n")
+        with pytest.raises(ConfigError, match=bad.split()[0]):
+            load_config(tmp_path)
