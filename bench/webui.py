@@ -219,8 +219,11 @@ def main() -> int:
         s.add_token("bench", token_hash(token))
         sql = SqlLog(s.engine)
         client = app.test_client()
-        with client.session_transaction() as sess:
-            sess["user"] = "bench"
+        # log in through the form: sessions live in the database (webui/sessions.py)
+        login = client.get("/login").get_data(as_text=True)
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', login).group(1)
+        assert client.post("/login", data={"username": "bench", "password": "bench-password",
+                                           "csrf_token": csrf}).status_code == 302, "bench login failed"
         api = {"Authorization": f"Bearer {token}"}
 
         with s.engine.connect() as db:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 
 def _secret_key(data_dir: Path) -> str:
-    """A random key kept in the data dir, so sessions survive restarts."""
+    """A random key kept in the data dir: it signs the login form's CSRF
+    token (webui.sessions), which then survives restarts."""
     path = data_dir / "secret_key"
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)

@@ -226,6 +226,8 @@ def test_viewer_cannot_fetch_cores(site, page):
     log_in(page, base, VIEWER, VIEWER_PW)
     assert page.get_by_text(f"{VIEWER} (viewer)").is_visible()
     page.locator("table.groups td.sig a").first.click()
+    page.wait_for_url(re.compile(r".*/groups/\d+$"))
+    assert page.locator("form.state-form").count() == 0  # viewers are read-only
     page.locator("table.crashes a").first.click()
     page.wait_for_url(re.compile(r".*/crashes/c[0-9a-f]{12}$"))
     crash_id = page.url.rsplit("/", 1)[1]
