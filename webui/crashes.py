@@ -3,9 +3,9 @@ from __future__ import annotations
 from flask import Blueprint, Response, abort, current_app, render_template, request, send_file
 
 from analyzer.model import Analysis
+from coretriage.access import RESTRICTED_REASON, is_restricted
 from coretriage.reports import FORMATS, crash_report, group_report
 from coretriage.store import NotFound
-from coretriage.access import RESTRICTED_REASON, is_restricted
 from webui.security import admin_required, is_admin, login_required, store, visible
 
 bp = Blueprint("crashes", __name__)

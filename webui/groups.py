@@ -6,8 +6,8 @@ from datetime import datetime, timezone
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
 from analyzer.model import Analysis
-from coretriage.store import STATES, GroupQuery, NotFound
 from coretriage.access import RESTRICTED_REASON, is_restricted
+from coretriage.store import STATES, GroupQuery, NotFound
 from webui.security import admin_required, is_admin, login_required, store, visible
 
 bp = Blueprint("groups", __name__)

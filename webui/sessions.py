@@ -93,6 +93,8 @@ class DatabaseSessions(SessionInterface):
 
     def save_session(self, app, s: ServerSession, response) -> None:
         response.vary.add("Cookie")
+        if not isinstance(s, ServerSession):  # open_session failed (the database is down): nothing to save
+            return
         secure = _config().secure_cookies or request.is_secure
         cookie = {"httponly": True, "samesite": "Lax", "secure": secure, "path": "/"}
         if s.login_nonce and not s.sid:

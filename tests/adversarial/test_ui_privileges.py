@@ -12,7 +12,6 @@ and an unknown user name answers as slowly as a wrong password.
 
 from __future__ import annotations
 
-import json
 import re
 import statistics
 import time
