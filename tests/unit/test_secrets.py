@@ -1,8 +1,8 @@
-"""collector/secrets.py: secret names, masking environments, argv and text."""
+"""analyzer/secrets.py: secret names, masking environments, argv and text."""
 
 import json
 
-from collector.secrets import MASK, is_secret_name, mask_argv, mask_environ, mask_text
+from analyzer.secrets import MASK, is_secret_name, mask_argv, mask_environ, mask_text
 
 
 def test_secret_names_case_insensitive():
