@@ -26,7 +26,10 @@ import urllib.request
 from http.cookiejar import CookieJar
 from pathlib import Path
 
+import pytest
+
 import crashkit
+from collector.corepattern import pattern_lock
 from test_handler import syslog  # noqa: F401  (a fixture: /dev/log, or the journal)
 from waiting import wait_for
 from webserver import add_user, cli, web_server
@@ -219,3 +222,24 @@ def test_a_crash_stored_unmasked_is_masked_on_the_way_out(tmp_path):
     leaks = {what: _secrets_in(text) for what, text in shown.items() if _secrets_in(text)}
     assert not leaks
     assert "./livecrash SECRET_TOKEN=*** --password *** https://***@h/" in shown[f"export {row.id} text"]
+
+
+# ---- the syslog line's last resort ----
+
+@pytest.fixture
+def one_at_a_time():
+    """The tests that bind /dev/log do so holding the core_pattern lock."""
+    with pattern_lock():
+        yield
+
+
+def test_the_handlers_last_resort_line_is_masked(one_at_a_time, syslog):  # noqa: F811
+    """``handler failed: <exception>`` quotes whatever the exception says,
+    and an exception can quote what the crashed process handed over."""
+    from collector.logline import log, safe
+
+    error = ValueError("bad header 'Authorization: Bearer LEAKlogbearer' in https://LEAKlogurl@h/ password=LEAKlog")
+    log("LOG_ERR", f"handler failed: {type(error).__name__}: {safe(error)}; 0 more bytes discarded")
+    line = syslog.wait_for("handler failed: ValueError")
+    assert not _secrets_in(line), line
+    assert "Bearer ***" in line and "https://***@h/" in line and "password=***" in line
