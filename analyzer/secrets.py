@@ -31,14 +31,17 @@ Whatever the names:
   (``postgres://app@db``, ``ssh://git@host``): that is a name, not a key.
 - HTTP credentials: ``Authorization: <scheme> CRED`` (``=`` too, and
   ``Proxy-Authorization``) and ``Bearer CRED`` anywhere.
-- Options only some programs give a secret, only after a word naming such a
-  program (``mysql -pX``, ``sudo mysqldump -pX``, ``sh -c "curl -u u:pw …"``)
-  or in an environment variable named for it (``MYSQL_OPTS``, ``CURL_ARGS``):
-  MySQL and MariaDB clients' attached ``-pSECRET``; curl's ``-u``/``--user``
-  and ``-U``/``--proxy-user`` ``user:pw`` (the user stays) and
-  ``--oauth2-bearer``. Elsewhere ``-p…`` and ``-u …`` are left alone:
-  ``-p8080`` is a port, ``-pthread`` a compiler flag, ``mkdir -p`` a flag,
-  ``docker run -u 1000:1000`` a uid and gid.
+- Options only some programs give a secret (``_PROGRAMS``), only after a
+  word naming such a program (``mysql -pX``, ``sudo mysqldump -pX``,
+  ``sh -c "curl -u u:pw …"``) or in an environment variable named for it
+  (``MYSQL_OPTS``, ``CURL_ARGS``): MySQL and MariaDB clients' attached
+  ``-pSECRET`` (a lone ``-p`` asks, and the next word is the database);
+  curl's ``-u``/``--user`` and ``-U``/``--proxy-user`` ``user:pw`` (the user
+  stays) and ``--oauth2-bearer``; ``redis-cli -a``; ``sshpass -p``; the
+  MongoDB shells' and tools' ``-p``; ``smbclient -U user%pw``. Elsewhere
+  ``-p…``, ``-a…`` and ``-u …`` are left alone: ``-p8080`` is a port,
+  ``-pthread`` a compiler flag, ``mkdir -p`` a flag, ``docker run -u
+  1000:1000`` a uid and gid.
 - A command line the kernel cut (``mask_psargs``): a URL that ends where the
   cut is, before its authority ended, may be all credential: hidden.
 
@@ -51,6 +54,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable, Mapping
+from typing import NamedTuple
 
 MASK = "***"
 
@@ -62,32 +66,46 @@ DEFAULT_SECRET_NAMES: tuple[str, ...] = (
 
 PSARGS_MAX = 79  # the psargs note: ELF_PRARGSZ (80) bytes less the terminating NUL
 
+
+class _Lazy:
+    """A regex compiled on its first use: importing this module (every CLI
+    command does, through the reports) compiles nothing."""
+
+    def __init__(self, pattern: str, flags: int = 0):
+        self._args = (pattern, flags)
+        self._regex: re.Pattern[str] | None = None
+
+    def __getattr__(self, name: str):  # only while ``name`` (sub, match, ...) is not yet an attribute
+        if self._regex is None:
+            self._regex = re.compile(*self._args)
+        value = getattr(self._regex, name)
+        setattr(self, name, value)
+        return value
+
+
 # scheme://[user]:password@  -- the password runs to the last '@' of the authority
-_URL_CREDENTIALS = re.compile(
+_URL_CREDENTIALS = _Lazy(
     r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^:/?#@\s]*:)(?P<password>[^/?#\s]*)@")
 # http(s)://TOKEN@ and ws(s)://TOKEN@ (also git+https://): a user part alone
-_URL_USER = re.compile(
+_URL_USER = _Lazy(
     r"(?P<head>\b(?:[A-Za-z][A-Za-z0-9.\-]*\+)?(?:[Hh][Tt][Tt][Pp][Ss]?|[Ww][Ss][Ss]?)://)(?P<user>[^:/?#@\s]+)@")
 # a URL whose authority runs to the end of a cut text
-_CUT_AUTHORITY = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://)[^/?#\s]+$")
-_AUTHORIZATION = re.compile(
+_CUT_AUTHORITY = _Lazy(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://)[^/?#\s]+$")
+_AUTHORIZATION = _Lazy(
     r"(?P<head>(?<![A-Za-z0-9])(?:proxy-)?authorization\s*[:=]\s*"
     r"(?:(?:bearer|basic|token|digest|negotiate|ntlm|apikey|key)\s+)?)(?P<cred>[^\s'\",;]+)", re.IGNORECASE)
-_BEARER = re.compile(r"(?P<head>\bbearer\s+)(?P<cred>[^\s'\",;]+)", re.IGNORECASE)
+_BEARER = _Lazy(r"(?P<head>\bbearer\s+)(?P<cred>[^\s'\",;]+)", re.IGNORECASE)
 # "key": value and 'key': value (JSON, Python reprs); a string cut short runs to the end
-_QUOTED_KEY = re.compile(
+_QUOTED_KEY = _Lazy(
     r"""(?P<q>["'])(?P<key>[^"'\\\s]{1,128})(?P=q)\s*:\s*"""
     r"""(?P<value>"(?:[^"\\]|\\.)*(?:"|$)|'(?:[^'\\]|\\.)*(?:'|$)|[^\s,;}\]\[{"']+)""")
 # name=value inside a longer text (query strings, DSNs, -Dprop=value)
-_PAIR = re.compile(
+_PAIR = _Lazy(
     r"(?<![A-Za-z0-9_.])(?P<name>[A-Za-z_][A-Za-z0-9_.\-]*)="
     r"(?P<value>'[^']*'|\"[^\"]*\"|[^\s&;,]*)")
-_OPTION = re.compile(r"-{1,2}(?P<name>[A-Za-z0-9_.\-]+)")
-_WORDS = re.compile(r"(\s+)")
+_OPTION = _Lazy(r"-{1,2}(?P<name>[A-Za-z0-9_.\-]+)")
+_WORDS = _Lazy(r"(\s+)")
 
-_MYSQL = re.compile(r"(?:mysql|mariadb)[\w.\-]*", re.IGNORECASE)  # mysql, mysqldump, mariadb-admin, ...
-_CURL_USER = ("-u", "--user", "-U", "--proxy-user")
-_CURL_HIDDEN = ("--oauth2-bearer",)
 _SEPARATORS = frozenset((";", "&&", "||", "|", "&"))
 
 
@@ -122,45 +140,75 @@ def is_secret_name(name: str, patterns: Iterable[str] = DEFAULT_SECRET_NAMES) ->
 
 # ---- programs whose options carry secrets ----
 
+class _Program(NamedTuple):  # (a dataclass would cost the handler a millisecond at import)
+    """Options that carry a secret in one program's argv, by how."""
+
+    names: str  # a regex of the program's file names
+    env: tuple[str, ...]  # in an environment variable's name: the value holds its options
+    attached: tuple[str, ...] = ()  # -pSECRET: the rest of the word (alone, the option asks)
+    separate: tuple[str, ...] = ()  # -a SECRET, -aSECRET, --opt SECRET, --opt=SECRET
+    user_pass: tuple[str, ...] = ()  # -u user:SECRET: the user stays
+    sep: str = ":"  # between user and password
+
+
+_PROGRAMS: dict[str, _Program] = {
+    "mysql": _Program(r"(?:mysql|mariadb)[\w.\-]*", ("MYSQL", "MARIADB"), attached=("-p",)),
+    "curl": _Program(r"curl", ("CURL",), separate=("--oauth2-bearer",),
+                     user_pass=("-u", "--user", "-U", "--proxy-user")),
+    "redis-cli": _Program(r"(?:redis|valkey|keydb)-cli", ("REDIS",), separate=("-a",)),
+    "mongo": _Program(r"mongo(?:sh|dump|restore|export|import|stat|top|files)?", ("MONGO",),
+                      separate=("-p",)),
+    "sshpass": _Program(r"sshpass", ("SSHPASS",), separate=("-p",)),
+    "smbclient": _Program(r"smbclient|rpcclient|smbget", ("SMB",), user_pass=("-U", "--user"), sep="%"),
+}
+
+
+_PROGRAM_KEYS = tuple(_PROGRAMS)
+_ANY_PROGRAM = _Lazy("|".join(f"(?P<p{i}>{p.names})" for i, p in enumerate(_PROGRAMS.values())), re.IGNORECASE)
+
+
 def _program(word: str) -> str | None:
-    base = word.strip("'\"").rsplit("/", 1)[-1]
-    if _MYSQL.fullmatch(base):
-        return "mysql"
-    if base.lower() == "curl":
-        return "curl"
-    return None
+    m = _ANY_PROGRAM.fullmatch(word.strip("'\"").rsplit("/", 1)[-1])
+    return _PROGRAM_KEYS[int(m.lastgroup[1:])] if m else None
 
 
 def _program_named(name: str) -> str | None:
     """An environment variable that holds a program's options: MYSQL_OPTS, CURL_ARGS."""
     upper = name.upper()
-    if "MYSQL" in upper or "MARIADB" in upper:
-        return "mysql"
-    if "CURL" in upper:
-        return "curl"
+    return next((key for key, p in _PROGRAMS.items() if any(e in upper for e in p.env)), None)
+
+
+def _user_pass(value: str, sep: str = ":") -> str:
+    """``user:password``: the user stays (alone, the program asks for the password)."""
+    user, found, _ = value.partition(sep)
+    return f"{user}{sep}{MASK}" if found else value
+
+
+def _value_of(word: str, options: tuple[str, ...]) -> tuple[str, str | None] | None:
+    """(option, its value in the same word, or None when the value is the
+    next word) if ``word`` is one of ``options``: ``-a``, ``-aX``, ``--opt``,
+    ``--opt=X``."""
+    for opt in options:
+        if word == opt:
+            return opt, None
+        if opt.startswith("--"):
+            if word.startswith(opt + "="):
+                return opt + "=", word[len(opt) + 1:]
+        elif word.startswith(opt) and not word.startswith("--"):
+            return opt, word[len(opt):]
     return None
-
-
-def _user_pass(value: str) -> str:
-    """curl's ``user:password``: the user stays (alone, curl asks for the password)."""
-    user, colon, _ = value.partition(":")
-    return f"{user}:{MASK}" if colon else value
 
 
 def _option(word: str, program: str | None, patterns: tuple[str, ...]) -> tuple[str, str | None]:
     """One word: (the word masked, what the next word is: "all", "user" or None)."""
-    if program == "mysql" and word.startswith("-p") and len(word) > 2:
-        return f"-p{MASK}", None  # -pSECRET; a lone -p asks for the password
-    if program == "curl":
-        for opt in _CURL_USER:
-            if word == opt:
-                return word, "user"
-            if opt.startswith("--") and word.startswith(opt + "="):
-                return opt + "=" + _user_pass(word[len(opt) + 1:]), None
-            if not opt.startswith("--") and word.startswith(opt) and not word.startswith("--"):
-                return opt + _user_pass(word[len(opt):]), None
-        if word in _CURL_HIDDEN:
-            return word, "all"
+    known = _PROGRAMS.get(program) if program else None
+    if known is not None:
+        if (found := _value_of(word, known.attached)) and found[1]:
+            return found[0] + MASK, None
+        if found := _value_of(word, known.separate):
+            return (word, "all") if found[1] is None else (found[0] + MASK, None)
+        if found := _value_of(word, known.user_pass):
+            return (word, "user") if found[1] is None else (found[0] + _user_pass(found[1], known.sep), None)
     option = _OPTION.match(word)
     if option is None:
         return word, None
@@ -189,7 +237,8 @@ def _mask_words(words: list[str], patterns: tuple[str, ...], program: str | None
             continue
         if hide is not None and not word.startswith("-"):
             if hide == "user":
-                out.append(_user_pass(word))
+                known = _PROGRAMS.get(program or "")
+                out.append(_user_pass(word, known.sep if known else ":"))
             else:
                 out.append(MASK)
                 q = word[:1]
@@ -213,10 +262,15 @@ def mask_text(text: str, patterns: Iterable[str] = DEFAULT_SECRET_NAMES, program
     command line joined with spaces. ``program``: the text holds that
     program's options ("mysql", "curl"). ``cut``: the text was cut short."""
     patterns = tuple(patterns)
-    text = _URL_CREDENTIALS.sub(lambda m: f"{m['head']}{MASK}@", text)
-    text = _URL_USER.sub(lambda m: f"{m['head']}{MASK}@", text)
-    text = _AUTHORIZATION.sub(lambda m: f"{m['head']}{MASK}", text)
-    text = _BEARER.sub(lambda m: f"{m['head']}{MASK}", text)
+    # each rule only where its mark is: most values are paths and words
+    if "://" in text:
+        text = _URL_CREDENTIALS.sub(lambda m: f"{m['head']}{MASK}@", text)
+        text = _URL_USER.sub(lambda m: f"{m['head']}{MASK}@", text)
+    low = text.lower()
+    if "authorization" in low:
+        text = _AUTHORIZATION.sub(lambda m: f"{m['head']}{MASK}", text)
+    if "bearer" in low:
+        text = _BEARER.sub(lambda m: f"{m['head']}{MASK}", text)
 
     def quoted_key(m: re.Match[str]) -> str:
         if not is_secret_name(m["key"], patterns):
@@ -225,18 +279,21 @@ def mask_text(text: str, patterns: Iterable[str] = DEFAULT_SECRET_NAMES, program
         q = value[0] if value[0] in "\"'" else ""
         return f"{m[0][:m.start('value') - m.start()]}{q}{MASK}{q}"
 
-    text = _QUOTED_KEY.sub(quoted_key, text)
+    if ":" in text and ('"' in text or "'" in text):
+        text = _QUOTED_KEY.sub(quoted_key, text)
 
     def pair(m: re.Match[str]) -> str:
         if is_secret_name(m["name"], patterns):
             return f"{m['name']}={MASK}"
         return m[0]
 
-    text = _PAIR.sub(pair, text)
-    parts = _WORDS.split(text)
-    parts[::2] = _mask_words(parts[::2], patterns, program, quoted=True)
-    text = "".join(parts)
-    if cut:
+    if "=" in text:
+        text = _PAIR.sub(pair, text)
+    if "-" in text:  # every rule across words starts at an option
+        parts = _WORDS.split(text)
+        parts[::2] = _mask_words(parts[::2], patterns, program, quoted=True)
+        text = "".join(parts)
+    if cut and "://" in text:
         text = _CUT_AUTHORITY.sub(lambda m: f"{m['head']}{MASK}", text)
     return text
 

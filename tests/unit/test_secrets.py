@@ -77,6 +77,10 @@ SPELLINGS = [
     (["app", "{'client_secret': 'S3cretRepr'}"], ["S3cretRepr"]),
     (["sh", "-c", "mysql -pS3cretShell db && curl -u a:S3cretShell2 http://h/"], ["S3cretShell", "S3cretShell2"]),
     (["./livecrash", "SECRET_TOKEN=abc12345"], ["abc12345"]),
+    (["redis-cli", "-h", "cache", "-a", "S3cretRedis", "ping"], ["S3cretRedis"]),
+    (["sshpass", "-pS3cretSsh", "ssh", "host"], ["S3cretSsh"]),
+    (["mongosh", "-u", "admin", "-p", "S3cretMongo", "db"], ["S3cretMongo"]),
+    (["smbclient", "//srv/share", "-U", "alice%S3cretSmb"], ["S3cretSmb"]),
 ]
 
 
@@ -123,6 +127,8 @@ def test_environment_names_and_values():
     "docker run -u 1000:1000 -p 8080:80 nginx",  # uid:gid and ports: -u is curl's only after curl
     "sudo -u postgres psql --no-password shop",  # --no-password is a flag: shop stays
     "mysql -p shop",  # a lone -p asks for the password: shop is the database
+    "ls -a /tmp", "tar -pxf x.tar",  # -a and -p are redis-cli's and sshpass's only after them
+    "smbclient //srv/share -U alice",  # no password in it: smbclient asks
     "postgres://app@db/x", "ssh://git@github.com/o/r", "user@example.com",
     "http://example.com:8080/a@b", "https://host/path",
     '{"user": "alice", "port": 5432}', "the password prompt",
