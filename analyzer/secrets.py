@@ -88,7 +88,7 @@ _URL_CREDENTIALS = _Lazy(
     r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^:/?#@\s]*:)(?P<password>[^/?#\s]*)@")
 # http(s)://TOKEN@ and ws(s)://TOKEN@ (also git+https://): a user part alone
 _URL_USER = _Lazy(
-    r"(?P<head>\b(?:[A-Za-z][A-Za-z0-9.\-]*\+)?(?:[Hh][Tt][Tt][Pp][Ss]?|[Ww][Ss][Ss]?)://)(?P<user>[^:/?#@\s]+)@")
+    r"(?P<head>\b(?:[A-Za-z][A-Za-z0-9.\-]*\+)?(?i:https?|wss?)://)(?P<user>[^:/?#@\s]+)@")
 # a URL whose authority runs to the end of a cut text
 _CUT_AUTHORITY = _Lazy(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://)[^/?#\s]+$")
 _AUTHORIZATION = _Lazy(
