@@ -7,7 +7,7 @@ from flask import Blueprint, abort, jsonify, request
 
 from coretriage.reports import FORMATS, crash_json
 from coretriage.store import NotFound
-from webui.crashes import export_ref
+from webui.crashes import export_ref, host_secret_names
 from webui.groups import group_page
 from webui.security import login_required, store
 
@@ -58,7 +58,7 @@ def group(ref: str):
 @login_required
 def crash(crash_id: str):
     try:
-        return jsonify(crash_json(store().crash(crash_id)))
+        return jsonify(crash_json(store().crash(crash_id), host_secret_names()))
     except NotFound:
         abort(404, description=f"no crash {crash_id}")
 

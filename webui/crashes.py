@@ -3,12 +3,18 @@ from __future__ import annotations
 from flask import Blueprint, Response, abort, current_app, render_template, request, send_file
 
 from analyzer.model import Analysis
+from coretriage.masking import masked_row, secret_names
 from coretriage.reports import FORMATS, crash_report, group_report
 from coretriage.store import NotFound
 from webui.security import admin_required, login_required, store
 
 bp = Blueprint("crashes", __name__)
 MIME = {"text": "text/plain", "markdown": "text/markdown", "json": "application/json"}
+
+
+def host_secret_names() -> tuple[str, ...]:
+    """What the collector masks on this host: every crash shown is masked again with it."""
+    return secret_names(current_app.extensions["coretriage"].data_dir)
 
 
 def _crash(crash_id: str):
@@ -21,7 +27,7 @@ def _crash(crash_id: str):
 @bp.route("/crashes/<crash_id>")
 @login_required
 def detail(crash_id: str):
-    row = _crash(crash_id)
+    row = masked_row(_crash(crash_id), host_secret_names())
     analysis = Analysis.from_dict(row.analysis)
     meta = row.meta or {}
     skew = None
@@ -49,9 +55,10 @@ def export_ref(ref: str, default_format: str) -> Response:
             group = store().group(int(ref[1:]))
         except NotFound:
             abort(404, description=f"no group {ref}")
-        return export_response(group_report(group, store().crashes_of(group.id), fmt), fmt, ref)
+        return export_response(group_report(group, store().crashes_of(group.id), fmt, host_secret_names()),
+                               fmt, ref)
     try:
-        return export_response(crash_report(store().crash(ref), fmt), fmt, ref)
+        return export_response(crash_report(store().crash(ref), fmt, host_secret_names()), fmt, ref)
     except NotFound:
         abort(404, description=f"no crash {ref}")
 
