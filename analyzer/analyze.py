@@ -23,6 +23,7 @@ from analyzer.gdb import Gdb, GdbBudget, GdbError, GdbTimeout, mi_quote
 from analyzer.model import (Analysis, Frame, Instruction, Module, Recursion,
                             SignalInfo, Thread)
 from analyzer.problems import Problem
+from analyzer.secrets import DEFAULT_SECRET_NAMES, mask_psargs
 from analyzer.signals import FAULTS, code_name, signal_name
 from analyzer.stack import find_cycle
 
@@ -41,7 +42,9 @@ def analyze_core(core: Path, executable: Path | None = None, sysroot: Path | Non
                  budget: GdbBudget = GdbBudget(), options: dict | None = None,
                  gdb: Gdb | None = None) -> Analysis:
     """``gdb``: a session the caller started early, so that gdb's own start-up
-    overlaps the caller's; it is closed here, used or not."""
+    overlaps the caller's; it is closed here, used or not. ``options``:
+    ``show_literals`` (enrichers) and ``secret_names``, the patterns the
+    core's command line is masked with (``analyzer.secrets``)."""
     core = Path(core)
     gdb = gdb or Gdb(budget)
     try:
@@ -142,7 +145,10 @@ class _Analyzer:
         if n.signal:
             signal = SignalInfo(n.signal, signal_name(n.signal), n.si_code, code_name(n.signal, n.si_code),
                                 n.fault_address if n.signal in FAULTS else None, n.sender_pid)
-        result = dict(core=str(self.core), executable=self.exe_path, command_line=n.psargs,
+        # psargs is the command line as the process left it: mask it as the handler masks argv
+        names = self.options.get("secret_names", DEFAULT_SECRET_NAMES)
+        command_line = mask_psargs(n.psargs, names) if n.psargs else n.psargs
+        result = dict(core=str(self.core), executable=self.exe_path, command_line=command_line,
                       pid=n.pid, uid=n.uid, signal=signal, modules=self.modules,
                       libc=self._libc())
         try:

@@ -71,7 +71,7 @@ signature = generate(analysis)
 done = time.perf_counter()
 print(json.dumps({"import_s": imported - start, "analysis_s": done - imported,
                   "python_kb": hwm("self"), "gdb_kb": max(gdb_kb, default=None),
-                  "problems": list(analysis.problems)}))
+                  "problem_codes": [getattr(p, "code", None) for p in analysis.problems]}))
 """
 
 
@@ -148,6 +148,7 @@ def measure(sample, repeat: int, timeout: float, tmp: Path) -> CoreResult:
     from analyzer.analyze import analyze_core
     from analyzer.gdb import GdbBudget
     from analyzer.signature import generate
+    from analyzer.problems import GDB_TIMEOUT
 
     budget = GdbBudget(timeout=timeout)
     runs: dict[str, list[float]] = {k: [] for k in ("warm", "cold", "gdb", "eu")}
@@ -162,7 +163,7 @@ def measure(sample, repeat: int, timeout: float, tmp: Path) -> CoreResult:
             analysis = analyze_core(sample.core, sample.exe, budget=budget)
             signature = generate(analysis)
             runs["warm"].append(time.perf_counter() - start)
-            if any("did not finish within" in p for p in analysis.problems):
+            if any(getattr(p, "code", None) == GDB_TIMEOUT for p in analysis.problems):
                 timed_out.add("warm")
         commands = {
             "cold": [sys.executable, "-c", COLD_SCRIPT, str(sample.core), str(sample.exe), str(timeout)],
@@ -183,7 +184,7 @@ def measure(sample, repeat: int, timeout: float, tmp: Path) -> CoreResult:
                 failures[key] = failure
             if key == "cold" and not failure:
                 child = json.loads(out.strip().splitlines()[-1])
-                if any("did not finish within" in p for p in child["problems"]):
+                if GDB_TIMEOUT in child["problem_codes"]:
                     timed_out.add(key)
 
     crashed = analysis.threads[0] if analysis and analysis.threads else None

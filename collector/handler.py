@@ -19,7 +19,7 @@ database; stdin is ALWAYS read to the end, whatever happens, so the crashed
 process is never left hanging; no traceback ever reaches the kernel; one
 line to syslog (``/dev/log``) on every outcome, sent after stdin is drained;
 names from the crashed process are never used in a path; secrets are
-masked (``collector.secrets``) before anything is written; ``meta.json`` is
+masked (``analyzer.secrets``) before anything is written; ``meta.json`` is
 written last and atomically.
 
 Cores are dropped, and the crash still recorded in ``meta.json`` with the

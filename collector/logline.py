@@ -1,6 +1,10 @@
-"""The one syslog line every capture ends with (``/dev/log``)."""
+"""The one syslog line every capture ends with (``/dev/log``). It is masked
+(``analyzer.secrets``) on the way out: an error message can quote anything
+the crashed process handed over."""
 
 from __future__ import annotations
+
+from analyzer.secrets import DEFAULT_SECRET_NAMES, mask_text
 
 LOG_IDENT = "coretriage-collector"
 
@@ -13,11 +17,12 @@ def safe(text: object, limit: int = 200) -> str:
     return s.encode("unicode_escape", "backslashreplace").decode("ascii")
 
 
-def log(priority_name: str, message: str) -> None:
-    """One line to syslog; never raises (no /dev/log: the line is lost)."""
+def log(priority_name: str, message: str, secret_names: tuple[str, ...] = DEFAULT_SECRET_NAMES) -> None:
+    """One line to syslog, masked; never raises (no /dev/log: the line is lost)."""
     try:
         import syslog
 
+        message = mask_text(message, secret_names)
         syslog.openlog(LOG_IDENT, syslog.LOG_PID, syslog.LOG_DAEMON)
         syslog.syslog(getattr(syslog, priority_name), message)
         syslog.closelog()

@@ -32,7 +32,7 @@ from dataclasses import dataclass, fields
 from analyzer.errors import CoretriageError
 from collector import ratelimit
 from collector.retention import make_room
-from collector.secrets import DEFAULT_SECRET_NAMES
+from analyzer.secrets import DEFAULT_SECRET_NAMES
 from collector.spool import free_space
 
 CONFIG_NAME = "collector.toml"

@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 
 from collector.bundle import display
-from collector.secrets import mask_argv, mask_environ
+from analyzer.secrets import mask_argv, mask_environ
 
 CHUNK = 1 << 20
 PROC_MAX = 1 << 20  # most bytes read from one /proc file

@@ -105,27 +105,30 @@ def cmd_list(args) -> int:
 
 
 def cmd_show(args) -> int:
+    from coretriage.masking import secret_names
     from coretriage.reports import crash_report, group_report
 
     kind, ref = _parse_ref(args.id)
-    _, store = _context(args)
-    fmt = "json" if args.json else "text"
+    config, store = _context(args)
+    fmt, names = "json" if args.json else "text", secret_names(config.data_dir)
     if kind == "crash":
-        print(crash_report(store.crash(ref), fmt))
+        print(crash_report(store.crash(ref), fmt, names))
     else:
-        print(group_report(store.group(ref), store.crashes_of(ref), fmt))
+        print(group_report(store.group(ref), store.crashes_of(ref), fmt, names))
     return 0
 
 
 def cmd_export(args) -> int:
+    from coretriage.masking import secret_names
     from coretriage.reports import crash_report, group_report
 
     kind, ref = _parse_ref(args.id)
-    _, store = _context(args)
+    config, store = _context(args)
+    names = secret_names(config.data_dir)
     if kind == "crash":
-        print(crash_report(store.crash(ref), args.format))
+        print(crash_report(store.crash(ref), args.format, names))
     else:
-        print(group_report(store.group(ref), store.crashes_of(ref), args.format))
+        print(group_report(store.group(ref), store.crashes_of(ref), args.format, names))
     return 0
 
 

@@ -2,7 +2,9 @@
 
 This is the service the CLI, the collector and the Celery task all call; it
 is idempotent: the crash id is derived from the core's bytes, so the same
-core ingested twice (a redelivered queue message) is stored once.
+core ingested twice (a redelivered queue message) is stored once. The
+command line and the collector metadata are masked (``coretriage.masking``)
+before anything is stored.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from analyzer.gdb import Gdb
 from analyzer.model import Analysis, Signature
 from analyzer.signature import generate, load_rules
 from analyzer.errors import CoretriageError
+from analyzer.secrets import mask_text
+from coretriage.masking import mask_analysis, mask_meta, secret_names
 from coretriage.records import Analyzed, CrashRecord, CrashRow
 
 if TYPE_CHECKING:  # the store (SQLAlchemy) is imported by whoever opens it
@@ -130,7 +134,8 @@ def _signature(config, analysis: Analysis) -> Signature:
 
 
 def _analyze(config, core: Path, exe: Path | None, sysroot: Path | None, gdb: Gdb | None = None) -> Analysis:
-    return analyze_core(core, exe, sysroot, config.gdb_budget(), {"show_literals": config.show_literals}, gdb)
+    options = {"show_literals": config.show_literals, "secret_names": secret_names(config.data_dir)}
+    return analyze_core(core, exe, sysroot, config.gdb_budget(), options, gdb)
 
 
 def keep_core(core: Path, dest: Path, compressed: Path | None) -> None:
@@ -194,7 +199,7 @@ def ingest(config, store: Store | Callable[[], Store], core: Path, exe: Path | N
     exe_found = next((m for m in analysis.modules if m.path == analysis.executable and m.found_at), None)
     if exe_found is not None:
         exe_file = str(keep_file(config.files_dir, Path(exe_found.found_at), exe_found.build_id))
-    meta = dict(meta or {})
+    meta = mask_meta(meta, secret_names(config.data_dir))  # also what an older collector left unmasked
     when = crashed_at or meta.get("crashed_at") or core.stat().st_mtime
     row, new = store.add_crash(CrashRecord(
         id=crash_id, crashed_at=float(when), analyzed=analyzed(analysis, signature),
@@ -212,7 +217,10 @@ def ingest_metadata(config, store: Store, crash_id: str, *, executable: str | No
     from analyzer.problems import CORE_NOT_KEPT, Problem
     from analyzer.signals import signal_name
 
-    analysis = Analysis(core="", executable=executable, command_line=command_line, pid=pid,
+    names = secret_names(config.data_dir)
+    meta = mask_meta(meta, names)
+    analysis = Analysis(core="", executable=executable, pid=pid,
+                        command_line=mask_text(command_line, names) if command_line else command_line,
                         signal=SignalInfo(signal, signal_name(signal)) if signal else None,
                         problems=(Problem(CORE_NOT_KEPT, f"core not kept: {reason}"),))
     signature = _signature(config, analysis)
@@ -234,8 +242,8 @@ def reprocess(config, store: Store, progress=lambda crash_id, sig: None) -> dict
             with decompressed(config.data_dir / row.core_file, config.tmp_dir) as core:
                 analysis = _analyze(config, core, exe, sysroot)
             analysis = dataclasses.replace(analysis, core=row.analysis.get("core", analysis.core))
-        else:  # core gone (metadata-only crash): regroup what we have
-            analysis = Analysis.from_dict(row.analysis)
+        else:  # core gone (metadata-only crash): regroup what we have, masked as it is now
+            analysis = Analysis.from_dict(mask_analysis(row.analysis, secret_names(config.data_dir)))
         signature = _signature(config, analysis)
         results[crash_id] = (group_id, analysis, signature)
         progress(crash_id, signature.text)

@@ -1,5 +1,8 @@
 """Backtrace reports for a crash or a group, ready to paste into a bug
-tracker: text, markdown or JSON. Pure: rows in, a string out."""
+tracker: text, markdown or JSON. Pure: rows in, a string out. Every crash
+is masked as it is read (``coretriage.masking``) with ``secret_names``, the
+host's list when the caller knows it: a row stored unmasked by an older
+version does not leak."""
 
 from __future__ import annotations
 
@@ -7,6 +10,8 @@ import json
 from datetime import datetime, timezone
 
 from analyzer.model import Analysis, Frame
+from analyzer.secrets import DEFAULT_SECRET_NAMES
+from coretriage.masking import masked_row
 from coretriage.records import CrashRow, GroupRow
 
 FORMATS = ("text", "markdown", "json")
@@ -19,7 +24,8 @@ def when(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def crash_json(row: CrashRow) -> dict:
+def crash_json(row: CrashRow, secret_names: tuple[str, ...] = DEFAULT_SECRET_NAMES) -> dict:
+    row = masked_row(row, secret_names)
     sig = row.signature
     return {
         "crash_id": row.id, "group_id": row.group_ref, "signature": sig.get("text"),
@@ -92,10 +98,10 @@ def _thread_lines(a: Analysis, key: set[int], all_frames: bool) -> list[str]:
     return out
 
 
-def crash_report(row: CrashRow, fmt: str = "text") -> str:
+def crash_report(row: CrashRow, fmt: str = "text", secret_names: tuple[str, ...] = DEFAULT_SECRET_NAMES) -> str:
     if fmt == "json":
-        return json.dumps(crash_json(row), indent=2)
-    a = Analysis.from_dict(row.analysis)
+        return json.dumps(crash_json(row, secret_names), indent=2)
+    a = Analysis.from_dict(masked_row(row, secret_names).analysis)
     key = set(row.signature.get("key_frames") or ())
     summary = _summary(row, a)
     threads = _thread_lines(a, key, all_frames=False)
@@ -110,24 +116,25 @@ def crash_report(row: CrashRow, fmt: str = "text") -> str:
     return "\n".join(text + ["", "Backtrace (key frames marked *):", *threads])
 
 
-def group_json(group: GroupRow, rows: list[CrashRow]) -> dict:
+def group_json(group: GroupRow, rows: list[CrashRow], secret_names: tuple[str, ...] = DEFAULT_SECRET_NAMES) -> dict:
     return {"group_id": group.ref, "signature": group.signature, "executable": group.executable,
             "signal": group.signal, "count": group.count, "first_seen": group.first_seen,
             "last_seen": group.last_seen, "state": group.state, "note": group.note,
             "quality": group.quality,
             "crashes": [{"crash_id": r.id, "crashed_at": r.crashed_at, "host": r.host,
                          "container": r.container, "image": r.image} for r in rows],
-            "representative": crash_json(rows[0]) if rows else None}
+            "representative": crash_json(rows[0], secret_names) if rows else None}
 
 
-def group_report(group: GroupRow, rows: list[CrashRow], fmt: str = "text") -> str:
+def group_report(group: GroupRow, rows: list[CrashRow], fmt: str = "text",
+                 secret_names: tuple[str, ...] = DEFAULT_SECRET_NAMES) -> str:
     if fmt == "json":
-        return json.dumps(group_json(group, rows), indent=2)
+        return json.dumps(group_json(group, rows, secret_names), indent=2)
     head = [("Group", group.ref), ("Signature", group.signature), ("Executable", group.executable or "-"),
             ("Signal", group.signal or "-"), ("Crashes", str(group.count)),
             ("First seen", when(group.first_seen)), ("Last seen", when(group.last_seen)),
             ("State", group.state + (f" ({group.note})" if group.note else ""))]
-    example = crash_report(rows[0], fmt) if rows else "(no crashes)"
+    example = crash_report(rows[0], fmt, secret_names) if rows else "(no crashes)"
     listing = [f"{r.id}  {when(r.crashed_at)}  {r.host or ''} {r.container or ''}".rstrip() for r in rows[:50]]
     if fmt == "markdown":
         md = [f"## Crash group {group.ref}: `{group.signature}`", ""]

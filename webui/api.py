@@ -7,7 +7,7 @@ from flask import Blueprint, abort, jsonify, request
 
 from coretriage.reports import FORMATS, crash_json
 from coretriage.store import STATES, NotFound
-from webui.crashes import export_ref
+from webui.crashes import export_ref, host_secret_names
 from webui.groups import change_state, group_page
 from webui.security import admin_required, login_required, store, visible
 
@@ -70,7 +70,7 @@ def set_state(ref: str):
 @login_required
 def crash(crash_id: str):
     try:
-        return jsonify(crash_json(visible(store().crash(crash_id))))
+        return jsonify(crash_json(visible(store().crash(crash_id)), host_secret_names()))
     except NotFound:
         abort(404, description=f"no crash {crash_id}")
 

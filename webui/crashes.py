@@ -4,12 +4,18 @@ from flask import Blueprint, Response, abort, current_app, render_template, requ
 
 from analyzer.model import Analysis
 from coretriage.access import RESTRICTED_REASON, is_restricted
+from coretriage.masking import masked_row, secret_names
 from coretriage.reports import FORMATS, crash_report, group_report
 from coretriage.store import NotFound
 from webui.security import admin_required, is_admin, login_required, store, visible
 
 bp = Blueprint("crashes", __name__)
 MIME = {"text": "text/plain", "markdown": "text/markdown", "json": "application/json"}
+
+
+def host_secret_names() -> tuple[str, ...]:
+    """What the collector masks on this host: every crash shown is masked again with it."""
+    return secret_names(current_app.extensions["coretriage"].data_dir)
 
 
 def _crash(crash_id: str):
@@ -24,7 +30,7 @@ def _crash(crash_id: str):
 def detail(crash_id: str):
     row = _crash(crash_id)
     restricted = is_restricted(row.meta)
-    row = visible(row)
+    row = masked_row(visible(row), host_secret_names())
     analysis = Analysis.from_dict(row.analysis)
     meta = row.meta or {}
     skew = None
@@ -54,9 +60,9 @@ def export_ref(ref: str, default_format: str) -> Response:
         except NotFound:
             abort(404, description=f"no group {ref}")
         rows = [visible(r) for r in store().crashes_of(group.id)]
-        return export_response(group_report(group, rows, fmt), fmt, ref)
+        return export_response(group_report(group, rows, fmt, host_secret_names()), fmt, ref)
     try:
-        return export_response(crash_report(visible(store().crash(ref)), fmt), fmt, ref)
+        return export_response(crash_report(visible(store().crash(ref)), fmt, host_secret_names()), fmt, ref)
     except NotFound:
         abort(404, description=f"no crash {ref}")
 

@@ -43,7 +43,7 @@ def site(tmp_path_factory, samples):
         normal = ingest(config, store, samples("segv").core, samples("segv").exe,
                         meta={"host": "web-1", "dump_mode": 1})
         suid = ingest(config, store, samples("double_free").core, samples("double_free").exe,
-                      meta={"host": "web-1", "dump_mode": 2, "uid": 1000, "environ": {"SESSION_KEY": SECRET_ENV},
+                      meta={"host": "web-1", "dump_mode": 2, "uid": 1000, "environ": {"DEPLOY_LABEL": SECRET_ENV},
                             "cmdline": ["/usr/bin/passwd", "--stdin"]})
     finally:
         store.close()
@@ -162,7 +162,7 @@ def test_admin_sees_the_setuid_crash_in_full(site):
     assert "free(): double free detected" in page and "Registers" in page and SECRET_ENV in page
     assert RESTRICTED_REASON in page  # the admin is told viewers do not see it
     api = Client(site["base"]).get(f"/api/v1/crashes/{crash}", headers=bearer(site["admin_token"])).json()
-    assert api["analysis"]["threads"] and api["meta"]["environ"]["SESSION_KEY"] == SECRET_ENV
+    assert api["analysis"]["threads"] and api["meta"]["environ"]["DEPLOY_LABEL"] == SECRET_ENV
 
 
 def test_ordinary_crash_is_shown_to_viewers(site):

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from collector.bundle import BundleMeta
-from collector.secrets import MASK
+from analyzer.secrets import MASK
 
 CID = "3f1c8e8b2a4d4c6e9b0a7f5e3d2c1b0a9f8e7d6c5b4a39281706f5e4d3c2b1a0"
 

@@ -1,7 +1,7 @@
 """The layers show in the imports: analyzer/ is a library that imports none
 of the other packages; the collector, which runs as root on every host,
-takes from the analyzer only the build-id reader and the error base class,
-and nothing from the application or the web UI."""
+takes from the analyzer only the build-id reader, the error base class and
+the secret masking, and nothing from the application or the web UI."""
 
 from __future__ import annotations
 
@@ -32,8 +32,11 @@ def test_analyzer_imports_only_itself():
     assert not {f: n for f, n in bad.items() if n}
 
 
-def test_collector_takes_only_the_build_id_reader_and_errors_from_below():
-    allowed = ("collector", "analyzer.elfid", "analyzer.errors")
+def test_collector_takes_only_the_build_id_reader_errors_and_masking_from_below():
+    # analyzer.secrets: the handler masks argv and the environment with the same
+    # rules the analysis masks the core's psargs with and the application masks
+    # what it stores and shows; pure functions, stdlib only
+    allowed = ("collector", "analyzer.elfid", "analyzer.errors", "analyzer.secrets")
     bad = {f: sorted(n for n in names if not n.startswith(allowed)) for f, names in imports("collector").items()}
     assert not {f: n for f, n in bad.items() if n}
 
