@@ -60,8 +60,8 @@ def _check_csrf():
 def _headers(response):
     for name, value in HEADERS.items():
         response.headers.setdefault(name, value)
-    if request.endpoint != "static":  # crash data is never for a shared cache
-        response.headers.setdefault("Cache-Control", "no-store")
+    if request.endpoint != "static":  # crash data and cores are for no cache (send_file would say no-cache)
+        response.headers["Cache-Control"] = "no-store"
     return response
 
 

@@ -164,17 +164,17 @@ def test_idle_and_old_sessions_end(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     add_user(data, VIEWER, "viewer", VIEWER_PW)
-    write_settings(data, session_idle=2, session_lifetime=5)
+    write_settings(data, session_idle=3, session_lifetime=8)
     with web_server(data, tmp_path / "server.log") as base:
         idle = logged_in(base, VIEWER, VIEWER_PW)
         busy = logged_in(base, VIEWER, VIEWER_PW)
         cookies = dict(busy.cookies)
         started = time.monotonic()
-        while time.monotonic() - started < 3:  # busy keeps its session alive past the idle limit
+        while time.monotonic() - started < 4.5:  # busy keeps its session alive past the idle limit
             assert busy.get("/").status == 200
             time.sleep(0.5)
         assert refused(idle)
-        while time.monotonic() - started < 5.5:
+        while time.monotonic() - started < 8.5:
             busy.get("/")
             time.sleep(0.5)
         assert refused(replay(base, cookies))  # the absolute limit, however busy
