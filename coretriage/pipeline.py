@@ -80,3 +80,69 @@ def process_bundle(config, store, bundle_dir: Path, enrich=None):
         core_path.unlink()  # the store holds it now (linked, not copied); root/ stays for reprocess and gdb
     mark_done(bundle_dir)
     return done
+
+
+# ---- retention: what stored crashes still need from the spool and DATA/files ----
+
+def retention_references(config, store):
+    """``collector.pruning.References`` from every stored crash that still
+    has its core (one whose core was pruned can no longer be analyzed, so
+    its files are not needed): its executable, its files by content, and
+    its whole bundle when it was stored before bundles listed their files."""
+    import json
+
+    import sqlalchemy as sa
+
+    from collector.pruning import SHA256_DIR, References
+    from coretriage.store import crashes
+
+    files_dir = str(config.files_dir) + "/"
+    spool_dir = str(config.spool_dir) + "/"
+    keys: set[str] = set()
+    held: set[str] = set()
+    c = crashes.c
+    query = sa.select(c.exe_file, c.sysroot, c.meta).where(c.core_file.is_not(None))
+    with store.engine.connect() as db:
+        for exe_file, sysroot, meta_text in db.execute(query):
+            if exe_file and exe_file.startswith(files_dir):
+                keys.add(exe_file[len(files_dir):])
+            try:
+                meta = json.loads(meta_text or "{}")
+            except ValueError:
+                meta = {}
+            files = meta.get("files") if isinstance(meta, dict) else None
+            if isinstance(files, dict) and files:
+                keys.update(f"{SHA256_DIR}/{digest}" for digest in files.values() if isinstance(digest, str))
+            elif sysroot and sysroot.startswith(spool_dir):
+                held.add(sysroot[len(spool_dir):].split("/", 1)[0])
+    return References(files=frozenset(keys), bundles=frozenset(held))
+
+
+def prune_once(config, store, log=None):
+    """One retention pass with the limits of collector.toml's ``[retention]``."""
+    from collector.pruning import load_limits, prune
+
+    limits = load_limits(config.data_dir)
+    done = prune(config.data_dir, retention_references(config, store), limits)
+    if log is not None and (done.bundles or done.files or done.over):
+        log(f"retention: removed {len(done.bundles)} done bundles and {len(done.files)} captured files "
+            f"({done.freed / (1 << 20):.1f} MiB)" + (
+                f"; stored crashes still need {done.over / (1 << 20):.1f} MiB more than max_size "
+                "(coretriage prune --keep N removes old cores)" if done.over else ""))
+    return done, limits
+
+
+def retention_loop(config, store_of, stop, log) -> None:
+    """The collector daemon's retention thread: a pass now and every
+    ``interval``; a pass that fails (a store that cannot be read) removes
+    nothing and is logged."""
+    from collector.pruning import RetentionLimits
+
+    while not stop.is_set():
+        interval = RetentionLimits().interval
+        try:
+            _, limits = prune_once(config, store_of(), log)
+            interval = limits.interval
+        except Exception as exc:  # never let retention stop the collector
+            log(f"retention skipped: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+        stop.wait(interval)

@@ -35,6 +35,9 @@ def cmd_collector_run(args) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     collector = Collector(config.spool_dir, wiring.submit(), dump_dirs)
+    from coretriage.pipeline import retention_loop
+    threading.Thread(target=retention_loop, args=(config, lambda: wiring.store, stop, logging.getLogger(
+        "coretriage.retention").info), name="retention", daemon=True).start()
     if args.socket:
         from collector.socket_server import SOCKET_NAME, serve
         path = str(config.data_dir / SOCKET_NAME)
