@@ -263,6 +263,8 @@ def _own_size(bundle_dir: Path) -> int:
 
 
 def _manifest_keys(bundle_dir: Path) -> frozenset[str]:
+    if not (bundle_dir / Bundle.ROOT).is_dir():
+        return frozenset()  # core dropped or evicted: root/ went, the list names nothing held
     try:
         fd = os.open(bundle_dir / Bundle.FILES, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:

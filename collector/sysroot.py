@@ -309,7 +309,11 @@ def _write_manifest(bundle_fd: int, data: bytes) -> None:
 
 def read_manifest(bundle_dir) -> dict[str, str] | None:
     """path -> sha256 from a bundle's ``files.json``; None when the bundle
-    has none (written before content hashes, or its files were not kept)."""
+    has none (written before content hashes, or its files were not kept),
+    or no ``root/`` any more (its core was dropped or evicted after the
+    files were taken: the list names nothing the bundle holds)."""
+    if not os.path.isdir(os.path.join(os.fspath(bundle_dir), Bundle.ROOT)):
+        return None
     try:
         fd = os.open(os.path.join(os.fspath(bundle_dir), MANIFEST), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
