@@ -295,9 +295,12 @@ def ingest(config, store: Store | Callable[[], Store], core: Path, exe: Path | N
     keep_core(core, config.data_dir / core_file, compressed)
     exe_file = None
     exe_found = next((m for m in analysis.modules if m.path == analysis.executable and m.found_at), None)
-    if exe_found is not None:
-        exe_file = str(keep_file(config.files_dir, Path(exe_found.found_at)))
     meta = mask_meta(meta, secret_names(config.data_dir))  # also what an older collector left unmasked
+    if exe_found is not None:
+        listed = (meta.get("files") or {}).get(exe_found.path)  # its bundle hashed it already
+        stored = config.files_dir / "sha256" / listed if isinstance(listed, str) and len(listed) == 64 else None
+        exe_file = str(stored if stored is not None and stored.is_file()
+                       else keep_file(config.files_dir, Path(exe_found.found_at)))
     when = crashed_at or meta.get("crashed_at") or core.stat().st_mtime
     row, new = store.add_crash(CrashRecord(
         id=crash_id, crashed_at=float(when), analyzed=analyzed(analysis, signature),

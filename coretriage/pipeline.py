@@ -2,7 +2,11 @@
 
 The one place that knows both sides: the collector's bundle format and the
 analyzer's ingest. The collector daemon calls ``process_bundle`` directly
-(embedded mode) or through the Celery task in ``coretriage.tasks``.
+(embedded mode) or through the Celery task in ``coretriage.tasks``. A crash
+keeps its bundle's ``files.json`` (path -> sha256) in its metadata, so its
+files are found by content once the bundle is pruned; ``retention_references``
+tells the collector's retention (``collector.pruning``) what stored crashes
+still need, and ``retention_loop`` is the daemon's thread that runs it.
 """
 
 from __future__ import annotations
