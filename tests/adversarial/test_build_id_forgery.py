@@ -20,7 +20,9 @@ from pathlib import Path
 import crashkit
 from analyzer.elfid import build_id, fd_reader
 from collector.spool import finished_bundles, read_meta
+from analyzer.model import Analysis
 from coretriage.config import load_config
+from coretriage.ingest import reprocess
 from coretriage.pipeline import process_bundle
 from coretriage.store import Store
 
@@ -125,17 +127,27 @@ def test_forged_build_id_does_not_reach_another_tenants_analysis(collector_insta
     store = Store(config.database_url)
     try:
         attacked = process_bundle(config, store, attacker_bundle).analysis
-        victim_analysis = process_bundle(config, store, victim_bundle).analysis
+        victim_done = process_bundle(config, store, victim_bundle)
+        victim_analysis = victim_done.analysis
+        # once the bundles are pruned, the crash is analyzed again from its own files, by content
+        for bundle in (attacker_bundle, victim_bundle):
+            shutil.rmtree(bundle)
+        reprocess(config, store)
+        again = Analysis.from_dict(store.crash(victim_done.crash.id).analysis)
     finally:
         store.close()
-
     real = subprocess.run(["ldd", "--version"], capture_output=True, text=True).stdout.splitlines()[0].split()[-1]
     assert victim_analysis.libc == f"glibc {real}"
     crashed = victim_analysis.crashing_thread
     libc_frames = [f for f in crashed.frames if f.module == str(HOST_LIBC)]
     assert libc_frames and any(f.function and f.function.endswith("abort") for f in libc_frames), \
         [(f.function, f.module) for f in crashed.frames]
-    assert attacked.libc == "glibc 9.99"
+    assert attacked.libc == "glibc 9.99"  # the attacker's own crash is analyzed with its own file
+
+    assert again.libc == victim_analysis.libc
+    assert [f.function for f in again.crashing_thread.frames] == \
+        [f.function for f in victim_analysis.crashing_thread.frames]
+    assert not [d for d in os.listdir(data / "files") if d != "sha256"]  # nothing keyed by a build-id
 
 
 def _wait_new(spool: Path, known: set[str], timeout: float = 30.0) -> list[Path]:
