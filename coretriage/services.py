@@ -144,7 +144,10 @@ def cmd_run(args) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     collector = Collector(config.spool_dir, wiring.submit(), config.dump_dirs)
-    threads = [threading.Thread(target=collector.run, args=(stop,), daemon=True)]
+    from coretriage.pipeline import retention_loop
+    threads = [threading.Thread(target=collector.run, args=(stop,), daemon=True),
+               threading.Thread(target=retention_loop, args=(config, lambda: store, stop, logging.getLogger(
+                   "coretriage.retention").info), name="retention", daemon=True)]
     server = make_server(args.host, args.port, create_app({"WIRING": wiring}), threaded=True)
     threads.append(threading.Thread(target=server.serve_forever, daemon=True))
     for t in threads:
