@@ -85,9 +85,9 @@ def _mapper(tmp_path: Path) -> Path:
 def _run(script: str, tmp_path: Path, **env) -> int:
     out = tmp_path / "out"
     out.mkdir()
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "OUT": str(out), **{k: str(v) for k, v in env.items()}}
     subprocess.run(["unshare", "-m", "--fork", "sh", "-c", script], check=True, timeout=60,
-                   preexec_fn=crashkit.allow_cores,
-                   env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "OUT": str(out), **{k: str(v) for k, v in env.items()}})
+                   preexec_fn=crashkit.allow_cores, env=env)
     return int((out / "pid").read_text())
 
 
