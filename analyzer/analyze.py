@@ -74,8 +74,11 @@ class _Analyzer:
         self.exe_path = notes.executable
         self.exe_file = None
         if self.exe_path or executable:
+            # with a sysroot the program comes from it (or --exe); without one,
+            # the host's file if it is the build that crashed
             self.exe_file = elfinfo.find_module(self.exe_path or "", self.sysroot,
-                                                Path(executable) if executable else None, True)
+                                                Path(executable) if executable else None, True,
+                                                None if self.sysroot else dict(notes.build_ids).get(self.exe_path))
         self.modules = self._modules()
         self._index = sorted(((m.start, m.end, m) for m in self.modules), key=lambda t: t[0])
         self._starts = [s for s, _, _ in self._index]
@@ -93,6 +96,10 @@ class _Analyzer:
             found = self.exe_file if is_exe else elfinfo.find_module(path, self.sysroot, None, False,
                                                                      core_ids.get(path))
             facts = elfinfo.safe_facts(found) if found else None
+            if found is None and not (is_exe and self.sysroot):  # host files: only the build that crashed
+                refused = elfinfo.host_file_refused(path, core_ids.get(path))
+                if refused:
+                    self.problem(P.WRONG_BUILD if core_ids.get(path) else P.UNVERIFIED_MODULE, refused)
             if path not in core_ids and facts is None:
                 continue  # not an ELF file: locale archives, shared memory, ...
             build_id = core_ids.get(path) or (facts.build_id if facts else None)
@@ -176,32 +183,45 @@ class _Analyzer:
         return str(link)
 
     def _load(self, gdb: Gdb, core_arg: str, stack: ExitStack) -> None:
-        # -gdb-set keeps MI quotes literally, so paths go through _safe instead
-        sysroot = self._safe(self.sysroot, stack) if self.sysroot else "/"
+        # -gdb-set keeps MI quotes literally, so paths go through _safe instead.
+        # Without a captured sysroot gdb gets one made of the files checked
+        # here, never "/": it would load whatever host file the core names.
+        root = self.sysroot or self._checked_root(stack)
+        sysroot = self._safe(root, stack)
         gdb.console(f"set sysroot {sysroot}")
         debug_dirs = [str(elfinfo.DEBUG_ROOT)]
         if self.sysroot:
             debug_dirs.insert(0, f"{sysroot}/usr/lib/debug")
         gdb.console(f"set debug-file-directory {':'.join(debug_dirs)}")
-        if self.sysroot:
-            # gdb names libraries by their link-map path (/lib/... where the
-            # core says /usr/lib/...): let it find them by name where we did
-            # and by their soname (liblua5.3.so.0 where the file is liblua5.3.so.0.0.0):
-            # a directory of links under both names comes first
-            libs = [m for m in self.modules if m.found_at and m.path != self.exe_path]
-            links = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="coretriage-solib-")))
-            for m in libs:
-                for name in (Path(m.path).name, elfinfo.soname(Path(m.found_at))):
-                    if name and "/" not in name and name not in (".", "..") \
-                            and not (links / name).is_symlink():
-                        (links / name).symlink_to(Path(m.found_at).absolute())
-            dirs = dict.fromkeys([self._safe(links, stack)] +
-                                 [self._safe(Path(m.found_at).parent, stack) for m in libs])
-            if libs:
-                gdb.console(f"set solib-search-path {':'.join(dirs)}")
+        # gdb names libraries by their link-map path (/lib/... where the
+        # core says /usr/lib/...): let it find them by name where we did
+        # and by their soname (liblua5.3.so.0 where the file is liblua5.3.so.0.0.0):
+        # a directory of links under both names, and nothing else
+        libs = [m for m in self.modules if m.found_at and m.path != self.exe_path]
+        links = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="coretriage-solib-")))
+        for m in libs:
+            for name in (Path(m.path).name, elfinfo.soname(Path(m.found_at))):
+                if name and "/" not in name and name not in (".", "..") \
+                        and not (links / name).is_symlink():
+                    (links / name).symlink_to(Path(m.found_at).absolute())
+        if libs:
+            gdb.console(f"set solib-search-path {self._safe(links, stack)}")
         if self.exe_file:
             gdb.mi(f"-file-exec-and-symbols {mi_quote(str(self.exe_file))}")
         gdb.mi(f"-target-select core {core_arg}")
+
+    def _checked_root(self, stack: ExitStack) -> Path:
+        """A sysroot of links to the modules found and checked, at the paths the core maps them."""
+        root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="coretriage-root-")))
+        for m in self.modules:
+            parts = Path(m.path).parts
+            if not m.found_at or not m.path.startswith("/") or ".." in parts:
+                continue
+            link = root / m.path.lstrip("/")
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if not link.is_symlink():
+                link.symlink_to(Path(m.found_at).absolute())
+        return root
 
     def _inspect(self, gdb: Gdb, signal: SignalInfo | None) -> dict:
         out: dict = {}

@@ -71,10 +71,12 @@ def debug_file_for(build_id: str | None, roots: tuple[Path, ...] = (DEBUG_ROOT,)
 
 def find_module(path: str, sysroot: Path | None, executable: Path | None,
                 is_executable: bool, build_id: str | None = None) -> Path | None:
-    """Where to read a mapped file: the captured sysroot first, then the
-    executable given on the command line, then the same path on this host.
-    With a sysroot, a host file is used only when its build-id is the one
-    the core recorded: the same build, whatever host it is on."""
+    """Where to read a mapped file: the captured sysroot first (the crashed
+    process's own files), then the executable given on the command line,
+    then the same path on this host. A host file is used only when its
+    build-id is the one the core recorded: the same build, whatever host it
+    is on. A host file the core records no build-id for cannot be checked
+    and is not used (``host_file_refused`` says why)."""
     rel = path.lstrip("/")
     if sysroot is not None:
         candidate = sysroot / rel
@@ -83,12 +85,29 @@ def find_module(path: str, sysroot: Path | None, executable: Path | None,
     if is_executable and executable is not None and executable.is_file():
         return executable
     candidate = Path(path)
-    if candidate.is_file():
-        if sysroot is None:
-            return candidate
+    if build_id and candidate.is_file():
         facts = safe_facts(candidate)
-        if build_id and facts is not None and facts.build_id == build_id:
+        if facts is not None and facts.build_id == build_id:
             return candidate
+    return None
+
+
+def host_file_refused(path: str, build_id: str | None) -> str | None:
+    """Why the file at ``path`` on this host was not used for a module the
+    core maps, or None when there is no such file (or it is not ELF)."""
+    candidate = Path(path)
+    if not candidate.is_file():
+        return None
+    facts = safe_facts(candidate)
+    if facts is None:
+        return None
+    if not build_id:
+        return (f"{path} on this host not used: the core records no build-id to check it against "
+                "(pass --exe or --sysroot with the files that crashed)")
+    if facts.build_id != build_id:
+        have = facts.build_id[:12] if facts.build_id else "none"
+        return (f"{path} on this host is not the build that crashed (build-id {have}, core has "
+                f"{build_id[:12]}): not used")
     return None
 
 

@@ -15,6 +15,7 @@ NOT_A_CORE = "not_a_core"  # not an ELF core file at all
 UNREADABLE_CORE = "unreadable_core"  # the core could not be opened or read
 MISSING_EXECUTABLE = "missing_executable"  # the crashed program's file was not found
 WRONG_BUILD = "wrong_build"  # a module found on disk has another build-id than the crashed one
+UNVERIFIED_MODULE = "unverified_module"  # a host file the core records no build-id for: not used
 GDB_TIMEOUT = "gdb_timeout"
 GDB_FAILED = "gdb_failed"
 STACK_TOO_DEEP = "stack_too_deep"  # unwinding stopped at the depth cap
@@ -31,6 +32,7 @@ LABELS = {
     UNREADABLE_CORE: "cannot read core",
     MISSING_EXECUTABLE: "executable not found",
     WRONG_BUILD: "not the build that crashed",
+    UNVERIFIED_MODULE: "host file not verifiable",
     GDB_TIMEOUT: "gdb timed out",
     GDB_FAILED: "gdb failed",
     STACK_TOO_DEEP: "stack too deep",

@@ -1,8 +1,9 @@
 """A spool bundle: its file names (``Bundle``) and its ``meta.json`` (``BundleMeta``).
 
 A bundle is ``SPOOL/<id>/`` holding ``core.zst`` (unless the core was
-dropped) and ``meta.json``, which is written last, atomically: a bundle
-without ``meta.json`` is not finished. Names that came from the crashed
+dropped), the process's files (``root/`` and ``files.json``) and
+``meta.json``, which is written last, atomically: a bundle without
+``meta.json`` is not finished. Names that came from the crashed
 process (executable, comm, arguments, environment) are stored here only,
 JSON-escaped, never used as a path; bytes that are not UTF-8 are kept as
 ``\\xNN`` escapes (``display``).
@@ -53,6 +54,7 @@ class Bundle:
     DONE: ClassVar[str] = "done"  # marker: handed to the analysis
     EVICTED: ClassVar[str] = "evicted"  # marker: core removed to make room in the spool
     ROOT: ClassVar[str] = "root"  # the process's own files, a sysroot for the analysis
+    FILES: ClassVar[str] = "files.json"  # what root/ links: path -> sha256 (collector.sysroot)
 
     dir: Path
 

@@ -133,7 +133,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_gdb(args) -> int:
-    from coretriage.ingest import decompressed
+    from coretriage.ingest import crash_sysroot, decompressed
 
     kind, ref = _parse_ref(args.id)
     config, store = _context(args)
@@ -150,10 +150,11 @@ def cmd_gdb(args) -> int:
     gdb = shutil.which("gdb")
     if gdb is None:
         raise UserError("gdb is not installed (apt-get install gdb)")
-    with decompressed(config.data_dir / row.core_file, config.tmp_dir) as core:
+    with crash_sysroot(config, row.sysroot, row.meta.get("files")) as sysroot, \
+            decompressed(config.data_dir / row.core_file, config.tmp_dir) as core:
         argv = [gdb, "-q", "-iex", "set auto-load off"]
-        if row.sysroot:
-            argv += ["-iex", f"set sysroot {row.sysroot}"]
+        if sysroot:
+            argv += ["-iex", f"set sysroot {sysroot}"]
         if row.exe_file:
             argv += [row.exe_file]
         argv += ["-c", str(core), *args.gdb_args]

@@ -47,7 +47,8 @@ class Config:
 
     @property
     def files_dir(self) -> Path:
-        """Executables and libraries, stored once per build-id."""
+        """Executables and libraries, stored once per content: ``sha256/<hex>``
+        (``<build-id>/<name>`` in data dirs from before)."""
         return self.data_dir / "files"
 
     @property

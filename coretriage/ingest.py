@@ -73,29 +73,127 @@ def compress_into(source: Path, dest: Path) -> None:
         raise
 
 
+class NoSpaceError(CoretriageError):
+    """Not enough free space to decompress a core for its analysis."""
+
+
+TMP_MARGIN = 256 << 20  # left free on tmp/'s filesystem after a core is decompressed
+_CHECK_EVERY = 64 << 20
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
+
+
+def uncompressed_size(core_zst: Path) -> int | None:
+    """The size a zstd frame header records, when the compressor knew it."""
+    import zstandard
+
+    with open(core_zst, "rb") as f:
+        head = f.read(18)
+    try:
+        size = zstandard.frame_content_size(head)
+    except zstandard.ZstdError:
+        return None
+    return size if size >= 0 else None
+
+
+def check_room(tmp_dir: Path, core_zst: Path, need: int, margin: int = TMP_MARGIN) -> None:
+    """Raise NoSpaceError unless ``tmp_dir`` can take ``need`` bytes and keep ``margin`` free."""
+    free = shutil.disk_usage(tmp_dir).free
+    if need + margin > free:
+        raise NoSpaceError(f"not enough space in {tmp_dir} to decompress {core_zst}: it needs {_mib(need)} "
+                           f"and {_mib(margin)} kept free, {_mib(free)} are free; it is tried again later")
+
+
 @contextlib.contextmanager
-def decompressed(core_zst: Path, tmp_dir: Path):
-    """Yield a temporary uncompressed copy of a stored core."""
+def decompressed(core_zst: Path, tmp_dir: Path, size: int | None = None):
+    """Yield a temporary uncompressed copy of a stored core. ``size``: its
+    uncompressed size when known (the bundle's ``core_size``); free space is
+    checked against it, or the zstd frame's own, before anything is written,
+    and against the margin as it is written when neither says."""
     import zstandard
 
     tmp_dir.mkdir(parents=True, exist_ok=True)
+    need = size if size else uncompressed_size(core_zst)
+    check_room(tmp_dir, core_zst, need or 0)
     with tempfile.TemporaryDirectory(dir=tmp_dir, prefix="core-") as d:
         out_path = Path(d) / "core"
         with open(core_zst, "rb") as src, open(out_path, "wb") as out:
-            zstandard.ZstdDecompressor().copy_stream(src, out, read_size=CHUNK)
+            reader = zstandard.ZstdDecompressor().stream_reader(src, read_size=CHUNK)
+            since_check = 0
+            while chunk := reader.read(CHUNK):
+                out.write(chunk)
+                since_check += len(chunk)
+                if since_check >= _CHECK_EVERY and need is None:
+                    since_check = 0
+                    out.flush()
+                    check_room(tmp_dir, core_zst, 0)
         yield out_path
 
 
-def keep_file(files_dir: Path, path: Path, build_id: str | None) -> Path:
-    """Store an executable once per build-id (or content hash)."""
-    key = build_id or hashlib.sha256(path.read_bytes()).hexdigest()[:40]
-    dest = files_dir / key / path.name
-    if not dest.exists():
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".tmp-{os.getpid()}-{dest.name}")
-        shutil.copy2(path, tmp)
-        os.replace(tmp, dest)
+def keep_file(files_dir: Path, path: Path) -> Path:
+    """Store a file once per content, as ``files/sha256/<hex>`` (the layout
+    collector.sysroot writes): a build-id says nothing about the bytes."""
+    sha_dir = files_dir / "sha256"
+    sha_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with open(path, "rb") as f:
+        dest = sha_dir / hashlib.file_digest(f, "sha256").hexdigest()
+    if dest.exists():
+        return dest
+    fd, tmp = tempfile.mkstemp(dir=sha_dir, prefix=".tmp-")
+    try:
+        digest = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
+            while chunk := src.read(CHUNK):  # hashed as copied: the name is the bytes stored
+                digest.update(chunk)
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        dest = sha_dir / digest.hexdigest()
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, dest)
+    finally:
+        os.unlink(tmp)
     return dest
+
+
+@contextlib.contextmanager
+def crash_sysroot(config, sysroot: str | None, files: dict | None):
+    """The sysroot a stored crash is analyzed with: its bundle's ``root/``
+    while the bundle is there, else a temporary tree of links to the very
+    files its process mapped (``files``: path -> sha256, from its bundle's
+    ``files.json``), else None."""
+    if sysroot and Path(sysroot).is_dir():
+        yield Path(sysroot)
+        return
+    if not isinstance(files, dict) or not files:
+        yield None
+        return
+    config.tmp_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=config.tmp_dir, prefix="sysroot-") as d:
+        root = Path(d)
+        for path, digest in files.items():
+            stored = config.files_dir / "sha256" / str(digest)
+            parts = Path(str(path)).parts
+            if (not str(path).startswith("/") or ".." in parts or len(str(digest)) != 64
+                    or "/" in str(digest) or not stored.is_file()):
+                continue
+            link = root / str(path).lstrip("/")
+            link.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError):
+                link.symlink_to(stored)
+        yield root
+
+
+def _found_in_store(analysis: Analysis, tmp_root: Path | None) -> Analysis:
+    """Modules found in a temporary sysroot are recorded at their stored path."""
+    if tmp_root is None:
+        return analysis
+    prefix = str(tmp_root) + "/"
+    modules = tuple(dataclasses.replace(m, found_at=os.path.realpath(m.found_at))
+                    if m.found_at and m.found_at.startswith(prefix) else m for m in analysis.modules)
+    return dataclasses.replace(analysis, modules=modules)
 
 
 def _tuples(data: dict) -> dict:
@@ -197,9 +295,12 @@ def ingest(config, store: Store | Callable[[], Store], core: Path, exe: Path | N
     keep_core(core, config.data_dir / core_file, compressed)
     exe_file = None
     exe_found = next((m for m in analysis.modules if m.path == analysis.executable and m.found_at), None)
-    if exe_found is not None:
-        exe_file = str(keep_file(config.files_dir, Path(exe_found.found_at), exe_found.build_id))
     meta = mask_meta(meta, secret_names(config.data_dir))  # also what an older collector left unmasked
+    if exe_found is not None:
+        listed = (meta.get("files") or {}).get(exe_found.path)  # its bundle hashed it already
+        stored = config.files_dir / "sha256" / listed if isinstance(listed, str) and len(listed) == 64 else None
+        exe_file = str(stored if stored is not None and stored.is_file()
+                       else keep_file(config.files_dir, Path(exe_found.found_at)))
     when = crashed_at or meta.get("crashed_at") or core.stat().st_mtime
     row, new = store.add_crash(CrashRecord(
         id=crash_id, crashed_at=float(when), analyzed=analyzed(analysis, signature),
@@ -237,10 +338,13 @@ def reprocess(config, store: Store, progress=lambda crash_id, sig: None) -> dict
     for crash_id, group_id in store.crash_ids():
         row = store.crash(crash_id)
         exe = Path(row.exe_file) if row.exe_file and Path(row.exe_file).is_file() else None
-        sysroot = Path(row.sysroot) if row.sysroot and Path(row.sysroot).is_dir() else None
         if row.core_file and (config.data_dir / row.core_file).is_file():
-            with decompressed(config.data_dir / row.core_file, config.tmp_dir) as core:
+            size = row.meta.get("core_size") if isinstance(row.meta.get("core_size"), int) else None
+            with crash_sysroot(config, row.sysroot, row.meta.get("files")) as sysroot, \
+                    decompressed(config.data_dir / row.core_file, config.tmp_dir, size) as core:
                 analysis = _analyze(config, core, exe, sysroot)
+                if sysroot is not None and str(sysroot) != row.sysroot:
+                    analysis = _found_in_store(analysis, sysroot)
             analysis = dataclasses.replace(analysis, core=row.analysis.get("core", analysis.core))
         else:  # core gone (metadata-only crash): regroup what we have, masked as it is now
             analysis = Analysis.from_dict(mask_analysis(row.analysis, secret_names(config.data_dir)))

@@ -2,12 +2,17 @@
 
 The one place that knows both sides: the collector's bundle format and the
 analyzer's ingest. The collector daemon calls ``process_bundle`` directly
-(embedded mode) or through the Celery task in ``coretriage.tasks``.
+(embedded mode) or through the Celery task in ``coretriage.tasks``. A crash
+keeps its bundle's ``files.json`` (path -> sha256) in its metadata, so its
+files are found by content once the bundle is pruned; ``retention_references``
+tells the collector's retention (``collector.pruning``) what stored crashes
+still need, and ``retention_loop`` is the daemon's thread that runs it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 
@@ -19,16 +24,43 @@ def store_meta(meta) -> dict:
     return data
 
 
+def adopt_files(config, bundle_dir: Path, files: dict[str, str]) -> None:
+    """Put back in ``files/sha256/`` any file of the bundle's manifest that
+    is missing there (retention removed it between the handler's look and
+    its link): the bundle's own hard link still holds the bytes."""
+    sha_dir = config.files_dir / "sha256"
+    for path, digest in files.items():
+        stored = sha_dir / digest
+        linked = Path(bundle_dir) / "root" / path.lstrip("/")
+        if ".." in Path(path).parts or stored.exists() or not linked.is_file() or linked.is_symlink():
+            continue
+        try:
+            os.link(linked, stored)
+        except FileExistsError:
+            pass
+        except OSError:
+            continue  # the analysis still reads the bundle's own copy
+
+
 def process_bundle(config, store, bundle_dir: Path, enrich=None):
     """Analyze one bundle and mark it done. ``enrich(container_id)`` may add
     container name, image and labels (the Docker API). Idempotent."""
     from coretriage.ingest import decompressed, ingest, ingest_metadata
     from collector.bundle import Bundle
     from collector.spool import mark_done, read_meta
+    from collector.sysroot import read_manifest
 
     bundle_dir = Path(bundle_dir)
     meta = read_meta(bundle_dir)
     data = store_meta(meta)
+    try:
+        files = read_manifest(bundle_dir)
+    except (OSError, ValueError):
+        files = None  # unreadable: the analysis still has root/
+    if files:
+        # the crash keeps its files by content, once the bundle is pruned too
+        data["files"] = files
+        adopt_files(config, bundle_dir, files)
     if enrich is not None and meta.container_id:
         data.update({k: v for k, v in (enrich(meta.container_id) or {}).items() if v is not None})
         data["container"] = data.get("container_name") or data["container"]
@@ -36,7 +68,7 @@ def process_bundle(config, store, bundle_dir: Path, enrich=None):
     sysroot = bundle.root
     core_path = bundle.core
     if meta.core_file and core_path.is_file():
-        with decompressed(core_path, config.tmp_dir) as core:
+        with decompressed(core_path, config.tmp_dir, meta.core_size or None) as core:
             done = ingest(config, store, core, sysroot=sysroot if sysroot.is_dir() else None,
                           meta=data, crashed_at=float(meta.crash_time), compressed=core_path)
     else:
@@ -52,3 +84,69 @@ def process_bundle(config, store, bundle_dir: Path, enrich=None):
         core_path.unlink()  # the store holds it now (linked, not copied); root/ stays for reprocess and gdb
     mark_done(bundle_dir)
     return done
+
+
+# ---- retention: what stored crashes still need from the spool and DATA/files ----
+
+def retention_references(config, store):
+    """``collector.pruning.References`` from every stored crash that still
+    has its core (one whose core was pruned can no longer be analyzed, so
+    its files are not needed): its executable, its files by content, and
+    its whole bundle when it was stored before bundles listed their files."""
+    import json
+
+    import sqlalchemy as sa
+
+    from collector.pruning import SHA256_DIR, References
+    from coretriage.store import crashes
+
+    files_dir = str(config.files_dir) + "/"
+    spool_dir = str(config.spool_dir) + "/"
+    keys: set[str] = set()
+    held: set[str] = set()
+    c = crashes.c
+    query = sa.select(c.exe_file, c.sysroot, c.meta).where(c.core_file.is_not(None))
+    with store.engine.connect() as db:
+        for exe_file, sysroot, meta_text in db.execute(query):
+            if exe_file and exe_file.startswith(files_dir):
+                keys.add(exe_file[len(files_dir):])
+            try:
+                meta = json.loads(meta_text or "{}")
+            except ValueError:
+                meta = {}
+            files = meta.get("files") if isinstance(meta, dict) else None
+            if isinstance(files, dict) and files:
+                keys.update(f"{SHA256_DIR}/{digest}" for digest in files.values() if isinstance(digest, str))
+            elif sysroot and sysroot.startswith(spool_dir):
+                held.add(sysroot[len(spool_dir):].split("/", 1)[0])
+    return References(files=frozenset(keys), bundles=frozenset(held))
+
+
+def prune_once(config, store, log=None):
+    """One retention pass with the limits of collector.toml's ``[retention]``."""
+    from collector.pruning import load_limits, prune
+
+    limits = load_limits(config.data_dir)
+    done = prune(config.data_dir, retention_references(config, store), limits)
+    if log is not None and (done.bundles or done.files or done.over):
+        log(f"retention: removed {len(done.bundles)} done bundles and {len(done.files)} captured files "
+            f"({done.freed / (1 << 20):.1f} MiB)" + (
+                f"; stored crashes still need {done.over / (1 << 20):.1f} MiB more than max_size "
+                "(coretriage prune --keep N removes old cores)" if done.over else ""))
+    return done, limits
+
+
+def retention_loop(config, store_of, stop, log) -> None:
+    """The collector daemon's retention thread: a pass now and every
+    ``interval``; a pass that fails (a store that cannot be read) removes
+    nothing and is logged."""
+    from collector.pruning import RetentionLimits
+
+    while not stop.is_set():
+        interval = RetentionLimits().interval
+        try:
+            _, limits = prune_once(config, store_of(), log)
+            interval = limits.interval
+        except Exception as exc:  # never let retention stop the collector
+            log(f"retention skipped: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+        stop.wait(interval)

@@ -35,6 +35,9 @@ def cmd_collector_run(args) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     collector = Collector(config.spool_dir, wiring.submit(), dump_dirs)
+    from coretriage.pipeline import retention_loop
+    threading.Thread(target=retention_loop, args=(config, lambda: wiring.store, stop, logging.getLogger(
+        "coretriage.retention").info), name="retention", daemon=True).start()
     if args.socket:
         from collector.socket_server import SOCKET_NAME, serve
         path = str(config.data_dir / SOCKET_NAME)
@@ -141,7 +144,10 @@ def cmd_run(args) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     collector = Collector(config.spool_dir, wiring.submit(), config.dump_dirs)
-    threads = [threading.Thread(target=collector.run, args=(stop,), daemon=True)]
+    from coretriage.pipeline import retention_loop
+    threads = [threading.Thread(target=collector.run, args=(stop,), daemon=True),
+               threading.Thread(target=retention_loop, args=(config, lambda: store, stop, logging.getLogger(
+                   "coretriage.retention").info), name="retention", daemon=True)]
     server = make_server(args.host, args.port, create_app({"WIRING": wiring}), threaded=True)
     threads.append(threading.Thread(target=server.serve_forever, daemon=True))
     for t in threads:

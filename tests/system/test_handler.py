@@ -191,7 +191,7 @@ def test_crash_captured_with_proc_details_and_secrets_masked(handler, segv, tmp_
 
     # the core: a real ELF core, complete
     assert meta.dropped is None and meta.core_file == "core.zst"
-    assert sorted(os.listdir(bundle)) == ["core.zst", "meta.json", "root"]
+    assert sorted(os.listdir(bundle)) == ["core.zst", "files.json", "meta.json", "root"]
     core = core_bytes(bundle / "core.zst")
     assert core[:4] == b"\x7fELF" and int.from_bytes(core[16:18], "little") == 4  # ET_CORE
     assert len(core) == meta.core_size and meta.core_compressed_size == (bundle / "core.zst").stat().st_size
@@ -208,9 +208,13 @@ def test_crash_captured_with_proc_details_and_secrets_masked(handler, segv, tmp_
     assert meta.id in line and "\n" not in line.rstrip("\n")
 
 
-def test_mapped_files_kept_once_per_build_id(handler, segv, tmp_path):
+def test_mapped_files_kept_once_per_content(handler, segv, tmp_path):
     """The executable and libraries that crashed go with the bundle, read
-    through map_files; a second crash of the same build stores nothing new."""
+    through the process's own root; a second crash of the same build stores
+    nothing new. files.json lists each by path and sha256."""
+    import hashlib
+    import json
+
     bundles = [bundle_of(handler, crash([str(segv), "x" * n], env={"PATH": "/usr/bin"})[0]) for n in (1, 2)]
     for bundle in bundles:
         assert not read_meta(bundle).problems, read_meta(bundle).problems
@@ -218,12 +222,18 @@ def test_mapped_files_kept_once_per_build_id(handler, segv, tmp_path):
         assert exe_copy.read_bytes() == segv.read_bytes()
         libc = next(p for p in read_meta(bundle).maps if "libc.so" in p)
         assert (bundle / "root" / libc.lstrip("/")).read_bytes() == Path(libc).read_bytes()
+        listed = json.loads((bundle / "files.json").read_text())["files"]
+        assert {f["path"] for f in listed} == {str(segv), libc, *(m for m in read_meta(bundle).maps if "ld-linux" in m)}
+        for f in listed:
+            assert f["sha256"] == hashlib.sha256(Path(f["path"]).read_bytes()).hexdigest()
     first = bundles[0] / "root" / str(segv).lstrip("/")
     second = bundles[1] / "root" / str(segv).lstrip("/")
     assert first.stat().st_ino == second.stat().st_ino  # one stored copy, linked twice
     files = handler.parent / "files"
-    assert first.stat().st_nlink == 3 and len(list(files.iterdir())) == len(read_meta(bundles[0]).maps) - \
-        sum(1 for m in read_meta(bundles[0]).maps if not m.endswith((".so", ".2", ".6")) and m != str(segv))
+    assert os.listdir(files) == ["sha256"]
+    stored = files / "sha256" / hashlib.sha256(segv.read_bytes()).hexdigest()
+    assert first.stat().st_ino == stored.stat().st_ino and first.stat().st_nlink == 3
+    assert len(os.listdir(files / "sha256")) == len(json.loads((bundles[0] / "files.json").read_text())["files"])
 
 
 def test_no_core_policy_keeps_metadata_only(handler, segv):
@@ -252,10 +262,11 @@ def test_hostile_executable_names(handler, segv, tmp_path, name, syslog):
     assert bundle.parent == handler
     for entry in os.listdir(handler):
         assert is_bundle_id(entry) or entry == ".ratelimit.json", entry
-    assert sorted(os.listdir(bundle)) == ["core.zst", "meta.json", "root"]
+    assert sorted(os.listdir(bundle)) == ["core.zst", "files.json", "meta.json", "root"]
     assert sorted(os.listdir(handler.parent)) == ["files", "spool"]
-    # stored files are named by build-id; the hostile name is only a leaf inside
-    assert all(len(d) == 40 and int(d, 16) >= 0 for d in os.listdir(handler.parent / "files"))
+    # stored files are named by their content's sha256; the hostile name is only in root/
+    assert os.listdir(handler.parent / "files") == ["sha256"]
+    assert all(len(d) == 64 and int(d, 16) >= 0 for d in os.listdir(handler.parent / "files" / "sha256"))
     assert sorted(os.listdir(bin_dir)) == [os.fsdecode(name)]
     assert not (tmp_path / "pwned").exists() and not Path("/pwned").exists()
     after = set(os.listdir("/tmp")), set(os.listdir("/"))
@@ -288,7 +299,7 @@ def test_hostile_comm(handler, tmp_path):
     # the kernel writes '/' in %e as '!'; the rest arrives as it is
     assert meta.comm == display(comm.replace(b"/", b"!")) and meta.exe == str(exe)
     assert sorted(os.listdir(handler.parent)) == ["files", "spool"]
-    assert sorted(os.listdir(bundle)) == ["core.zst", "meta.json", "root"]
+    assert sorted(os.listdir(bundle)) == ["core.zst", "files.json", "meta.json", "root"]
 
 
 def test_rate_limit_drops_cores_but_records_crashes(handler, segv, syslog):
@@ -317,7 +328,8 @@ def test_too_big_core_dropped_but_crash_recorded(handler, segv, syslog):
     assert meta.dropped == "core larger than max_core_size (4096 bytes)"
     assert meta.core_file is None and meta.core_compressed_size is None
     assert meta.core_size > 4096  # the whole core was still read, so the process could go
-    assert os.listdir(bundle) == ["meta.json"]
+    # root/ went with the core; files.json stays but is read only beside a root/
+    assert sorted(os.listdir(bundle)) == ["files.json", "meta.json"]
     assert meta.exe == str(segv) and meta.environ is not None
     syslog.wait_for(f"pid {pid} ", "dropped: core larger")
 
