@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import time
 from dataclasses import dataclass
 
@@ -39,6 +40,7 @@ from collector.spool import SpoolError, new_bundle, open_spool, write_meta
 from collector.sysroot import keep_files
 
 DEFAULT_DATA_DIR = "/var/lib/coretriage"
+WATCHDOG_GRACE = 120  # seconds past max_core_seconds: the files (20 s), fsyncs, a slow disk
 
 
 @dataclass(frozen=True)
@@ -148,12 +150,18 @@ def _no_files(bundle_fd: int) -> None:
         pass
 
 
-def capture(args: Args, host_time: float, started: float, stdin: int = 0) -> tuple[str, str]:
-    """Everything but the last resort; returns (syslog priority, line)."""
+def capture(args: Args, host_time: float, started: float, stdin: int = 0,
+            watchdog: bool = False) -> tuple[str, str]:
+    """Everything but the last resort; returns (syslog priority, line).
+    ``watchdog`` (the pipe handler, a process of its own): SIGALRM ends the
+    process, and so closes stdin, should a step block past the budget and
+    ``WATCHDOG_GRACE`` (a file on a FUSE server that never answers)."""
     problems: list[str] = []
     with Process(args.pid, args.pidfd, problems) as proc:
         policy = _policy(args.data_dir, problems)
         deadline = started + policy.max_core_seconds
+        if watchdog:
+            signal.alarm(int(policy.max_core_seconds + WATCHDOG_GRACE))
         info = proc.read(policy.secret_names)
         who = _crashed(args, info, problems)
         dump_mode = _dump_mode(args, proc, info)

@@ -48,8 +48,9 @@ def exe_build(proc_fd: int | None, fallback: str, problems: list[str]) -> str:
                 if stat.S_ISREG(st.st_mode):
                     bid = build_id(fd_reader(fd))
                     return f"build-id:{bid}" if bid else content_key(fd, st.st_size)
-            except OSError as exc:
-                problems.append(f"/proc/PID/exe unreadable ({exc.strerror}): rate limit keyed by the path")
+            except Exception as exc:  # a hostile file must not cost the crash its record
+                why = getattr(exc, "strerror", None) or type(exc).__name__
+                problems.append(f"/proc/PID/exe unreadable ({why}): rate limit keyed by the path")
             finally:
                 os.close(fd)
     return f"path:{fallback}"

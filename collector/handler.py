@@ -21,7 +21,9 @@ of the core, at ``max_core_size``, once the wall-clock budget
 (``max_core_seconds``, counted from the handler's start) is spent, at once
 for a core it drops, and on any error (closing the pipe early ends the
 kernel's dump and releases the process, ``kernel.core_pipe_limit`` or not);
-reads never block past the budget; no traceback ever reaches the kernel;
+reads never block past the budget, and should anything else block (a
+file on a FUSE server that never answers) a watchdog alarm ends the handler,
+which closes stdin too; no traceback ever reaches the kernel;
 one line to syslog (``/dev/log``) on every outcome, sent after stdin is
 closed; names from the crashed process are never used in a path; secrets
 are masked (``collector.secrets``) before anything is written;
@@ -129,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             release(0)
             log("LOG_ERR", f"usage: {safe(exc)}; core not read")
             return 2
-        priority, line = capture(args, host_time, started)
+        priority, line = capture(args, host_time, started, watchdog=True)
         log(priority, line)
         return 0 if priority != "LOG_ERR" else 1
     except BaseException as exc:  # never a traceback to the kernel
