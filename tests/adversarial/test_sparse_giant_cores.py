@@ -110,3 +110,26 @@ def test_giant_crashes_in_every_slot_are_all_released(collector_installed, spars
     pid, held = crash([str(segv)])  # an ordinary crash after them: a free slot, read to the end
     meta = read_meta(bundle_of(collector_installed / "spool", pid))
     assert held < SLACK and meta.stopped_reading is None and meta.core_file == "core.zst"
+
+
+def test_partial_core_still_analyzed(collector_installed, sparse):
+    """The part kept holds the notes: gdb still names the signal and the
+    crashing thread's place, and the analysis says the core is truncated."""
+    from analyzer.problems import TRUNCATED_CORE
+    from coretriage.config import load_config
+    from coretriage.wiring import Wiring
+
+    (collector_installed / "collector.toml").write_text('max_core_size = "1M"\n')
+    pid, held = crash([str(sparse), "64"])
+    assert held < SLACK
+    bundle = bundle_of(collector_installed / "spool", pid)
+    meta = read_meta(bundle)
+    assert meta.stopped_reading == f"max_core_size reached ({1 << 20} bytes)" and meta.core_file == "core.zst"
+    wiring = Wiring(load_config(collector_installed))
+    try:
+        done = wiring.process_bundle(bundle)
+    finally:
+        wiring.close()
+    assert done.analysis.signal.name == "SIGSEGV"
+    assert TRUNCATED_CORE in {p.code for p in done.analysis.problems}
+    assert done.crash.meta["stopped_reading"] == meta.stopped_reading  # the record says why
