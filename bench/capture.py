@@ -21,6 +21,7 @@ run without a core, which the load on a shared host could outweigh).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import statistics
@@ -62,6 +63,25 @@ __attribute__((constructor)) static void install(void)
 """
 
 
+PIPE_LIMIT = Path("/proc/sys/kernel/core_pipe_limit")
+
+
+@contextlib.contextmanager
+def crash_setup(pattern: str, pipe_limit: int | None):
+    """core_pattern and core_pipe_limit for one crash: both host-wide, so
+    both are set and put back while the pattern lock is held."""
+    from collector.corepattern import swapped
+
+    with swapped(pattern):
+        old = PIPE_LIMIT.read_text()
+        if pipe_limit is not None:
+            PIPE_LIMIT.write_text(f"{pipe_limit}\n")
+        try:
+            yield
+        finally:
+            PIPE_LIMIT.write_text(old)
+
+
 def crash_once(exe: Path, mib: int, kind: str) -> float:
     """Seconds from the crash to the process reaped."""
     import crashkit
@@ -79,7 +99,7 @@ def crash_once(exe: Path, mib: int, kind: str) -> float:
 
 def main() -> int:
     import crashkit
-    from collector.corepattern import core_pattern as handler_pattern, swapped
+    from collector.corepattern import core_pattern as handler_pattern
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mib", type=int, default=512)
@@ -91,11 +111,8 @@ def main() -> int:
     if os.geteuid() != 0:
         raise SystemExit("run as root: the benchmark sets core_pattern")
     work = Path(tempfile.mkdtemp(prefix="ct-bench-", dir="/tmp"))
-    pipe_limit = Path("/proc/sys/kernel/core_pipe_limit")
-    old_limit = pipe_limit.read_text()
+    limit = PIPE_LIMIT.read_text().strip() if args.pipe_limit is None else args.pipe_limit
     try:
-        if args.pipe_limit is not None:
-            pipe_limit.write_text(f"{args.pipe_limit}\n")
         (work / "stamp.c").write_text(STAMP)
         exe = crashkit.compile_c("bigmem.c", work / "bigmem", flags=("-O2", str(work / "stamp.c")))
         data = work / "d"
@@ -109,25 +126,24 @@ def main() -> int:
         script.chmod(0o755)
         cat = f"|{script}"
         print(f"{args.mib} MiB of touched memory, median of {args.repeat}; seconds from the crash to reaped "
-              f"(kernel.core_pipe_limit = {pipe_limit.read_text().strip()})")
+              f"(kernel.core_pipe_limit = {limit})")
         print(f"{'memory':<8} {'coretriage':>11} {'cat':>8} {'ratio':>6} {'stored MiB':>11}")
         for kind in args.kinds.split(","):
             times = {"ours": [], "cat": []}
             for _ in range(args.repeat):
                 for name, pattern in (("ours", ours), ("cat", cat)):
-                    with swapped(pattern):
+                    with crash_setup(pattern, args.pipe_limit):
                         times[name].append(crash_once(exe, args.mib, kind))
                     if name == "ours":
                         shutil.rmtree(data / "spool", ignore_errors=True)
                         shutil.rmtree(data / "files", ignore_errors=True)
-            with swapped(ours):
+            with crash_setup(ours, args.pipe_limit):
                 crash_once(exe, args.mib, kind)
             stored = sum(p.stat().st_size for p in (data / "spool").glob("*/core.zst")) / (1 << 20)
             shutil.rmtree(data / "spool", ignore_errors=True)
             t_ours, t_cat = statistics.median(times["ours"]), statistics.median(times["cat"])
             print(f"{kind:<8} {t_ours:>11.3f} {t_cat:>8.3f} {t_ours / t_cat:>6.2f} {stored:>11.1f}")
     finally:
-        pipe_limit.write_text(old_limit)
         shutil.rmtree(work, ignore_errors=True)
     return 0
 
