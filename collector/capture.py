@@ -34,8 +34,8 @@ from collector.corestream import Streamed, bigger_pipe, release, stream_core
 from collector.exebuild import exe_build
 from collector.logline import safe
 from collector.policy import CapturePolicy, PolicyError, decide, load_policy, setuid_rule
-from collector.ratelimit import key_for
 from collector.process import ProcInfo, Process
+from collector.ratelimit import key_for
 from collector.spool import SpoolError, new_bundle, open_spool, write_meta
 from collector.sysroot import keep_files
 
