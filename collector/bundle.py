@@ -87,6 +87,21 @@ class Bundle:
         return os.path.lexists(self.dir / self.EVICTED)
 
 
+def remove_files(bundle_fd: int) -> None:
+    """Drop the bundle's process files (``root/`` and ``files.json``): a
+    bundle without its core has no use for them."""
+    import shutil
+
+    try:
+        shutil.rmtree(Bundle.ROOT, dir_fd=bundle_fd)
+    except OSError:
+        pass
+    try:
+        os.unlink(Bundle.FILES, dir_fd=bundle_fd)
+    except OSError:
+        pass
+
+
 @dataclass(frozen=True)
 class BundleMeta:
     id: str
@@ -113,9 +128,19 @@ class BundleMeta:
     namespaces: dict[str, str] = field(default_factory=dict)  # "pid": "pid:[4026531836]", ...
     maps: tuple[str, ...] = ()  # mapped file paths, in address order, each once
     core_file: str | None = None  # "core.zst", or None when the core was dropped
-    core_size: int = 0  # uncompressed bytes the kernel sent
+    core_size: int = 0  # uncompressed bytes read from the kernel (the whole core unless stopped_reading)
     core_compressed_size: int | None = None
     dropped: str | None = None  # why the core was not kept
+    # why the handler stopped reading before the end of the core and closed
+    # the pipe, releasing the process (max_core_size, the wall-clock budget, a
+    # core dropped before reading); core_size is then what was read, and a
+    # kept core.zst is its first part (its notes complete: threads, registers,
+    # mapped files)
+    stopped_reading: str | None = None
+    # why the core is to be deleted once analyzed (a set-uid or non-dumpable
+    # process, dump mode 2, under setuid_cores = "analyze-then-delete"); the
+    # pipeline deletes it and keeps the analysis
+    delete_core_after_analysis: str | None = None
     problems: tuple[str, ...] = ()
     handler_seconds: float | None = None  # handler start to meta written
     schema: int = SCHEMA

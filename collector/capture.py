@@ -5,32 +5,41 @@ both run ``capture``:
 1. open the process (``collector.process``): the /proc handle and the pidfd
    check, before anything else can happen to the pid;
 2. decide the policy (``collector.policy``): keep the core, drop it, or keep
-   the metadata only;
+   the metadata only; the rate limit counts by build (``collector.exebuild``);
 3. keep the process's files (``collector.sysroot``) while the kernel holds it;
-4. stream the core (``collector.corestream``), always draining the source;
+4. stream the core (``collector.corestream``) until its end, ``max_core_size``
+   or the wall-clock budget (``max_core_seconds`` from the handler's start),
+   then close the source, which releases the process; a dropped core is not
+   read at all;
 5. write the bundle: ``meta.json`` last, atomically (``collector.spool``).
+   The bundle directory is locked (``flock``) from its creation until then,
+   so no other handler's eviction takes a core being written.
 
-Nothing here raises for a crash it cannot keep: the outcome is one
-(syslog priority, line).
+Whatever happens, the source is closed and the process released; nothing
+here raises for a crash it cannot keep: the outcome is one (syslog
+priority, line).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
+import signal
 import time
 from dataclasses import dataclass
 
-from collector.bundle import Bundle, BundleMeta, display
+from collector.bundle import Bundle, BundleMeta, display, remove_files
 from collector.cgroup import ContainerRef, container_from_cgroup
-from collector.corestream import Streamed, bigger_pipe, drain, stream_core
+from collector.corestream import Streamed, bigger_pipe, release, stream_core
+from collector.exebuild import exe_build
 from collector.logline import safe
-from collector.policy import CapturePolicy, PolicyError, decide, load_policy
+from collector.policy import CapturePolicy, PolicyError, decide, load_policy, setuid_rule
 from collector.process import ProcInfo, Process
+from collector.ratelimit import key_for
 from collector.spool import SpoolError, new_bundle, open_spool, write_meta
 from collector.sysroot import keep_files
 
 DEFAULT_DATA_DIR = "/var/lib/coretriage"
+WATCHDOG_GRACE = 120  # seconds past max_core_seconds: the files (20 s), fsyncs, a slow disk
 
 
 @dataclass(frozen=True)
@@ -93,31 +102,61 @@ def _crashed(args: Args, info: ProcInfo, problems: list[str]) -> Crashed:
     return Crashed(exe=exe, comm=comm, ns_pid=ns_pid, container=container, what=what)
 
 
-def _stream(stdin: int, bundle_fd: int, keep: bool, policy: CapturePolicy, problems: list[str]) -> Streamed:
+def inferred_dump_mode(status: dict[str, str], proc_owner: int | None) -> int | None:
+    """The socket mode's stand-in for ``%d``: 2 (set-uid or non-dumpable)
+    when the real, effective and saved ids differ, or when ``/proc/PID``
+    belongs to root while the process's effective uid is not root (the
+    kernel does that for a process that is not dumpable); else 1. None when
+    /proc could not be trusted."""
+    uids, gids = status.get("Uid", "").split(), status.get("Gid", "").split()
+    if len(uids) < 3 or len(gids) < 3:
+        return None
+    if len(set(uids[:3])) > 1 or len(set(gids[:3])) > 1:
+        return 2
+    return 2 if proc_owner == 0 and uids[1] != "0" else 1
+
+
+def _dump_mode(args: Args, proc: Process, info: ProcInfo) -> int | None:
+    if args.dump_mode is not None or proc.fd is None:
+        return args.dump_mode
     try:
-        streamed = stream_core(stdin, bundle_fd if keep else None, policy, problems)
-    except Exception as exc:  # a bug: still drain, still record the crash
+        owner = os.fstat(proc.fd).st_uid
+    except OSError:
+        owner = None
+    return inferred_dump_mode(info.status, owner)
+
+
+def _stream(stdin: int, bundle_fd: int, policy: CapturePolicy, deadline: float, problems: list[str]) -> Streamed:
+    try:
+        streamed = stream_core(stdin, bundle_fd, policy, deadline, problems)
+    except Exception as exc:  # a bug: still release the process, still record the crash
+        release(stdin)
         problems.append(f"handler error while reading the core: {type(exc).__name__}: {exc}")
-        streamed = Streamed(size=drain(stdin), dropped="handler error")
+        streamed = Streamed(dropped="handler error", stopped="handler error")
         try:
             os.unlink(Bundle.CORE, dir_fd=bundle_fd)
         except OSError:
             pass
     if streamed.dropped:  # no core after all: its files are of no use in this bundle
-        try:
-            shutil.rmtree(Bundle.ROOT, dir_fd=bundle_fd)
-        except OSError:
-            pass
+        remove_files(bundle_fd)
     return streamed
 
 
-def capture(args: Args, host_time: float, started: float, stdin: int = 0) -> tuple[str, str]:
-    """Everything but the last resort; returns (syslog priority, line)."""
+def capture(args: Args, host_time: float, started: float, stdin: int = 0,
+            watchdog: bool = False) -> tuple[str, str]:
+    """Everything but the last resort; returns (syslog priority, line).
+    ``watchdog`` (the pipe handler, a process of its own): SIGALRM ends the
+    process, and so closes stdin, should a step block past the budget and
+    ``WATCHDOG_GRACE`` (a file on a FUSE server that never answers)."""
     problems: list[str] = []
     with Process(args.pid, args.pidfd, problems) as proc:
         policy = _policy(args.data_dir, problems)
+        deadline = started + policy.max_core_seconds
+        if watchdog:
+            signal.alarm(int(policy.max_core_seconds + WATCHDOG_GRACE))
         info = proc.read(policy.secret_names)
         who = _crashed(args, info, problems)
+        dump_mode = _dump_mode(args, proc, info)
         spool = args.spool or os.path.join(args.data_dir, "spool")
         spool_fd = None
         try:
@@ -126,37 +165,48 @@ def capture(args: Args, host_time: float, started: float, stdin: int = 0) -> tup
         except (SpoolError, OSError) as exc:
             if spool_fd is not None:
                 os.close(spool_fd)
-            n = drain(stdin)
-            return "LOG_ERR", f"crash of {who.what} lost: {safe(exc, 400)}; {n} bytes of core discarded"
-        dropped = decide(policy, spool_fd, bid, who.exe, who.comm, problems)
+            release(stdin)
+            return "LOG_ERR", f"crash of {who.what} lost: {safe(exc, 400)}; core not read"
+
+        def rate_key() -> str:
+            build = exe_build(proc.fd if info.exe else None, who.exe or who.comm, problems)
+            return key_for(build, who.container.id if who.container else None, args.uid)
+
+        dropped = decide(policy, spool_fd, bid, who.exe, dump_mode, rate_key, problems)
         if dropped is None and info.maps_raw and policy.capture_files and proc.fd is not None:
             keep_files(proc.fd, info.maps_raw, bundle_fd, args.data_dir, policy.max_file_size, problems)
-    bigger_pipe(stdin)  # only now, see bigger_pipe
-    streamed = _stream(stdin, bundle_fd, dropped is None, policy, problems)
-    dropped = dropped or streamed.dropped
-    meta = _meta(args, bid, host_time, info, who, streamed, dropped, problems, started)
+    if dropped is None:
+        bigger_pipe(stdin)  # only now, see bigger_pipe
+        streamed = _stream(stdin, bundle_fd, policy, deadline, problems)
+        dropped = streamed.dropped
+    else:  # never read: closing the pipe lets the process go at once
+        release(stdin)
+        streamed = Streamed(stopped="core dropped before reading")
+    transient = setuid_rule(policy, dump_mode) if policy.setuid_cores == "analyze-then-delete" else None
+    meta = _meta(args, bid, host_time, info, who, dump_mode, streamed, dropped, transient, problems, started)
     try:
         write_meta(bundle_fd, meta)
         os.fsync(spool_fd)
     finally:
-        os.close(bundle_fd)
+        os.close(bundle_fd)  # unlocks the bundle: from now on eviction may take its core
         os.close(spool_fd)
     where = os.path.join(spool, bid)
     tail = f" ({len(problems)} problems)" if problems else ""
     if dropped:
-        return "LOG_WARNING", (f"crash of {who.what} recorded in {safe(where)}, core of {streamed.size} bytes "
-                               f"dropped: {safe(dropped)}{tail}")
-    return "LOG_INFO", (f"core of {who.what} kept in {safe(where)}: {streamed.size} bytes, "
+        return "LOG_WARNING", (f"crash of {who.what} recorded in {safe(where)}, core dropped: {safe(dropped)} "
+                               f"({streamed.size} bytes read){tail}")
+    cut = f", partial: {safe(streamed.stopped)}" if streamed.stopped else ""
+    return "LOG_INFO", (f"core of {who.what} kept in {safe(where)}: {streamed.size} bytes{cut}, "
                         f"{streamed.compressed} compressed, {meta.handler_seconds:.2f} s{tail}")
 
 
-def _meta(args: Args, bid: str, host_time: float, info: ProcInfo, who: Crashed, streamed: Streamed,
-          dropped: str | None, problems: list[str], started: float) -> BundleMeta:
+def _meta(args: Args, bid: str, host_time: float, info: ProcInfo, who: Crashed, dump_mode: int | None,
+          streamed: Streamed, dropped: str | None, transient: str | None, problems: list[str], started: float) -> BundleMeta:
     container = who.container
     return BundleMeta(
         id=bid, pid=args.pid, signal=args.signal, crash_time=args.crash_time, host_time=host_time,
         tid=args.tid, host_tid=args.host_tid, ns_pid=who.ns_pid, uid=args.uid, gid=args.gid,
-        dump_mode=args.dump_mode, hostname=display(os.uname().nodename), exe=who.exe, comm=who.comm,
+        dump_mode=dump_mode, hostname=display(os.uname().nodename), exe=who.exe, comm=who.comm,
         cmdline=info.cmdline, cwd=info.cwd, environ=info.environ, cgroup=info.cgroup,
         container_id=container.id if container else None,
         container_runtime=container.runtime if container else None,
@@ -164,5 +214,6 @@ def _meta(args: Args, bid: str, host_time: float, info: ProcInfo, who: Crashed, 
         namespaces=info.namespaces, maps=info.maps,
         core_file=None if dropped else Bundle.CORE, core_size=streamed.size,
         core_compressed_size=None if dropped else streamed.compressed,
-        dropped=dropped, problems=tuple(problems),
+        dropped=dropped, stopped_reading=streamed.stopped,
+        delete_core_after_analysis=None if dropped else transient, problems=tuple(problems),
         handler_seconds=round(time.monotonic() - started, 3))

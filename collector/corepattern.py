@@ -25,7 +25,7 @@ The specifiers ``collector.handler`` takes, in this order (``SPECIFIERS``):
       process (``CoreDumping: 1``) while the pipe is full. Set
       ``kernel.core_pipe_limit`` > 0 (systemd-coredump uses 16) and the kernel
       holds it until the handler closes stdin, which it does as soon as the
-      core is read; with the default 0, a core smaller than the pipe
+      core is read, or cut short (``max_core_size``, ``max_core_seconds``); with the default 0, a core smaller than the pipe
       (64 KiB) lets the process go before /proc could be read.
 %i    tid of the crashing thread in its own pid namespace (the numbering
       of the core's notes)
@@ -35,7 +35,8 @@ The specifiers ``collector.handler`` takes, in this order (``SPECIFIERS``):
 %u    real uid of the process, cross-checked with ``/proc/%P/status``
 %g    real gid, likewise
 %d    dump mode: 1 normal; 2 a set-uid or non-dumpable process dumped
-      because ``fs.suid_dumpable=2`` (root-only; every bundle is 0700 anyway)
+      because ``fs.suid_dumpable=2`` (root-only): ``setuid_cores`` in
+      ``collector.toml`` says what becomes of its core (``collector.policy``)
 %F    a pidfd for the crashed process, put by the kernel at that fd number
       (Linux 6.16+; older kernels expand it to an empty argument and the
       handler falls back to ``pidfd_open(%P)``). It proves that ``/proc/%P``

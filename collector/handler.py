@@ -15,19 +15,33 @@ named steps the socket server shares: open the process, decide the policy,
 keep its files, stream the core, write the bundle.
 
 Rules it keeps: small imports (stdlib and zstandard), no network, no
-database; stdin is ALWAYS read to the end, whatever happens, so the crashed
-process is never left hanging; no traceback ever reaches the kernel; one
-line to syslog (``/dev/log``) on every outcome, sent after stdin is drained;
-names from the crashed process are never used in a path; secrets are
-masked (``analyzer.secrets``) before anything is written; ``meta.json`` is
-written last and atomically.
+database; stdin is ALWAYS closed, whatever happens, as soon as the handler
+is done with it, so the crashed process is never left hanging: at the end
+of the core, at ``max_core_size``, once the wall-clock budget
+(``max_core_seconds``, counted from the handler's start) is spent, at once
+for a core it drops, and on any error (closing the pipe early ends the
+kernel's dump and releases the process, ``kernel.core_pipe_limit`` or not);
+reads never block past the budget, and should anything else block (a
+file on a FUSE server that never answers) a watchdog alarm ends the handler,
+which closes stdin too; no traceback ever reaches the kernel;
+one line to syslog (``/dev/log``) on every outcome, sent after stdin is
+closed; names from the crashed process are never used in a path; secrets
+are masked (``analyzer.secrets``) before anything is written;
+``meta.json`` is written last and atomically.
 
-Cores are dropped, and the crash still recorded in ``meta.json`` with the
-reason in ``dropped``, when: free space on the spool filesystem is below
-``min_free_space`` (checked at the start and every 64 MiB), the executable
-has had ``rate_limit`` cores kept within ``rate_window`` seconds, or the
-core grows past ``max_core_size`` (stdin is still drained and ``core_size``
-says how big it was).
+The crash is always recorded in ``meta.json``. ``stopped_reading`` says why
+the handler stopped before the end of the core and ``core_size`` how much it
+read: a core cut at ``max_core_size`` or by the budget is kept when the part
+read holds its notes (threads, registers, mapped files), else dropped.
+Cores are dropped, with the reason in ``dropped``, and never read when: free
+space on the spool filesystem is below ``min_free_space`` (checked at the
+start and every 64 MiB, when reading stops too), ``no_core`` names the
+executable, ``setuid_cores = "drop"`` and the process is set-uid or
+non-dumpable (``%d`` = 2), or the rate limits say so (``rate_limit`` cores
+per build and container, ``host_rate_limit`` over the host, within
+``rate_window`` seconds). Under the default ``setuid_cores =
+"analyze-then-delete"``, the core of a dump-mode-2 crash is kept only until
+it is analyzed (``delete_core_after_analysis``).
 """
 
 from __future__ import annotations
@@ -37,7 +51,7 @@ import sys
 import time
 
 from collector.capture import Args, capture
-from collector.corestream import drain
+from collector.corestream import release
 from collector.logline import log, safe
 
 
@@ -114,18 +128,18 @@ def main(argv: list[str] | None = None) -> int:
         try:
             args = parse_args(sys.argv[1:] if argv is None else list(argv))
         except Usage as exc:
-            n = drain(0)
-            log("LOG_ERR", f"usage: {safe(exc)}; {n} bytes of core discarded")
+            release(0)
+            log("LOG_ERR", f"usage: {safe(exc)}; core not read")
             return 2
-        priority, line = capture(args, host_time, started)
+        priority, line = capture(args, host_time, started, watchdog=True)
         log(priority, line)
         return 0 if priority != "LOG_ERR" else 1
     except BaseException as exc:  # never a traceback to the kernel
         try:
-            n = drain(0)
+            release(0)
         except BaseException:
-            n = -1
-        log("LOG_ERR", f"handler failed: {type(exc).__name__}: {safe(exc)}; {n} more bytes discarded")
+            pass
+        log("LOG_ERR", f"handler failed: {type(exc).__name__}: {safe(exc)}; the rest of the core not read")
         return 1
 
 

@@ -3,22 +3,34 @@
 ``CapturePolicy`` is ``<data-dir>/collector.toml`` (safe defaults when a key
 or the file is absent); ``decide`` applies it to one crash before its core
 is read: make room in the spool (the oldest cores go), free space,
-``no_core``, the crash-storm rate limit.
+``no_core``, ``setuid_cores``, the crash-storm rate limits. A core it drops
+is never read: the handler closes the pipe at once.
 
 Example ``collector.toml`` (every key optional; sizes in bytes or with a
 K/M/G/T suffix, powers of 1024)::
 
-    max_core_size = "8G"        # bigger cores are dropped; the crash is still recorded
+    max_core_size = "16G"       # the handler stops reading here and closes the pipe: the process
+                                # is released, the first part of the core is kept (partial)
+    max_core_seconds = 60       # wall-clock budget per core, from the handler's start: past it,
+                                # likewise (a 64 GiB sparse mapping cannot hold a pipe slot longer)
     min_free_space = "2G"       # keep this much free on the spool filesystem
     max_spool_use = "8G"        # cores waiting for analysis; the oldest are evicted first
-    rate_limit = 10             # cores kept per executable ...
-    rate_window = 60            # ... per this many seconds; beyond: dropped, crash recorded
+    rate_limit = 10             # cores kept per build (the executable's build-id, else a hash of
+                                # its content) and container ...
+    host_rate_limit = 30        # ... and over all crashes on the host ...
+    rate_window = 60            # ... per this many seconds; beyond: dropped unread, crash recorded
                                 # (rate_limit = 0 keeps no cores at all, only the crashes)
+    setuid_cores = "analyze-then-delete"  # dump mode 2 (set-uid or non-dumpable processes, whose
+                                # cores the kernel makes root-only): "keep", "analyze-then-delete"
+                                # (the core goes once analyzed) or "drop" (never read)
     compression_level = 1       # zstd level, -7 (fastest, biggest) to 19; 1 keeps up with the kernel
     compression_threads = 0     # zstd worker threads (0: none); helps big cores on idle hosts
     secret_names = ["*PASSWORD*", "*TOKEN*", "*MY_PRIVATE_THING*"]
-    capture_files = true        # keep the crashed process's executable and libraries (once per build-id)
+    capture_files = true        # keep the crashed process's executable and libraries (stored once per content)
     no_core = ["*/postgres"]    # these crash without their core leaving the host: metadata only
+
+    [retention]                 # read by collector.pruning: done bundles and unneeded files
+    max_age = "14d"
 
 Built on demand, never at import; ``tomllib`` is only imported when the file
 exists.
@@ -27,6 +39,7 @@ exists.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 from analyzer.errors import CoretriageError
@@ -37,6 +50,8 @@ from collector.spool import free_space
 
 CONFIG_NAME = "collector.toml"
 _SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+SETUID_CHOICES = ("keep", "analyze-then-delete", "drop")
+DUMP_MODE_ROOT_ONLY = 2  # %d: the kernel dumped a set-uid or non-dumpable process (fs.suid_dumpable=2)
 
 
 class PolicyError(CoretriageError):
@@ -45,15 +60,18 @@ class PolicyError(CoretriageError):
 
 @dataclass(frozen=True)
 class CapturePolicy:
-    max_core_size: int = 16 << 30
+    max_core_size: int = 16 << 30  # read no further: the pipe is closed, the first part kept
+    max_core_seconds: float = 60.0  # wall-clock budget per core, from the handler's start
     min_free_space: int = 1 << 30
     max_spool_use: int = 8 << 30  # cores waiting for analysis; beyond, the oldest are evicted
-    rate_limit: int = 10
+    rate_limit: int = 10  # cores kept per build and container per window
+    host_rate_limit: int = 30  # cores kept over all crashes on the host per window
     rate_window: float = 60.0
+    setuid_cores: str = "analyze-then-delete"  # dump mode 2: one of SETUID_CHOICES
     compression_level: int = 1
     compression_threads: int = 0  # zstd worker threads; 0 compresses in the handler's own thread
     secret_names: tuple[str, ...] = DEFAULT_SECRET_NAMES
-    capture_files: bool = True  # keep the mapped executable and libraries (once per build-id)
+    capture_files: bool = True  # keep the mapped executable and libraries (stored once per content)
     max_file_size: int = 1 << 30
     # executables (fnmatch on the path, e.g. "*/postgres") whose memory must
     # never leave the host: the crash and its metadata are kept, no core
@@ -87,18 +105,30 @@ def parse_size(value: object) -> int:
 
 def policy_from_dict(values: dict) -> CapturePolicy:
     known = {f.name for f in fields(CapturePolicy)}
-    unknown = set(values) - known
+    # the [retention] table belongs to collector.pruning, which reads it itself
+    unknown = set(values) - known - {"retention"}
     if unknown:
         raise PolicyError(f"unknown setting(s): {', '.join(sorted(unknown))}")
     out: dict = {}
     for name in ("max_core_size", "min_free_space", "max_spool_use"):
         if name in values:
             out[name] = parse_size(values[name])
-    if "rate_limit" in values:
-        v = values["rate_limit"]
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise PolicyError(f"rate_limit: a count >= 0, not {v!r}")
-        out["rate_limit"] = v
+    for name in ("rate_limit", "host_rate_limit"):
+        if name in values:
+            v = values[name]
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise PolicyError(f"{name}: a count >= 0, not {v!r}")
+            out[name] = v
+    if "max_core_seconds" in values:
+        v = values["max_core_seconds"]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 86400:
+            raise PolicyError(f"max_core_seconds: seconds, more than 0 and at most a day, not {v!r}")
+        out["max_core_seconds"] = float(v)
+    if "setuid_cores" in values:
+        v = values["setuid_cores"]
+        if v not in SETUID_CHOICES:
+            raise PolicyError(f"setuid_cores: one of {', '.join(SETUID_CHOICES)}, not {v!r}")
+        out["setuid_cores"] = v
     if "rate_window" in values:
         v = values["rate_window"]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
@@ -166,9 +196,20 @@ def low_space(free: int, policy: CapturePolicy) -> str | None:
     return None
 
 
-def decide(policy: CapturePolicy, spool_fd: int, bundle_id: str, exe: str | None, comm: str,
-           problems: list[str]) -> str | None:
-    """None to keep the core, else why it is dropped (the crash is still recorded)."""
+def setuid_rule(policy: CapturePolicy, dump_mode: int | None) -> str | None:
+    """What ``setuid_cores`` says of this crash: None for an ordinary one
+    (dump mode 1), else the setting with its reason."""
+    if dump_mode != DUMP_MODE_ROOT_ONLY:
+        return None
+    return (f"set-uid or non-dumpable process (dump mode 2, a root-only core): "
+            f"setuid_cores = {policy.setuid_cores}")
+
+
+def decide(policy: CapturePolicy, spool_fd: int, bundle_id: str, exe: str | None, dump_mode: int | None,
+           rate_key: Callable[[], str], problems: list[str]) -> str | None:
+    """None to keep the core, else why it is dropped (the crash is still
+    recorded, the core is not read). ``rate_key()`` names the build and
+    container for the rate limit; only called when it is needed."""
     try:
         evicted = make_room(spool_fd, policy.max_spool_use, policy.min_free_space, bundle_id)
         if evicted:
@@ -183,10 +224,11 @@ def decide(policy: CapturePolicy, spool_fd: int, bundle_id: str, exe: str | None
         problems.append(f"statvfs on the spool: {exc.strerror}")
     if dropped is None and not policy.keeps_core(exe):
         dropped = "no_core policy for this executable (collector.toml)"
+    if dropped is None and policy.setuid_cores == "drop":
+        dropped = setuid_rule(policy, dump_mode)
     if dropped is None:
-        allowed, problem = ratelimit.check(spool_fd, exe or comm, policy.rate_limit, policy.rate_window)
+        dropped, problem = ratelimit.check(spool_fd, rate_key(), policy.rate_limit, policy.host_rate_limit,
+                                           policy.rate_window)
         if problem:
             problems.append(problem)
-        if not allowed:
-            dropped = "rate limit"
     return dropped

@@ -5,16 +5,17 @@ the next crash from being captured. Before each new core the handler evicts
 the cores of the oldest bundles while the spool holds more than
 ``max_spool_use`` or the filesystem has less than ``min_free_space``. Only
 ``core.zst`` and ``root/`` go: ``meta.json`` stays, with an ``evicted``
-marker, so the crash is still counted and shown.
+marker, so the crash is still counted and shown. A bundle whose writer still
+holds its lock (``collector.spool.try_lock``) is passed over: its core is
+being written.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 
-from collector.bundle import Bundle, is_bundle_id
-from collector.spool import free_space
+from collector.bundle import Bundle, is_bundle_id, remove_files
+from collector.spool import free_space, try_lock
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -44,13 +45,13 @@ def make_room(spool_fd: int, max_use: int, min_free: int, keep: str) -> list[str
             break
         fd = os.open(bid, DIR_FLAGS, dir_fd=spool_fd)
         try:
+            if not try_lock(fd):
+                continue  # still being written (the lock goes with fd, closed below)
+            os.stat(Bundle.CORE, dir_fd=fd, follow_symlinks=False)  # gone meanwhile: no marker
             marker = os.open(Bundle.EVICTED, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=fd)
             os.close(marker)
             os.unlink(Bundle.CORE, dir_fd=fd)
-            try:
-                shutil.rmtree(Bundle.ROOT, dir_fd=fd)
-            except FileNotFoundError:
-                pass
+            remove_files(fd)
         except OSError:
             continue
         finally:

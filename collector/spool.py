@@ -4,7 +4,8 @@ Layout::
 
     SPOOL/                      0700 root, never a symlink
       .ratelimit.json           crash-storm counters (collector.ratelimit)
-      <id>/                     0700; <id> = <crash time>-<pid>-<8 hex>, see bundle.bundle_id
+      <id>/                     0700; <id> = <crash time>-<pid>-<8 hex>, see bundle.bundle_id;
+                                flock'ed by its writer until meta.json is written
         core.zst                0600, zstd; absent when the core was dropped
         meta.json               0600, written last and atomically: the bundle is finished
         done                    marker: handed to the analysis (mark_done)
@@ -15,13 +16,19 @@ The names are ``collector.bundle.Bundle``'s.
 
 Writing side (the handler) works on directory file descriptors only:
 every file is created with ``O_EXCL | O_NOFOLLOW`` relative to its
-directory, so nothing a crashed process controls can redirect a write.
+directory, so nothing a crashed process controls can redirect a write. The
+writer holds an exclusive ``flock`` on the bundle directory from its
+creation until it closes the directory fd (after ``meta.json``); eviction
+(``collector.retention``) takes a bundle's core only under that lock
+(``try_lock``), so it never takes one still being written, while a handler
+that died mid-write leaves no lock behind.
 Reading side (``finished_bundles``, ``read_meta``, ``mark_done``) is for
 the collector daemon; it never imports the analyzer.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import stat
 from collections.abc import Iterator
@@ -69,13 +76,29 @@ def open_spool(path: str | os.PathLike, create: bool = True) -> int:
 
 
 def create_bundle(spool_fd: int, bundle_id: str) -> int:
-    """Make ``SPOOL/<bundle_id>/`` (0700, must not exist) and return its fd."""
+    """Make ``SPOOL/<bundle_id>/`` (0700, must not exist) and return its fd,
+    locked (``flock``) until the caller closes it."""
     if not is_bundle_id(bundle_id):
         raise SpoolError(f"not a bundle id: {bundle_id!r}")
     os.mkdir(bundle_id, DIR_MODE, dir_fd=spool_fd)
     fd = os.open(bundle_id, _DIR, dir_fd=spool_fd)
-    os.fchmod(fd, DIR_MODE)  # whatever the umask
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # before any core.zst: eviction never sees one unlocked
+        os.fchmod(fd, DIR_MODE)  # whatever the umask
+    except BaseException:
+        os.close(fd)
+        raise
     return fd
+
+
+def try_lock(dir_fd: int) -> bool:
+    """Lock a bundle directory for eviction; False while its writer holds it.
+    The lock goes with ``dir_fd``."""
+    try:
+        fcntl.flock(dir_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
 
 
 def new_bundle(spool_fd: int, crash_time: int, pid: int) -> tuple[str, int]:

@@ -80,7 +80,9 @@ def process_bundle(config, store, bundle_dir: Path, enrich=None):
                                                        else "no core in the bundle"), meta=data,
                                crashed_at=float(meta.crash_time))
     stored = done.crash.core_file and (config.data_dir / done.crash.core_file).is_file()
-    if stored and core_path.is_file():
+    if meta.delete_core_after_analysis:  # a set-uid or non-dumpable process: analyzed, then gone
+        _delete_core(config, store, done.crash, core_path)
+    elif stored and core_path.is_file():
         core_path.unlink()  # the store holds it now (linked, not copied); root/ stays for reprocess and gdb
     mark_done(bundle_dir)
     return done
@@ -150,3 +152,11 @@ def retention_loop(config, store_of, stop, log) -> None:
         except Exception as exc:  # never let retention stop the collector
             log(f"retention skipped: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
         stop.wait(interval)
+def _delete_core(config, store, crash, bundle_core: Path) -> None:
+    """The core of a crash whose meta says ``delete_core_after_analysis``:
+    out of the store and the bundle; the analysis stays, and the crash's meta
+    says why it has no core."""
+    if crash.core_file:
+        (config.data_dir / crash.core_file).unlink(missing_ok=True)
+        store.forget_core(crash.id)
+    bundle_core.unlink(missing_ok=True)

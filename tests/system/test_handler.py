@@ -25,7 +25,8 @@ import crashkit
 from collector.bundle import display, is_bundle_id
 from collector.cgroup import container_from_cgroup
 from collector.corepattern import core_pattern, pattern_lock, read_pattern, swapped
-from collector.spool import finished_bundles, read_meta
+from collector.spool import read_meta
+from crashing import bundle_of, crash
 
 
 PYTHON = sys.executable
@@ -121,28 +122,6 @@ def syslog():
 
 
 # ---- helpers ----
-
-def crash(argv, env=None, cwd=None, timeout=30.0) -> tuple[int, float]:
-    """Run ``argv`` until it dies of SIGSEGV: (pid, seconds until reaped)."""
-    start = time.monotonic()
-    proc = subprocess.Popen(argv, preexec_fn=crashkit.allow_cores, env=env if env is not None else {},
-                            cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    rc = proc.wait(timeout=timeout)
-    assert rc == -11, f"{argv[0]!r} exited with {rc}, not SIGSEGV"
-    return proc.pid, time.monotonic() - start
-
-
-def bundle_of(spool: Path, pid: int, timeout: float = 15.0) -> Path:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for path in finished_bundles(spool):
-            if path.name.split("-")[1] == str(pid):
-                return path
-        time.sleep(0.05)
-    raise AssertionError(f"no finished bundle for pid {pid} in {spool}: "
-                         f"{sorted(os.listdir(spool)) if spool.exists() else 'no spool'}")
-
 
 def elf_core_header(core_zst: Path) -> bytes:
     with open(core_zst, "rb") as f:
@@ -306,32 +285,49 @@ def test_rate_limit_drops_cores_but_records_crashes(handler, segv, syslog):
     write_config(handler.parent, "rate_limit = 2\nrate_window = 600\n")
     pids = [crash([str(segv)])[0] for _ in range(4)]
     metas = [read_meta(bundle_of(handler, pid)) for pid in pids]
-    assert [m.dropped for m in metas] == [None, None, "rate limit", "rate limit"]
+    limited = "rate limit: 2 cores of this build per 600 s"
+    assert [m.dropped for m in metas] == [None, None, limited, limited]
     assert [m.core_file for m in metas] == ["core.zst", "core.zst", None, None]
-    for m in metas[2:]:
-        assert m.core_size > 0 and m.exe == str(segv)
+    for m in metas[2:]:  # never read: the pipe was closed at once
+        assert m.core_size == 0 and m.stopped_reading == "core dropped before reading" and m.exe == str(segv)
         assert os.listdir(handler / m.id) == ["meta.json"]
     syslog.wait_for(f"pid {pids[3]} ", "dropped: rate limit")
-    # another executable has its own budget
+    # the same build under another name has no budget of its own ...
+    copy = handler.parent / "copy"
+    shutil.copy(segv, copy)
+    assert read_meta(bundle_of(handler, crash([str(copy)])[0])).dropped == limited
+    # ... another build has
     other = handler.parent / "other"
     shutil.copy(segv, other)
+    subprocess.run(["objcopy", "--remove-section=.note.gnu.build-id", str(other)], check=True)
     meta = read_meta(bundle_of(handler, crash([str(other)])[0]))
     assert meta.dropped is None and meta.core_file == "core.zst"
 
 
-def test_too_big_core_dropped_but_crash_recorded(handler, segv, syslog):
-    write_config(handler.parent, "max_core_size = 4096\n")
+def test_too_big_core_cut_and_kept_partial(handler, segv, syslog):
+    write_config(handler.parent, "max_core_size = 65536\n")
     pid, seconds = crash([str(segv)])
     assert seconds < 10
     bundle = bundle_of(handler, pid)
     meta = read_meta(bundle)
-    assert meta.dropped == "core larger than max_core_size (4096 bytes)"
-    assert meta.core_file is None and meta.core_compressed_size is None
-    assert meta.core_size > 4096  # the whole core was still read, so the process could go
-    # root/ went with the core; files.json stays but is read only beside a root/
-    assert sorted(os.listdir(bundle)) == ["files.json", "meta.json"]
+    assert meta.stopped_reading == "max_core_size reached (65536 bytes)" and meta.dropped is None
+    assert 65536 < meta.core_size <= 65536 + (1 << 20)  # read no further than that
+    assert meta.core_file == "core.zst" and len(core_bytes(bundle / "core.zst")) == 65536
+    assert core_bytes(bundle / "core.zst")[:4] == b"\x7fELF"
+    syslog.wait_for(f"pid {pid} ", "partial: max_core_size reached")
+
+
+def test_core_cut_before_its_notes_is_dropped(handler, segv, syslog):
+    write_config(handler.parent, "max_core_size = 100\n")
+    pid, seconds = crash([str(segv)])
+    assert seconds < 10
+    bundle = bundle_of(handler, pid)
+    meta = read_meta(bundle)
+    assert meta.dropped == "max_core_size reached (100 bytes), before the core's notes were complete (100 bytes read)"
+    assert meta.core_file is None and meta.core_compressed_size is None and meta.core_size > 100
+    assert os.listdir(bundle) == ["meta.json"]
     assert meta.exe == str(segv) and meta.environ is not None
-    syslog.wait_for(f"pid {pid} ", "dropped: core larger")
+    syslog.wait_for(f"pid {pid} ", "dropped: max_core_size reached")
 
 
 def test_process_held_until_released_with_core_pipe_limit(handler, segv):
@@ -355,7 +351,8 @@ def test_low_disk_space_drops_core(handler, segv):
     write_config(handler.parent, 'min_free_space = "1000T"\n')
     pid, _ = crash([str(segv)])
     meta = read_meta(bundle_of(handler, pid))
-    assert meta.dropped.startswith("low disk space") and meta.core_file is None and meta.core_size > 0
+    assert meta.dropped.startswith("low disk space") and meta.core_file is None
+    assert meta.core_size == 0 and meta.stopped_reading == "core dropped before reading"
 
 
 def test_broken_config_still_captures(handler, segv):
@@ -373,7 +370,7 @@ def test_symlinked_spool_refused_and_process_released(data_dir, segv, syslog):
     with swapped(core_pattern(PYTHON, data_dir=str(data_dir))):
         pid, seconds = crash([str(segv)])
         line = syslog.wait_for(f"pid {pid} ", "lost")
-    assert seconds < 10  # stdin drained although nothing was kept
+    assert seconds < 10  # stdin closed although nothing was kept
     assert "symlink" in line
     assert os.listdir(elsewhere) == []
 
@@ -398,14 +395,12 @@ def test_handler_without_the_kernel_discards_a_live_process(data_dir):
     assert core_bytes(data_dir / "spool" / meta.id / "core.zst") == fake_core
 
 
-def test_bad_arguments_still_drain(data_dir):
+def test_bad_arguments_release_the_writer(data_dir):
     proc = subprocess.Popen([PYTHON, "-I", "-m", "collector.handler", "--nonsense"], cwd="/", env={},
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        proc.stdin.write(os.urandom(4 << 20))  # far more than a pipe holds: EPIPE unless it drains
-        proc.stdin.close()
-    except BrokenPipeError:
-        pytest.fail("the handler stopped reading stdin after a usage error")
+    with pytest.raises(BrokenPipeError):  # closed, not drained: a writer is let go, never held
+        proc.stdin.write(os.urandom(4 << 20))  # far more than a pipe holds
+        proc.stdin.flush()
     assert proc.wait(timeout=30) == 2
     assert proc.stdout.read() == b"" and proc.stderr.read() == b""  # no traceback
     assert not (data_dir / "spool").exists()

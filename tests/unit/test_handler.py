@@ -3,6 +3,7 @@ it (tests/system/test_handler.py runs it under the real kernel)."""
 
 import pytest
 
+from collector.capture import inferred_dump_mode
 from collector.handler import Usage, parse_args
 
 
@@ -20,3 +21,15 @@ def test_handler_arguments():
                 ["--bogus", "1", "1", "1", "6", "2", "0", "0", "1", "", "!x", "c"]):
         with pytest.raises(Usage):
             parse_args(bad)
+
+
+def test_dump_mode_without_the_kernel():
+    """Socket mode has no %d: set-uid ids, or a /proc/PID that the kernel
+    gave to root while the process runs as someone else, mean mode 2."""
+    plain = {"Uid": "1000\t1000\t1000\t1000", "Gid": "100\t100\t100\t100"}
+    assert inferred_dump_mode(plain, 1000) == 1
+    assert inferred_dump_mode(plain, 0) == 2  # prctl(PR_SET_DUMPABLE, 0), or ids changed and back
+    assert inferred_dump_mode({**plain, "Uid": "65534\t0\t0\t0"}, 0) == 2  # set-uid root
+    assert inferred_dump_mode({**plain, "Gid": "100\t42\t42\t42"}, 1000) == 2  # set-gid
+    assert inferred_dump_mode({"Uid": "0\t0\t0\t0", "Gid": "0\t0\t0\t0"}, 0) == 1  # root's own
+    assert inferred_dump_mode({}, 0) is None

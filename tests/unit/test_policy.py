@@ -2,7 +2,7 @@
 
 import pytest
 
-from collector.policy import CapturePolicy, PolicyError, load_policy, parse_size, policy_from_dict
+from collector.policy import CapturePolicy, PolicyError, load_policy, parse_size, policy_from_dict, setuid_rule
 
 
 def test_limits_defaults_and_sizes(tmp_path):
@@ -29,3 +29,30 @@ def test_limits_refuse_nonsense(tmp_path):
     (tmp_path / "collector.toml").write_text("max_core_size = [\n")
     with pytest.raises(PolicyError, match="collector.toml"):
         load_policy(tmp_path)
+
+
+def test_budget_rate_limits_and_setuid_settings(tmp_path):
+    default = CapturePolicy()
+    assert (default.max_core_seconds, default.host_rate_limit, default.setuid_cores) == \
+        (60.0, 30, "analyze-then-delete")
+    (tmp_path / "collector.toml").write_text('max_core_seconds = 5\nhost_rate_limit = 0\nsetuid_cores = "drop"\n')
+    limits = load_policy(tmp_path)
+    assert (limits.max_core_seconds, limits.host_rate_limit, limits.setuid_cores) == (5.0, 0, "drop")
+    assert policy_from_dict({"max_core_seconds": 0.5}).max_core_seconds == 0.5
+    for values in ({"max_core_seconds": 0}, {"max_core_seconds": -1}, {"max_core_seconds": "60"},
+                   {"max_core_seconds": True}, {"host_rate_limit": -1}, {"host_rate_limit": 1.5},
+                   {"setuid_cores": "delete"}, {"setuid_cores": True}):
+        with pytest.raises(PolicyError):
+            policy_from_dict(values)
+
+
+def test_setuid_rule():
+    assert setuid_rule(CapturePolicy(), 1) is None and setuid_rule(CapturePolicy(), None) is None
+    assert setuid_rule(CapturePolicy(), 2).endswith("setuid_cores = analyze-then-delete")
+    assert "dump mode 2" in setuid_rule(CapturePolicy(setuid_cores="drop"), 2)
+
+
+def test_a_retention_table_leaves_the_capture_policy_in_force(tmp_path):
+    # collector.pruning reads [retention] from the same file; the policy must not refuse it
+    (tmp_path / "collector.toml").write_text('max_core_size = "1M"\n\n[retention]\nmax_age = "2d"\n')
+    assert load_policy(str(tmp_path)).max_core_size == 1 << 20

@@ -1,4 +1,4 @@
-"""collector/ratelimit.py: the decision and its state file."""
+"""collector/ratelimit.py: the decision, its key and its state file."""
 
 import os
 
@@ -9,27 +9,59 @@ def test_rate_limit_decision():
     state: dict = {}
     kept = []
     for i in range(5):
-        ok, state = ratelimit.decide(state, "k", 1000.0 + i, limit=3, window=60)
-        kept.append(ok)
+        dropped, state = ratelimit.decide(state, "k", 1000.0 + i, limit=3, host_limit=100, window=60)
+        kept.append(dropped is None)
     assert kept == [True, True, True, False, False]
-    ok, state = ratelimit.decide(state, "other", 1005.0, limit=3, window=60)
-    assert ok  # per executable
-    ok, state = ratelimit.decide(state, "k", 1061.0, limit=3, window=60)
-    assert ok  # the first one left the window
-    assert ratelimit.decide({}, "k", 1.0, limit=0, window=60)[0] is False  # 0: no cores at all
-    ok, _ = ratelimit.decide({"k": "junk", 3: [1]}, "k", 5.0, limit=1, window=60)  # corrupt state
-    assert ok
+    dropped, state = ratelimit.decide(state, "k", 1005.0, limit=3, host_limit=100, window=60)
+    assert dropped == "rate limit: 3 cores of this build per 60 s"
+    dropped, state = ratelimit.decide(state, "other", 1005.0, limit=3, host_limit=100, window=60)
+    assert dropped is None  # per build
+    dropped, state = ratelimit.decide(state, "k", 1061.0, limit=3, host_limit=100, window=60)
+    assert dropped is None  # the first one left the window
+    assert ratelimit.decide({}, "k", 1.0, limit=0, host_limit=9, window=60)[0]  # 0: no cores at all
+    dropped, _ = ratelimit.decide({"k": "junk", 3: [1]}, "k", 5.0, limit=1, host_limit=9, window=60)  # corrupt
+    assert dropped is None
+
+
+def test_host_wide_cap_over_all_builds():
+    state: dict = {}
+    results = []
+    for i in range(6):
+        dropped, state = ratelimit.decide(state, f"build{i}", 100.0 + i, limit=10, host_limit=4, window=60)
+        results.append(dropped)
+    assert results[:4] == [None] * 4
+    assert results[4] == results[5] == "rate limit: 4 cores on this host per 60 s (host_rate_limit)"
+    assert len(state[ratelimit.HOST]) == 4  # only kept cores count
+    dropped, state = ratelimit.decide(state, "build9", 161.0, limit=10, host_limit=4, window=60)
+    assert dropped is None  # the oldest left the window
+    assert ratelimit.decide({}, "k", 1.0, limit=5, host_limit=0, window=60)[0]
+
+
+def test_state_stays_bounded_and_keeps_the_host_count():
+    state: dict = {}
+    for i in range(ratelimit.MAX_KEYS + 50):
+        _, state = ratelimit.decide(state, f"b{i}", 1000.0 + i / 1000, limit=1, host_limit=10 ** 6, window=60)
+    assert len(state) == ratelimit.MAX_KEYS and len(state[ratelimit.HOST]) == ratelimit.MAX_KEYS + 50
+    assert f"b{ratelimit.MAX_KEYS + 49}" in state and "b0" not in state
+
+
+def test_key_is_the_build_the_container_and_the_user():
+    k = ratelimit.key_for("build-id:abc", None, 1000)
+    assert k == ratelimit.key_for("build-id:abc", None, 1000) and len(k) == 24
+    assert len({k, ratelimit.key_for("build-id:abd", None, 1000), ratelimit.key_for("build-id:abc", "c" * 64, 1000),
+                ratelimit.key_for("build-id:abc", None, 0)}) == 4
 
 
 def test_rate_limit_state_file(tmp_path):
     fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        results = [ratelimit.check(fd, "/usr/bin/x", 2, 60, now=100.0 + i)[0] for i in range(3)]
-        assert results == [True, True, False]
-        assert ratelimit.check(fd, "/usr/bin/y", 2, 60, now=103.0) == (True, None)
+        results = [ratelimit.check(fd, "x", 2, 100, 60, now=100.0 + i)[0] for i in range(3)]
+        assert results[:2] == [None, None] and results[2].startswith("rate limit")
+        assert ratelimit.check(fd, "y", 2, 100, 60, now=103.0) == (None, None)
+        assert ratelimit.check(fd, "z", 2, 3, 60, now=103.5)[0].endswith("(host_rate_limit)")
         (tmp_path / ratelimit.STATE).write_text("{garbage")
-        assert ratelimit.check(fd, "/usr/bin/x", 2, 60, now=104.0) == \
-            (True, "rate limit state was corrupt and was reset")
+        assert ratelimit.check(fd, "x", 2, 100, 60, now=104.0) == \
+            (None, "rate limit state was corrupt and was reset")
         assert oct((tmp_path / ratelimit.STATE).stat().st_mode & 0o777) == "0o600"
     finally:
         os.close(fd)

@@ -69,3 +69,33 @@ def test_meta_of_another_bundle_refused(tmp_path):
     os.close(fd)
     with pytest.raises(ValueError, match="belongs to"):
         read_meta(spool / "1795619035-1-00000001")
+
+
+def test_eviction_passes_over_a_bundle_being_written(tmp_path):
+    """The writer's flock on its bundle directory keeps its core from
+    eviction until it closes the directory; then the core may go."""
+    from collector.retention import make_room
+    from collector.spool import create_file
+
+    spool = tmp_path / "spool"
+    fd = open_spool(spool)
+    older, writing = "1795619035-1-00000001", "1795619036-2-00000002"
+    try:
+        done = create_bundle(fd, older)
+        core = create_file(done, "core.zst")
+        os.write(core, b"x" * 100)
+        os.close(core)
+        write_meta(done, bundle_meta(id=older))
+        os.close(done)
+        busy = create_bundle(fd, writing)
+        core = create_file(busy, "core.zst")
+        os.write(core, b"x" * 100)  # still open: the handler is writing it
+        os.close(core)
+        assert make_room(fd, max_use=0, min_free=0, keep="") == [older]
+        assert (spool / writing / "core.zst").exists() and not (spool / writing / "evicted").exists()
+        assert make_room(fd, max_use=0, min_free=0, keep="") == []  # still locked
+        os.close(busy)  # the writer is done (or died): the lock goes with its fd
+        assert make_room(fd, max_use=0, min_free=0, keep="") == [writing]
+        assert (spool / writing / "evicted").exists() and not (spool / writing / "core.zst").exists()
+    finally:
+        os.close(fd)

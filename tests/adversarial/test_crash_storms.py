@@ -1,0 +1,114 @@
+"""Crash storms: one user crashing on purpose, again and again.
+
+- Renamed copies: the rate limit counts by build (build-id, else a hash of
+  the content), container and user, not by path, so 30 copies of one binary
+  under 30 names crashing within a minute keep ``rate_limit`` cores between
+  them; every crash is still recorded, the rest of its core never read.
+- Many builds: ``host_rate_limit`` caps the cores kept over the whole host,
+  whatever each build's own budget.
+- Eviction race: a crash that needs room in the spool must not take the core
+  another handler is still writing (the writer's lock on its bundle).
+
+Real kernel, real handler (``host-setup install``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import zstandard
+
+import crashkit
+from collector.policy import CapturePolicy
+from collector.spool import read_meta, unfinished_bundles
+from crashing import bundle_of, crash
+from waiting import wait_for
+
+VARIANT = r"""
+int main(void)
+{
+    static const char build[] = "variant " VARIANT;  /* a different build-id for each */
+    return *(volatile int *)0 + build[0];
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def segv(tmp_path_factory) -> Path:
+    return crashkit.compile_c("segv.c", tmp_path_factory.mktemp("bin") / "segv")
+
+
+def test_renamed_copies_share_one_budget(collector_installed, segv, tmp_path):
+    spool = collector_installed / "spool"
+    limit = CapturePolicy().rate_limit  # default limits
+    names = []
+    for i in range(30):
+        copy = tmp_path / f"renamed-{i:02d}"
+        shutil.copy(segv, copy)
+        names.append(copy)
+    start = time.monotonic()
+    pids = [crash([str(exe), "GET /"], env={"PATH": "/usr/bin"})[0] for exe in names]
+    took = time.monotonic() - start
+    metas = [read_meta(bundle_of(spool, pid)) for pid in pids]
+    kept = [m for m in metas if m.core_file]
+    print(f"\n30 renamed copies crashed within {took:.1f} s: {len(kept)} cores kept, "
+          f"{len(metas) - len(kept)} crashes recorded without their core")
+    assert took < 60
+    assert len(metas) == 30 and {m.exe for m in metas} == {str(n) for n in names}  # every crash recorded
+    assert len(kept) == limit and [m.core_file for m in metas[:limit]] == ["core.zst"] * limit
+    for m in metas[limit:]:
+        assert m.dropped == f"rate limit: {limit} cores of this build per 60 s"
+        assert m.core_size == 0 and m.stopped_reading == "core dropped before reading"
+        assert os.listdir(spool / m.id) == ["meta.json"]
+
+
+def test_host_wide_cap_over_different_builds(collector_installed, tmp_path):
+    (collector_installed / "collector.toml").write_text("host_rate_limit = 3\n")
+    src = tmp_path / "variant.c"
+    src.write_text(VARIANT)
+    builds = []
+    for i in range(5):
+        exe = tmp_path / f"variant{i}"
+        subprocess.run(["gcc", f'-DVARIANT="{i}"', "-o", str(exe), str(src)], check=True, capture_output=True)
+        builds.append(exe)
+    ids = {subprocess.run(["readelf", "-n", str(b)], capture_output=True, text=True).stdout.split("Build ID:")[1]
+           .split()[0] for b in builds}
+    assert len(ids) == 5  # five builds, each well within its own rate_limit
+    metas = [read_meta(bundle_of(collector_installed / "spool", crash([str(b)])[0])) for b in builds]
+    assert [m.core_file for m in metas] == ["core.zst"] * 3 + [None] * 2
+    assert {m.dropped for m in metas[3:]} == {"rate limit: 3 cores on this host per 60 s (host_rate_limit)"}
+
+
+def test_eviction_passes_over_a_core_being_written(collector_installed, tmp_path):
+    """A big crash is being written; a second crash needs room (every core is
+    over max_spool_use) and evicts what it can: never the core in progress."""
+    spool = collector_installed / "spool"
+    (collector_installed / "collector.toml").write_text('max_spool_use = "1K"\n')
+    bigmem = crashkit.compile_c("bigmem.c", tmp_path / "bigmem", flags=("-O2",))
+    segv = crashkit.compile_c("segv.c", tmp_path / "segv")
+    big = subprocess.Popen([str(bigmem), "768", "random"], preexec_fn=crashkit.allow_cores,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        writing = wait_for(lambda: next((b for b in unfinished_bundles(spool) if (b / "core.zst").exists()), None),
+                           "the big core being written", timeout=120)
+        pid, _ = crash([str(segv)])
+        second = read_meta(bundle_of(spool, pid))
+        assert not (writing / "meta.json").exists(), "the big core was written before the race could happen"
+        assert big.wait(timeout=120) == -11
+    finally:
+        if big.poll() is None:
+            big.kill()
+            big.wait()
+    first = read_meta(bundle_of(spool, big.pid, timeout=120))
+    assert first.id == writing.name and second.core_file == "core.zst"
+    assert not any(first.id in p for p in second.problems), second.problems
+    assert not (writing / "evicted").exists()
+    assert first.core_file == "core.zst" and first.stopped_reading is None and first.dropped is None
+    with open(writing / "core.zst", "rb") as f:
+        size = sum(len(chunk) for chunk in zstandard.ZstdDecompressor().read_to_iter(f))
+    assert size == first.core_size  # whole: nobody took it from under its writer

@@ -1,0 +1,40 @@
+"""Crash a real program under the real pipe handler and find its bundle
+(the handler tests and the adversarial suite)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import crashkit
+from collector.spool import finished_bundles
+
+
+def crash(argv, env=None, cwd=None, timeout=120.0, preexec_fn=crashkit.allow_cores) -> tuple[int, float]:
+    """Run ``argv`` until it dies of SIGSEGV: (pid, seconds until reaped)."""
+    start = time.monotonic()
+    proc = subprocess.Popen(argv, preexec_fn=preexec_fn, env=env if env is not None else {},
+                            cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        rc = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise
+    assert rc == -11, f"{argv[0]!r} exited with {rc}, not SIGSEGV"
+    return proc.pid, time.monotonic() - start
+
+
+def bundle_of(spool: Path, pid: int, timeout: float = 30.0) -> Path:
+    """The finished bundle of ``pid`` (meta.json written)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for path in finished_bundles(spool):
+            if path.name.split("-")[1] == str(pid):
+                return path
+        time.sleep(0.05)
+    raise AssertionError(f"no finished bundle for pid {pid} in {spool}: "
+                         f"{sorted(os.listdir(spool)) if spool.exists() else 'no spool'}")
