@@ -20,9 +20,13 @@ class UserError(CoretriageError):
 
 
 def wiring_for(args):
+    """The wiring of a command, its data dir made private (``coretriage.datadir``)."""
+    from coretriage.datadir import open_private
     from coretriage.wiring import Wiring
 
-    return Wiring.load(args.data_dir)
+    wiring = Wiring.load(args.data_dir)
+    open_private(wiring.config.data_dir)
+    return wiring
 
 
 def _context(args):
@@ -235,9 +239,10 @@ def cmd_db_upgrade(args) -> int:
     opening refuses a shared database that is behind."""
     from coretriage import migrations
     from coretriage.config import load_config
+    from coretriage.datadir import open_private
 
     config = load_config(args.data_dir)
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    open_private(config.data_dir)
     if args.db_command == "current":
         found = migrations.current(config.database_url)
         state = "up to date" if found == migrations.HEAD else f"this coretriage needs {migrations.HEAD}"

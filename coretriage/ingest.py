@@ -22,6 +22,7 @@ from analyzer.gdb import Gdb
 from analyzer.model import Analysis, Signature
 from analyzer.signature import generate, load_rules
 from analyzer.errors import CoretriageError
+from coretriage.datadir import private_dirs
 from coretriage.records import Analyzed, CrashRecord, CrashRow
 
 if TYPE_CHECKING:  # the store (SQLAlchemy) is imported by whoever opens it
@@ -54,7 +55,7 @@ def compress_into(source: Path, dest: Path) -> None:
     """zstd-compress ``source`` to ``dest`` atomically (temp name, fsync, rename)."""
     import zstandard
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    private_dirs(dest.parent)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
@@ -74,7 +75,7 @@ def decompressed(core_zst: Path, tmp_dir: Path):
     """Yield a temporary uncompressed copy of a stored core."""
     import zstandard
 
-    tmp_dir.mkdir(parents=True, exist_ok=True)
+    private_dirs(tmp_dir)
     with tempfile.TemporaryDirectory(dir=tmp_dir, prefix="core-") as d:
         out_path = Path(d) / "core"
         with open(core_zst, "rb") as src, open(out_path, "wb") as out:
@@ -87,9 +88,10 @@ def keep_file(files_dir: Path, path: Path, build_id: str | None) -> Path:
     key = build_id or hashlib.sha256(path.read_bytes()).hexdigest()[:40]
     dest = files_dir / key / path.name
     if not dest.exists():
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        private_dirs(dest.parent)
         tmp = dest.with_name(f".tmp-{os.getpid()}-{dest.name}")
         shutil.copy2(path, tmp)
+        os.chmod(tmp, 0o600)  # not the executable's 0755: the data dir is private
         os.replace(tmp, dest)
     return dest
 
@@ -137,7 +139,7 @@ def keep_core(core: Path, dest: Path, compressed: Path | None) -> None:
     """Store the core compressed. An already compressed copy on the same
     filesystem (a spool bundle's core.zst) is hard-linked, not compressed again."""
     if compressed is not None:
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        private_dirs(dest.parent)
         try:
             os.link(compressed, dest)
             return

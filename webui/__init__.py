@@ -10,9 +10,10 @@ from pathlib import Path
 
 def _secret_key(data_dir: Path) -> str:
     """A random key kept in the data dir, so sessions survive restarts."""
-    path = data_dir / "secret_key"
+    from coretriage.datadir import open_private
+
+    path = open_private(data_dir) / "secret_key"
     if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_hex(32))
