@@ -1,0 +1,47 @@
+"""Crash a real program under whatever pipe handler core_pattern names, and
+find the bundle the handler wrote: shared by the handler's system tests and
+the adversarial ones."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import zstandard
+
+import crashkit
+from collector.spool import finished_bundles
+
+
+def crash(argv, env=None, cwd=None, timeout=30.0) -> tuple[int, float]:
+    """Run ``argv`` until it dies of SIGSEGV: (pid, seconds until reaped)."""
+    start = time.monotonic()
+    proc = subprocess.Popen(argv, preexec_fn=crashkit.allow_cores, env=env if env is not None else {},
+                            cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    rc = proc.wait(timeout=timeout)
+    assert rc == -11, f"{argv[0]!r} exited with {rc}, not SIGSEGV"
+    return proc.pid, time.monotonic() - start
+
+
+def bundle_of(spool: Path, pid: int, timeout: float = 15.0) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for path in finished_bundles(spool):
+            if path.name.split("-")[1] == str(pid):
+                return path
+        time.sleep(0.05)
+    raise AssertionError(f"no finished bundle for pid {pid} in {spool}: "
+                         f"{sorted(os.listdir(spool)) if spool.exists() else 'no spool'}")
+
+
+def elf_core_header(core_zst: Path) -> bytes:
+    with open(core_zst, "rb") as f:
+        return zstandard.ZstdDecompressor().stream_reader(f).read(64)
+
+
+def core_bytes(core_zst: Path) -> bytes:
+    with open(core_zst, "rb") as f:
+        return zstandard.ZstdDecompressor().stream_reader(f).read()
