@@ -78,7 +78,8 @@ def decompressed(core_zst: Path, tmp_dir: Path):
     private_dirs(tmp_dir)
     with tempfile.TemporaryDirectory(dir=tmp_dir, prefix="core-") as d:
         out_path = Path(d) / "core"
-        with open(core_zst, "rb") as src, open(out_path, "wb") as out:
+        out_fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        with open(core_zst, "rb") as src, os.fdopen(out_fd, "wb") as out:
             zstandard.ZstdDecompressor().copy_stream(src, out, read_size=CHUNK)
         yield out_path
 
