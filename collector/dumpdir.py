@@ -10,7 +10,10 @@ nothing: a FIFO does not block and a device driver never sees an open),
 the result is checked with ``fstat``, and only a regular file with a
 single link is then opened for reading, through that same fd. Everything
 after uses the fd; the name is used again only to remove the file, and
-only while it still names the inode that was read.
+only while it still names the inode that was read. The file's owner is not
+judged (the kernel writes each core as the crashed process's user, so any
+uid is expected) but recorded with the crash. The directory itself is
+scanned only while the way to it is root's (``collector.watch``).
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ from typing import Callable
 from collector import spool
 from collector.bundle import Bundle, BundleMeta, bundle_id
 from collector.dumpdir import DumpRefused, Identity, open_dump, unlink_if_same
+from collector.hostsetup.fsutil import untrusted_path
 
 log = logging.getLogger("coretriage.collector")
 CHUNK = 1 << 20
@@ -108,6 +109,7 @@ class Collector:
         self._submitted: dict[str, float] = {}  # bundle id -> when handed over
         self._sizes: dict[Path, tuple[Identity, float]] = {}  # dump file -> (inode and size, since)
         self._refused: dict[Path, Identity] = {}  # dump files not to take (logged once)
+        self._dirs_refused: dict[Path, str] = {}  # dump directories not to scan, and why
         self._incoming: dict[Path, float] = {}  # new bundle dir -> when it appeared
         self._lock = threading.Lock()
 
@@ -130,7 +132,16 @@ class Collector:
     def _scan_dump_dir(self, directory: Path) -> None:
         """Take each core that has kept its size for ``stable`` seconds and
         that no process has open. The listing only chooses names: what is
-        read is decided once, when the name is opened (``collector.dumpdir``)."""
+        read is decided once, when the name is opened (``collector.dumpdir``).
+        The way to the directory must be ours: a user who could swap it for a
+        symlink would have us read, and remove, the files of any directory."""
+        why = untrusted_path(directory, judge_leaf=False, owners=tuple({0, os.geteuid()}))
+        if why:
+            if self._dirs_refused.get(directory) != why:  # said once
+                log.error("dump directory %s refused: %s", directory, why)
+            self._dirs_refused[directory] = why
+            return
+        self._dirs_refused.pop(directory, None)
         try:
             dir_fd = os.open(directory, _DIR)
         except OSError as exc:

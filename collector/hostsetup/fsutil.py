@@ -78,13 +78,14 @@ def missing_dirs(path: Path) -> list[Path]:
     return list(reversed(out))
 
 
-def untrusted_entry(path: Path, st: os.stat_result) -> str | None:
+def untrusted_entry(path: Path, st: os.stat_result, owners: tuple[int, ...] = (0,)) -> str | None:
     """Why another user than root could change ``path`` (lstat ``st``), or None.
-    It must be owned by root and not writable by group or others; a sticky
-    directory such as /tmp is fine (others cannot replace its entries), a
-    symlink's own mode means nothing."""
-    if st.st_uid != 0:
-        return f"{path} is owned by uid {st.st_uid}, not root"
+    It must be owned by root (or one of ``owners``) and not writable by group
+    or others; a sticky directory such as /tmp is fine (others cannot replace
+    its entries), a symlink's own mode means nothing."""
+    if st.st_uid not in owners:
+        return f"{path} is owned by uid {st.st_uid}, not " + " or ".join(
+            "root" if uid == 0 else f"uid {uid}" for uid in owners)
     if stat.S_ISLNK(st.st_mode):
         return None
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not (stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX):
@@ -92,15 +93,19 @@ def untrusted_entry(path: Path, st: os.stat_result) -> str | None:
     return None
 
 
-def untrusted_path(path: Path | str, max_links: int = 40) -> str | None:
+def untrusted_path(path: Path | str, max_links: int = 40, *, judge_leaf: bool = True,
+                   owners: tuple[int, ...] = (0,)) -> str | None:
     """Why a user other than root could change what ``path`` names, or None.
     Every component from / is checked as it is walked (``untrusted_entry``),
     and a symlink on the way is checked itself, then its target walked the
     same way. Components that do not exist yet are not checked: root will
-    create them, and an existing one made by someone else is refused here."""
+    create them, and an existing one made by someone else is refused here.
+    With ``judge_leaf=False`` the directory or file finally reached may be
+    anyone's (a dump directory every user writes to): only the way to it
+    must be root's (or ``owners``')."""
     path = Path(os.path.abspath(path))
     cur = Path("/")
-    why = untrusted_entry(cur, os.lstat(cur))
+    why = untrusted_entry(cur, os.lstat(cur), owners)
     if why:
         return why
     todo = list(path.parts[1:])
@@ -117,7 +122,8 @@ def untrusted_path(path: Path | str, max_links: int = 40) -> str | None:
             st = os.lstat(nxt)
         except (FileNotFoundError, NotADirectoryError):
             return None
-        why = untrusted_entry(nxt, st)
+        leaf = not todo and not stat.S_ISLNK(st.st_mode)
+        why = None if leaf and not judge_leaf else untrusted_entry(nxt, st, owners)
         if why:
             return why
         if stat.S_ISLNK(st.st_mode):

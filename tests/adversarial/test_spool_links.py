@@ -70,6 +70,24 @@ def test_a_link_swapped_in_while_the_collector_checks_is_not_imported(dump, secr
     assert secret.read_bytes() == SECRET
 
 
+def test_a_dump_directory_another_user_can_swap_is_refused(tmp_path, secret):
+    """The dump directory lives in a directory a user owns (a home, a volume):
+    they replace it with a symlink to a root-only directory. The collector
+    would read, and then remove, that directory's files."""
+    home = tmp_path / "home"
+    home.mkdir()
+    os.chown(home, 65534, 65534)
+    dump = home / "cores"
+    os.symlink(secret.parent, dump)  # what the user does to their own directory
+    os.lchown(dump, 65534, 65534)
+    (secret.parent / "core.1").write_bytes(SECRET)
+    out = take_with_swap(dump, tmp_path / "spool", "none")
+    assert not out.hung and out.returncode == 0 and out.taken == 0 and out.bundles == []
+    refused = [line for line in out.log if "refused" in line]
+    assert len(refused) == 1 and f"{home} is owned by uid 65534" in refused[0], out.log
+    assert (secret.parent / "core.1").read_bytes() == SECRET and secret.read_bytes() == SECRET
+
+
 def test_a_symlinked_bundle_in_the_spool_is_not_offered(tmp_path, secret):
     """The collector's reading side: a bundle-named symlink to a directory
     that looks finished is skipped."""
