@@ -21,7 +21,6 @@ else it creates (gdb's scratch, Celery's files) is private too.
 
 from __future__ import annotations
 
-import logging
 import os
 import stat
 from pathlib import Path
@@ -33,8 +32,6 @@ DIR_MODE = 0o700
 FILE_MODE = 0o600
 _LOOSE = 0o077  # group and other bits
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-
-log = logging.getLogger("coretriage")
 
 
 class DataDirError(CoretriageError):
@@ -64,7 +61,9 @@ def open_private(data_dir: Path) -> Path:
         if st.st_mode & _LOOSE:
             os.fchmod(fd, DIR_MODE)
             n = _tighten_below(fd)
-            log.warning("data dir %s was mode %o: made 0700, and %d entries under it private", data_dir,
+            import logging  # only here: a cold `coretriage list` does not pay for it
+
+            logging.getLogger("coretriage").warning("data dir %s was mode %o: made 0700, and %d entries under it private", data_dir,
                         stat.S_IMODE(st.st_mode), n)
     finally:
         os.close(fd)
