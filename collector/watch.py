@@ -30,7 +30,7 @@ from typing import Callable
 from collector import spool
 from collector.bundle import Bundle, BundleMeta, bundle_id
 from collector.dumpdir import DumpRefused, Identity, open_dump, unlink_if_same
-from collector.hostsetup.fsutil import untrusted_path
+from collector.pathtrust import untrusted_path
 
 log = logging.getLogger("coretriage.collector")
 CHUNK = 1 << 20

@@ -4,15 +4,19 @@ It holds every analysis, environment and SQL statement, the cores, and the
 password and token hashes, so no other local user may read any of it. Every
 entry point opens it through ``open_private`` before it creates anything:
 
+- the way to it must be root's or ours: a data dir reached through a
+  directory or symlink another user could swap is refused with one line (a
+  root process writing through a path someone else controls is how links
+  get followed into /etc);
 - a missing data dir is made 0700 (its missing parents get the usual modes:
   they are not ours alone);
 - an existing one must belong to the user running coretriage: a data dir of
-  another user is refused with one line, never written to (root included: a
-  root process writing into a directory someone else controls is how links
-  get followed into /etc);
+  another user is refused with one line, never written to, root included;
 - an existing one of ours with group or other bits (one made by an older
-  coretriage under umask 022) is tightened once, with everything under it:
-  group and other bits are cleared, nothing else changes.
+  coretriage under umask 022) is tightened once: the directory and, with
+  everything under them, the entries coretriage makes there lose their group
+  and other bits, nothing else changes. A loose directory holding none of
+  coretriage's files (``--data-dir /etc`` by mistake) is refused, not changed.
 
 ``private_dirs`` and ``private_file`` make what goes inside with the same
 modes; the CLI also sets the umask to ``PRIVATE_UMASK`` so that whatever
@@ -32,6 +36,10 @@ DIR_MODE = 0o700
 FILE_MODE = 0o600
 _LOOSE = 0o077  # group and other bits
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+# what coretriage makes in a data dir: only these are tightened
+OURS = frozenset({"coretriage.db", "coretriage.db-wal", "coretriage.db-shm", "coretriage.db-journal",
+                  "coretriage.toml", "collector.toml", "secret_key", "admin-password", "host-setup.json",
+                  "coretriage.sock", "spool", "cores", "files", "tmp", "rules", "bin"})
 
 
 class DataDirError(CoretriageError):
@@ -40,7 +48,13 @@ class DataDirError(CoretriageError):
 
 def open_private(data_dir: Path) -> Path:
     """Make sure ``data_dir`` exists, is ours and is 0700 (see the module docstring)."""
-    data_dir = Path(data_dir)
+    from collector.pathtrust import untrusted_path
+
+    data_dir = Path(os.path.abspath(data_dir))
+    why = untrusted_path(data_dir, judge_leaf=False, owners=tuple(dict.fromkeys((0, os.geteuid()))))
+    if why:
+        raise DataDirError(f"data dir {data_dir}: {why}, so another user could point it elsewhere: refused "
+                           "(choose a data dir only root or you can change the way to)")
     if not os.path.lexists(data_dir):
         data_dir.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -59,8 +73,13 @@ def open_private(data_dir: Path) -> Path:
             raise DataDirError(f"data dir {data_dir} belongs to uid {st.st_uid}, not to uid {os.geteuid()} "
                                "that runs coretriage: refused (run coretriage as its owner, or chown it)")
         if st.st_mode & _LOOSE:
+            names = set(os.listdir(fd))
+            if names and not names & OURS:
+                raise DataDirError(f"data dir {data_dir} is mode {stat.S_IMODE(st.st_mode):o} and holds none of "
+                                   "coretriage's files: refused, not made private (choose an empty directory "
+                                   "or a coretriage data dir)")
             os.fchmod(fd, DIR_MODE)
-            n = _tighten_below(fd)
+            n = _tighten(fd, names & OURS)
             import logging  # only here: a cold `coretriage list` does not pay for it
 
             logging.getLogger("coretriage").warning("data dir %s was mode %o: made 0700, and %d entries under it private", data_dir,
@@ -70,20 +89,34 @@ def open_private(data_dir: Path) -> Path:
     return data_dir
 
 
-def _tighten_below(top_fd: int) -> int:
-    """Clear group and other bits of our own files and directories under
-    ``top_fd`` (symlinks are neither followed nor changed); how many changed."""
+def _tighten_one(dir_fd: int, name: str) -> tuple[bool, bool]:
+    """(changed, is a directory) for one entry: our own files and directories
+    lose their group and other bits; symlinks are neither followed nor changed."""
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        if stat.S_ISLNK(st.st_mode) or st.st_uid != os.geteuid():
+            return False, False
+        is_dir = stat.S_ISDIR(st.st_mode)
+        if not st.st_mode & _LOOSE:
+            return False, is_dir
+        os.chmod(name, stat.S_IMODE(st.st_mode) & ~_LOOSE, dir_fd=dir_fd)
+        return True, is_dir
+    except OSError:
+        return False, False  # gone meanwhile
+
+
+def _tighten(top_fd: int, names: set[str]) -> int:
+    """Tighten ``names`` in ``top_fd`` and everything under those that are
+    directories (never through a symlink); how many entries changed."""
     changed = 0
-    for _dirpath, dirnames, filenames, dir_fd in os.fwalk(".", dir_fd=top_fd, follow_symlinks=False):
-        for name in dirnames + filenames:
-            try:
-                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-                if stat.S_ISLNK(st.st_mode) or st.st_uid != os.geteuid() or not st.st_mode & _LOOSE:
-                    continue
-                os.chmod(name, stat.S_IMODE(st.st_mode) & ~_LOOSE, dir_fd=dir_fd)
-                changed += 1
-            except OSError:
-                continue  # gone meanwhile
+    for name in sorted(names):
+        done, is_dir = _tighten_one(top_fd, name)
+        changed += done
+        if not is_dir:
+            continue
+        for _path, dirnames, filenames, dir_fd in os.fwalk(name, dir_fd=top_fd, follow_symlinks=False):
+            for entry in dirnames + filenames:
+                changed += _tighten_one(dir_fd, entry)[0]
     return changed
 
 

@@ -37,7 +37,8 @@ from collector.hostsetup import procfs, record, render
 from collector.corepattern import PatternPlan, classify, pattern_lock, plan_core_pattern
 from collector.hostsetup.daemonjson import merge_core_ulimit
 from collector.hostsetup.errors import HostSetupError, OtherHandlerError
-from collector.hostsetup.fsutil import atomic_write, missing_dirs, restore, snapshot, untrusted_path
+from collector.hostsetup.fsutil import atomic_write, missing_dirs, restore, snapshot
+from collector.pathtrust import untrusted_path
 from collector.hostsetup.trust import PACKAGES, untrusted_python
 from collector.hostsetup.record import FileChange, SetupRecord, SysctlChange
 

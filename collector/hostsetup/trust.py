@@ -23,7 +23,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from collector.hostsetup.fsutil import untrusted_entry, untrusted_path
+from collector.pathtrust import untrusted_entry, untrusted_path
 
 # what the handler and the collector import from outside the standard library
 PACKAGES = ("collector", "analyzer", "zstandard")

@@ -59,3 +59,24 @@ def test_a_data_dir_that_is_a_file_is_refused(tmp_path):
     (tmp_path / "data").write_text("")
     with pytest.raises(DataDirError, match="Not a directory"):
         open_private(tmp_path / "data")
+
+
+def test_a_loose_directory_that_is_not_a_data_dir_is_refused_untouched(tmp_path, umask_022):
+    etc = tmp_path / "etc"  # --data-dir /etc by mistake
+    etc.mkdir()
+    (etc / "passwd").write_text("root:x:0:0::/root:/bin/sh\n")
+    with pytest.raises(DataDirError, match="holds none of coretriage's files: refused"):
+        open_private(etc)
+    assert mode(etc) == 0o755 and mode(etc / "passwd") == 0o644
+    empty = tmp_path / "empty"  # made by hand for coretriage: fine
+    empty.mkdir()
+    assert mode(open_private(empty)) == 0o700
+
+
+def test_a_data_dir_another_user_could_swap_is_refused(tmp_path):
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    os.chown(theirs, 65534, 65534)
+    with pytest.raises(DataDirError, match=f"{theirs} is owned by uid 65534, not root, so another user could"):
+        open_private(theirs / "data")
+    assert not (theirs / "data").exists()

@@ -1,10 +1,10 @@
-"""collector/hostsetup/fsutil.untrusted_path and trust.untrusted_python on real
+"""collector/pathtrust.untrusted_path and hostsetup/trust.untrusted_python on real
 directories (install's use of them is in test_hostsetup_install.py)."""
 
 import os
 import sys
 
-from collector.hostsetup.fsutil import untrusted_path
+from collector.pathtrust import untrusted_path
 from collector.hostsetup.trust import probe, untrusted_python
 
 
