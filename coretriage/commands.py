@@ -21,11 +21,11 @@ class UserError(CoretriageError):
 
 def wiring_for(args):
     """The wiring of a command, its data dir made private (``coretriage.datadir``)."""
-    from coretriage.datadir import open_private
+    from coretriage.datadir import open_data_dir
     from coretriage.wiring import Wiring
 
     wiring = Wiring.load(args.data_dir)
-    open_private(wiring.config.data_dir)
+    open_data_dir(wiring.config)
     return wiring
 
 
@@ -239,10 +239,10 @@ def cmd_db_upgrade(args) -> int:
     opening refuses a shared database that is behind."""
     from coretriage import migrations
     from coretriage.config import load_config
-    from coretriage.datadir import open_private
+    from coretriage.datadir import open_data_dir
 
     config = load_config(args.data_dir)
-    open_private(config.data_dir)
+    open_data_dir(config)
     if args.db_command == "current":
         found = migrations.current(config.database_url)
         state = "up to date" if found == migrations.HEAD else f"this coretriage needs {migrations.HEAD}"

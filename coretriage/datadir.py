@@ -46,8 +46,24 @@ class DataDirError(CoretriageError):
     """A data dir coretriage may not use: another user's, or not a directory."""
 
 
-def open_private(data_dir: Path) -> Path:
-    """Make sure ``data_dir`` exists, is ours and is 0700 (see the module docstring)."""
+def open_data_dir(config) -> Path:
+    """``open_private`` for a Config: its SQLite database, whatever its name, is coretriage's too."""
+    return open_private(config.data_dir, also=sqlite_names(config.database_url, config.data_dir))
+
+
+def sqlite_names(url: str, data_dir: Path) -> frozenset[str]:
+    """The names a SQLite database at ``url`` has in ``data_dir`` (with -wal, -shm, -journal)."""
+    if not url.startswith("sqlite:///"):
+        return frozenset()
+    path = Path(url[len("sqlite:///"):].split("?", 1)[0])
+    if path.parent != Path(data_dir):
+        return frozenset()
+    return frozenset(path.name + suffix for suffix in ("", "-wal", "-shm", "-journal"))
+
+
+def open_private(data_dir: Path, also: frozenset[str] = frozenset()) -> Path:
+    """Make sure ``data_dir`` exists, is ours and is 0700 (see the module
+    docstring); ``also`` names entries that are coretriage's besides ``OURS``."""
     from collector.pathtrust import untrusted_path
 
     data_dir = Path(os.path.abspath(data_dir))
@@ -73,13 +89,13 @@ def open_private(data_dir: Path) -> Path:
             raise DataDirError(f"data dir {data_dir} belongs to uid {st.st_uid}, not to uid {os.geteuid()} "
                                "that runs coretriage: refused (run coretriage as its owner, or chown it)")
         if st.st_mode & _LOOSE:
-            names = set(os.listdir(fd))
-            if names and not names & OURS:
+            names, ours = set(os.listdir(fd)), OURS | also
+            if names and not names & ours:
                 raise DataDirError(f"data dir {data_dir} is mode {stat.S_IMODE(st.st_mode):o} and holds none of "
                                    "coretriage's files: refused, not made private (choose an empty directory "
                                    "or a coretriage data dir)")
             os.fchmod(fd, DIR_MODE)
-            n = _tighten(fd, names & OURS)
+            n = _tighten(fd, names & ours)
             import logging  # only here: a cold `coretriage list` does not pay for it
 
             logging.getLogger("coretriage").warning("data dir %s was mode %o: made 0700, and %d entries under it private", data_dir,

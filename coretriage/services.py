@@ -72,8 +72,8 @@ def cmd_hostsetup_install(args) -> int:
 
     config = load_config(args.data_dir)  # not _context: no store, nothing created before the record
     if config.data_dir.exists():
-        from coretriage.datadir import open_private
-        open_private(config.data_dir)  # an older, looser data dir is made 0700 (install refuses one not root's)
+        from coretriage.datadir import open_data_dir
+        open_data_dir(config)  # an older, looser data dir is made 0700 (install refuses one not root's)
     socket = None
     if args.socket:
         from collector.socket_server import SOCKET_NAME, kernel_supports_socket

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import os
 import secrets
-from pathlib import Path
 
 
-def _secret_key(data_dir: Path) -> str:
+def _secret_key(config) -> str:
     """A random key kept in the data dir, so sessions survive restarts."""
-    from coretriage.datadir import open_private
+    from coretriage.datadir import open_data_dir
 
-    path = open_private(data_dir) / "secret_key"
+    path = open_data_dir(config) / "secret_key"
     if not path.exists():
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -34,7 +33,7 @@ def create_app(test_config: dict | None = None):
     config = wiring.config
     app = Flask(__name__)
     app.config.update(
-        SECRET_KEY=_secret_key(config.data_dir),
+        SECRET_KEY=_secret_key(config),
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         # behind TLS (gunicorn + a proxy) set CORETRIAGE_SECURE_COOKIES=1

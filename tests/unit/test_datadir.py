@@ -80,3 +80,15 @@ def test_a_data_dir_another_user_could_swap_is_refused(tmp_path):
     with pytest.raises(DataDirError, match=f"{theirs} is owned by uid 65534, not root, so another user could"):
         open_private(theirs / "data")
     assert not (theirs / "data").exists()
+
+
+def test_a_database_of_another_name_makes_a_data_dir_coretriage_s(tmp_path, umask_022):
+    from coretriage.config import Config
+    from coretriage.datadir import open_data_dir
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "crashes.db").write_bytes(b"")
+    config = Config(data_dir=data, database_url=f"sqlite:///{data}/crashes.db")
+    open_data_dir(config)
+    assert mode(data) == 0o700 and mode(data / "crashes.db") == 0o600
