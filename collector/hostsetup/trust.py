@@ -8,8 +8,9 @@ one of those, runs code as root. ``untrusted_python`` finds the first such
 place, in two steps:
 
 1. without running anything: the interpreter (every symlink on the way),
-   its ``pyvenv.cfg`` and the ``home`` it names, and the standard library
-   and site directories under each prefix;
+   its ``pyvenv.cfg`` and the ``home`` it names, the standard library and
+   site directories under each prefix, and what is directly in the site
+   directories (a ``.pth`` file there runs code when Python starts);
 2. only when those are root's: the interpreter itself, run the way the
    kernel runs it (``-I``), says where its ``sys.path`` and our packages
    are, and each of those (the editable source dir included) is checked,
@@ -71,6 +72,23 @@ def _library_dirs(prefix: Path) -> list[Path]:
     return [p for p in out if os.path.lexists(p)]
 
 
+def _entries(directory: Path) -> str | None:
+    """The first entry directly in a site directory that another user can
+    change: a .pth file there runs code at start-up, a module shadows ours."""
+    try:
+        names = os.listdir(directory)
+    except (NotADirectoryError, FileNotFoundError):
+        return None
+    for name in names:
+        try:
+            why = untrusted_entry(directory / name, os.lstat(directory / name))
+        except FileNotFoundError:
+            continue
+        if why:
+            return why
+    return None
+
+
 def _static(python: Path) -> str | None:
     why = untrusted_path(python)
     if why:
@@ -78,7 +96,7 @@ def _static(python: Path) -> str | None:
     for prefix in _prefixes(python):
         for p in [prefix, prefix / "pyvenv.cfg", *_library_dirs(prefix)]:
             if os.path.lexists(p):
-                why = untrusted_path(p)
+                why = untrusted_path(p) or (_entries(p) if p.name in ("site-packages", "dist-packages") else None)
                 if why:
                     return why
     return None
@@ -128,7 +146,7 @@ def untrusted_python(python: Path | str, packages: tuple[str, ...] = PACKAGES) -
         return f"cannot ask {python} where it imports from: {exc}"
     places = [Path(p) for p in found["path"] if p and os.path.lexists(p)]
     for p in places:
-        why = untrusted_path(p)
+        why = untrusted_path(p) or (_entries(p) if p.is_dir() else None)
         if why:
             return why
     for locations in found["packages"].values():

@@ -254,3 +254,16 @@ def test_an_editable_source_dir_another_user_owns_is_refused(short_tmp):
     os.chown(src / "collector" / "handler.py", 0, 0)
     os.chown(src, NOBODY, NOBODY)
     assert f"{src} is owned by uid {NOBODY}" in refused(short_tmp, argv=argv)
+
+
+def test_a_pth_file_another_user_owns_is_refused_before_python_runs(short_tmp):
+    """A .pth line starting with ``import`` runs when Python starts: install
+    must refuse without running that Python as root even once."""
+    python = make_venv(short_tmp / "venv")
+    proof = short_tmp / "ran-as-root"
+    pth = site_packages(python) / "zz-theirs.pth"
+    pth.write_text(f"import pathlib; pathlib.Path({str(proof)!r}).touch()\n")
+    os.chown(pth, NOBODY, NOBODY)
+    argv = [str(python), "-m", "collector.handler", *HANDLER[3:]]
+    assert f"{pth} is owned by uid {NOBODY}" in refused(short_tmp, argv=argv)
+    assert not proof.exists()
