@@ -43,7 +43,8 @@ OURS = frozenset({"coretriage.db", "coretriage.db-wal", "coretriage.db-shm", "co
 
 
 class DataDirError(CoretriageError):
-    """A data dir coretriage may not use: another user's, or not a directory."""
+    """A data dir coretriage may not use: another user's, one whose path another
+    user could change, a loose directory that is not a data dir, or not a directory."""
 
 
 def open_data_dir(config) -> Path:
@@ -70,7 +71,7 @@ def open_private(data_dir: Path, also: frozenset[str] = frozenset()) -> Path:
     why = untrusted_path(data_dir, judge_leaf=False, owners=tuple(dict.fromkeys((0, os.geteuid()))))
     if why:
         raise DataDirError(f"data dir {data_dir}: {why}, so another user could point it elsewhere: refused "
-                           "(choose a data dir only root or you can change the way to)")
+                           "(choose a data dir whose path only root, or you, can change)")
     if not os.path.lexists(data_dir):
         data_dir.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -98,8 +99,8 @@ def open_private(data_dir: Path, also: frozenset[str] = frozenset()) -> Path:
             n = _tighten(fd, names & ours)
             import logging  # only here: a cold `coretriage list` does not pay for it
 
-            logging.getLogger("coretriage").warning("data dir %s was mode %o: made 0700, and %d entries under it private", data_dir,
-                        stat.S_IMODE(st.st_mode), n)
+            logging.getLogger("coretriage").warning("data dir %s was mode %o: made 0700, and %d entries in it "
+                                                    "private", data_dir, stat.S_IMODE(st.st_mode), n)
     finally:
         os.close(fd)
     return data_dir
