@@ -7,6 +7,12 @@ seconds, so nothing that arrived while it was down, or whose hand-off
 failed (a dead broker), is lost. ``submit(bundle_dir)`` is given by the
 caller: the analysis in-process, or a Celery task; the collector never
 imports the analyzer.
+
+A dump directory may be writable by the users whose programs crash there,
+so its listing only chooses names: each core is opened once, relative to
+the directory's fd, and read only if it is a regular file with one link
+(``collector.dumpdir``); a FIFO, device, symlink or hard link swapped in is
+refused with one log line and never blocks the collector.
 """
 
 from __future__ import annotations
@@ -23,9 +29,12 @@ from typing import Callable
 
 from collector import spool
 from collector.bundle import Bundle, BundleMeta, bundle_id
+from collector.dumpdir import DumpRefused, Identity, open_dump, unlink_if_same
+from collector.pathtrust import untrusted_path
 
 log = logging.getLogger("coretriage.collector")
 CHUNK = 1 << 20
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 def writers_of(path: Path, proc: Path = Path("/proc")) -> bool:
@@ -48,30 +57,42 @@ def writers_of(path: Path, proc: Path = Path("/proc")) -> bool:
 
 def import_dump(core: Path, spool_dir: Path) -> Path:
     """Turn a finished core file from a dump directory into a spool bundle
-    (compressed core, then meta.json last) and remove the original."""
+    (compressed core, then meta.json last) and remove the original. The
+    file is opened once, safely (``collector.dumpdir``); raises DumpRefused."""
+    dir_fd = os.open(core.parent, _DIR)
+    try:
+        fd, st = open_dump(dir_fd, core.name)
+        return take_dump(dir_fd, core.name, fd, st, spool_dir, where=core.parent)
+    finally:
+        os.close(dir_fd)
+
+
+def take_dump(dir_fd: int, name: str, fd: int, st: os.stat_result, spool_dir: Path, where: Path) -> Path:
+    """The bundle of an opened dump file (``fd`` is consumed); the name is
+    removed afterwards only if it still names the inode that was read."""
     import zstandard
 
-    st = core.stat()
-    spool_fd = spool.open_spool(spool_dir)
-    try:
-        bid = bundle_id(int(st.st_mtime), 0, secrets.token_hex(4))
-        bundle_fd = spool.create_bundle(spool_fd, bid)
+    with os.fdopen(fd, "rb") as src:
+        spool_fd = spool.open_spool(spool_dir)
         try:
-            fd = spool.create_file(bundle_fd, Bundle.CORE)
-            with open(core, "rb") as src, os.fdopen(fd, "wb") as out:
-                zstandard.ZstdCompressor(level=3).copy_stream(src, out, read_size=CHUNK)
-                out.flush()
-                os.fsync(out.fileno())
-            meta = BundleMeta(id=bid, pid=0, signal=0, crash_time=int(st.st_mtime), host_time=time.time(),
-                              hostname=socket.gethostname(), core_file=Bundle.CORE, core_size=st.st_size,
-                              problems=(f"taken from dump directory {core.parent} as {core.name!r}: "
-                                        "pid and signal come from the core's notes",))
-            spool.write_meta(bundle_fd, meta)
+            bid = bundle_id(int(st.st_mtime), 0, secrets.token_hex(4))
+            bundle_fd = spool.create_bundle(spool_fd, bid)
+            try:
+                out_fd = spool.create_file(bundle_fd, Bundle.CORE)
+                with os.fdopen(out_fd, "wb") as out:
+                    zstandard.ZstdCompressor(level=3).copy_stream(src, out, read_size=CHUNK)
+                    out.flush()
+                    os.fsync(out.fileno())
+                meta = BundleMeta(id=bid, pid=0, signal=0, crash_time=int(st.st_mtime), host_time=time.time(),
+                                  hostname=socket.gethostname(), core_file=Bundle.CORE, core_size=st.st_size,
+                                  problems=(f"taken from dump directory {where} as {name!r} (owner uid "
+                                            f"{st.st_uid}): pid and signal come from the core's notes",))
+                spool.write_meta(bundle_fd, meta)
+            finally:
+                os.close(bundle_fd)
         finally:
-            os.close(bundle_fd)
-    finally:
-        os.close(spool_fd)
-    core.unlink()
+            os.close(spool_fd)
+    unlink_if_same(dir_fd, name, Identity.of(st))
     return spool_dir / bid
 
 
@@ -86,7 +107,9 @@ class Collector:
         self.retry_after = retry_after
         self._pending: queue.Queue[Path] = queue.Queue()
         self._submitted: dict[str, float] = {}  # bundle id -> when handed over
-        self._sizes: dict[Path, tuple[int, float]] = {}  # dump file -> (size, since)
+        self._sizes: dict[Path, tuple[Identity, float]] = {}  # dump file -> (inode and size, since)
+        self._refused: dict[Path, Identity] = {}  # dump files not to take (logged once)
+        self._dirs_refused: dict[Path, str] = {}  # dump directories not to scan, and why
         self._incoming: dict[Path, float] = {}  # new bundle dir -> when it appeared
         self._lock = threading.Lock()
 
@@ -107,30 +130,77 @@ class Collector:
             self._scan_dump_dir(d)
 
     def _scan_dump_dir(self, directory: Path) -> None:
+        """Take each core that has kept its size for ``stable`` seconds and
+        that no process has open. The listing only chooses names: what is
+        read is decided once, when the name is opened (``collector.dumpdir``).
+        The way to the directory must be ours: a user who could swap it for a
+        symlink would have us read, and remove, the files of any directory."""
+        why = untrusted_path(directory, judge_leaf=False, owners=tuple({0, os.geteuid()}))
+        if why:
+            if self._dirs_refused.get(directory) != why:  # said once
+                log.error("dump directory %s refused: %s", directory, why)
+            self._dirs_refused[directory] = why
+            return
+        self._dirs_refused.pop(directory, None)
         try:
-            entries = [p for p in directory.iterdir() if p.is_file() and not p.is_symlink()]
+            dir_fd = os.open(directory, _DIR)
         except OSError as exc:
             log.warning("dump directory %s: %s", directory, exc.strerror)
             return
+        try:
+            listed = self._listing(dir_fd)
+            names = {directory / name for name, _ in listed}
+            for known in (self._sizes, self._refused):  # forget what is gone
+                for path in [p for p in known if p.parent == directory and p not in names]:
+                    del known[path]
+            for name, seen in listed:
+                self._consider(directory, dir_fd, name, seen)
+        finally:
+            os.close(dir_fd)
+
+    def _listing(self, dir_fd: int) -> list[tuple[str, Identity]]:
+        out = []
+        with os.scandir(dir_fd) as entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                try:
+                    if entry.is_file(follow_symlinks=False):
+                        out.append((entry.name, Identity.of(entry.stat(follow_symlinks=False))))
+                except OSError:
+                    continue  # gone since the listing
+        return out
+
+    def _consider(self, directory: Path, dir_fd: int, name: str, seen: Identity) -> None:
+        path = directory / name
+        if self._refused.get(path) == seen:
+            return  # said once already
         now = time.monotonic()
-        for path in entries:
-            if path.name.startswith("."):
-                continue
-            size = path.stat().st_size
-            seen = self._sizes.get(path)
-            if seen is None or seen[0] != size:
-                self._sizes[path] = (size, now)
-                continue
-            if now - seen[1] < self.stable or size == 0 or writers_of(path):
-                continue
-            try:
-                bundle = import_dump(path, self.spool_dir)
-            except (OSError, spool.SpoolError) as exc:
-                log.error("could not take %s: %s", path, exc)
-                continue
+        last = self._sizes.get(path)
+        if last is None or last[0] != seen:
+            self._sizes[path] = (seen, now)
+            return
+        if now - last[1] < self.stable or seen.size == 0 or writers_of(path):
+            return
+        try:
+            fd, st = open_dump(dir_fd, name)
+        except DumpRefused as exc:
             self._sizes.pop(path, None)
-            log.info("took %s from the dump directory as %s", path.name, bundle.name)
-            self.offer(bundle)
+            self._refused[path] = seen
+            log.error("dump directory %s: %s", directory, exc)
+            return
+        if Identity.of(st) != seen:  # replaced or still growing: watch it again
+            os.close(fd)
+            self._sizes[path] = (Identity.of(st), now)
+            return
+        try:
+            bundle = take_dump(dir_fd, name, fd, st, self.spool_dir, where=directory)
+        except (OSError, spool.SpoolError) as exc:
+            log.error("could not take %s: %s", path, exc)
+            return
+        self._sizes.pop(path, None)
+        log.info("took %s from the dump directory as %s", name, bundle.name)
+        self.offer(bundle)
 
     def _check_incoming(self, give_up: float = 600.0) -> None:
         """Offer new bundle directories whose meta.json has been written."""

@@ -156,7 +156,11 @@ def entry() -> None:
     """The ``coretriage`` command. A one-shot command (ingest, list, show,
     export) has committed its work and printed its answer when it returns, so
     it leaves without the interpreter's teardown of every module it imported:
-    SQLAlchemy's alone is a tenth of a cold ``ingest``."""
+    SQLAlchemy's alone is a tenth of a cold ``ingest``. Whatever any command
+    creates is private to the user running it (``coretriage.datadir``)."""
+    from coretriage.datadir import PRIVATE_UMASK
+
+    os.umask(PRIVATE_UMASK)
     sys.exit(main(exit_now=True))
 
 

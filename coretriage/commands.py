@@ -20,9 +20,13 @@ class UserError(CoretriageError):
 
 
 def wiring_for(args):
+    """The wiring of a command, its data dir made private (``coretriage.datadir``)."""
+    from coretriage.datadir import open_data_dir
     from coretriage.wiring import Wiring
 
-    return Wiring.load(args.data_dir)
+    wiring = Wiring.load(args.data_dir)
+    open_data_dir(wiring.config)
+    return wiring
 
 
 def _context(args):
@@ -281,9 +285,10 @@ def cmd_db_upgrade(args) -> int:
     opening refuses a shared database that is behind."""
     from coretriage import migrations
     from coretriage.config import load_config
+    from coretriage.datadir import open_data_dir
 
     config = load_config(args.data_dir)
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    open_data_dir(config)
     if args.db_command == "current":
         found = migrations.current(config.database_url)
         state = "up to date" if found == migrations.HEAD else f"this coretriage needs {migrations.HEAD}"

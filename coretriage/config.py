@@ -1,5 +1,8 @@
 """Settings, from (lowest to highest) built-in defaults, ``<data-dir>/coretriage.toml``
-and ``CORETRIAGE_*`` environment variables. Built on demand, never at import."""
+and ``CORETRIAGE_*`` environment variables. Built on demand, never at import.
+Loading settings creates nothing; the data dir is made, checked and kept
+private by ``coretriage.datadir`` when a command, the store or the web UI
+opens it."""
 
 from __future__ import annotations
 

@@ -26,6 +26,7 @@ from analyzer.signature import generate, load_rules
 from analyzer.errors import CoretriageError
 from analyzer.secrets import mask_text
 from coretriage.masking import mask_analysis, mask_meta, secret_names
+from coretriage.datadir import private_dirs
 from coretriage.records import Analyzed, CrashRecord, CrashRow
 
 if TYPE_CHECKING:  # the store (SQLAlchemy) is imported by whoever opens it
@@ -58,7 +59,7 @@ def compress_into(source: Path, dest: Path) -> None:
     """zstd-compress ``source`` to ``dest`` atomically (temp name, fsync, rename)."""
     import zstandard
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    private_dirs(dest.parent)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
@@ -114,12 +115,13 @@ def decompressed(core_zst: Path, tmp_dir: Path, size: int | None = None):
     and against the margin as it is written when neither says."""
     import zstandard
 
-    tmp_dir.mkdir(parents=True, exist_ok=True)
+    private_dirs(tmp_dir)
     need = size if size else uncompressed_size(core_zst)
     check_room(tmp_dir, core_zst, need or 0)
     with tempfile.TemporaryDirectory(dir=tmp_dir, prefix="core-") as d:
         out_path = Path(d) / "core"
-        with open(core_zst, "rb") as src, open(out_path, "wb") as out:
+        out_fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        with open(core_zst, "rb") as src, os.fdopen(out_fd, "wb") as out:
             reader = zstandard.ZstdDecompressor().stream_reader(src, read_size=CHUNK)
             since_check = 0
             while chunk := reader.read(CHUNK):
@@ -136,7 +138,7 @@ def keep_file(files_dir: Path, path: Path) -> Path:
     """Store a file once per content, as ``files/sha256/<hex>`` (the layout
     collector.sysroot writes): a build-id says nothing about the bytes."""
     sha_dir = files_dir / "sha256"
-    sha_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_dirs(sha_dir)
     with open(path, "rb") as f:
         dest = sha_dir / hashlib.file_digest(f, "sha256").hexdigest()
     if dest.exists():
@@ -240,7 +242,7 @@ def keep_core(core: Path, dest: Path, compressed: Path | None) -> None:
     """Store the core compressed. An already compressed copy on the same
     filesystem (a spool bundle's core.zst) is hard-linked, not compressed again."""
     if compressed is not None:
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        private_dirs(dest.parent)
         try:
             os.link(compressed, dest)
             return

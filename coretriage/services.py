@@ -74,6 +74,9 @@ def cmd_hostsetup_install(args) -> int:
     from collector.hostsetup.install import install
 
     config = load_config(args.data_dir)  # not _context: no store, nothing created before the record
+    if config.data_dir.exists():
+        from coretriage.datadir import open_data_dir
+        open_data_dir(config)  # an older, looser data dir is made 0700 (install refuses one not root's)
     socket = None
     if args.socket:
         from collector.socket_server import SOCKET_NAME, kernel_supports_socket
@@ -129,8 +132,10 @@ def cmd_run(args) -> int:
         password = secrets.token_urlsafe(12)
         store.add_user("admin", hash_password(password), "admin")
         secret = config.data_dir / "admin-password"
-        secret.write_text(password + "\n")
-        secret.chmod(0o600)
+        fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(password + "\n")
         login = f"log in as admin with password {password} (saved in {secret})"
     installed = False
     if os.geteuid() == 0 and not args.no_host_setup:

@@ -22,6 +22,7 @@ database's revision (one query) and, when it is not at head:
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import sqlalchemy as sa
@@ -144,11 +145,25 @@ def _crash(row) -> CrashRow:
     return CrashRow(**data)
 
 
+def _private_sqlite(url: str) -> None:
+    """A SQLite database file is made 0600 before SQLite opens it (it would
+    use the umask); its -wal, -shm and -journal copy that mode."""
+    from coretriage.datadir import private_file
+
+    path = sa.engine.make_url(url).database
+    if not path or path == ":memory:" or path.startswith("file:") or not os.path.isdir(os.path.dirname(path) or "."):
+        return  # nothing on disk, or SQLite's own error says what is wrong
+    private_file(path)
+    for suffix in ("-wal", "-shm", "-journal"):
+        private_file(path + suffix, create=False)
+
+
 class Store:
     def __init__(self, url: str):
         kwargs = {}
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"timeout": 30}
+            _private_sqlite(url)
         self.engine = sa.create_engine(url, **kwargs)
         if url.startswith("sqlite"):
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)

@@ -38,9 +38,10 @@ class Wiring:
     # -- the store -----------------------------------------------------------
     def _open(self) -> None:
         try:
+            from coretriage.datadir import open_data_dir
             from coretriage.store import Store
 
-            self.config.data_dir.mkdir(parents=True, exist_ok=True)
+            open_data_dir(self.config)
             self._store = Store(self.config.database_url)
         except BaseException as exc:  # raised again where the store is used
             self._store_error = exc

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import os
 import secrets
-from pathlib import Path
 
 
-def _secret_key(data_dir: Path) -> str:
+def _secret_key(config) -> str:
     """A random key kept in the data dir: it signs the login form's CSRF
     token (webui.sessions), which then survives restarts."""
-    path = data_dir / "secret_key"
+    from coretriage.datadir import open_data_dir
+
+    path = open_data_dir(config) / "secret_key"
     if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_hex(32))
@@ -34,7 +34,7 @@ def create_app(test_config: dict | None = None):
     config = wiring.config
     app = Flask(__name__)
     # sessions live in the database (webui.sessions); the key signs only the pre-login CSRF token
-    app.config.update(SECRET_KEY=_secret_key(config.data_dir), MAX_CONTENT_LENGTH=64 * 1024)
+    app.config.update(SECRET_KEY=_secret_key(config), MAX_CONTENT_LENGTH=64 * 1024)
     app.config.update(test_config)
     if config.trusted_proxies:
         # only then are X-Forwarded-For/-Proto believed: the client's address

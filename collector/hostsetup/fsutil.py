@@ -75,20 +75,3 @@ def missing_dirs(path: Path) -> list[Path]:
             break
         out.append(parent)
     return list(reversed(out))
-
-
-def untrusted_ancestor(path: Path) -> str | None:
-    """Why a root-run program at ``path`` could be replaced by another user, or None.
-    The program and every existing ancestor must be owned by root and not
-    writable by group or others (a sticky directory such as /tmp is fine: its
-    entries are protected)."""
-    for d in [*reversed(path.parents), path]:
-        try:
-            st = d.stat()
-        except FileNotFoundError:
-            continue
-        if st.st_uid != 0:
-            return f"{d} is owned by uid {st.st_uid}, not root"
-        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not st.st_mode & stat.S_ISVTX:
-            return f"{d} is writable by group or others (mode {stat.S_IMODE(st.st_mode):o})"
-    return None

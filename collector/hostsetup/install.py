@@ -11,6 +11,13 @@ uninstall puts each thing back exactly and removes what install created.
 
 Nothing is restarted. ``systemctl daemon-reload`` runs only when systemd is
 PID 1 and the root is the real one.
+
+Install refuses, before changing anything, when a user other than root
+could change what then runs as root: the data dir and every directory or
+symlink on its path, the handler, and the Python of the handler and of the
+collector unit with its venv, sys.path, editable source dir and packages
+(``collector.hostsetup.trust``). The data dir and what install puts in it
+(the wrapper, the record) are 0700/0600.
 """
 
 from __future__ import annotations
@@ -30,7 +37,9 @@ from collector.hostsetup import procfs, record, render
 from collector.corepattern import PatternPlan, classify, pattern_lock, plan_core_pattern
 from collector.hostsetup.daemonjson import merge_core_ulimit
 from collector.hostsetup.errors import HostSetupError, OtherHandlerError
-from collector.hostsetup.fsutil import atomic_write, missing_dirs, restore, snapshot, untrusted_ancestor
+from collector.hostsetup.fsutil import atomic_write, missing_dirs, restore, snapshot
+from collector.pathtrust import untrusted_path
+from collector.hostsetup.trust import PACKAGES, untrusted_python
 from collector.hostsetup.record import FileChange, SetupRecord, SysctlChange
 
 CORE_PIPE_LIMIT = render.CORE_PIPE_LIMIT
@@ -152,15 +161,11 @@ def install(data_dir: Path, handler_argv: list[str], *, replace_existing: bool =
         plan = PatternPlan(f"@{socket}") if socket else plan_core_pattern(handler_argv, str(wrapper_path))
     except ValueError as exc:
         raise HostSetupError(f"cannot make a core_pattern of the handler command: {exc}") from None
-    if plan.wrapper_command is not None:
-        why = untrusted_ancestor(wrapper_path)
-        if why:
-            raise HostSetupError(f"the kernel would run {wrapper_path} as root, but {why}; "
-                                 "choose a data directory only root can write to")
+    _refuse_untrusted(data_dir, None if socket else handler_argv, python)
 
     writes: list[_FileWrite] = []
     if plan.wrapper_command is not None:
-        writes.append(_FileWrite(wrapper_path, render.wrapper_script(plan.wrapper_command).encode(), 0o755,
+        writes.append(_FileWrite(wrapper_path, render.wrapper_script(plan.wrapper_command).encode(), 0o700,
                                  f"wrapper for the handler command ({plan.reason})"))
     writes.append(_FileWrite(root / SYSCTL_CONF, render.sysctl_conf(plan.pattern, core_pipe_limit).encode(),
                              0o644, "kernel.core_pattern and core_pipe_limit at boot"))
@@ -200,7 +205,8 @@ def install(data_dir: Path, handler_argv: list[str], *, replace_existing: bool =
 
     # 2. Record first, then change: a failure half-way can still be undone.
     for d in dirs:
-        d.mkdir(mode=0o755)
+        d.mkdir(mode=0o700)
+        d.chmod(0o700 if d == data_dir or data_dir in d.parents else 0o755)  # not the umask's
     rec_path = record.save(data_dir, rec)
     changes = []
     try:
@@ -222,15 +228,28 @@ def install(data_dir: Path, handler_argv: list[str], *, replace_existing: bool =
                          wrapper=wrapper_path if plan.wrapper_command is not None else None,
                          changes=tuple(changes), record=rec_path,
                          next_steps=tuple(_after_install(root, proc, merged.changed or bool(writes))),
-                         warnings=tuple(_dockerd_flag_conflicts(proc) + _untrusted_handler(plan, handler_argv)))
+                         warnings=tuple(_dockerd_flag_conflicts(proc)))
 
 
-def _untrusted_handler(plan, handler_argv: list[str]) -> list[str]:
-    """The kernel runs the handler as root for every crash: say so if another user could replace it."""
-    if plan.wrapper_command is not None:
-        return []  # the wrapper's own directory was checked before anything changed
-    why = untrusted_ancestor(Path(handler_argv[0]))
-    return [f"the kernel runs {handler_argv[0]} as root on every crash, but {why}"] if why else []
+def _refuse_untrusted(data_dir: Path, handler_argv: list[str] | None, python: str) -> None:
+    """Refuse, before anything changes, when a user other than root could
+    change what runs as root: the data dir (the handler writes there, reads
+    its policy there, and the kernel may run the wrapper from there), the
+    handler the kernel starts on every crash, or the Python of either the
+    handler or the collector unit, with everything they import."""
+    why = untrusted_path(data_dir)
+    if why:
+        raise HostSetupError(f"the data dir {data_dir} is not root's alone: {why}; "
+                             "choose a data directory only root can write to")
+    if handler_argv is not None:
+        argv0 = handler_argv[0]
+        is_python = "collector.handler" in handler_argv
+        why = untrusted_python(argv0) if is_python else untrusted_path(argv0)
+        if why:
+            raise HostSetupError(f"the kernel would run {argv0} as root on every crash, but {why}")
+    why = untrusted_python(python, (*PACKAGES, "coretriage"))
+    if why:
+        raise HostSetupError(f"the collector service would run {python} as root, but {why}")
 
 
 def _systemctl(root: Path, proc: Path, *args: str) -> str | None:

@@ -26,7 +26,7 @@ import zstandard
 import crashkit
 from collector.policy import CapturePolicy
 from collector.spool import read_meta, unfinished_bundles
-from crashing import bundle_of, crash
+from handlerkit import bundle_of, crash
 from waiting import wait_for
 
 VARIANT = r"""

@@ -23,7 +23,7 @@ import crashkit
 from collector.spool import read_meta
 from coretriage.config import load_config
 from coretriage.wiring import Wiring
-from crashing import bundle_of, crash
+from handlerkit import bundle_of, crash
 
 SUID_DUMPABLE = Path("/proc/sys/fs/suid_dumpable")
 REASON = "set-uid or non-dumpable process (dump mode 2, a root-only core): setuid_cores = "

@@ -22,7 +22,7 @@ import zstandard
 import crashkit
 from collector.policy import CapturePolicy
 from collector.spool import read_meta
-from crashing import bundle_of, crash
+from handlerkit import bundle_of, crash
 
 GIB = 1 << 30
 SLACK = 15.0  # seconds past the budget: start-up, /proc, the files, a loaded CI machine

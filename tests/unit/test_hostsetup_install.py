@@ -3,6 +3,10 @@ and root trees (the ``host`` and ``short_tmp`` fixtures are in conftest.py;
 tests/system/test_hostsetup.py runs them on the real kernel)."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -73,7 +77,8 @@ def test_long_command_installs_a_root_owned_wrapper(host):
     wrapper = data / "bin/coretriage-core-handler"
     assert report.wrapper == wrapper and report.core_pattern == f"|{wrapper} " + " ".join(HANDLER[5:])
     st = wrapper.stat()
-    assert st.st_mode & 0o777 == 0o755 and st.st_uid == 0
+    assert st.st_mode & 0o777 == 0o700 and st.st_uid == 0  # root runs it; nobody else reads it
+    assert data.stat().st_mode & 0o777 == 0o700 and (data / "bin").stat().st_mode & 0o777 == 0o700
     assert f"exec /usr/bin/python3 -m collector.handler --data-dir {data} \"$@\"" in wrapper.read_text()
     uninstall(data, root=root, proc=proc)
     assert not data.exists()
@@ -147,12 +152,118 @@ def test_wrapper_in_a_world_writable_directory_is_refused(short_tmp):
         install(data, handler_argv(data), root=tmp_path / "root", proc=make_proc(tmp_path))
 
 
-def test_a_handler_others_can_replace_is_reported(short_tmp):
+def test_a_handler_others_can_replace_is_refused(short_tmp):
     handler = short_tmp / "handler"
     handler.write_text("#!/bin/sh\ncat >/dev/null\n")
     handler.chmod(0o757)
-    report = install(short_tmp / "data", [str(handler), "%P"], root=short_tmp / "root", proc=make_proc(short_tmp))
-    assert len(report.warnings) == 1 and "writable by group or others" in report.warnings[0]
+    proc = make_proc(short_tmp)
+    before = tree(short_tmp)
+    with pytest.raises(HostSetupError, match="the kernel would run .*handler as root.*writable by group or others"):
+        install(short_tmp / "data", [str(handler), "%P"], root=short_tmp / "root", proc=proc)
+    assert tree(short_tmp) == before  # refused before anything changed
     handler.chmod(0o755)
     again = install(short_tmp / "data", [str(handler), "%P"], root=short_tmp / "root", proc=short_tmp / "proc")
     assert again.warnings == ()
+
+
+# ---- what runs as root must be root's alone (collector/hostsetup/trust.py) ----
+
+NOBODY = 65534
+
+
+def make_venv(where: Path) -> Path:
+    """A real venv of this Python (no pip: fast), owned by root."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(where)], check=True, capture_output=True)
+    return where / "bin" / "python"
+
+
+def site_packages(venv_python: Path) -> Path:
+    return next((venv_python.parent.parent / "lib").glob("python3*/site-packages"))
+
+
+def refused(short_tmp, argv=None, python=None, data=None) -> str:
+    data = data or short_tmp / "data"
+    proc = short_tmp / "proc" if (short_tmp / "proc").exists() else make_proc(short_tmp)
+    before = tree(short_tmp)
+    with pytest.raises(HostSetupError) as caught:
+        install(data, argv or handler_argv(data), root=short_tmp / "root", proc=proc,
+                python=str(python) if python else None)
+    assert tree(short_tmp) == before, "refused only after changing something"
+    assert "\n" not in str(caught.value)
+    return str(caught.value)
+
+
+def test_a_data_dir_reached_through_a_user_owned_symlink_is_refused(short_tmp):
+    real = short_tmp / "real"
+    real.mkdir(mode=0o700)
+    link = short_tmp / "link"
+    link.symlink_to(real)
+    os.lchown(link, NOBODY, NOBODY)
+    why = refused(short_tmp, data=link / "data")
+    assert f"the data dir {link}/data is not root's alone: {link} is owned by uid {NOBODY}" in why
+    os.lchown(link, 0, 0)  # the same symlink, root's: accepted
+    install(link / "data", handler_argv(link / "data"), root=short_tmp / "root", proc=short_tmp / "proc")
+
+
+def test_a_data_dir_under_a_user_owned_directory_is_refused(short_tmp):
+    theirs = short_tmp / "theirs"
+    theirs.mkdir(mode=0o755)
+    os.chown(theirs, NOBODY, NOBODY)
+    assert f"{theirs} is owned by uid {NOBODY}" in refused(short_tmp, data=theirs / "data")
+
+
+def test_a_python_in_a_user_owned_directory_is_refused(short_tmp):
+    bin_dir = short_tmp / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").symlink_to(sys.executable)
+    os.chown(bin_dir, NOBODY, NOBODY)
+    argv = [str(bin_dir / "python3"), "-m", "collector.handler", *HANDLER[3:]]
+    why = refused(short_tmp, argv=argv)
+    assert why.startswith(f"the kernel would run {bin_dir}/python3 as root") and f"uid {NOBODY}" in why
+    why = refused(short_tmp, python=bin_dir / "python3")  # the collector unit's Python too
+    assert why.startswith(f"the collector service would run {bin_dir}/python3 as root")
+
+
+def test_a_venv_another_user_can_change_is_refused(short_tmp):
+    python = make_venv(short_tmp / "venv")
+    argv = [str(python), "-m", "collector.handler", *HANDLER[3:]]
+    install(short_tmp / "data", argv, root=short_tmp / "root", proc=make_proc(short_tmp), python=str(python))
+    uninstall(short_tmp / "data", root=short_tmp / "root", proc=short_tmp / "proc")
+    site = site_packages(python)
+    site.chmod(0o777)
+    assert f"{site} is writable by group or others" in refused(short_tmp, argv=argv)
+    site.chmod(0o755)
+    os.chown(short_tmp / "venv" / "pyvenv.cfg", NOBODY, NOBODY)
+    assert f"pyvenv.cfg is owned by uid {NOBODY}" in refused(short_tmp, argv=argv)
+
+
+def test_an_editable_source_dir_another_user_owns_is_refused(short_tmp):
+    """What an editable install adds to sys.path (a .pth line) is checked,
+    and so is every file of the packages the handler imports."""
+    python = make_venv(short_tmp / "venv")
+    src = short_tmp / "src"
+    (src / "collector").mkdir(parents=True)
+    (src / "collector" / "__init__.py").write_text("")
+    (src / "collector" / "handler.py").write_text("")
+    (site_packages(python) / "__editable__.collector.pth").write_text(f"{src}\n")
+    argv = [str(python), "-m", "collector.handler", *HANDLER[3:]]
+    install(short_tmp / "data", argv, root=short_tmp / "root", proc=make_proc(short_tmp))
+    uninstall(short_tmp / "data", root=short_tmp / "root", proc=short_tmp / "proc")
+    os.chown(src / "collector" / "handler.py", NOBODY, NOBODY)
+    assert f"{src}/collector/handler.py is owned by uid {NOBODY}" in refused(short_tmp, argv=argv)
+    os.chown(src / "collector" / "handler.py", 0, 0)
+    os.chown(src, NOBODY, NOBODY)
+    assert f"{src} is owned by uid {NOBODY}" in refused(short_tmp, argv=argv)
+
+
+def test_a_pth_file_another_user_owns_is_refused_before_python_runs(short_tmp):
+    """A .pth line starting with ``import`` runs when Python starts: install
+    must refuse without running that Python as root even once."""
+    python = make_venv(short_tmp / "venv")
+    proof = short_tmp / "ran-as-root"
+    pth = site_packages(python) / "zz-theirs.pth"
+    pth.write_text(f"import pathlib; pathlib.Path({str(proof)!r}).touch()\n")
+    os.chown(pth, NOBODY, NOBODY)
+    argv = [str(python), "-m", "collector.handler", *HANDLER[3:]]
+    assert f"{pth} is owned by uid {NOBODY}" in refused(short_tmp, argv=argv)
+    assert not proof.exists()

@@ -1,5 +1,6 @@
-"""Crash a real program under the real pipe handler and find its bundle
-(the handler tests and the adversarial suite)."""
+"""Crash a real program under whatever pipe handler core_pattern names, and
+find the bundle the handler wrote: shared by the handler's system tests and
+the adversarial ones."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import os
 import subprocess
 import time
 from pathlib import Path
+
+import zstandard
 
 import crashkit
 from collector.spool import finished_bundles
@@ -38,3 +41,13 @@ def bundle_of(spool: Path, pid: int, timeout: float = 30.0) -> Path:
         time.sleep(0.05)
     raise AssertionError(f"no finished bundle for pid {pid} in {spool}: "
                          f"{sorted(os.listdir(spool)) if spool.exists() else 'no spool'}")
+
+
+def elf_core_header(core_zst: Path) -> bytes:
+    with open(core_zst, "rb") as f:
+        return zstandard.ZstdDecompressor().stream_reader(f).read(64)
+
+
+def core_bytes(core_zst: Path) -> bytes:
+    with open(core_zst, "rb") as f:
+        return zstandard.ZstdDecompressor().stream_reader(f).read()
