@@ -1,5 +1,6 @@
 """Turn one core file into an ``Analysis``.
 
+Everything below ``analyze_core`` runs in a sandbox (``analyzer.sandbox``).
 The core's notes are read directly (pyelftools); gdb (through ``Gdb``)
 unwinds the threads, reads registers, disassembles and evaluates the few
 expressions enrichers ask for. Every step that fails adds a problem to the
@@ -10,6 +11,7 @@ still gives a record with what could be learned and why the rest is missing.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import re
 import tempfile
 from contextlib import ExitStack
@@ -17,12 +19,13 @@ from pathlib import Path
 
 from analyzer import elfinfo
 from analyzer.corenotes import CoreNotes, NotACore, read_core
-from analyzer.enrichers import Target, enrich_all
+from analyzer.enrichers import ENRICHERS, Target, enrich_all
 from analyzer import problems as P
 from analyzer.gdb import Gdb, GdbBudget, GdbError, GdbTimeout, mi_quote
 from analyzer.model import (Analysis, Frame, Instruction, Module, Recursion,
                             SignalInfo, Thread)
 from analyzer.problems import Problem
+from analyzer.sandbox import Sandbox, SandboxError, SandboxPolicy, analysis_sandbox, process_facts
 from analyzer.signals import FAULTS, code_name, signal_name
 from analyzer.stack import find_cycle
 
@@ -39,9 +42,77 @@ _LWP = re.compile(r"LWP (\d+)")
 
 def analyze_core(core: Path, executable: Path | None = None, sysroot: Path | None = None,
                  budget: GdbBudget = GdbBudget(), options: dict | None = None,
+                 gdb: Sandbox | Gdb | None = None, sandbox: SandboxPolicy | None = None) -> Analysis:
+    """Analyze ``core`` in a sandbox (``analyzer.sandbox``): gdb and every
+    ELF/DWARF parser run as an unprivileged user, with no network unless
+    debuginfod is configured, writing nowhere but a scratch directory. The
+    inputs are copied in; the paths in the answer are the caller's.
+
+    ``gdb``: a sandbox the caller started early (``analysis_sandbox``), so
+    that its set-up and gdb's start-up overlap the caller's own; it is used
+    and closed here. (A plain ``Gdb`` is not confined: it is closed unused.)
+    Raises ``SandboxError`` when the sandbox cannot be built: never falls
+    back to analyzing unconfined."""
+    if isinstance(gdb, Gdb):
+        gdb.close()
+        gdb = None
+    box = gdb or analysis_sandbox(budget, sandbox)
+    try:
+        return _in_sandbox(box, Path(core), executable, sysroot, options or {})
+    finally:
+        box.close()
+
+
+def _in_sandbox(box: Sandbox, core: Path, executable, sysroot, options: dict) -> Analysis:
+    box.start()
+    try:
+        job = {"core": box.stage_file(core, "core")}
+    except OSError as exc:
+        return Analysis(core=str(core), problems=(Problem(P.UNREADABLE_CORE, f"cannot read core: {exc.strerror}"),))
+    try:
+        job["executable"] = box.stage_file(executable, Path(executable).name or "exe") if executable else None
+        job["sysroot"] = box.stage_tree(sysroot, "sysroot") if sysroot else None
+    except OSError as exc:
+        raise SandboxError(f"cannot copy {exc.filename or 'an input'} into the analysis sandbox: "
+                           f"{exc.strerror}") from None
+    job["options"] = options
+    found = Analysis.from_dict(box.call(job))
+    modules = tuple(dataclasses.replace(m, found_at=box.outside(m.found_at)) if m.found_at else m
+                    for m in found.modules)
+    problems = tuple(Problem(p.code, box.outside(p.message)) for p in found.problems)
+    return dataclasses.replace(found, core=str(core), modules=modules, problems=problems)
+
+
+# -- inside the sandbox (analyzer.sandbox imports these by name) -------------
+
+# imported lazily by the analysis: loaded before the sandbox gives up root
+PRELOAD = ("pygdbmi.gdbmiparser", *ENRICHERS)
+
+
+class _Started:
+    """The sandbox's ``prepare``: gdb started before the job arrives."""
+
+    def __init__(self, budget):
+        self.gdb = Gdb(GdbBudget(*budget))
+        try:
+            self.gdb.start()
+        except GdbError:
+            pass  # not installed: the analysis reports it
+
+    def facts(self) -> dict:
+        return {"gdb": process_facts(self.gdb.pid)} if self.gdb.pid else {}
+
+
+def _job(started: _Started, job: dict) -> dict:
+    return analyze_here(Path(job["core"]), job.get("executable"), job.get("sysroot"), started.gdb.budget,
+                        job.get("options"), started.gdb).to_dict()
+
+
+def analyze_here(core: Path, executable: Path | None = None, sysroot: Path | None = None,
+                 budget: GdbBudget = GdbBudget(), options: dict | None = None,
                  gdb: Gdb | None = None) -> Analysis:
-    """``gdb``: a session the caller started early, so that gdb's own start-up
-    overlaps the caller's; it is closed here, used or not."""
+    """The analysis itself, in this process, unconfined: only for the
+    sandbox's child. ``gdb``: a session started early; closed here."""
     core = Path(core)
     gdb = gdb or Gdb(budget)
     try:

@@ -87,6 +87,11 @@ class Gdb:
                                           stderr=subprocess.DEVNULL, start_new_session=True)
         return self
 
+    @property
+    def pid(self) -> int | None:
+        """gdb's process id while it runs (prlimit execs gdb: the same process)."""
+        return self._proc.pid if self._proc is not None else None
+
     def __enter__(self) -> "Gdb":
         return self.start()
 

@@ -1,0 +1,619 @@
+"""Run the analysis of a hostile core in a sandbox of its own.
+
+A core, its executable, its libraries and their DWARF come from whoever
+crashed: gdb and the ELF parsers must not read them with root's rights. A
+``Sandbox`` forks a child that, before it runs any of our parsing code:
+
+- enters new mount, IPC, UTS and PID namespaces, and a new network namespace
+  (only a down loopback) unless debuginfod is configured;
+- sees the whole file system read-only, its own ``/proc``, empty read-only
+  directories over the data dir (the database, the spool, every other
+  crash) and ``/root``/``/home``, and as ``/tmp`` a scratch directory:
+  ``/tmp/in`` (read-only) holds copies of the inputs, ``/tmp/work`` is the
+  only place it can write;
+- drops to an unprivileged user (as root: the ``coretriage-sandbox`` system
+  user ``host-setup install`` creates, else ``nobody``; otherwise the
+  caller's own uid inside a user namespace), no supplementary groups, an
+  empty capability bounding set, NO_NEW_PRIVS, resource limits, and only the
+  two pipes to its parent open.
+
+The parent copies the inputs in (the store keeps them root-only, so the
+sandbox user could not read them where they are), sends the job as JSON and
+reads the answer as JSON. A child that cannot build the sandbox answers with
+a one-line ``SandboxError``: analysis never falls back to running unconfined.
+
+The child is forked (not exec'd) so it costs milliseconds, and ``start``
+can be called early: the namespaces are built, and the handler's ``prepare``
+(gdb's start-up) runs, while the caller is still busy elsewhere.
+
+Standard library only (ctypes for the system calls Python 3.11 lacks);
+Linux 5.12+ (mount_setattr).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import dataclasses
+import errno
+import importlib
+import json
+import os
+import pwd
+import resource
+import select
+import shutil
+import signal
+import socket
+import stat
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from analyzer.errors import CoretriageError
+
+SANDBOX_USER = "coretriage-sandbox"  # made by `coretriage host-setup install`
+FALLBACK_USER = "nobody"
+INSIDE = Path("/tmp")  # where the scratch directory appears inside
+INPUTS = INSIDE / "in"
+WORK = INSIDE / "work"
+
+CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
+CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
+MS_BIND, MS_REC, MS_PRIVATE = 0x1000, 0x4000, 1 << 18
+MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV = 0x1, 0x2, 0x4
+AT_FDCWD, AT_RECURSIVE = -100, 0x8000
+SYS_MOUNT_SETATTR = 442  # the same on every architecture
+PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 1, 24, 38
+PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+EXIT_SETUP = 70  # the child could not build the sandbox
+
+
+class SandboxError(CoretriageError):
+    """The sandbox could not be built, or its child died: nothing was analyzed."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits of everything in the sandbox (gdb also gets its own
+    address-space limit through ``GdbBudget``)."""
+
+    memory: int = 4 << 30  # address space per process, bytes
+    cpu: int = 600  # CPU seconds per process
+    file_size: int = 1 << 30  # largest file it may write, bytes
+    open_files: int = 1024
+    processes: int = 64  # per sandbox user, as root only: a user namespace shares the caller's uid
+    scratch_work: int = 0  # unused: the work dir shares the data dir's file system
+
+
+@dataclass(frozen=True)
+class SandboxPolicy:
+    user: str | None = None  # as root: None picks SANDBOX_USER, else FALLBACK_USER
+    network: bool = False  # keep the host's network (debuginfod); else a new, empty namespace
+    hide: tuple[str, ...] = ()  # directories covered by an empty one (the data dir)
+    scratch_parent: str | None = None  # where scratch dirs are made (default: the system temp dir)
+    limits: Limits = field(default_factory=Limits)
+    env: tuple[tuple[str, str], ...] = ()  # extra environment (DEBUGINFOD_URLS)
+
+    @classmethod
+    def default(cls, data_dir: Path | str | None = None, scratch_parent: Path | str | None = None,
+                memory: int | None = None) -> "SandboxPolicy":
+        """Network only for debuginfod (``DEBUGINFOD_URLS``), the data dir hidden."""
+        urls = os.environ.get("DEBUGINFOD_URLS", "").strip()
+        hide = tuple(dict.fromkeys(str(p) for p in (
+            [Path(data_dir).absolute(), Path(data_dir).resolve()] if data_dir else [])))
+        limits = Limits(memory=max(memory, 1 << 30)) if memory else Limits()
+        return cls(network=bool(urls), hide=hide, limits=limits,
+                   scratch_parent=str(scratch_parent) if scratch_parent else None,
+                   env=(("DEBUGINFOD_URLS", urls),) if urls else ())
+
+
+def analysis_sandbox(budget=None, policy: SandboxPolicy | None = None) -> "Sandbox":
+    """The sandbox ``analyzer.analyze.analyze_core`` runs in, not started yet.
+    Light to import, so a cold CLI can start it before its own imports."""
+    from analyzer.gdb import GdbBudget
+
+    budget = budget or GdbBudget()
+    policy = policy or SandboxPolicy.default(memory=budget.memory)
+    if policy.limits.memory < budget.memory:  # gdb's own limit may only be lower than the sandbox's
+        policy = dataclasses.replace(policy, limits=dataclasses.replace(policy.limits, memory=budget.memory))
+    return Sandbox(policy, "analyzer.analyze:_job", "analyzer.analyze:_Started", (budget.timeout, budget.memory),
+                   deadline=budget.timeout + 60)
+
+
+# -- system calls Python 3.11 does not have -------------------------------
+
+_libc = None
+
+
+def _c():
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    return _libc
+
+
+def _check(result: int, what: str) -> int:
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+    return result
+
+
+def _unshare(flags: int) -> None:
+    _check(_c().unshare(ctypes.c_int(flags)), "unshare")
+
+
+def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    enc = (lambda s: s.encode() if s is not None else None)
+    _check(_c().mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)),
+           f"mount {target}")
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def _mount_setattr(path: str, set_: int, clear: int = 0, recursive: bool = False) -> None:
+    attr = _MountAttr(set_, clear, 0, 0)
+    _check(_c().syscall(ctypes.c_long(SYS_MOUNT_SETATTR), ctypes.c_int(AT_FDCWD), path.encode(),
+                        ctypes.c_uint(AT_RECURSIVE if recursive else 0), ctypes.byref(attr),
+                        ctypes.c_size_t(ctypes.sizeof(attr))), f"mount_setattr {path}")
+
+
+def _prctl(option: int, arg: int = 0) -> None:
+    _check(_c().prctl(ctypes.c_int(option), ctypes.c_ulong(arg), ctypes.c_ulong(0), ctypes.c_ulong(0),
+                      ctypes.c_ulong(0)), f"prctl {option}")
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+def _drop_bounding() -> None:
+    """Empty the bounding set (needs CAP_SETPCAP: before giving up root)."""
+    last = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
+    for cap in range(last + 1):
+        _prctl(PR_CAPBSET_DROP, cap)
+
+
+def _drop_capabilities() -> None:
+    """Empty ambient, effective, permitted and inheritable sets."""
+    _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+    data = (_CapData * 2)()
+    _check(_c().capset(ctypes.byref(_CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)), data), "capset")
+
+
+# -- the parent's side ----------------------------------------------------
+
+def sandbox_user(name: str | None = None) -> pwd.struct_passwd:
+    """The user analysis runs as (when coretriage runs as root)."""
+    names = [name] if name else [SANDBOX_USER, FALLBACK_USER]
+    for n in names:
+        try:
+            return pwd.getpwnam(n)
+        except KeyError:
+            continue
+    raise SandboxError(f"no user {' or '.join(names)} to run analysis as "
+                       "(`coretriage host-setup install` creates one)")
+
+
+class Sandbox:
+    """``Sandbox(policy, "pkg.mod:handler", "pkg.mod:prepare", arg).start()``,
+    then ``stage_file``/``stage_tree`` the inputs, ``call(job)`` once.
+
+    In the child, after the sandbox is built: ``state = prepare(arg)``, then
+    ``handler(state, job) -> dict``. Both are named as ``module:function``
+    and imported in the child before it gives up root (the sandbox user may
+    not be allowed to read the code), with the modules the handler's module
+    lists in ``PRELOAD`` (those it would otherwise import lazily). ``facts`` holds what the
+    child observed of itself (and ``prepare``'s ``facts()`` if it has one)."""
+
+    def __init__(self, policy: SandboxPolicy, handler: str, prepare: str | None = None, arg=None,
+                 deadline: float = 600.0):
+        self.policy = policy
+        self.handler, self.prepare, self.arg = handler, prepare, arg
+        self.deadline = deadline  # seconds from start for the child's answer
+        self.facts: dict = {}
+        self.scratch: Path | None = None
+        self._pid: int | None = None
+        self._job_w = self._result_r = -1
+        self._started = 0.0
+        self._paths: list[tuple[str, str]] = []  # (inside, outside)
+        self._names: set[str] = set()
+        self._root = os.geteuid() == 0
+
+    # start and stop ------------------------------------------------------
+    def start(self) -> "Sandbox":
+        if self._pid is not None:
+            return self
+        if self._root:
+            user = sandbox_user(self.policy.user)
+            uid, gid = user.pw_uid, user.pw_gid
+        else:
+            uid, gid = os.getuid(), os.getgid()
+        parent = Path(self.policy.scratch_parent or tempfile.gettempdir())
+        try:
+            _make_private_dirs(parent)
+            self.scratch = Path(tempfile.mkdtemp(dir=parent, prefix="sandbox-"))
+            os.chmod(self.scratch, 0o755)  # reached only through the bind mount inside
+            (self.scratch / "in").mkdir(mode=0o755)
+            (self.scratch / "work").mkdir(mode=0o700)
+            os.chown(self.scratch / "work", uid, gid)
+        except OSError as exc:
+            self._cleanup()
+            raise SandboxError(f"cannot make the analysis sandbox's scratch directory in {parent}: "
+                               f"{exc.strerror}") from None
+        job_r, job_w = os.pipe2(os.O_CLOEXEC)
+        result_r, result_w = os.pipe2(os.O_CLOEXEC)
+        scratch_fd = os.open(self.scratch, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.scratch_path = str(self.scratch.resolve())
+        self._started = time.monotonic()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child; tested through its behaviour
+            try:
+                os.close(job_w)
+                os.close(result_r)
+                _child(self, uid, gid, job_r, result_w, scratch_fd)
+            finally:
+                os._exit(EXIT_SETUP)
+        os.close(job_r)
+        os.close(result_w)
+        os.close(scratch_fd)
+        self._pid, self._job_w, self._result_r = pid, job_w, result_r
+        return self
+
+    def close(self) -> None:
+        if self._pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self._pid, 0)
+            self._pid = None
+        for fd in (self._job_w, self._result_r):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._job_w = self._result_r = -1
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)  # fd-based: safe against links planted in work/
+            self.scratch = None
+
+    def __enter__(self) -> "Sandbox":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # inputs ---------------------------------------------------------------
+    def _inside(self, name: str) -> tuple[Path, Path]:
+        if self.scratch is None:
+            raise SandboxError("the sandbox is not started")
+        if "/" in name or name in ("", ".", "..") or name in self._names:
+            raise ValueError(f"bad or repeated input name {name!r}")
+        self._names.add(name)
+        return self.scratch / "in" / name, INPUTS / name
+
+    def stage_file(self, source: Path | str, name: str) -> str:
+        """Copy a file in (read with the caller's rights); its path inside."""
+        dest, inside = self._inside(name)
+        _copy_file(Path(source), dest)
+        self._paths.append((str(inside), str(Path(source).absolute())))
+        return str(inside)
+
+    def stage_tree(self, source: Path | str, name: str) -> str:
+        """Copy a directory tree in: directories, regular files and symlinks
+        (as links, resolved inside); its path inside."""
+        dest, inside = self._inside(name)
+        _copy_tree(Path(source), dest)
+        self._paths.append((str(inside), str(Path(source).absolute())))
+        return str(inside)
+
+    def outside(self, text: str) -> str:
+        """A path (or a message naming one) as the caller knows it."""
+        for inside, out in sorted(self._paths, key=lambda p: -len(p[0])):
+            if text == inside or text.startswith(inside + "/"):
+                return out + text[len(inside):]
+            text = text.replace(inside + "/", out + "/")
+        return text
+
+    # the call ---------------------------------------------------------------
+    def call(self, job: dict) -> dict:
+        """Send the job, wait for the handler's answer (within the deadline)."""
+        self.start()
+        try:
+            os.write(self._job_w, (json.dumps(job) + "\n").encode())
+        except BrokenPipeError:
+            pass  # the child already failed: its answer says why
+        os.close(self._job_w)
+        self._job_w = -1
+        try:
+            data = self._read_all()
+            status = self._reap()
+        finally:
+            self.close()  # one job per sandbox: a second core gets a fresh one
+        try:
+            answer = json.loads(data) if data else None
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            raise SandboxError(f"the analysis sandbox died without an answer ({_describe(status)})")
+        self.facts = answer.get("facts") or {}
+        if "error" in answer:
+            raise SandboxError(answer["error"])
+        return answer["result"]
+
+    def _read_all(self) -> bytes:
+        chunks = []
+        end = self._started + self.deadline
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                self.close()
+                raise SandboxError(f"the analysis sandbox did not answer within {self.deadline:g} s")
+            ready, _, _ = select.select([self._result_r], [], [], left)
+            if not ready:
+                continue
+            chunk = os.read(self._result_r, 1 << 20)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+
+    def _reap(self) -> int:
+        pid, self._pid = self._pid, None
+        _, status = os.waitpid(pid, 0)
+        return status
+
+
+def _make_private_dirs(path: Path) -> None:
+    """mkdir -p, every directory it makes 0700 (they may be the data dir's)."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for p in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            p.mkdir(mode=0o700)
+
+
+def _describe(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by signal {os.WTERMSIG(status)}"
+    return f"exit status {os.waitstatus_to_exitcode(status)}"
+
+
+def _copy_file(source: Path, dest: Path) -> None:
+    src = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(src).st_mode):
+            raise SandboxError(f"{source}: not a regular file")
+        out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        try:
+            _copy_fd(src, out)
+        finally:
+            os.close(out)
+    finally:
+        os.close(src)
+
+
+def _copy_fd(src: int, out: int) -> None:
+    """In the kernel where it can (copy_file_range: a reflink on XFS or btrfs)."""
+    try:
+        while os.copy_file_range(src, out, 1 << 30):
+            pass
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise
+    os.lseek(src, 0, os.SEEK_SET)
+    os.lseek(out, 0, os.SEEK_SET)
+    os.ftruncate(out, 0)
+    while chunk := os.read(src, 1 << 20):
+        os.write(out, chunk)
+
+
+def _copy_tree(source: Path, dest: Path, depth: int = 0) -> None:
+    if depth > 64:
+        return
+    os.mkdir(dest, 0o755)
+    with os.scandir(source) as entries:
+        for entry in entries:
+            target = dest / entry.name
+            if entry.is_symlink():
+                os.symlink(os.readlink(entry.path), target)
+            elif entry.is_dir(follow_symlinks=False):
+                _copy_tree(Path(entry.path), target, depth + 1)
+            elif entry.is_file(follow_symlinks=False):
+                src = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                try:
+                    out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                  0o644)
+                    try:
+                        _copy_fd(src, out)
+                    finally:
+                        os.close(out)
+                finally:
+                    os.close(src)
+
+
+# -- the child's side -----------------------------------------------------
+
+def _child(box: Sandbox, uid: int, gid: int, job_r: int, result_w: int, scratch_fd: int) -> None:
+    """Fork-side entry. Never returns: exits with the handler's answer written."""
+    def answer(payload: dict, code: int) -> None:
+        data = json.dumps(payload).encode()
+        view = memoryview(data)
+        while view:
+            view = view[os.write(result_w, view):]
+        os._exit(code)
+
+    step = "setting up"
+    try:
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() == 1:  # the caller is already gone
+            os._exit(EXIT_SETUP)
+        _only_fds(job_r, result_w, scratch_fd)
+        policy = box.policy
+        step = "importing its code"  # now: the sandbox user may not be able to read it (/root/.pyenv)
+        handler = _resolve(box.handler)
+        prepare = _resolve(box.prepare) if box.prepare else None
+        preload = getattr(importlib.import_module(handler.__module__), "PRELOAD", ())
+        for name in preload:
+            importlib.import_module(name)
+        flags = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWPID
+        if not policy.network:
+            flags |= CLONE_NEWNET
+        step = "creating its namespaces"
+        if os.geteuid() == 0:
+            _unshare(flags)
+        else:
+            _unshare(flags | CLONE_NEWUSER)
+            Path("/proc/self/setgroups").write_text("deny")
+            Path("/proc/self/uid_map").write_text(f"{uid} {uid} 1")
+            Path("/proc/self/gid_map").write_text(f"{gid} {gid} 1")
+        # The new PID namespace applies to children: the sandbox proper is
+        # its first process (its PID 1), so everything in it dies with it.
+        pid = os.fork()
+        if pid:
+            os.close(job_r)
+            os.close(result_w)
+            os.close(scratch_fd)
+            _, status = os.waitpid(pid, 0)
+            os._exit(os.waitstatus_to_exitcode(status) & 0xFF if not os.WIFSIGNALED(status) else 128)
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        step = "building its file system view"
+        _mounts(policy, box.scratch_path, scratch_fd)
+        os.close(scratch_fd)
+        with contextlib.suppress(OSError):
+            socket.sethostname("coretriage-sandbox")
+        os.chdir(WORK)
+        step = "dropping privileges"
+        _limits(policy.limits, os.geteuid() == 0)
+        _drop(uid, gid)
+        _environment(policy)
+        facts = {"self": process_facts("self")}
+    except Exception as exc:  # noqa: BLE001 - any failure here is the one-line answer
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        hint = ""
+        if os.geteuid() != 0 and step == "creating its namespaces":
+            hint = " (unprivileged user namespaces are off on this host: run as root, or enable them)"
+        answer({"error": f"cannot build the analysis sandbox while {step}: {detail}{hint}"}, EXIT_SETUP)
+        return
+
+    try:
+        state = prepare(box.arg) if prepare else None
+        with os.fdopen(job_r, "rb") as f:
+            job = json.loads(f.readline() or b"null")
+        if job is None:
+            os._exit(0)
+        if hasattr(state, "facts"):
+            facts.update(state.facts())
+        result = handler(state, job)
+        answer({"result": result, "facts": facts}, 0)
+    except Exception as exc:  # noqa: BLE001 - a bug in the handler: say so in one line
+        answer({"error": f"analysis failed in its sandbox: {type(exc).__name__}: {exc}", "facts": facts}, 1)
+
+
+def _resolve(name: str):
+    module, _, func = name.partition(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def _only_fds(*keep: int) -> None:
+    """Nothing the caller had open (the database, sockets, the terminal)
+    stays reachable: stdio to /dev/null, every other descriptor closed."""
+    null = os.open("/dev/null", os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+    low = 3
+    for fd in sorted(keep):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 20)
+
+
+def _mounts(policy: SandboxPolicy, scratch: str, scratch_fd: int) -> None:
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing done here reaches the host
+    # the scratch dir over /tmp (first: it may live under a directory hidden
+    # next); by path, as a bind mount's source must be in this namespace, and
+    # checked against the directory the parent made
+    _mount(scratch, str(INSIDE), None, MS_BIND)
+    made, seen = os.fstat(scratch_fd), os.stat(INSIDE)
+    if (made.st_dev, made.st_ino) != (seen.st_dev, seen.st_ino):
+        raise OSError(errno.EXDEV, f"{scratch} was replaced")
+    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)  # this PID namespace's only
+    for path in dict.fromkeys([*policy.hide, "/root", "/home"]):
+        if os.path.isdir(path) and not os.path.islink(path):
+            _mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=0755")
+    _mount_setattr("/", MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID, recursive=True)
+    # writable: only the scratch dir (whose top and in/ belong to root)
+    _mount_setattr(str(INSIDE), MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, MOUNT_ATTR_RDONLY)
+    _mount(str(INPUTS), str(INPUTS), None, MS_BIND)
+    _mount_setattr(str(INPUTS), MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
+
+
+def _limits(limits: Limits, as_root: bool) -> None:
+    for which, value in ((resource.RLIMIT_AS, limits.memory), (resource.RLIMIT_CPU, limits.cpu),
+                         (resource.RLIMIT_FSIZE, limits.file_size), (resource.RLIMIT_NOFILE, limits.open_files),
+                         (resource.RLIMIT_CORE, 0), (resource.RLIMIT_MEMLOCK, 0)):
+        soft, hard = resource.getrlimit(which)
+        value = value if hard == resource.RLIM_INFINITY else min(value, hard)
+        resource.setrlimit(which, (value, value))
+    if as_root:  # per real uid: only the sandbox's own user is counted
+        resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
+
+
+def _drop(uid: int, gid: int) -> None:
+    _drop_bounding()  # in a user namespace too: the caller's uid holds every capability there
+    if os.geteuid() == 0 and uid != 0:
+        os.setgroups([])
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)  # from root to a user: effective and permitted sets are emptied
+    _drop_capabilities()
+    _prctl(PR_SET_NO_NEW_PRIVS, 1)
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # changing credentials cleared it
+    if os.getuid() == 0 and uid != 0:
+        raise OSError(errno.EPERM, "still root")
+
+
+def _environment(policy: SandboxPolicy) -> None:
+    keep = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL") if k in os.environ}
+    os.environ.clear()
+    os.environ.update(keep)
+    os.environ.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    os.environ.update(HOME=str(WORK), TMPDIR=str(WORK), XDG_CACHE_HOME=str(WORK / ".cache"))
+    os.environ.update(dict(policy.env))
+    tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+
+
+def process_facts(pid: int | str) -> dict:
+    """What the kernel says about a process's confinement (from /proc)."""
+    base = Path("/proc") / str(pid)
+    out: dict = {}
+    try:
+        for line in (base / "status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("Name", "Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb",
+                       "NoNewPrivs", "Seccomp"):
+                out[key] = value.strip()
+    except OSError:
+        pass
+    out["ns"] = {}
+    for ns in ("mnt", "net", "ipc", "uts", "pid", "user"):
+        with contextlib.suppress(OSError):
+            out["ns"][ns] = os.readlink(base / "ns" / ns)
+    return out
