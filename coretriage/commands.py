@@ -57,9 +57,11 @@ def cmd_ingest(args) -> int:
         wiring.open_store_in_background()
         done = ingest(config, lambda: wiring.store, Path(args.core), Path(args.exe) if args.exe else None,
                       Path(args.sysroot) if args.sysroot else None, gdb=gdb)
+    except BaseException:
+        wiring.close()  # no store opener left running behind an error (in-process callers go on)
+        raise
     finally:
-        if gdb is not None:
-            gdb.close()
+        gdb.close()
     a, sig = done.analysis, done.signature
     if args.json:
         from coretriage.reports import key_frame_list
