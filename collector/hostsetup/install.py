@@ -208,6 +208,9 @@ def install(data_dir: Path, handler_argv: list[str], *, replace_existing: bool =
             atomic_write(w.path, w.content, mode=w.mode, uid=0 if os.geteuid() == 0 else None,
                          gid=0 if os.geteuid() == 0 else None)
             changes.append(f"{'updated' if snaps[w.path].exists else 'created'} {w.path}: {w.what}")
+        user = ensure_sandbox_user(root)
+        if user:
+            changes.append(user)
         for key, value in (("kernel.core_pipe_limit", str(core_pipe_limit)), ("kernel.core_pattern", plan.pattern)):
             before = procfs.read_sysctl(proc, key)
             if before != value:
@@ -223,6 +226,34 @@ def install(data_dir: Path, handler_argv: list[str], *, replace_existing: bool =
                          changes=tuple(changes), record=rec_path,
                          next_steps=tuple(_after_install(root, proc, merged.changed or bool(writes))),
                          warnings=tuple(_dockerd_flag_conflicts(proc) + _untrusted_handler(plan, handler_argv)))
+
+
+SANDBOX_USER = "coretriage-sandbox"  # analyzer.sandbox.SANDBOX_USER: the collector may not import it
+
+
+def ensure_sandbox_user(root: Path) -> str | None:
+    """The system user analysis runs as (``analyzer/sandbox.py``; it falls
+    back to ``nobody``, which other services may share). Only on the real
+    root, as root; kept on uninstall, as packages keep their system users."""
+    import pwd
+
+    if root != Path("/") or os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(SANDBOX_USER)
+        return None
+    except KeyError:
+        pass
+    useradd = shutil.which("useradd")
+    if useradd is None:
+        raise HostSetupError(f"cannot create the {SANDBOX_USER} user (no useradd): create a system user "
+                             f"{SANDBOX_USER} with no login, or analysis runs as nobody")
+    r = subprocess.run([useradd, "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
+                        "--shell", "/usr/sbin/nologin", "--comment", "coretriage analysis sandbox", SANDBOX_USER],
+                       capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        raise HostSetupError(f"useradd {SANDBOX_USER} failed: {r.stderr.strip()}")
+    return f"created the system user {SANDBOX_USER}: analysis of cores runs as it"
 
 
 def _untrusted_handler(plan, handler_argv: list[str]) -> list[str]:
