@@ -40,6 +40,7 @@ import importlib
 import json
 import os
 import pwd
+import re
 import resource
 import select
 import shutil
@@ -325,9 +326,8 @@ class Sandbox:
     def outside(self, text: str) -> str:
         """A path (or a message naming one) as the caller knows it."""
         for inside, out in sorted(self._paths, key=lambda p: -len(p[0])):
-            if text == inside or text.startswith(inside + "/"):
-                return out + text[len(inside):]
-            text = text.replace(inside + "/", out + "/")
+            # the whole path, or its start: /tmp/in/core, never /tmp/in/core2
+            text = re.sub(re.escape(inside) + r"(?=/|[^\w.+@-]|$)", lambda _: out, text)
         return text
 
     # the call ---------------------------------------------------------------
@@ -352,8 +352,9 @@ class Sandbox:
         if not isinstance(answer, dict):
             raise SandboxError(f"the analysis sandbox died without an answer ({_describe(status)})")
         self.facts = answer.get("facts") or {}
-        if "error" in answer:
-            raise SandboxError(answer["error"])
+        if "error" in answer:  # from a child that read hostile files: one line, printable, bounded
+            text = " ".join(str(answer["error"]).split())
+            raise SandboxError("".join(c if c.isprintable() else "?" for c in text)[:500])
         return answer["result"]
 
     def _read_all(self) -> bytes:
