@@ -90,17 +90,28 @@ PRELOAD = ("pygdbmi.gdbmiparser", *ENRICHERS)
 
 
 class _Started:
-    """The sandbox's ``prepare``: gdb started before the job arrives."""
+    """The sandbox's ``prepare``: gdb started before the job arrives. Its
+    ``facts`` are what the kernel said of gdb just before it was closed: its
+    confinement after reading everything, and its peak memory."""
 
     def __init__(self, budget):
         self.gdb = Gdb(GdbBudget(*budget))
+        self.seen: dict = {}
+        close = self.gdb.close
+
+        def closing():
+            if self.gdb.pid and not self.seen:
+                self.seen = process_facts(self.gdb.pid)
+            close()
+
+        self.gdb.close = closing
         try:
             self.gdb.start()
         except GdbError:
             pass  # not installed: the analysis reports it
 
     def facts(self) -> dict:
-        return {"gdb": process_facts(self.gdb.pid)} if self.gdb.pid else {}
+        return {"gdb": self.seen} if self.seen else {}
 
 
 def _job(started: _Started, job: dict) -> dict:

@@ -218,7 +218,8 @@ class Sandbox:
     and imported in the child before it gives up root (the sandbox user may
     not be allowed to read the code), with the modules the handler's module
     lists in ``PRELOAD`` (those it would otherwise import lazily). ``facts`` holds what the
-    child observed of itself (and ``prepare``'s ``facts()`` if it has one)."""
+    child observed of itself (and what its ``prepare``'s result's ``facts()``
+    returns after the job, if it has one)."""
 
     def __init__(self, policy: SandboxPolicy, handler: str, prepare: str | None = None, arg=None,
                  deadline: float = 600.0):
@@ -520,9 +521,9 @@ def _child(box: Sandbox, uid: int, gid: int, job_r: int, result_w: int, scratch_
             job = json.loads(f.readline() or b"null")
         if job is None:
             os._exit(0)
+        result = handler(state, job)
         if hasattr(state, "facts"):
             facts.update(state.facts())
-        result = handler(state, job)
         answer({"result": result, "facts": facts}, 0)
     except Exception as exc:  # noqa: BLE001 - a bug in the handler: say so in one line
         answer({"error": f"analysis failed in its sandbox: {type(exc).__name__}: {exc}", "facts": facts}, 1)
@@ -608,7 +609,7 @@ def process_facts(pid: int | str) -> dict:
     try:
         for line in (base / "status").read_text().splitlines():
             key, _, value = line.partition(":")
-            if key in ("Name", "Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb",
+            if key in ("Name", "VmHWM", "Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb",
                        "NoNewPrivs", "Seccomp"):
                 out[key] = value.strip()
     except OSError:
