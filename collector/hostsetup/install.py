@@ -5,7 +5,8 @@ short wrapper script when the command does not fit in core_pattern's 127
 characters), sets kernel.core_pipe_limit, persists both in
 /etc/sysctl.d/50-coretriage.conf, adds an unlimited default core ulimit to
 /etc/docker/daemon.json, LimitCORE=infinity drop-ins for docker and
-containerd, and the collector's systemd unit. Everything it is about to change
+containerd, and the collector's systemd unit, and creates the system user
+analysis runs as (``coretriage-sandbox``; uninstall keeps it). Everything it is about to change
 is recorded first, with the previous value, in ``<data-dir>/host-setup.json``;
 uninstall puts each thing back exactly and removes what install created.
 
