@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import os
 import re
+import stat
 import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
-from analyzer import elfinfo
+from analyzer import elfid, elfinfo
 from analyzer.corenotes import CoreNotes, NotACore, read_core
 from analyzer.enrichers import ENRICHERS, Target, enrich_all
 from analyzer import problems as P
@@ -26,6 +28,7 @@ from analyzer.model import (Analysis, Frame, Instruction, Module, Recursion,
                             SignalInfo, Thread)
 from analyzer.problems import Problem
 from analyzer.sandbox import Sandbox, SandboxError, SandboxPolicy, analysis_sandbox, process_facts
+from analyzer.sandbox import request as sandbox_request
 from analyzer.signals import FAULTS, code_name, signal_name
 from analyzer.stack import find_cycle
 
@@ -119,6 +122,46 @@ def _job(started: _Started, job: dict) -> dict:
                         job.get("options"), started.gdb).to_dict()
 
 
+_BUILD_ID = re.compile(r"[0-9a-f]{16,80}")
+HOST_FILE_BYTES = 4 << 30  # what one analysis may have copied in from the host
+
+
+def _host_file(path: str, build_id: str | None) -> Path | None:
+    """A host file the core names that this process may not read (the
+    sandbox user, a root-only directory): the parent copies it in if it is
+    the build the core recorded. Outside a sandbox: None."""
+    if not build_id or not path.startswith("/"):
+        return None
+    reply = sandbox_request({"host_file": path, "build_id": build_id})
+    found = reply.get("path") if isinstance(reply, dict) else None
+    return Path(found) if isinstance(found, str) else None
+
+
+def _grant_host_file(box: Sandbox, request) -> dict | None:
+    """The parent's answer to ``_host_file``: only a regular ELF file whose
+    build-id is the one asked for (so never a secret that is not a binary),
+    read through the descriptor that was checked, within a byte budget."""
+    path = request.get("host_file") if isinstance(request, dict) else None
+    build_id = request.get("build_id") if isinstance(request, dict) else None
+    if not (isinstance(path, str) and isinstance(build_id, str) and path.startswith("/") and "\0" not in path
+            and len(path) < 4096 and _BUILD_ID.fullmatch(build_id)):
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or box.staged_bytes + st.st_size > HOST_FILE_BYTES \
+                or elfid.build_id(elfid.fd_reader(fd)) != build_id:
+            return None
+        return {"path": box.stage_fd(fd, path, f"host-{box.requests}-{Path(path).name}")}
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def analyze_here(core: Path, executable: Path | None = None, sysroot: Path | None = None,
                  budget: GdbBudget = GdbBudget(), options: dict | None = None,
                  gdb: Gdb | None = None) -> Analysis:
@@ -155,6 +198,8 @@ class _Analyzer:
         if self.exe_path or executable:
             self.exe_file = elfinfo.find_module(self.exe_path or "", self.sysroot,
                                                 Path(executable) if executable else None, True)
+            if self.exe_file is None and self.exe_path:
+                self.exe_file = _host_file(self.exe_path, dict(notes.build_ids).get(self.exe_path))
         self.modules = self._modules()
         self._index = sorted(((m.start, m.end, m) for m in self.modules), key=lambda t: t[0])
         self._starts = [s for s, _, _ in self._index]
@@ -171,6 +216,8 @@ class _Analyzer:
             is_exe = path == self.exe_path
             found = self.exe_file if is_exe else elfinfo.find_module(path, self.sysroot, None, False,
                                                                      core_ids.get(path))
+            if found is None and not is_exe:
+                found = _host_file(path, core_ids.get(path))
             facts = elfinfo.safe_facts(found) if found else None
             if path not in core_ids and facts is None:
                 continue  # not an ELF file: locale archives, shared memory, ...
@@ -259,12 +306,15 @@ class _Analyzer:
         if self.sysroot:
             debug_dirs.insert(0, f"{sysroot}/usr/lib/debug")
         gdb.console(f"set debug-file-directory {':'.join(debug_dirs)}")
-        if self.sysroot:
+        # libraries read from elsewhere than their own path (a sysroot, or a
+        # copy of a host file the sandbox user may not read)
+        libs = [m for m in self.modules if m.found_at and m.path != self.exe_path
+                and (self.sysroot or m.found_at != m.path)]
+        if libs:
             # gdb names libraries by their link-map path (/lib/... where the
             # core says /usr/lib/...): let it find them by name where we did
             # and by their soname (liblua5.3.so.0 where the file is liblua5.3.so.0.0.0):
             # a directory of links under both names comes first
-            libs = [m for m in self.modules if m.found_at and m.path != self.exe_path]
             links = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="coretriage-solib-")))
             for m in libs:
                 for name in (Path(m.path).name, elfinfo.soname(Path(m.found_at))):
@@ -273,8 +323,7 @@ class _Analyzer:
                         (links / name).symlink_to(Path(m.found_at).absolute())
             dirs = dict.fromkeys([self._safe(links, stack)] +
                                  [self._safe(Path(m.found_at).parent, stack) for m in libs])
-            if libs:
-                gdb.console(f"set solib-search-path {':'.join(dirs)}")
+            gdb.console(f"set solib-search-path {':'.join(dirs)}")
         if self.exe_file:
             gdb.mi(f"-file-exec-and-symbols {mi_quote(str(self.exe_file))}")
         gdb.mi(f"-target-select core {core_arg}")

@@ -72,6 +72,7 @@ PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 EXIT_SETUP = 70  # the child could not build the sandbox
+MAX_REQUESTS = 512  # a child asking for more is not answered
 
 
 class SandboxError(CoretriageError):
@@ -123,7 +124,7 @@ def analysis_sandbox(budget=None, policy: SandboxPolicy | None = None) -> "Sandb
     if policy.limits.memory < budget.memory:  # gdb's own limit may only be lower than the sandbox's
         policy = dataclasses.replace(policy, limits=dataclasses.replace(policy.limits, memory=budget.memory))
     return Sandbox(policy, "analyzer.analyze:_job", "analyzer.analyze:_Started", (budget.timeout, budget.memory),
-                   deadline=budget.timeout + 60)
+                   deadline=budget.timeout + 60, on_request="analyzer.analyze:_grant_host_file")
 
 
 # -- system calls Python 3.11 does not have -------------------------------
@@ -222,9 +223,13 @@ class Sandbox:
     returns after the job, if it has one)."""
 
     def __init__(self, policy: SandboxPolicy, handler: str, prepare: str | None = None, arg=None,
-                 deadline: float = 600.0):
+                 deadline: float = 600.0, on_request=None):
         self.policy = policy
         self.handler, self.prepare, self.arg = handler, prepare, arg
+        # (sandbox, request) -> reply, or its "module:function": what the child may ask for (``request``)
+        self.on_request = on_request
+        self.requests = 0
+        self.staged_bytes = 0
         self.deadline = deadline  # seconds from start for the child's answer
         self.facts: dict = {}
         self.scratch: Path | None = None
@@ -311,8 +316,23 @@ class Sandbox:
 
     def stage_file(self, source: Path | str, name: str) -> str:
         """Copy a file in (read with the caller's rights); its path inside."""
+        src = os.open(source, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+        try:
+            if not stat.S_ISREG(os.fstat(src).st_mode):
+                raise OSError(errno.EINVAL, "not a regular file", str(source))
+            return self.stage_fd(src, source, name)
+        finally:
+            os.close(src)
+
+    def stage_fd(self, src: int, source: Path | str, name: str) -> str:
+        """Copy an open regular file in, named ``source`` outside; its path inside."""
         dest, inside = self._inside(name)
-        _copy_file(Path(source), dest)
+        out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        try:
+            _copy_fd(src, out)
+            self.staged_bytes += os.fstat(out).st_size
+        finally:
+            os.close(out)
         self._paths.append((str(inside), str(Path(source).absolute())))
         return str(inside)
 
@@ -336,20 +356,23 @@ class Sandbox:
         """Send the job, wait for the handler's answer (within the deadline)."""
         self.start()
         try:
-            os.write(self._job_w, (json.dumps(job) + "\n").encode())
-        except BrokenPipeError:
-            pass  # the child already failed: its answer says why
-        os.close(self._job_w)
-        self._job_w = -1
-        try:
-            data = self._read_all()
+            self._send(job)
+            answer = None
+            for line in self._lines():
+                try:
+                    message = json.loads(line)
+                except ValueError:
+                    break
+                if isinstance(message, dict) and "request" in message and self.requests < MAX_REQUESTS:
+                    self.requests += 1
+                    grant = _resolve(self.on_request) if isinstance(self.on_request, str) else self.on_request
+                    self._send(grant(self, message["request"]) if grant else None)
+                    continue
+                answer = message
+                break
             status = self._reap()
         finally:
             self.close()  # one job per sandbox: a second core gets a fresh one
-        try:
-            answer = json.loads(data) if data else None
-        except ValueError:
-            answer = None
         if not isinstance(answer, dict):
             raise SandboxError(f"the analysis sandbox died without an answer ({_describe(status)})")
         self.facts = answer.get("facts") or {}
@@ -358,10 +381,22 @@ class Sandbox:
             raise SandboxError("".join(c if c.isprintable() else "?" for c in text)[:500])
         return answer["result"]
 
-    def _read_all(self) -> bytes:
-        chunks = []
+    def _send(self, message) -> None:
+        try:
+            data = memoryview((json.dumps(message) + "\n").encode())
+            while data:
+                data = data[os.write(self._job_w, data):]
+        except BrokenPipeError:
+            pass  # the child already failed: its answer says why
+
+    def _lines(self):
+        """The child's messages, one JSON document a line, within the deadline."""
+        buffer = b""
         end = self._started + self.deadline
         while True:
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                yield line
             left = end - time.monotonic()
             if left <= 0:
                 self.close()
@@ -371,8 +406,10 @@ class Sandbox:
                 continue
             chunk = os.read(self._result_r, 1 << 20)
             if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
+                if buffer:
+                    yield buffer
+                return
+            buffer += chunk
 
     def _reap(self) -> int:
         pid, self._pid = self._pid, None
@@ -397,22 +434,9 @@ def _describe(status: int) -> str:
     return f"exit status {os.waitstatus_to_exitcode(status)}"
 
 
-def _copy_file(source: Path, dest: Path) -> None:
-    src = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if not stat.S_ISREG(os.fstat(src).st_mode):
-            raise SandboxError(f"{source}: not a regular file")
-        out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-        try:
-            _copy_fd(src, out)
-        finally:
-            os.close(out)
-    finally:
-        os.close(src)
-
-
 def _copy_fd(src: int, out: int) -> None:
     """In the kernel where it can (copy_file_range: a reflink on XFS or btrfs)."""
+    os.lseek(src, 0, os.SEEK_SET)
     try:
         while os.copy_file_range(src, out, 1 << 30):
             pass
@@ -456,7 +480,7 @@ def _copy_tree(source: Path, dest: Path, depth: int = 0) -> None:
 def _child(box: Sandbox, uid: int, gid: int, job_r: int, result_w: int, scratch_fd: int) -> None:
     """Fork-side entry. Never returns: exits with the handler's answer written."""
     def answer(payload: dict, code: int) -> None:
-        data = json.dumps(payload).encode()
+        data = (json.dumps(payload) + "\n").encode()
         view = memoryview(data)
         while view:
             view = view[os.write(result_w, view):]
@@ -517,8 +541,9 @@ def _child(box: Sandbox, uid: int, gid: int, job_r: int, result_w: int, scratch_
 
     try:
         state = prepare(box.arg) if prepare else None
-        with os.fdopen(job_r, "rb") as f:
-            job = json.loads(f.readline() or b"null")
+        global _channel
+        _channel = (os.fdopen(job_r, "rb"), result_w)
+        job = json.loads(_channel[0].readline() or b"null")
         if job is None:
             os._exit(0)
         result = handler(state, job)
@@ -527,6 +552,22 @@ def _child(box: Sandbox, uid: int, gid: int, job_r: int, result_w: int, scratch_
         answer({"result": result, "facts": facts}, 0)
     except Exception as exc:  # noqa: BLE001 - a bug in the handler: say so in one line
         answer({"error": f"analysis failed in its sandbox: {type(exc).__name__}: {exc}", "facts": facts}, 1)
+
+
+_channel = None  # in the sandbox's child: (the job pipe, the answer pipe)
+
+
+def request(payload: dict):
+    """From inside the sandbox: ask the parent (its ``on_request``) for
+    something, e.g. a host file only root may read; its reply, or None
+    (outside a sandbox, or refused)."""
+    if _channel is None:
+        return None
+    data = memoryview((json.dumps({"request": payload}) + "\n").encode())
+    while data:
+        data = data[os.write(_channel[1], data):]
+    line = _channel[0].readline()
+    return json.loads(line) if line else None
 
 
 def _resolve(name: str):

@@ -281,3 +281,43 @@ def test_a_corrupt_core_is_one_line_of_error(hostile, tmp_path):
         assert "Traceback" not in done.stderr, (name, done.stderr)
         if done.returncode != 0:
             assert done.stderr.count("\n") == 1 and done.stderr.startswith("coretriage: error: "), (name, done.stderr)
+
+
+def asks(_state, job: dict) -> dict:
+    """A sandbox child taken over by a hostile file: it asks its parent for
+    host files, as the analysis does for binaries it may not read."""
+    from analyzer.sandbox import request
+
+    out = {}
+    for path, build_id in job["ask"]:
+        reply = request({"host_file": path, "build_id": build_id})
+        got = reply.get("path") if isinstance(reply, dict) else None
+        out[path] = Path(got).read_bytes()[:4].hex() if got else None
+    return out
+
+
+def test_a_taken_over_sandbox_gets_no_secret_host_file(hostile, config, tmp_path):
+    """Only a regular ELF file with the very build-id asked for is copied
+    in: not /etc/shadow, not a binary under another build-id, not a FIFO."""
+    from analyzer.elfid import build_id, fd_reader
+    from coretriage.ingest import sandbox_policy
+
+    exe, _, _ = hostile
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    secret_elf = private / "tool"
+    secret_elf.write_bytes(exe.read_bytes())
+    secret_elf.chmod(0o600)
+    fd = os.open(secret_elf, os.O_RDONLY)
+    real_id = build_id(fd_reader(fd))
+    os.close(fd)
+    fifo = private / "fifo"
+    os.mkfifo(fifo)
+    asked = [("/etc/shadow", real_id), (str(secret_elf), "0" * 40), (str(fifo), real_id),
+             ("relative/path", real_id), (str(secret_elf), "../../etc"), (str(secret_elf), real_id)]
+    started = time.monotonic()
+    got = Sandbox(sandbox_policy(config), f"{__name__}:asks",
+                  on_request="analyzer.analyze:_grant_host_file").start().call({"ask": asked})
+    assert time.monotonic() - started < 30  # the FIFO did not hang the parent
+    assert got == {"/etc/shadow": None, str(fifo): None, "relative/path": None,
+                   str(secret_elf): "7f454c46"}  # (the last request for it, the right build-id, was granted)

@@ -100,7 +100,7 @@ def test_as_root_the_child_is_the_sandbox_user_with_nothing_else(policy, tmp_pat
     assert facts["NoNewPrivs"] == "1"
     assert all(facts["ns"][n] != mine for n, mine in ns().items())
     assert out["hostname"] == "coretriage-sandbox"
-    assert len(out["fds"]) <= 5  # stdio (/dev/null), the job pipe, the answer pipe, listdir's own
+    assert len(out["fds"]) == 6  # stdio (/dev/null), the job pipe, the answer pipe, listdir's own
     assert out["files"][db.name] == "ENOENT"  # the data dir is not there at all
     limits = Limits()
     assert out["limits"] == {"RLIMIT_AS": limits.memory, "RLIMIT_CPU": limits.cpu, "RLIMIT_FSIZE": limits.file_size,
@@ -280,3 +280,15 @@ def test_analysis_with_a_root_only_sysroot_finds_every_symbol(tmp_path, samples)
     assert a.core == str(s.core)
     assert generate(a).text == s.expected_signature
     assert not list((tmp_path / "data/tmp").iterdir())  # no scratch left behind
+
+
+def test_a_program_in_a_directory_only_root_reads_is_copied_in_by_build_id(tmp_path, samples):
+    """No --exe, no sysroot (a dump-dir core): the executable the core names
+    sits where the sandbox user cannot look; the parent copies it in because
+    its build-id is the one in the core, and the answer names the original."""
+    s = samples("segv", 9)
+    assert stat.S_IMODE(Path("/tmp/pytest-of-root").stat().st_mode) & 0o005 == 0  # root-only, as tmp_path is
+    a = analyze_core(s.core)
+    exe = next(m for m in a.modules if m.path == str(s.exe))
+    assert exe.found_at == str(s.exe) and exe.symbols == "debug"
+    assert generate(a).text == s.expected_signature
