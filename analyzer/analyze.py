@@ -73,7 +73,7 @@ def _in_sandbox(box: Sandbox, core: Path, executable, sysroot, options: dict) ->
     except OSError as exc:
         return Analysis(core=str(core), problems=(Problem(P.UNREADABLE_CORE, f"cannot read core: {exc.strerror}"),))
     try:
-        job["executable"] = box.stage_file(executable, Path(executable).name or "exe") if executable else None
+        job["executable"] = box.stage_file(executable, f"exe-{Path(executable).name}") if executable else None
         job["sysroot"] = box.stage_tree(sysroot, "sysroot") if sysroot else None
     except OSError as exc:
         raise SandboxError(f"cannot copy {exc.filename or 'an input'} into the analysis sandbox: "
@@ -198,7 +198,8 @@ class _Analyzer:
         if self.exe_path or executable:
             self.exe_file = elfinfo.find_module(self.exe_path or "", self.sysroot,
                                                 Path(executable) if executable else None, True)
-            if self.exe_file is None and self.exe_path:
+            if self.exe_file is None and self.exe_path and self.sysroot is None and not executable:
+                # where find_module would have taken the host's file, had it been readable
                 self.exe_file = _host_file(self.exe_path, dict(notes.build_ids).get(self.exe_path))
         self.modules = self._modules()
         self._index = sorted(((m.start, m.end, m) for m in self.modules), key=lambda t: t[0])

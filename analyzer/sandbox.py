@@ -336,9 +336,28 @@ class Sandbox:
         self._paths.append((str(inside), str(Path(source).absolute())))
         return str(inside)
 
+    def visible(self, path: Path | str) -> bool:
+        """Whether the sandbox can read ``path`` where it is: not under a
+        directory hidden inside, and every directory on the way searchable
+        (and the last readable) by the sandbox user."""
+        path = Path(os.path.realpath(path))
+        hidden = [INSIDE, Path("/root"), Path("/home"), *(Path(os.path.realpath(h)) for h in self.policy.hide)]
+        if any(h == path or h in path.parents for h in hidden):
+            return False
+        if not self._root:
+            return os.access(path, os.R_OK | os.X_OK)
+        try:
+            return all(os.stat(p).st_mode & 0o005 == 0o005 for p in (path, *path.parents))
+        except OSError:
+            return False
+
     def stage_tree(self, source: Path | str, name: str) -> str:
-        """Copy a directory tree in: directories, regular files and symlinks
-        (as links, resolved inside); its path inside."""
+        """A directory tree for the sandbox: where it is when the sandbox
+        user can read it there (a host sysroot may be large), else a copy of
+        its directories, regular files and symlinks (as links, resolved
+        inside); its path inside."""
+        if self.visible(source):
+            return str(Path(source).absolute())
         dest, inside = self._inside(name)
         _copy_tree(Path(source), dest)
         self._paths.append((str(inside), str(Path(source).absolute())))

@@ -292,3 +292,15 @@ def test_a_program_in_a_directory_only_root_reads_is_copied_in_by_build_id(tmp_p
     exe = next(m for m in a.modules if m.path == str(s.exe))
     assert exe.found_at == str(s.exe) and exe.symbols == "debug"
     assert generate(a).text == s.expected_signature
+
+
+def test_a_world_readable_sysroot_is_used_where_it_is_and_a_private_one_copied(policy, tmp_path):
+    b = box(policy).start()
+    try:
+        assert b.stage_tree("/usr/lib", "host") == "/usr/lib"  # no copy of a whole host tree
+        private = tmp_path / "root"
+        (private / "lib").mkdir(parents=True)
+        assert b.stage_tree(private, "private") == "/tmp/in/private"
+        assert not b.visible(Path(policy.hide[0]))  # the data dir never
+    finally:
+        b.close()
