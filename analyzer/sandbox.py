@@ -89,7 +89,6 @@ class Limits:
     file_size: int = 1 << 30  # largest file it may write, bytes
     open_files: int = 1024
     processes: int = 64  # per sandbox user, as root only: a user namespace shares the caller's uid
-    scratch_work: int = 0  # unused: the work dir shares the data dir's file system
 
 
 @dataclass(frozen=True)
@@ -121,8 +120,10 @@ def analysis_sandbox(budget=None, policy: SandboxPolicy | None = None) -> "Sandb
 
     budget = budget or GdbBudget()
     policy = policy or SandboxPolicy.default(memory=budget.memory)
-    if policy.limits.memory < budget.memory:  # gdb's own limit may only be lower than the sandbox's
-        policy = dataclasses.replace(policy, limits=dataclasses.replace(policy.limits, memory=budget.memory))
+    # gdb's own limits may only be lower than the sandbox's
+    limits = dataclasses.replace(policy.limits, memory=max(policy.limits.memory, budget.memory),
+                                 cpu=max(policy.limits.cpu, int(budget.timeout) + 60))
+    policy = dataclasses.replace(policy, limits=limits)
     return Sandbox(policy, "analyzer.analyze:_job", "analyzer.analyze:_Started", (budget.timeout, budget.memory),
                    deadline=budget.timeout + 60, on_request="analyzer.analyze:_grant_host_file")
 
@@ -218,9 +219,10 @@ class Sandbox:
     ``handler(state, job) -> dict``. Both are named as ``module:function``
     and imported in the child before it gives up root (the sandbox user may
     not be allowed to read the code), with the modules the handler's module
-    lists in ``PRELOAD`` (those it would otherwise import lazily). ``facts`` holds what the
-    child observed of itself (and what its ``prepare``'s result's ``facts()``
-    returns after the job, if it has one)."""
+    lists in ``PRELOAD`` (those it would otherwise import lazily).
+
+    ``facts`` holds what the child observed of itself, and what ``state``'s
+    ``facts()`` returns after the job, if it has one."""
 
     def __init__(self, policy: SandboxPolicy, handler: str, prepare: str | None = None, arg=None,
                  deadline: float = 600.0, on_request=None):
@@ -233,6 +235,7 @@ class Sandbox:
         self.deadline = deadline  # seconds from start for the child's answer
         self.facts: dict = {}
         self.scratch: Path | None = None
+        self.scratch_path = ""  # resolved, for the child's bind mount
         self._pid: int | None = None
         self._job_w = self._result_r = -1
         self._started = 0.0
