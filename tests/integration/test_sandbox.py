@@ -13,7 +13,6 @@ import os
 import pwd
 import resource
 import shutil
-import signal
 import socket
 import stat
 import time
@@ -22,8 +21,7 @@ from pathlib import Path
 import pytest
 
 from analyzer.analyze import analyze_core
-from analyzer.gdb import GdbBudget
-from analyzer.sandbox import Limits, Sandbox, SandboxError, SandboxPolicy, analysis_sandbox
+from analyzer.sandbox import Limits, Sandbox, SandboxError, SandboxPolicy
 from analyzer.signature import generate
 
 PRELOAD = ("encodings.idna",)  # socket.create_connection needs it; loaded before the sandbox narrows
@@ -254,11 +252,6 @@ def test_every_failure_is_one_line(policy, tmp_path, nobody_dir):
     got = _as_nobody(lambda: box(SandboxPolicy(scratch_parent=str(nobody_dir))).start().call({}), dumpable=False)
     assert got["error"].startswith("SandboxError: cannot build the analysis sandbox while creating its namespaces")
     assert "\n" not in got["error"]
-
-
-def test_gdb_gets_its_memory_budget_inside_the_sandbox_limit():
-    b = analysis_sandbox(GdbBudget(memory=8 << 30), SandboxPolicy())
-    assert b.policy.limits.memory == 8 << 30
 
 
 def test_analysis_with_a_root_only_sysroot_finds_every_symbol(tmp_path, samples):
