@@ -2,7 +2,6 @@
 debuginfod, the data dir hidden), the limits gdb's budget needs, and the
 translation of paths inside back to the caller's."""
 
-
 from analyzer.gdb import GdbBudget
 from analyzer.sandbox import Limits, Sandbox, SandboxPolicy, analysis_sandbox
 
