@@ -26,8 +26,7 @@ The child is forked (not exec'd) so it costs milliseconds, and ``start``
 can be called early: the namespaces are built, and the handler's ``prepare``
 (gdb's start-up) runs, while the caller is still busy elsewhere.
 
-Standard library only (ctypes for the system calls Python 3.11 lacks);
-Linux 5.12+ (mount_setattr).
+Standard library only (ctypes for the system calls Python 3.11 lacks).
 """
 
 from __future__ import annotations
@@ -63,7 +62,7 @@ WORK = INSIDE / "work"
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
 CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
-MS_BIND, MS_REC, MS_PRIVATE = 0x1000, 0x4000, 1 << 18
+MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 0x20, 0x1000, 0x4000, 1 << 18
 MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV = 0x1, 0x2, 0x4
 AT_FDCWD, AT_RECURSIVE = -100, 0x8000
 SYS_MOUNT_SETATTR = 442  # the same on every architecture
@@ -164,9 +163,43 @@ class _MountAttr(ctypes.Structure):
 
 def _mount_setattr(path: str, set_: int, clear: int = 0, recursive: bool = False) -> None:
     attr = _MountAttr(set_, clear, 0, 0)
-    _check(_c().syscall(ctypes.c_long(SYS_MOUNT_SETATTR), ctypes.c_int(AT_FDCWD), path.encode(),
-                        ctypes.c_uint(AT_RECURSIVE if recursive else 0), ctypes.byref(attr),
-                        ctypes.c_size_t(ctypes.sizeof(attr))), f"mount_setattr {path}")
+    try:
+        _check(_c().syscall(ctypes.c_long(SYS_MOUNT_SETATTR), ctypes.c_int(AT_FDCWD), path.encode(),
+                            ctypes.c_uint(AT_RECURSIVE if recursive else 0), ctypes.byref(attr),
+                            ctypes.c_size_t(ctypes.sizeof(attr))), f"mount_setattr {path}")
+    except OSError as exc:
+        if exc.errno != errno.ENOSYS:
+            raise
+        _remount_each(path, set_, clear, recursive)  # before Linux 5.12
+
+
+# per-mount options as /proc/self/mountinfo shows them, and their mount(2) flags
+_KEPT = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "noatime": 1 << 10,
+         "nodiratime": 1 << 11, "relatime": 1 << 21, "strictatime": 1 << 24}
+_NOTHING_TO_WRITE = {"nsfs"}  # a user namespace may not remount a namespace file; nothing there is writable
+_ATTR_FLAGS = {MOUNT_ATTR_RDONLY: MS_RDONLY, MOUNT_ATTR_NOSUID: MS_NOSUID, MOUNT_ATTR_NODEV: MS_NODEV}
+
+
+def _remount_each(path: str, set_: int, clear: int, recursive: bool) -> None:
+    """mount_setattr by remounting each bind mount, its other flags kept
+    (a user namespace may not drop the ones it inherited)."""
+    set_flags = sum(f for a, f in _ATTR_FLAGS.items() if set_ & a)
+    clear_flags = sum(f for a, f in _ATTR_FLAGS.items() if clear & a)
+    base = path.rstrip("/") or "/"
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), fields[4])
+        if point != base and not (recursive and (base == "/" or point.startswith(base + "/"))):
+            continue
+        options = fields[5].split(",")
+        flags = sum(f for name, f in _KEPT.items() if name in options) | (MS_RDONLY if "ro" in options else 0)
+        flags = (flags | set_flags) & ~clear_flags
+        try:
+            _mount(None, point, None, MS_REMOUNT | MS_BIND | flags)
+        except PermissionError:
+            fstype = fields[fields.index("-") + 1]
+            if fstype not in _NOTHING_TO_WRITE:
+                raise
 
 
 def _prctl(option: int, arg: int = 0) -> None:

@@ -297,3 +297,23 @@ def test_a_world_readable_sysroot_is_used_where_it_is_and_a_private_one_copied(p
         assert not b.visible(Path(policy.hide[0]))  # the data dir never
     finally:
         b.close()
+
+
+def mounts(_state, _job) -> dict:
+    top = {}  # the last mount at each point covers those before it
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        top[fields[4]] = (fields[5].split(",")[0], fields[fields.index("-") + 1])
+    return {"writable": [p for p, (mode, fstype) in top.items() if mode == "rw" and fstype != "nsfs"],
+            "write": inside(None, {"write": ["/var/tmp/planted", "/tmp/in/x", "/tmp/work/ok"]})["writes"]}
+
+
+def test_without_mount_setattr_each_mount_is_remounted_read_only(policy, nobody_dir, monkeypatch):
+    """Kernels before 5.12: the same read-only view, one remount per mount."""
+    import analyzer.sandbox as sandbox
+
+    monkeypatch.setattr(sandbox, "SYS_MOUNT_SETATTR", 1_000_000)  # ENOSYS, in the forked child too
+    for got in (box(policy, "mounts").start().call({}),
+                _as_nobody(lambda: box(SandboxPolicy(scratch_parent=str(nobody_dir)), "mounts").start().call({}))["ok"]):
+        assert got["write"] == {"/var/tmp/planted": "EROFS", "/tmp/in/x": "EROFS", "/tmp/work/ok": "written"}
+        assert got["writable"] == ["/tmp"]
