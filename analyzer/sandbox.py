@@ -66,7 +66,7 @@ MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 0x20, 0x1000, 0x4000, 1 << 18
 MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV = 0x1, 0x2, 0x4
 AT_FDCWD, AT_RECURSIVE = -100, 0x8000
 SYS_MOUNT_SETATTR = 442  # the same on every architecture
-PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 1, 24, 38
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 1, 4, 24, 38
 PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
@@ -683,6 +683,9 @@ def _drop(uid: int, gid: int) -> None:
         os.setresuid(uid, uid, uid)  # from root to a user: effective and permitted sets are emptied
     _drop_capabilities()
     _prctl(PR_SET_NO_NEW_PRIVS, 1)
+    # this process is a copy of the caller's memory (settings, a database
+    # URL): gdb, running as the same user, must not be able to read it
+    _prctl(PR_SET_DUMPABLE, 0)
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # changing credentials cleared it
     if os.getuid() == 0 and uid != 0:
         raise OSError(errno.EPERM, "still root")

@@ -47,6 +47,11 @@ def inside(_state, job: dict) -> dict:
             out["writes"][path] = "written"
         except OSError as exc:
             out["writes"][path] = errno.errorcode[exc.errno]
+    if job.get("peek"):  # another process of the sandbox user (gdb) reading this one's memory
+        import subprocess
+
+        peek = subprocess.run(["cat", f"/proc/{os.getpid()}/environ"], capture_output=True)
+        out["peek"] = peek.returncode == 0 and len(peek.stdout) > 0
     if "port" in job:
         try:
             socket.create_connection(("127.0.0.1", job["port"]), timeout=2).close()
@@ -88,7 +93,7 @@ def test_as_root_the_child_is_the_sandbox_user_with_nothing_else(policy, tmp_pat
     db = open(Path(policy.hide[0]) / "coretriage.db")  # open in the caller: must not be inherited
     try:
         b = box(policy).start()
-        out = b.call({"read": [db.name]})
+        out = b.call({"read": [db.name], "peek": True})
     finally:
         db.close()
     facts = b.facts["self"]
@@ -100,6 +105,7 @@ def test_as_root_the_child_is_the_sandbox_user_with_nothing_else(policy, tmp_pat
     assert out["hostname"] == "coretriage-sandbox"
     assert len(out["fds"]) == 6  # stdio (/dev/null), the job pipe, the answer pipe, listdir's own
     assert out["files"][db.name] == "ENOENT"  # the data dir is not there at all
+    assert out["peek"] is False  # the sandbox's Python (a copy of the caller's memory) is not readable by gdb
     limits = Limits()
     assert out["limits"] == {"RLIMIT_AS": limits.memory, "RLIMIT_CPU": limits.cpu, "RLIMIT_FSIZE": limits.file_size,
                              "RLIMIT_NOFILE": limits.open_files, "RLIMIT_CORE": 0}
@@ -205,7 +211,7 @@ def test_an_unprivileged_caller_gets_the_same_sandbox_in_a_user_namespace(nobody
 
     def run():
         b = box(policy).start()
-        out = b.call({"port": srv.getsockname()[1], "write": ["/var/tmp/planted", "/tmp/work/ok"]})
+        out = b.call({"port": srv.getsockname()[1], "write": ["/var/tmp/planted", "/tmp/work/ok"], "peek": True})
         return out, b.facts["self"]
 
     try:
@@ -220,6 +226,7 @@ def test_an_unprivileged_caller_gets_the_same_sandbox_in_a_user_namespace(nobody
     assert all(facts["ns"][n] != mine for n, mine in ns().items())
     assert out["connect"] in ("ENETUNREACH", "ECONNREFUSED")
     assert out["writes"] == {"/var/tmp/planted": "EROFS", "/tmp/work/ok": "written"}
+    assert out["peek"] is False
 
 
 def test_every_failure_is_one_line(policy, tmp_path, nobody_dir):
