@@ -79,11 +79,62 @@ def _in_sandbox(box: Sandbox, core: Path, executable, sysroot, options: dict) ->
         raise SandboxError(f"cannot copy {exc.filename or 'an input'} into the analysis sandbox: "
                            f"{exc.strerror}") from None
     job["options"] = options
-    found = Analysis.from_dict(box.call(job))
+    answer = box.call(job)
+    try:  # what a sandbox taken over by a hostile file says is data, never a crash here
+        found = Analysis.from_dict(answer)
+        _check_types(found)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise SandboxError(f"the analysis sandbox answered something that is not an analysis "
+                           f"({type(exc).__name__}: {exc})") from None
     modules = tuple(dataclasses.replace(m, found_at=box.outside(m.found_at)) if m.found_at else m
                     for m in found.modules)
     problems = tuple(Problem(p.code, box.outside(p.message)) for p in found.problems)
     return dataclasses.replace(found, core=str(core), modules=modules, problems=problems)
+
+
+def _check_types(value, hint=None, where: str = "analysis") -> None:
+    """Every field of the (nested, frozen) records has its declared type:
+    the rules and the store downstream may rely on it."""
+    import types
+    import typing
+
+    if hint is None or dataclasses.is_dataclass(hint):
+        cls = hint or type(value)
+        if not isinstance(value, cls):
+            raise TypeError(f"{where} is not a {cls.__name__}")
+        if cls is Problem:
+            return _check_types(value.code, str, where)
+        for name, field_hint in typing.get_type_hints(cls).items():
+            _check_types(getattr(value, name), field_hint, f"{where}.{name}")
+        return
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        for option in args:
+            try:
+                return _check_types(value, option, where)
+            except TypeError:
+                continue
+        raise TypeError(f"{where} has the wrong type")
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            raise TypeError(f"{where} is not a list")
+        items = args[:1] * len(value) if len(args) == 2 and args[1] is Ellipsis else args
+        if len(items) != len(value):
+            raise TypeError(f"{where} has the wrong length")
+        for i, (item, item_hint) in enumerate(zip(value, items)):
+            _check_types(item, item_hint, f"{where}[{i}]")
+        return
+    if hint is type(None):
+        if value is not None:
+            raise TypeError(f"{where} is not null")
+    elif hint is Problem or (isinstance(hint, type) and issubclass(hint, Problem)):
+        if not isinstance(value, Problem) or not isinstance(value.code, str):
+            raise TypeError(f"{where} is not a problem")
+    elif hint is float:
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise TypeError(f"{where} is not a number")
+    elif hint is int and isinstance(value, bool) or not isinstance(value, hint):
+        raise TypeError(f"{where} is not {hint.__name__}")
 
 
 # -- inside the sandbox (analyzer.sandbox imports these by name) -------------

@@ -72,6 +72,7 @@ _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 EXIT_SETUP = 70  # the child could not build the sandbox
 MAX_REQUESTS = 512  # a child asking for more is not answered
+MAX_ANSWER = 512 << 20  # bytes of JSON in one message from the child
 
 
 class SandboxError(CoretriageError):
@@ -465,6 +466,9 @@ class Sandbox:
                     yield buffer
                 return
             buffer += chunk
+            if len(buffer) > MAX_ANSWER:
+                self.close()
+                raise SandboxError(f"the analysis sandbox's answer is larger than {MAX_ANSWER >> 20} MiB")
 
     def _reap(self) -> int:
         pid, self._pid = self._pid, None

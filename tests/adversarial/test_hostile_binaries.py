@@ -321,3 +321,36 @@ def test_a_taken_over_sandbox_gets_no_secret_host_file(hostile, config, tmp_path
     assert time.monotonic() - started < 30  # the FIFO did not hang the parent
     assert got == {"/etc/shadow": None, str(fifo): None, "relative/path": None,
                    str(secret_elf): "7f454c46"}  # (the last request for it, the right build-id, was granted)
+
+
+def lies(_state, job: dict):
+    return job["answer"]
+
+
+@pytest.mark.parametrize("answer", [None, [], {"core": 1, "threads": "x"}, {"threads": [{"bogus": 1}]},
+                                    {"core": "c", "pid": "1; DROP TABLE"},
+                                    {"core": "c", "threads": [{"number": 1, "lwp": None, "crashed": True,
+                                                               "frames": [{"index": 0, "pc": "0x1"}]}]},
+                                    {"core": "c", "context": [{"program": "x", "fields": [["a", 1]]}]},
+                                    {"core": "c", "signal": {"number": "11", "name": "SIGSEGV"}}])
+def test_a_taken_over_sandbox_answering_nonsense_is_one_line(answer, config, hostile, monkeypatch):
+    """The parent reads the sandbox's answer as data: nonsense is a one-line
+    error, never a traceback."""
+    import analyzer.sandbox as sandbox
+    from analyzer.analyze import analyze_core
+    from analyzer.sandbox import SandboxError
+
+    _, core, _ = hostile
+    real = sandbox.analysis_sandbox
+
+    def lying(budget=None, policy=None):
+        box = real(budget, policy)
+        box.handler = f"{__name__}:lies"
+        return box
+
+    monkeypatch.setattr("analyzer.analyze.analysis_sandbox", lying)
+    original_call = sandbox.Sandbox.call
+    monkeypatch.setattr(sandbox.Sandbox, "call", lambda self, job: original_call(self, {**job, "answer": answer}))
+    with pytest.raises(SandboxError) as e:
+        analyze_core(core)
+    assert "\n" not in str(e.value)
