@@ -23,11 +23,11 @@ from analyzer import elfid, elfinfo
 from analyzer.corenotes import CoreNotes, NotACore, read_core
 from analyzer.enrichers import ENRICHERS, Target, enrich_all
 from analyzer import problems as P
-from analyzer.gdb import Gdb, GdbBudget, GdbError, GdbTimeout, mi_quote
+from analyzer.gdb import EarlyGdb, Gdb, GdbBudget, GdbError, GdbTimeout, mi_quote
 from analyzer.model import (Analysis, Frame, Instruction, Module, Recursion,
                             SignalInfo, Thread)
 from analyzer.problems import Problem
-from analyzer.sandbox import Sandbox, SandboxError, SandboxPolicy, analysis_sandbox, process_facts
+from analyzer.sandbox import Sandbox, SandboxError, SandboxPolicy, analysis_sandbox
 from analyzer.sandbox import request as sandbox_request
 from analyzer.signals import FAULTS, code_name, signal_name
 from analyzer.stack import find_cycle
@@ -176,32 +176,7 @@ def _checker(hint):
 PRELOAD = ("pygdbmi.gdbmiparser", *ENRICHERS)
 
 
-class _Started:
-    """The sandbox's ``prepare``: gdb started before the job arrives. Its
-    ``facts`` are what the kernel said of gdb just before it was closed: its
-    confinement after reading everything, and its peak memory."""
-
-    def __init__(self, budget):
-        self.gdb = Gdb(GdbBudget(*budget))
-        self.seen: dict = {}
-        close = self.gdb.close
-
-        def closing():
-            if self.gdb.pid and not self.seen:
-                self.seen = process_facts(self.gdb.pid)
-            close()
-
-        self.gdb.close = closing
-        try:
-            self.gdb.start()
-        except GdbError:
-            pass  # not installed: the analysis reports it
-
-    def facts(self) -> dict:
-        return {"gdb": self.seen} if self.seen else {}
-
-
-def _job(started: _Started, job: dict) -> dict:
+def _job(started: EarlyGdb, job: dict) -> dict:
     return analyze_here(Path(job["core"]), job.get("executable"), job.get("sysroot"), started.gdb.budget,
                         job.get("options"), started.gdb).to_dict()
 

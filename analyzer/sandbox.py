@@ -124,7 +124,7 @@ def analysis_sandbox(budget=None, policy: SandboxPolicy | None = None) -> "Sandb
     limits = dataclasses.replace(policy.limits, memory=max(policy.limits.memory, budget.memory),
                                  cpu=max(policy.limits.cpu, int(budget.timeout) + 60))
     policy = dataclasses.replace(policy, limits=limits)
-    return Sandbox(policy, "analyzer.analyze:_job", "analyzer.analyze:_Started", (budget.timeout, budget.memory),
+    return Sandbox(policy, "analyzer.analyze:_job", "analyzer.gdb:EarlyGdb", (budget.timeout, budget.memory),
                    deadline=budget.timeout + 60, on_request="analyzer.analyze:_grant_host_file")
 
 
@@ -249,11 +249,15 @@ class Sandbox:
     """``Sandbox(policy, "pkg.mod:handler", "pkg.mod:prepare", arg).start()``,
     then ``stage_file``/``stage_tree`` the inputs, ``call(job)`` once.
 
-    In the child, after the sandbox is built: ``state = prepare(arg)``, then
-    ``handler(state, job) -> dict``. Both are named as ``module:function``
-    and imported in the child before it gives up root (the sandbox user may
-    not be allowed to read the code), with the modules the handler's module
-    lists in ``PRELOAD`` (those it would otherwise import lazily).
+    In the child: ``state = prepare(arg, spawn)`` as soon as the sandbox
+    is built but for the data dir, ``spawn`` being what ``subprocess.Popen``
+    needs to start a process as the sandbox user (this process is still
+    root); then ``handler(state, job) -> dict``. Both are named as
+    ``module:function`` and imported in the child before it gives up root
+    (the sandbox user may not be allowed to read the code), with the modules
+    the handler's module lists in ``PRELOAD`` (those it would otherwise
+    import lazily). Keep ``prepare``'s module light: the handler's is
+    imported while it runs.
 
     ``facts`` holds what the child observed of itself, and what ``state``'s
     ``facts()`` returns after the job, if it has one."""
@@ -537,7 +541,15 @@ def _copy_tree(source: Path, dest: Path, depth: int = 0) -> None:
 # -- the child's side -----------------------------------------------------
 
 def _child(box: Sandbox, uid: int, gid: int, job_r: int, result_w: int, scratch_fd: int) -> None:
-    """Fork-side entry. Never returns: exits with the handler's answer written."""
+    """Fork-side entry. Never returns: exits with the handler's answer written.
+
+    The order is for speed without a gap: ``prepare`` (gdb's start-up) runs
+    as soon as the namespaces, the read-only view, the limits and
+    NO_NEW_PRIVS are in place, as the sandbox user; the handler's code is
+    imported while it starts (as root: the sandbox user may not be able to
+    read it, /root/.pyenv); then the data dir and homes are hidden and this
+    process gives up root too. Only then is the job, and so any hostile
+    input, read."""
     def answer(payload: dict, code: int) -> None:
         data = (json.dumps(payload) + "\n").encode()
         view = memoryview(data)
@@ -552,12 +564,6 @@ def _child(box: Sandbox, uid: int, gid: int, job_r: int, result_w: int, scratch_
             os._exit(EXIT_SETUP)
         _only_fds(job_r, result_w, scratch_fd)
         policy = box.policy
-        step = "importing its code"  # now: the sandbox user may not be able to read it (/root/.pyenv)
-        handler = _resolve(box.handler)
-        prepare = _resolve(box.prepare) if box.prepare else None
-        preload = getattr(importlib.import_module(handler.__module__), "PRELOAD", ())
-        for name in preload:
-            importlib.import_module(name)
         flags = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWPID
         if not policy.network:
             flags |= CLONE_NEWNET
@@ -585,10 +591,26 @@ def _child(box: Sandbox, uid: int, gid: int, job_r: int, result_w: int, scratch_
         with contextlib.suppress(OSError):
             socket.sethostname("coretriage-sandbox")
         os.chdir(WORK)
-        step = "dropping privileges"
-        _limits(policy.limits, os.geteuid() == 0)
-        _drop(uid, gid)
+        step = "limiting it"
+        as_root = os.geteuid() == 0
+        _limits(policy.limits, as_root)
+        _drop_bounding()  # in a user namespace too: the caller's uid holds every capability there
+        _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+        _prctl(PR_SET_NO_NEW_PRIVS, 1)
         _environment(policy)
+        step = "starting gdb"
+        # what subprocess needs to start a process as the sandbox user while this one is still root
+        spawn = {"user": uid, "group": gid, "extra_groups": []} if as_root and uid != 0 else {}
+        prepare = _resolve(box.prepare) if box.prepare else None
+        state = prepare(box.arg, spawn) if prepare else None
+        step = "importing its code"
+        handler = _resolve(box.handler)
+        for name in getattr(importlib.import_module(handler.__module__), "PRELOAD", ()):
+            importlib.import_module(name)
+        step = "hiding the data dir"
+        _hide(policy)
+        step = "dropping privileges"
+        _drop(uid, gid)
         facts = {"self": process_facts("self")}
     except Exception as exc:  # noqa: BLE001 - any failure here is the one-line answer
         detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
@@ -599,7 +621,6 @@ def _child(box: Sandbox, uid: int, gid: int, job_r: int, result_w: int, scratch_
         return
 
     try:
-        state = prepare(box.arg) if prepare else None
         global _channel
         _channel = (os.fdopen(job_r, "rb"), result_w)
         job = json.loads(_channel[0].readline() or b"null")
@@ -658,14 +679,19 @@ def _mounts(policy: SandboxPolicy, scratch: str, scratch_fd: int) -> None:
     if (made.st_dev, made.st_ino) != (seen.st_dev, seen.st_ino):
         raise OSError(errno.EXDEV, f"{scratch} was replaced")
     _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)  # this PID namespace's only
-    for path in dict.fromkeys([*policy.hide, "/root", "/home"]):
-        if os.path.isdir(path) and not os.path.islink(path):
-            _mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=0755")
     _mount_setattr("/", MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID, recursive=True)
     # writable: only the scratch dir (whose top and in/ belong to root)
     _mount_setattr(str(INSIDE), MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, MOUNT_ATTR_RDONLY)
     _mount(str(INPUTS), str(INPUTS), None, MS_BIND)
     _mount_setattr(str(INPUTS), MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
+
+
+def _hide(policy: SandboxPolicy) -> None:
+    """Empty read-only directories over the data dir and the homes (every
+    process in the namespace, gdb already running included, sees them)."""
+    for path in dict.fromkeys([*policy.hide, "/root", "/home"]):
+        if os.path.isdir(path) and not os.path.islink(path):
+            _mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=0755")
 
 
 def _limits(limits: Limits, as_root: bool) -> None:
@@ -680,13 +706,12 @@ def _limits(limits: Limits, as_root: bool) -> None:
 
 
 def _drop(uid: int, gid: int) -> None:
-    _drop_bounding()  # in a user namespace too: the caller's uid holds every capability there
+    """This process gives up root (the bounding set is already empty)."""
     if os.geteuid() == 0 and uid != 0:
         os.setgroups([])
         os.setresgid(gid, gid, gid)
         os.setresuid(uid, uid, uid)  # from root to a user: effective and permitted sets are emptied
     _drop_capabilities()
-    _prctl(PR_SET_NO_NEW_PRIVS, 1)
     # this process is a copy of the caller's memory (settings, a database
     # URL): gdb, running as the same user, must not be able to read it
     _prctl(PR_SET_DUMPABLE, 0)
