@@ -547,9 +547,10 @@ def _child(box: Sandbox, uid: int, gid: int, job_r: int, result_w: int, scratch_
     as soon as the namespaces, the read-only view, the limits and
     NO_NEW_PRIVS are in place, as the sandbox user; the handler's code is
     imported while it starts (as root: the sandbox user may not be able to
-    read it, /root/.pyenv); then the data dir and homes are hidden and this
-    process gives up root too. Only then is the job, and so any hostile
-    input, read."""
+    read it, /root/.pyenv, and /tmp may hold the venv); then the scratch dir
+    covers /tmp, the data dir and homes are hidden (from gdb too: one mount
+    namespace) and this process gives up root. Only then is the job, and so
+    any hostile input, read."""
     def answer(payload: dict, code: int) -> None:
         data = (json.dumps(payload) + "\n").encode()
         view = memoryview(data)
@@ -586,11 +587,10 @@ def _child(box: Sandbox, uid: int, gid: int, job_r: int, result_w: int, scratch_
             os._exit(os.waitstatus_to_exitcode(status) & 0xFF if not os.WIFSIGNALED(status) else 128)
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         step = "building its file system view"
-        _mounts(policy, box.scratch_path, scratch_fd)
-        os.close(scratch_fd)
+        _read_only()
         with contextlib.suppress(OSError):
             socket.sethostname("coretriage-sandbox")
-        os.chdir(WORK)
+        os.chdir("/")
         step = "limiting it"
         as_root = os.geteuid() == 0
         _limits(policy.limits, as_root)
@@ -607,8 +607,12 @@ def _child(box: Sandbox, uid: int, gid: int, job_r: int, result_w: int, scratch_
         handler = _resolve(box.handler)
         for name in getattr(importlib.import_module(handler.__module__), "PRELOAD", ()):
             importlib.import_module(name)
-        step = "hiding the data dir"
+        step = "building its file system view"
+        # only now over /tmp and the data dir: the code just imported may live there (a venv in /tmp)
+        _scratch(box.scratch_path, scratch_fd)
+        os.close(scratch_fd)
         _hide(policy)
+        os.chdir(WORK)
         step = "dropping privileges"
         _drop(uid, gid)
         facts = {"self": process_facts("self")}
@@ -669,18 +673,21 @@ def _only_fds(*keep: int) -> None:
     os.closerange(low, 1 << 20)
 
 
-def _mounts(policy: SandboxPolicy, scratch: str, scratch_fd: int) -> None:
+def _read_only() -> None:
     _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing done here reaches the host
-    # the scratch dir over /tmp (first: it may live under a directory hidden
-    # next); by path, as a bind mount's source must be in this namespace, and
-    # checked against the directory the parent made
+    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)  # this PID namespace's only
+    _mount_setattr("/", MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID, recursive=True)
+
+
+def _scratch(scratch: str, scratch_fd: int) -> None:
+    """The scratch dir over /tmp: its top and in/ (the inputs) belong to root
+    and are read-only, work/ is the one writable place. By path, as a bind
+    mount's source must be in this namespace, checked against the directory
+    the parent made."""
     _mount(scratch, str(INSIDE), None, MS_BIND)
     made, seen = os.fstat(scratch_fd), os.stat(INSIDE)
     if (made.st_dev, made.st_ino) != (seen.st_dev, seen.st_ino):
         raise OSError(errno.EXDEV, f"{scratch} was replaced")
-    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)  # this PID namespace's only
-    _mount_setattr("/", MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID, recursive=True)
-    # writable: only the scratch dir (whose top and in/ belong to root)
     _mount_setattr(str(INSIDE), MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, MOUNT_ATTR_RDONLY)
     _mount(str(INPUTS), str(INPUTS), None, MS_BIND)
     _mount_setattr(str(INPUTS), MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
