@@ -1,5 +1,6 @@
 """Turn one core file into an ``Analysis``.
 
+Everything below ``analyze_core`` runs in a sandbox (``analyzer.sandbox``).
 The core's notes are read directly (pyelftools); gdb (through ``Gdb``)
 unwinds the threads, reads registers, disassembles and evaluates the few
 expressions enrichers ask for. Every step that fails adds a problem to the
@@ -10,20 +11,25 @@ still gives a record with what could be learned and why the rest is missing.
 from __future__ import annotations
 
 import bisect
+import dataclasses
+import os
 import re
+import stat
 import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
-from analyzer import elfinfo
+from analyzer import elfid, elfinfo
 from analyzer.corenotes import CoreNotes, NotACore, read_core
-from analyzer.enrichers import Target, enrich_all
+from analyzer.enrichers import ENRICHERS, Target, enrich_all
 from analyzer import problems as P
-from analyzer.gdb import Gdb, GdbBudget, GdbError, GdbTimeout, mi_quote
+from analyzer.gdb import EarlyGdb, Gdb, GdbBudget, GdbError, GdbTimeout, mi_quote
 from analyzer.model import (Analysis, Frame, Instruction, Module, Recursion,
                             SignalInfo, Thread)
 from analyzer.problems import Problem
 from analyzer.secrets import DEFAULT_SECRET_NAMES, mask_psargs
+from analyzer.sandbox import Sandbox, SandboxError, SandboxPolicy, analysis_sandbox
+from analyzer.sandbox import request as sandbox_request
 from analyzer.signals import FAULTS, code_name, signal_name
 from analyzer.stack import find_cycle
 
@@ -40,11 +46,189 @@ _LWP = re.compile(r"LWP (\d+)")
 
 def analyze_core(core: Path, executable: Path | None = None, sysroot: Path | None = None,
                  budget: GdbBudget = GdbBudget(), options: dict | None = None,
+                 gdb: Sandbox | Gdb | None = None, sandbox: SandboxPolicy | None = None) -> Analysis:
+    """Analyze ``core`` in a sandbox (``analyzer.sandbox``): gdb and every
+    ELF/DWARF parser run as an unprivileged user, with no network unless
+    debuginfod is configured, writing nowhere but a scratch directory. The
+    inputs are copied in; the paths in the answer are the caller's.
+
+    ``gdb``: a sandbox the caller started early (``analysis_sandbox``), so
+    that its set-up and gdb's start-up overlap the caller's own; it is used
+    and closed here. (A plain ``Gdb`` is not confined: it is closed unused.)
+    Raises ``SandboxError`` when the sandbox cannot be built: never falls
+    back to analyzing unconfined."""
+    if isinstance(gdb, Gdb):
+        gdb.close()
+        gdb = None
+    box = gdb or analysis_sandbox(budget, sandbox)
+    try:
+        return _in_sandbox(box, Path(core), executable, sysroot, options or {})
+    finally:
+        box.close()
+
+
+def _in_sandbox(box: Sandbox, core: Path, executable, sysroot, options: dict) -> Analysis:
+    box.start()
+    try:
+        job = {"core": box.stage_file(core, "core")}
+    except OSError as exc:
+        return Analysis(core=str(core), problems=(Problem(P.UNREADABLE_CORE, f"cannot read core: {exc.strerror}"),))
+    try:
+        job["executable"] = box.stage_file(executable, f"exe-{Path(executable).name}") if executable else None
+        job["sysroot"] = box.stage_tree(sysroot, "sysroot") if sysroot else None
+    except OSError as exc:
+        raise SandboxError(f"cannot copy {exc.filename or 'an input'} into the analysis sandbox: "
+                           f"{exc.strerror}") from None
+    job["options"] = options
+    answer = box.call(job)
+    try:  # what a sandbox taken over by a hostile file says is data, never a crash here
+        found = Analysis.from_dict(answer)
+        _check_types(found)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise SandboxError(f"the analysis sandbox answered something that is not an analysis "
+                           f"({type(exc).__name__}: {exc})") from None
+    modules = tuple(dataclasses.replace(m, found_at=box.outside(m.found_at)) if m.found_at else m
+                    for m in found.modules)
+    problems = tuple(Problem(p.code, box.outside(p.message)) for p in found.problems)
+    return dataclasses.replace(found, core=str(core), modules=modules, problems=problems)
+
+
+def _check_types(analysis: Analysis) -> None:
+    """Every field of the (nested, frozen) records has its declared type:
+    the rules and the store downstream may rely on it."""
+    _checker(Analysis)(analysis, "analysis")
+
+
+_CHECKERS: dict = {}  # a type hint -> a function (value, where) that raises TypeError
+
+
+def _checker(hint):
+    """A checker for ``hint``, made once: 100,000 frames are checked in a blink."""
+    import types
+    import typing
+
+    key = hint
+    if key in _CHECKERS:
+        return _CHECKERS[key]
+
+    def fail(where, what):
+        raise TypeError(f"{where} is not {what}")
+
+    if dataclasses.is_dataclass(hint):
+        _CHECKERS[key] = lambda v, w: None  # (no record contains itself)
+        fields = [(name, _checker(h)) for name, h in typing.get_type_hints(hint).items()]
+
+        def check(v, w, cls=hint):
+            if type(v) is not cls:
+                fail(w, f"a {cls.__name__}")
+            for name, field_check in fields:
+                field_check(getattr(v, name), w + "." + name)
+    elif typing.get_origin(hint) in (typing.Union, types.UnionType):
+        options = [_checker(a) for a in typing.get_args(hint)]
+
+        def check(v, w):
+            for option in options:
+                try:
+                    return option(v, w)
+                except TypeError:
+                    continue
+            fail(w, "of the right type")
+    elif typing.get_origin(hint) is tuple:
+        args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:
+            item = _checker(args[0])
+
+            def check(v, w):
+                if type(v) is not tuple:
+                    fail(w, "a list")
+                for i, x in enumerate(v):
+                    item(x, w)
+        else:
+            items = [_checker(a) for a in args]
+
+            def check(v, w):
+                if type(v) is not tuple or len(v) != len(items):
+                    fail(w, f"a list of {len(items)}")
+                for x, item_check in zip(v, items):
+                    item_check(x, w)
+    elif hint is type(None):
+        def check(v, w):
+            if v is not None:
+                fail(w, "null")
+    elif isinstance(hint, type) and issubclass(hint, Problem):
+        def check(v, w):
+            if not isinstance(v, Problem) or type(v.code) is not str:
+                fail(w, "a problem")
+    elif hint is float:
+        def check(v, w):
+            if type(v) not in (int, float):
+                fail(w, "a number")
+    else:
+        def check(v, w, t=hint):
+            if type(v) is not t:
+                fail(w, t.__name__)
+    _CHECKERS[key] = check
+    return check
+
+
+# -- inside the sandbox (analyzer.sandbox imports these by name) -------------
+
+# imported lazily by the analysis: loaded before the sandbox gives up root
+PRELOAD = ("pygdbmi.gdbmiparser", *ENRICHERS)
+
+
+def _job(started: EarlyGdb, job: dict) -> dict:
+    return analyze_here(Path(job["core"]), job.get("executable"), job.get("sysroot"), started.gdb.budget,
+                        job.get("options"), started.gdb).to_dict()
+
+
+_BUILD_ID = re.compile(r"[0-9a-f]{16,80}")
+HOST_FILE_BYTES = 4 << 30  # what one analysis may have copied in from the host
+
+
+def _host_file(path: str, build_id: str | None) -> Path | None:
+    """A host file the core names that this process may not read (the
+    sandbox user, a root-only directory): the parent copies it in if it is
+    the build the core recorded. Outside a sandbox: None."""
+    if not build_id or not path.startswith("/"):
+        return None
+    reply = sandbox_request({"host_file": path, "build_id": build_id})
+    found = reply.get("path") if isinstance(reply, dict) else None
+    return Path(found) if isinstance(found, str) else None
+
+
+def _grant_host_file(box: Sandbox, request) -> dict | None:
+    """The parent's answer to ``_host_file``: only a regular ELF file whose
+    build-id is the one asked for (so never a secret that is not a binary),
+    read through the descriptor that was checked, within a byte budget."""
+    path = request.get("host_file") if isinstance(request, dict) else None
+    build_id = request.get("build_id") if isinstance(request, dict) else None
+    if not (isinstance(path, str) and isinstance(build_id, str) and path.startswith("/") and "\0" not in path
+            and len(path) < 4096 and _BUILD_ID.fullmatch(build_id)):
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or box.staged_bytes + st.st_size > HOST_FILE_BYTES \
+                or elfid.build_id(elfid.fd_reader(fd)) != build_id:
+            return None
+        return {"path": box.stage_fd(fd, path, f"host-{box.requests}-{Path(path).name}")}
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def analyze_here(core: Path, executable: Path | None = None, sysroot: Path | None = None,
+                 budget: GdbBudget = GdbBudget(), options: dict | None = None,
                  gdb: Gdb | None = None) -> Analysis:
-    """``gdb``: a session the caller started early, so that gdb's own start-up
-    overlaps the caller's; it is closed here, used or not. ``options``:
-    ``show_literals`` (enrichers) and ``secret_names``, the patterns the
-    core's command line is masked with (``analyzer.secrets``)."""
+    """The analysis itself, in this process, unconfined: only for the
+    sandbox's child. ``gdb``: a session started early; closed here.
+    ``options``: ``show_literals`` (enrichers) and ``secret_names``, the
+    patterns the core's command line is masked with (``analyzer.secrets``)."""
     core = Path(core)
     gdb = gdb or Gdb(budget)
     try:
@@ -79,6 +263,9 @@ class _Analyzer:
             self.exe_file = elfinfo.find_module(self.exe_path or "", self.sysroot,
                                                 Path(executable) if executable else None, True,
                                                 None if self.sysroot else dict(notes.build_ids).get(self.exe_path))
+            if self.exe_file is None and self.exe_path and self.sysroot is None and not executable:
+                # where find_module would have taken the host's file, had it been readable
+                self.exe_file = _host_file(self.exe_path, dict(notes.build_ids).get(self.exe_path))
         self.modules = self._modules()
         self._index = sorted(((m.start, m.end, m) for m in self.modules), key=lambda t: t[0])
         self._starts = [s for s, _, _ in self._index]
@@ -95,6 +282,8 @@ class _Analyzer:
             is_exe = path == self.exe_path
             found = self.exe_file if is_exe else elfinfo.find_module(path, self.sysroot, None, False,
                                                                      core_ids.get(path))
+            if found is None and not is_exe:
+                found = _host_file(path, core_ids.get(path))
             facts = elfinfo.safe_facts(found) if found else None
             if found is None and not (is_exe and self.sysroot):  # host files: only the build that crashed
                 refused = elfinfo.host_file_refused(path, core_ids.get(path))

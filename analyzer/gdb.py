@@ -2,7 +2,8 @@
 
 gdb runs on untrusted cores: no init files (--nx), auto-load off, debuginfod
 off unless DEBUGINFOD_URLS is configured, a memory limit through prlimit, and
-a deadline on every command after which the process is killed.
+a deadline on every command after which the process is killed; and, through
+``analyzer.analyze``, inside the analysis sandbox (``EarlyGdb``).
 """
 
 from __future__ import annotations
@@ -77,15 +78,19 @@ class Gdb:
             argv = [prlimit, f"--as={self.budget.memory}", "--core=0", "--", *argv]
         return argv
 
-    def start(self) -> "Gdb":
-        """Start gdb now; the budget's deadline runs from here. A caller may
-        start it early (a cold CLI, before its own imports) and hand it to
-        ``analyze_core``, which closes it."""
+    def start(self, **spawn) -> "Gdb":
+        """Start gdb now; the budget's deadline runs from here. ``spawn``:
+        more ``subprocess.Popen`` arguments (the sandbox's user and groups)."""
         if self._proc is None:
             self._deadline = time.monotonic() + self.budget.timeout
             self._proc = subprocess.Popen(self.command_line(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                          stderr=subprocess.DEVNULL, start_new_session=True)
+                                          stderr=subprocess.DEVNULL, start_new_session=True, **spawn)
         return self
+
+    @property
+    def pid(self) -> int | None:
+        """gdb's process id while it runs (prlimit execs gdb: the same process)."""
+        return self._proc.pid if self._proc is not None else None
 
     def __enter__(self) -> "Gdb":
         return self.start()
@@ -168,3 +173,32 @@ class Gdb:
             raise
         except GdbError:
             return None
+
+
+class EarlyGdb:
+    """The analysis sandbox's ``prepare`` (``analyzer.sandbox``): gdb started
+    as the sandbox user before the job arrives, so its start-up overlaps the
+    rest of the sandbox's. ``facts`` are what the kernel said of gdb just
+    before it was closed: its confinement after reading everything, and its
+    peak memory."""
+
+    def __init__(self, budget: tuple[float, int], spawn: dict):
+        self.gdb = Gdb(GdbBudget(*budget))
+        self.seen: dict = {}
+        close = self.gdb.close
+
+        def closing():
+            if self.gdb.pid and not self.seen:
+                from analyzer.sandbox import process_facts
+
+                self.seen = process_facts(self.gdb.pid)
+            close()
+
+        self.gdb.close = closing
+        try:
+            self.gdb.start(**spawn)
+        except GdbError:
+            pass  # not installed: the analysis reports it
+
+    def facts(self) -> dict:
+        return {"gdb": self.seen} if self.seen else {}

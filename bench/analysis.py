@@ -43,34 +43,30 @@ LABELS = {"warm": "coretriage warm", "cold": "coretriage cold", "gdb": "gdb bt",
 # process started with vfork+exec (how Python's subprocess spawns) inherits
 # its spawner's ru_maxrss, so ru_maxrss would charge this bench's own RSS to
 # the child, and the child's RSS to gdb. VmHWM belongs to one address space.
-# gdb's is read just before pygdbmi terminates it (prlimit execs gdb, so the
-# pid is gdb's).
+# gdb's is read, inside the analysis sandbox, just before gdb is closed
+# (prlimit execs gdb, so the pid is gdb's); the sandbox reports it.
 COLD_SCRIPT = r"""
 import json, sys, time
 start = time.perf_counter()
 from analyzer.analyze import analyze_core
-from analyzer.gdb import Gdb, GdbBudget
+from analyzer.gdb import GdbBudget
+from analyzer.sandbox import analysis_sandbox
 from analyzer.signature import generate
 
 def hwm(pid):
     with open(f"/proc/{pid}/status") as f:
         return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:"))
 
-gdb_kb = []
-close = Gdb.close
-def measured_close(self):
-    if self._proc is not None and self._proc.poll() is None:
-        gdb_kb.append(hwm(self._proc.pid))
-    close(self)
-Gdb.close = measured_close
-
 core, exe, timeout = sys.argv[1], sys.argv[2], float(sys.argv[3])
 imported = time.perf_counter()
-analysis = analyze_core(core, exe, budget=GdbBudget(timeout=timeout))
+budget = GdbBudget(timeout=timeout)
+box = analysis_sandbox(budget)
+analysis = analyze_core(core, exe, budget=budget, gdb=box)
 signature = generate(analysis)
 done = time.perf_counter()
+gdb_hwm = box.facts.get("gdb", {}).get("VmHWM")  # read by the sandbox just before gdb was closed
 print(json.dumps({"import_s": imported - start, "analysis_s": done - imported,
-                  "python_kb": hwm("self"), "gdb_kb": max(gdb_kb, default=None),
+                  "python_kb": hwm("self"), "gdb_kb": int(gdb_hwm.split()[0]) if gdb_hwm else None,
                   "problem_codes": [getattr(p, "code", None) for p in analysis.problems]}))
 """
 

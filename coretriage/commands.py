@@ -45,16 +45,15 @@ def _parse_ref(ref: str) -> tuple[str, str | int]:
 
 def cmd_ingest(args) -> int:
     # A cold ingest is mostly start-up: gdb's, Python's imports and the
-    # store's (SQLAlchemy). gdb starts first, the analyzer is imported while it
-    # does, and the store is opened in the background while gdb works.
-    from analyzer.gdb import Gdb, GdbError
+    # store's (SQLAlchemy). The analysis sandbox (and gdb in it) starts first,
+    # the analyzer is imported while it does, and the store is opened in the
+    # background while gdb works.
+    from analyzer.sandbox import SandboxPolicy, analysis_sandbox
 
     wiring = wiring_for(args)
     config = wiring.config
-    try:
-        gdb = Gdb(config.gdb_budget()).start()
-    except GdbError:
-        gdb = None  # the analysis reports it
+    gdb = analysis_sandbox(config.gdb_budget(), SandboxPolicy.default(config.data_dir, config.tmp_dir,
+                                                                     config.gdb_memory)).start()
     try:
         from analyzer.problems import NOT_A_CORE
         from coretriage.ingest import ingest
@@ -62,9 +61,11 @@ def cmd_ingest(args) -> int:
         wiring.open_store_in_background()
         done = ingest(config, lambda: wiring.store, Path(args.core), Path(args.exe) if args.exe else None,
                       Path(args.sysroot) if args.sysroot else None, gdb=gdb)
+    except BaseException:
+        wiring.close()  # no store opener left running behind an error (in-process callers go on)
+        raise
     finally:
-        if gdb is not None:
-            gdb.close()
+        gdb.close()
     a, sig = done.analysis, done.signature
     if args.json:
         from coretriage.reports import key_frame_list

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from analyzer.analyze import analyze_core
-from analyzer.gdb import Gdb
+from analyzer.sandbox import Sandbox
 from analyzer.model import Analysis, Signature
 from analyzer.signature import generate, load_rules
 from analyzer.errors import CoretriageError
@@ -233,9 +233,16 @@ def _signature(config, analysis: Analysis) -> Signature:
     return generate(analysis, load_rules(extra))
 
 
-def _analyze(config, core: Path, exe: Path | None, sysroot: Path | None, gdb: Gdb | None = None) -> Analysis:
+def sandbox_policy(config):
+    """Analysis sandboxes: the data dir hidden, scratch in its tmp/ (cores are big)."""
+    from analyzer.sandbox import SandboxPolicy
+
+    return SandboxPolicy.default(config.data_dir, config.tmp_dir, config.gdb_memory)
+
+
+def _analyze(config, core: Path, exe: Path | None, sysroot: Path | None, gdb: Sandbox | None = None) -> Analysis:
     options = {"show_literals": config.show_literals, "secret_names": secret_names(config.data_dir)}
-    return analyze_core(core, exe, sysroot, config.gdb_budget(), options, gdb)
+    return analyze_core(core, exe, sysroot, config.gdb_budget(), options, gdb, sandbox_policy(config))
 
 
 def keep_core(core: Path, dest: Path, compressed: Path | None) -> None:
@@ -265,12 +272,13 @@ def _stored(store: Store, crash_id: str) -> Ingested | None:
 
 def ingest(config, store: Store | Callable[[], Store], core: Path, exe: Path | None = None,
            sysroot: Path | None = None, meta: dict | None = None, crashed_at: float | None = None,
-           compressed: Path | None = None, gdb: Gdb | None = None) -> Ingested:
+           compressed: Path | None = None, gdb: Sandbox | None = None) -> Ingested:
     """Analyze ``core`` and file it. ``store`` may be a function that returns
     the store: a cold CLI opens it (importing SQLAlchemy is most of its
     start-up) while gdb runs, and so looks for the same core already stored
-    after the analysis rather than before it. ``gdb``: a session started
-    early, for the analysis to use (the caller closes it)."""
+    after the analysis rather than before it. ``gdb``: the analysis sandbox
+    (``analyzer.sandbox.analysis_sandbox``) started early, for the analysis
+    to use (the caller closes it)."""
     core = Path(core)
     if not core.is_file():
         raise IngestError(f"{core}: no such file")

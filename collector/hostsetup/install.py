@@ -5,7 +5,8 @@ short wrapper script when the command does not fit in core_pattern's 127
 characters), sets kernel.core_pipe_limit, persists both in
 /etc/sysctl.d/50-coretriage.conf, adds an unlimited default core ulimit to
 /etc/docker/daemon.json, LimitCORE=infinity drop-ins for docker and
-containerd, and the collector's systemd unit. Everything it is about to change
+containerd, and the collector's systemd unit, and creates the system user
+analysis runs as (``coretriage-sandbox``; uninstall keeps it). Everything it is about to change
 is recorded first, with the previous value, in ``<data-dir>/host-setup.json``;
 uninstall puts each thing back exactly and removes what install created.
 
@@ -214,6 +215,9 @@ def install(data_dir: Path, handler_argv: list[str], *, replace_existing: bool =
             atomic_write(w.path, w.content, mode=w.mode, uid=0 if os.geteuid() == 0 else None,
                          gid=0 if os.geteuid() == 0 else None)
             changes.append(f"{'updated' if snaps[w.path].exists else 'created'} {w.path}: {w.what}")
+        user = ensure_sandbox_user(root)
+        if user:
+            changes.append(user)
         for key, value in (("kernel.core_pipe_limit", str(core_pipe_limit)), ("kernel.core_pattern", plan.pattern)):
             before = procfs.read_sysctl(proc, key)
             if before != value:
@@ -250,6 +254,34 @@ def _refuse_untrusted(data_dir: Path, handler_argv: list[str] | None, python: st
     why = untrusted_python(python, (*PACKAGES, "coretriage"))
     if why:
         raise HostSetupError(f"the collector service would run {python} as root, but {why}")
+
+
+SANDBOX_USER = "coretriage-sandbox"  # analyzer.sandbox.SANDBOX_USER: the collector may not import it
+
+
+def ensure_sandbox_user(root: Path) -> str | None:
+    """The system user analysis runs as (``analyzer/sandbox.py``; it falls
+    back to ``nobody``, which other services may share). Only on the real
+    root, as root; kept on uninstall, as packages keep their system users."""
+    import pwd
+
+    if root != Path("/") or os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(SANDBOX_USER)
+        return None
+    except KeyError:
+        pass
+    useradd = shutil.which("useradd")
+    if useradd is None:
+        raise HostSetupError(f"cannot create the {SANDBOX_USER} user (no useradd): create a system user "
+                             f"{SANDBOX_USER} with no login, or analysis runs as nobody")
+    r = subprocess.run([useradd, "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
+                        "--shell", "/usr/sbin/nologin", "--comment", "coretriage analysis sandbox", SANDBOX_USER],
+                       capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        raise HostSetupError(f"useradd {SANDBOX_USER} failed: {r.stderr.strip()}")
+    return f"created the system user {SANDBOX_USER}: analysis of cores runs as it"
 
 
 def _systemctl(root: Path, proc: Path, *args: str) -> str | None:

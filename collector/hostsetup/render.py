@@ -71,7 +71,12 @@ def collector_argv(python: str, data_dir: Path, socket: bool = False) -> list[st
 def collector_unit(python: str, data_dir: Path, *, text: str | None = None, socket: bool = False) -> str:
     text = template("coretriage-collector.service.in") if text is None else text
     exec_start = " ".join(systemd_quote(a) for a in collector_argv(python, data_dir, socket))
-    return render(text, {"EXEC_START": exec_start})
+    # ProtectHome=yes would hide a venv or data dir that lives in a home directory
+    homes = (Path("/home"), Path("/root"))
+    in_home = any(h == p or h in p.parents for p in (Path(python).absolute(), Path(data_dir).absolute())
+                  for h in homes)
+    return render(text, {"EXEC_START": exec_start, "DATA_DIR": systemd_quote(str(Path(data_dir).absolute())),
+                         "PROTECT_HOME": "read-only" if in_home else "yes"})
 
 
 def wrapper_script(command: tuple[str, ...] | list[str], *, text: str | None = None) -> str:
