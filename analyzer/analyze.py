@@ -186,25 +186,31 @@ _BUILD_ID = re.compile(r"[0-9a-f]{16,80}")
 HOST_FILE_BYTES = 4 << 30  # what one analysis may have copied in from the host
 
 
-def _host_file(path: str, build_id: str | None) -> Path | None:
-    """A host file the core names that this process may not read (the
-    sandbox user, a root-only directory): the parent copies it in if it is
-    the build the core recorded. Outside a sandbox: None."""
-    if not build_id or not path.startswith("/"):
-        return None
+def _host_file(path: str, build_id: str | None) -> tuple[Path | None, str | None]:
+    """A host file the core names that this process cannot see or read (the
+    sandbox user; the sandbox hides /tmp and the data dir): the parent copies
+    it in if it is the build the core recorded, else says why not. Outside a
+    sandbox: (None, None)."""
+    if not path.startswith("/"):
+        return None, None
     reply = sandbox_request({"host_file": path, "build_id": build_id})
-    found = reply.get("path") if isinstance(reply, dict) else None
-    return Path(found) if isinstance(found, str) else None
+    if not isinstance(reply, dict):
+        return None, None
+    found, why = reply.get("path"), reply.get("refused")
+    return (Path(found) if isinstance(found, str) else None), (why[:500] if isinstance(why, str) else None)
 
 
 def _grant_host_file(box: Sandbox, request) -> dict | None:
     """The parent's answer to ``_host_file``: only a regular ELF file whose
     build-id is the one asked for (so never a secret that is not a binary),
-    read through the descriptor that was checked, within a byte budget."""
+    read through the descriptor that was checked, within a byte budget; for
+    another build, why it is not used. The build-id is read by
+    ``analyzer.elfid`` (a few fixed-size structs): nothing else of the file
+    is parsed outside the sandbox."""
     path = request.get("host_file") if isinstance(request, dict) else None
     build_id = request.get("build_id") if isinstance(request, dict) else None
-    if not (isinstance(path, str) and isinstance(build_id, str) and path.startswith("/") and "\0" not in path
-            and len(path) < 4096 and _BUILD_ID.fullmatch(build_id)):
+    if not (isinstance(path, str) and path.startswith("/") and "\0" not in path and len(path) < 4096
+            and (build_id is None or isinstance(build_id, str) and _BUILD_ID.fullmatch(build_id))):
         return None
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
@@ -212,8 +218,12 @@ def _grant_host_file(box: Sandbox, request) -> dict | None:
         return None
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or box.staged_bytes + st.st_size > HOST_FILE_BYTES \
-                or elfid.build_id(elfid.fd_reader(fd)) != build_id:
+        if not stat.S_ISREG(st.st_mode) or os.pread(fd, 4, 0) != b"\x7fELF":
+            return None
+        why = elfinfo.refusal(path, elfid.build_id(elfid.fd_reader(fd)), build_id)
+        if why:
+            return {"refused": why}
+        if box.staged_bytes + st.st_size > HOST_FILE_BYTES:
             return None
         return {"path": box.stage_fd(fd, path, f"host-{box.requests}-{Path(path).name}")}
     except OSError:
@@ -265,7 +275,7 @@ class _Analyzer:
                                                 None if self.sysroot else dict(notes.build_ids).get(self.exe_path))
             if self.exe_file is None and self.exe_path and self.sysroot is None and not executable:
                 # where find_module would have taken the host's file, had it been readable
-                self.exe_file = _host_file(self.exe_path, dict(notes.build_ids).get(self.exe_path))
+                self.exe_file, _ = _host_file(self.exe_path, dict(notes.build_ids).get(self.exe_path))
         self.modules = self._modules()
         self._index = sorted(((m.start, m.end, m) for m in self.modules), key=lambda t: t[0])
         self._starts = [s for s, _, _ in self._index]
@@ -282,11 +292,12 @@ class _Analyzer:
             is_exe = path == self.exe_path
             found = self.exe_file if is_exe else elfinfo.find_module(path, self.sysroot, None, False,
                                                                      core_ids.get(path))
+            refused = None
             if found is None and not is_exe:
-                found = _host_file(path, core_ids.get(path))
+                found, refused = _host_file(path, core_ids.get(path))
             facts = elfinfo.safe_facts(found) if found else None
             if found is None and not (is_exe and self.sysroot):  # host files: only the build that crashed
-                refused = elfinfo.host_file_refused(path, core_ids.get(path))
+                refused = elfinfo.host_file_refused(path, core_ids.get(path)) or refused
                 if refused:
                     self.problem(P.WRONG_BUILD if core_ids.get(path) else P.UNVERIFIED_MODULE, refused)
             if path not in core_ids and facts is None:

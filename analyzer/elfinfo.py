@@ -92,6 +92,18 @@ def find_module(path: str, sysroot: Path | None, executable: Path | None,
     return None
 
 
+def refusal(path: str, have: str | None, want: str | None) -> str | None:
+    """Why a host ELF file at ``path`` whose build-id is ``have`` is not used
+    for a module the core records with build-id ``want``; None when it is."""
+    if not want:
+        return (f"{path} on this host not used: the core records no build-id to check it against "
+                "(pass --exe or --sysroot with the files that crashed)")
+    if have != want:
+        return (f"{path} on this host is not the build that crashed (build-id {have[:12] if have else 'none'}, "
+                f"core has {want[:12]}): not used")
+    return None
+
+
 def host_file_refused(path: str, build_id: str | None) -> str | None:
     """Why the file at ``path`` on this host was not used for a module the
     core maps, or None when there is no such file (or it is not ELF)."""
@@ -101,14 +113,7 @@ def host_file_refused(path: str, build_id: str | None) -> str | None:
     facts = safe_facts(candidate)
     if facts is None:
         return None
-    if not build_id:
-        return (f"{path} on this host not used: the core records no build-id to check it against "
-                "(pass --exe or --sysroot with the files that crashed)")
-    if facts.build_id != build_id:
-        have = facts.build_id[:12] if facts.build_id else "none"
-        return (f"{path} on this host is not the build that crashed (build-id {have}, core has "
-                f"{build_id[:12]}): not used")
-    return None
+    return refusal(path, facts.build_id, build_id)
 
 
 _GLIBC = re.compile(rb"GNU C Library [^\n\0]{0,120}?version (\d+\.\d+(?:\.\d+)?)")
