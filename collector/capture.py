@@ -142,17 +142,27 @@ def _stream(stdin: int, bundle_fd: int, policy: CapturePolicy, deadline: float, 
     return streamed
 
 
+def _confine(problems: list[str]) -> None:
+    from collector.privileges import give_up_privileges
+
+    why = give_up_privileges()
+    if why:
+        problems.append(f"capabilities not dropped before reading the core: {why}")
+
+
 def capture(args: Args, host_time: float, started: float, stdin: int = 0,
-            watchdog: bool = False) -> tuple[str, str]:
+            own_process: bool = False) -> tuple[str, str]:
     """Everything but the last resort; returns (syslog priority, line).
-    ``watchdog`` (the pipe handler, a process of its own): SIGALRM ends the
+    ``own_process`` (the pipe handler, a process of its own): SIGALRM ends the
     process, and so closes stdin, should a step block past the budget and
-    ``WATCHDOG_GRACE`` (a file on a FUSE server that never answers)."""
+    ``WATCHDOG_GRACE`` (a file on a FUSE server that never answers); and
+    once the process has been read, every capability is given up
+    (``collector.privileges``) before the core is."""
     problems: list[str] = []
     with Process(args.pid, args.pidfd, problems) as proc:
         policy = _policy(args.data_dir, problems)
         deadline = started + policy.max_core_seconds
-        if watchdog:
+        if own_process:
             signal.alarm(int(policy.max_core_seconds + WATCHDOG_GRACE))
         info = proc.read(policy.secret_names)
         who = _crashed(args, info, problems)
@@ -177,6 +187,8 @@ def capture(args: Args, host_time: float, started: float, stdin: int = 0,
             keep_files(proc.fd, info.maps_raw, bundle_fd, args.data_dir, policy.max_file_size, problems)
     if dropped is None:
         bigger_pipe(stdin)  # only now, see bigger_pipe
+        if own_process:
+            _confine(problems)
         streamed = _stream(stdin, bundle_fd, policy, deadline, problems)
         dropped = streamed.dropped
     else:  # never read: closing the pipe lets the process go at once

@@ -23,11 +23,12 @@ for a core it drops, and on any error (closing the pipe early ends the
 kernel's dump and releases the process, ``kernel.core_pipe_limit`` or not);
 reads never block past the budget, and should anything else block (a
 file on a FUSE server that never answers) a watchdog alarm ends the handler,
-which closes stdin too; no traceback ever reaches the kernel;
-one line to syslog (``/dev/log``) on every outcome, sent after stdin is
-closed; names from the crashed process are never used in a path; secrets
-are masked (``analyzer.secrets``) before anything is written;
-``meta.json`` is written last and atomically.
+which closes stdin too; no traceback ever reaches the kernel; every
+capability is given up (``collector.privileges``) before the first byte
+of the core is read; one line to syslog (``/dev/log``) on every outcome,
+sent after stdin is closed; names from the crashed process are never used
+in a path; secrets are masked (``analyzer.secrets``) before anything is
+written; ``meta.json`` is written last and atomically.
 
 The crash is always recorded in ``meta.json``. ``stopped_reading`` says why
 the handler stopped before the end of the core and ``core_size`` how much it
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             release(0)
             log("LOG_ERR", f"usage: {safe(exc)}; core not read")
             return 2
-        priority, line = capture(args, host_time, started, watchdog=True)
+        priority, line = capture(args, host_time, started, own_process=True)
         log(priority, line)
         return 0 if priority != "LOG_ERR" else 1
     except BaseException as exc:  # never a traceback to the kernel

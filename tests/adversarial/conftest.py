@@ -13,6 +13,7 @@ FIFO and device swaps           test_fifo_swap.py
 world-readable data             test_data_permissions.py
 build-id forgery                test_build_id_forgery.py
 hostile ELF/DWARF/gdb scripts   test_hostile_binaries.py
+hostile core vs. root handler   test_handler_privileges.py
 crash storms                    test_crash_storms.py
 sparse giant cores              test_sparse_giant_cores.py
 set-uid and non-dumpable        test_setuid_crashes.py

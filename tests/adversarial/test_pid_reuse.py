@@ -13,18 +13,10 @@ import time
 
 import pytest
 
-from collector.corepattern import read_pattern
 from collector.spool import read_meta
-from handlerkit import bundle_of, core_bytes
+from handlerkit import bundle_of, core_bytes, installed_argv
 
 SECRET = "SECRET_THING=hunter2-not-yours"
-
-
-def installed_argv(values: dict[str, str]) -> list[str]:
-    """The command core_pattern names, its %-specifiers filled in as the kernel would."""
-    pattern = read_pattern()
-    assert pattern.startswith("|"), pattern
-    return [values.get(arg, arg) for arg in pattern[1:].split()]
 
 
 @pytest.fixture

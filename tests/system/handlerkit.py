@@ -12,6 +12,7 @@ from pathlib import Path
 import zstandard
 
 import crashkit
+from collector.corepattern import read_pattern
 from collector.spool import finished_bundles
 
 
@@ -51,3 +52,10 @@ def elf_core_header(core_zst: Path) -> bytes:
 def core_bytes(core_zst: Path) -> bytes:
     with open(core_zst, "rb") as f:
         return zstandard.ZstdDecompressor().stream_reader(f).read()
+
+
+def installed_argv(values: dict[str, str]) -> list[str]:
+    """The command core_pattern names, its %-specifiers filled in as the kernel would."""
+    pattern = read_pattern()
+    assert pattern.startswith("|"), pattern
+    return [values.get(arg, arg) for arg in pattern[1:].split()]
