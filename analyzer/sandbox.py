@@ -295,7 +295,8 @@ class Sandbox:
             _make_private_dirs(parent)
             self.scratch = Path(tempfile.mkdtemp(dir=parent, prefix="sandbox-"))
             os.chmod(self.scratch, 0o755)  # reached only through the bind mount inside
-            (self.scratch / "in").mkdir(mode=0o755)
+            (self.scratch / "in").mkdir()
+            os.chmod(self.scratch / "in", 0o755)  # whatever the umask: the sandbox user reads in/
             (self.scratch / "work").mkdir(mode=0o700)
             os.chown(self.scratch / "work", uid, gid)
         except OSError as exc:
@@ -370,6 +371,7 @@ class Sandbox:
         dest, inside = self._inside(name)
         out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         try:
+            os.fchmod(out, 0o644)  # the coretriage command runs under umask 077
             _copy_fd(src, out)
             self.staged_bytes += os.fstat(out).st_size
         finally:
@@ -517,7 +519,8 @@ def _copy_fd(src: int, out: int) -> None:
 def _copy_tree(source: Path, dest: Path, depth: int = 0) -> None:
     if depth > 64:
         return
-    os.mkdir(dest, 0o755)
+    os.mkdir(dest)
+    os.chmod(dest, 0o755)  # whatever the umask: the sandbox user reads the copy
     with os.scandir(source) as entries:
         for entry in entries:
             target = dest / entry.name
@@ -531,6 +534,7 @@ def _copy_tree(source: Path, dest: Path, depth: int = 0) -> None:
                     out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                                   0o644)
                     try:
+                        os.fchmod(out, 0o644)
                         _copy_fd(src, out)
                     finally:
                         os.close(out)

@@ -282,6 +282,25 @@ def test_analysis_with_a_root_only_sysroot_finds_every_symbol(tmp_path, samples)
     assert not list((tmp_path / "data/tmp").iterdir())  # no scratch left behind
 
 
+def test_under_the_cli_umask_the_copies_are_still_readable_inside(tmp_path, samples):
+    """The coretriage command runs under umask 077; the copies it stages for
+    the sandbox user (the core, the executable, a root-only sysroot) must
+    still be readable by that user."""
+    s = samples("segv")
+    root = tmp_path / "data" / "spool" / "b1" / "root"
+    dest = root / str(s.exe).lstrip("/")
+    dest.parent.mkdir(parents=True)
+    shutil.copy(s.exe, dest)
+    old = os.umask(0o077)
+    try:
+        a = analyze_core(s.core, s.exe, sysroot=root,
+                         sandbox=SandboxPolicy.default(tmp_path / "data", tmp_path / "data/tmp"))
+    finally:
+        os.umask(old)
+    assert not a.problems, a.problems
+    assert generate(a).text == s.expected_signature
+
+
 def test_a_program_in_a_directory_only_root_reads_is_copied_in_by_build_id(tmp_path, samples):
     """No --exe, no sysroot (a dump-dir core): the executable the core names
     sits where the sandbox user cannot look; the parent copies it in because
