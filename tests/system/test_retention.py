@@ -36,11 +36,8 @@ def _program(tmp_path: Path, n: int) -> Path:
 def _crash(spool: Path, exe: Path) -> Path:
     proc = subprocess.Popen([str(exe)], preexec_fn=crashkit.allow_cores, stdout=subprocess.DEVNULL)
     assert proc.wait(timeout=60) == -11
-    found = {}
-    wait_for(lambda: found.setdefault("b", next((b for b in finished_bundles(spool)
-                                                  if read_meta(b).pid == proc.pid), None)),
-             f"the bundle of pid {proc.pid}", 30)
-    return found["b"]
+    return wait_for(lambda: next((b for b in finished_bundles(spool) if read_meta(b).pid == proc.pid), None),
+                    f"the bundle of pid {proc.pid}", 30)
 
 
 def _backdate(path: Path, days: float) -> None:
