@@ -3,7 +3,9 @@
 ``read_core(stream)`` takes an open binary stream (as pyelftools' ELFFile
 does) and returns a frozen ``CoreNotes``: process id, command line, signal,
 mapped files with their load bases and the build-ids found in the core's own
-memory. Only 64-bit little-endian Linux cores are understood in detail.
+memory, and the architecture from the ELF header. Little-endian Linux cores
+of 64-bit (x86-64, aarch64) and 32-bit (arm, i386) machines are understood;
+build-ids are read from 64-bit images only.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
+from analyzer.arch import Arch, NotELF, architecture
 from analyzer.elfid import build_id
 
 AT_ENTRY = 9
@@ -49,6 +52,7 @@ class CoreNotes:
     mappings: tuple[Mapping, ...]
     truncated: bool
     build_ids: tuple[tuple[str, str], ...]  # (path, build-id) read from core memory
+    arch: Arch | None = None
 
     @property
     def executable(self) -> str | None:
@@ -73,24 +77,37 @@ def _cstr(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
-def _siginfo(desc: bytes):
+def _siginfo(desc: bytes, bits: int = 64):
     signo, _errno, code = struct.unpack_from("<iii", desc, 0)
     addr = sender = None
-    if signo in (4, 7, 8, 11):  # SIGILL SIGBUS SIGFPE SIGSEGV: si_addr after padding
-        (addr,) = struct.unpack_from("<Q", desc, 16)
+    # the union follows the three ints, aligned to the word size
+    union = 16 if bits == 64 else 12
+    if signo in (4, 7, 8, 11):  # SIGILL SIGBUS SIGFPE SIGSEGV: si_addr
+        (addr,) = struct.unpack_from("<Q" if bits == 64 else "<I", desc, union)
     elif code <= 0 or signo in (6,):  # sent by a process (kill, tgkill, abort)
-        (sender,) = struct.unpack_from("<i", desc, 16)
+        (sender,) = struct.unpack_from("<i", desc, union)
     return signo, code, addr, sender
 
 
-def _auxv(desc: bytes) -> dict[int, int]:
+def _auxv(desc: bytes, bits: int = 64) -> dict[int, int]:
     out = {}
-    for i in range(0, len(desc) - 15, 16):
-        key, val = struct.unpack_from("<QQ", desc, i)
+    word = "<QQ" if bits == 64 else "<II"
+    size = struct.calcsize(word)
+    for i in range(0, len(desc) - size + 1, size):
+        key, val = struct.unpack_from(word, desc, i)
         if key == 0:
             break
         out[key] = val
     return out
+
+
+def _prstatus(desc: bytes, bits: int) -> tuple[int, int | None]:
+    """(pr_cursig, pr_pid) of an NT_PRSTATUS: the signal after pr_info's
+    three ints, the thread id after the two signal masks (longs)."""
+    (cursig,) = struct.unpack_from("<h", desc, 12)
+    pid_at = 32 if bits == 64 else 24
+    lwp = struct.unpack_from("<i", desc, pid_at)[0] if len(desc) >= pid_at + 4 else None
+    return cursig, lwp
 
 
 class _CoreMemory:
@@ -127,13 +144,20 @@ def read_core(stream) -> CoreNotes:
         raise NotACore(f"unreadable ELF header: {exc}") from None
     if elf.header.e_type != "ET_CORE":
         raise NotACore(f"an ELF {elf.header.e_type} file, not a core dump")
-    if elf.elfclass != 64 or not elf.little_endian:
-        raise NotACore("only 64-bit little-endian cores are supported")
+    stream.seek(0)
+    try:
+        arch = architecture(stream.read(20))
+    except NotELF as exc:
+        raise NotACore(str(exc)) from None
+    if not elf.little_endian:
+        raise NotACore(f"a big-endian {arch.name} core: only little-endian cores are supported")
+    bits = arch.bits
 
     pid = uid = fname = psargs = None
     signo = code = addr = sender = None
     aux: dict[int, int] = {}
     lwps: list[int] = []
+    status_signal = None  # the first thread's pr_cursig, for cores without NT_SIGINFO (qemu's)
     mappings: list[Mapping] = []
     truncated = False
     for seg in elf.iter_segments():
@@ -152,18 +176,24 @@ def read_core(stream) -> CoreNotes:
             if kind == "NT_PRPSINFO":
                 pid, uid = desc.pr_pid, desc.pr_uid
                 fname, psargs = _cstr(desc.pr_fname), _cstr(desc.pr_psargs).strip()
-            elif kind == "NT_PRSTATUS" and isinstance(desc, bytes) and len(desc) >= 36:
-                lwps.append(struct.unpack_from("<i", desc, 32)[0])
+            elif kind == "NT_PRSTATUS" and isinstance(desc, bytes) and len(desc) >= 28:
+                cursig, lwp = _prstatus(desc, bits)
+                if lwp is not None:
+                    lwps.append(lwp)
+                if status_signal is None and cursig > 0:
+                    status_signal = cursig
             elif kind == "NT_SIGINFO" and isinstance(desc, bytes) and len(desc) >= 24:
-                signo, code, addr, sender = _siginfo(desc)
+                signo, code, addr, sender = _siginfo(desc, bits)
             elif kind == "NT_AUXV" and isinstance(desc, bytes):
-                aux = _auxv(desc)
+                aux = _auxv(desc, bits)
             elif kind == "NT_FILE":
                 page = desc.page_size
                 for entry, name in zip(desc.Elf_Nt_File_Entry, desc.filename):
                     mappings.append(Mapping(entry.vm_start, entry.vm_end, entry.page_offset * page,
                                             name.decode("utf-8", "replace") if isinstance(name, bytes) else name))
 
+    if signo is None and status_signal is not None:
+        signo = status_signal  # no si_code, fault address nor sender without NT_SIGINFO
     memory = _CoreMemory(elf, stream, size)
     build_ids = []
     seen = set()
@@ -177,4 +207,4 @@ def read_core(stream) -> CoreNotes:
     return CoreNotes(pid=pid, uid=uid, fname=fname, psargs=psargs, signal=signo, si_code=code,
                      fault_address=addr, sender_pid=sender, entry=aux.get(AT_ENTRY),
                      execfn_addr=aux.get(AT_EXECFN), thread_lwps=tuple(lwps),
-                     mappings=tuple(mappings), truncated=truncated, build_ids=tuple(build_ids))
+                     mappings=tuple(mappings), truncated=truncated, build_ids=tuple(build_ids), arch=arch)

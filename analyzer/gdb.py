@@ -37,6 +37,20 @@ class GdbBudget:
     memory: int = 4 << 30  # address space, bytes
 
 
+MULTIARCH = "gdb-multiarch"
+
+
+def gdb_for(arch) -> str:
+    """The gdb binary for a core of ``arch`` (an ``analyzer.arch.Arch``):
+    the host's gdb for its own cores (gdb-multiarch reads them too, but
+    starts a little slower), gdb-multiarch for another machine's, when it
+    is installed. Without it the host gdb is tried and the analysis says
+    what is missing."""
+    if arch is None or arch.native or shutil.which(MULTIARCH) is None:
+        return "gdb"
+    return MULTIARCH
+
+
 def mi_quote(text: str) -> str:
     """Quote a path or expression as an MI c-string."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
