@@ -85,6 +85,9 @@ class _Analyzer:
                                                 Path(executable) if executable else None, True,
                                                 None if self.sysroot else dict(notes.build_ids).get(self.exe_path))
         self.modules = self._modules()
+        if self.exe_path and self.exe_file is None and not notes.mappings:  # no NT_FILE: _modules saw nothing
+            self.problem(P.MISSING_EXECUTABLE, f"executable {self.exe_path} not found: its frames have no "
+                         "symbols (pass --exe or --sysroot)")
         self._index = sorted(((m.start, m.end, m) for m in self.modules), key=lambda t: t[0])
         self._starts = [s for s, _, _ in self._index]
 

@@ -53,6 +53,7 @@ class CoreNotes:
     truncated: bool
     build_ids: tuple[tuple[str, str], ...]  # (path, build-id) read from core memory
     arch: Arch | None = None
+    execfn: str | None = None  # AT_EXECFN's string, read from core memory when no NT_FILE names the program
 
     @property
     def executable(self) -> str | None:
@@ -61,7 +62,7 @@ class CoreNotes:
             for m in self.mappings:
                 if m.start <= self.entry < m.end:
                     return m.path
-        return self.mappings[0].path if self.mappings else None
+        return self.mappings[0].path if self.mappings else self.execfn
 
     def module_bases(self) -> dict[str, tuple[int, int]]:
         """path -> (load base, end of last mapping) for every mapped file."""
@@ -127,6 +128,16 @@ class _CoreMemory:
                 self.stream.seek(off)
                 return self.stream.read(length)
         return None
+
+    def read_upto(self, addr: int, length: int) -> bytes:
+        """Up to ``length`` bytes, fewer where the segment (or the file) ends."""
+        for h in self.loads:
+            if h.p_vaddr <= addr < h.p_vaddr + h.p_filesz:
+                off = h.p_offset + addr - h.p_vaddr
+                length = min(length, h.p_vaddr + h.p_filesz - addr, max(0, self.size - off))
+                self.stream.seek(off)
+                return self.stream.read(length)
+        return b""
 
 
 def read_core(stream) -> CoreNotes:
@@ -204,7 +215,12 @@ def read_core(stream) -> CoreNotes:
             bid = build_id(memory.read, m.start, in_file=False)
             if bid:
                 build_ids.append((m.path, bid))
+    execfn = None
+    if not mappings and aux.get(AT_EXECFN):  # qemu's cores have no NT_FILE: the name exec was given
+        raw = memory.read_upto(aux[AT_EXECFN], 256)
+        execfn = _cstr(raw) if b"\0" in raw else None
     return CoreNotes(pid=pid, uid=uid, fname=fname, psargs=psargs, signal=signo, si_code=code,
                      fault_address=addr, sender_pid=sender, entry=aux.get(AT_ENTRY),
                      execfn_addr=aux.get(AT_EXECFN), thread_lwps=tuple(lwps),
-                     mappings=tuple(mappings), truncated=truncated, build_ids=tuple(build_ids), arch=arch)
+                     mappings=tuple(mappings), truncated=truncated, build_ids=tuple(build_ids), arch=arch,
+                     execfn=execfn or None)

@@ -43,6 +43,7 @@ def test_backtrace_signature_registers_and_architecture(cross, name):
     sample, a, sig = cross(name)
     arch = sample.extra["arch"]
     assert a.architecture == arch and host_arch() != arch
+    assert a.executable == str(sample.exe)  # no NT_FILE in a qemu core: AT_EXECFN's name
     assert a.problems == ()
     assert sig.text == sample.expected_signature
     assert a.signal.name == sample.expected_signal
@@ -79,6 +80,9 @@ def test_dynamic_program_symbolized_from_the_cross_sysroot(cross):
     # without it, gdb has no libc to unwind through: a record that says little, not an error
     without = analyze_core(sample.core, sample.exe)
     assert without.architecture == "aarch64" and without.crashing_thread.frames[0].function is None
+    # nor without the program: the record says what is missing
+    bare = analyze_core(sample.core)
+    assert [p.code for p in bare.problems] == ["missing_executable"] and bare.executable == str(sample.exe)
 
 
 def test_one_bug_one_group_on_two_machines(config, store, samples, cross):
