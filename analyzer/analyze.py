@@ -130,7 +130,20 @@ class _Analyzer:
                               found_at=str(found) if found else None))
         if exe_mismatch:
             self.exe_file = None
+        if not self.notes.mappings and self.exe_file is not None and self.exe_path:
+            out.extend(self._unmapped_exe())
         return tuple(out)
+
+    def _unmapped_exe(self) -> list[Module]:
+        """A core without NT_FILE (qemu's) maps no file: a non-PIE program
+        given with --exe is where its headers say, so its frames still get
+        a module, an offset and a build-id."""
+        span = elfinfo.fixed_span(self.exe_file)
+        facts = elfinfo.safe_facts(self.exe_file)
+        if span is None or facts is None:
+            return []
+        return [Module(path=self.exe_path, start=span[0], end=span[1], build_id=facts.build_id,
+                       symbols=facts.symbols, found_at=str(self.exe_file))]
 
     def _module_at(self, pc: int) -> Module | None:
         i = bisect.bisect_right(self._starts, pc) - 1

@@ -1,0 +1,44 @@
+"""The committed aarch64 sample bundles (sample-cores/bundles/aarch64-*):
+real qemu-aarch64 cores of static glibc programs, read here with nothing of
+the cross toolchain, only gdb-multiarch; and the demo ingests them."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from analyzer.analyze import analyze_core
+from analyzer.signature import generate
+from coretriage.demo import CHECKOUT_SAMPLES, _ingest_bundles
+from coretriage.ingest import decompressed
+
+BUNDLES = sorted(p.parent for p in (CHECKOUT_SAMPLES / "bundles").glob("aarch64-*/bundle.json"))
+
+
+def test_there_are_aarch64_bundles():
+    assert [b.name for b in BUNDLES] == ["aarch64-assert", "aarch64-strlen"]
+
+
+@pytest.mark.parametrize("bundle", BUNDLES, ids=lambda b: b.name)
+def test_bundle_analyzes_to_its_signature(tmp_path, bundle):
+    meta = json.loads((bundle / "bundle.json").read_text())
+    with decompressed(bundle / "core.zst", tmp_path) as core, decompressed(bundle / meta["exe"], tmp_path) as exe:
+        a = analyze_core(core, exe)
+    sig = generate(a)
+    assert a.architecture == meta["architecture"] == "aarch64" and a.problems == ()
+    assert sig.text == meta["expected_signature"]
+    assert a.crashing_thread.frames[sig.key_frames[0]].function in ("header_length", "check_queue")
+    regs = dict(a.registers)
+    assert list(regs)[:2] == ["x0", "x1"] and {"x29", "x30", "sp", "pc", "cpsr"} <= regs.keys()
+    module = a.modules[0]  # the program, placed by its own headers: a qemu core has no NT_FILE
+    assert a.crashing_thread.frames[sig.key_frames[0]].build_id == module.build_id and len(module.build_id) == 40
+
+
+def test_demo_ingests_the_aarch64_bundles(config, store, capsys):
+    _ingest_bundles(config, store, CHECKOUT_SAMPLES)
+    out = capsys.readouterr().out
+    assert "aarch64-strlen" in out and "strlen | header_length | parse_request | main" in out
+    assert "check_queue | main | assert(depth < 16)" in out
+    stored = [store.crash(cid) for cid, _ in store.crash_ids()]
+    arm = [r for r in stored if r.analysis.get("architecture") == "aarch64"]
+    assert len(arm) == 2 and all(r.exe_file for r in arm)  # the program kept with the crash
