@@ -72,3 +72,23 @@ def test_one_bug_one_signature_and_key_frame_on_both_machines():
     arm = generate(crash("aarch64", "__strlen_mte", "/app"))
     assert x86.text == arm.text == "strlen | header_length | parse_request | main"
     assert x86.key_frames == arm.key_frames == (1, 2, 3)
+
+
+def _elf32_with_build_id(bid: bytes) -> bytes:
+    """The smallest 32-bit little-endian ELF with a PT_NOTE holding a GNU build-id."""
+    note = struct.pack("<III", 4, len(bid), 3) + b"GNU\0" + bid
+    phoff, note_at = 52, 52 + 32
+    ehdr = header(1, 40)[:16] + struct.pack("<HHIIIIIHHHHHH", 2, 40, 1, 0x10000, phoff, 0, 0, 52, 32, 1, 0, 0, 0)
+    phdr = struct.pack("<IIIIIIII", 4, note_at, 0x10000 + note_at, 0, len(note), len(note), 4, 4)
+    return ehdr + phdr + note
+
+
+def test_build_id_of_a_32_bit_image():
+    from analyzer.elfid import build_id
+
+    image = _elf32_with_build_id(bytes(range(20)))
+    assert build_id(lambda pos, size: image[pos:pos + size]) == bytes(range(20)).hex()
+    # in memory, an ET_EXEC image's notes are at their virtual address
+    memory = {0x10000 + i: b for i, b in enumerate(image)}
+    read = lambda pos, size: bytes(memory.get(a, 0) for a in range(pos, pos + size))
+    assert build_id(read, 0x10000, in_file=False) == bytes(range(20)).hex()
