@@ -42,3 +42,23 @@ def test_demo_ingests_the_aarch64_bundles(config, store, capsys):
     stored = [store.crash(cid) for cid, _ in store.crash_ids()]
     arm = [r for r in stored if r.analysis.get("architecture") == "aarch64"]
     assert len(arm) == 2 and all(r.exe_file for r in arm)  # the program kept with the crash
+
+
+def test_cli_ingest_then_gdb_on_an_aarch64_core(capsys, tmp_path):
+    """``coretriage ingest`` then ``coretriage gdb``: the stored foreign core
+    opens in gdb-multiarch with its program, as an x86-64 one in gdb."""
+    import subprocess
+    import sys
+
+    from coretriage.cli import main
+
+    bundle = CHECKOUT_SAMPLES / "bundles" / "aarch64-strlen"
+    with decompressed(bundle / "core.zst", tmp_path / "t") as core, \
+            decompressed(bundle / "aarch64-strlen.zst", tmp_path / "t") as exe:
+        assert main(["--data-dir", str(tmp_path / "d"), "ingest", str(core), "--exe", str(exe), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["signature"] == "strlen | header_length | parse_request | main"
+    proc = subprocess.run([sys.executable, "-m", "coretriage.cli", "--data-dir", str(tmp_path / "d"), "gdb",
+                           got["crash_id"], "-batch", "-ex", "bt"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "__strlen_mte" in proc.stdout and "header_length" in proc.stdout
