@@ -16,11 +16,10 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from analyzer import elfinfo
-from analyzer.arch import Arch
 from analyzer.corenotes import CoreNotes, NotACore, read_core
 from analyzer.enrichers import Target, enrich_all
 from analyzer import problems as P
-from analyzer.gdb import Gdb, GdbBudget, GdbError, GdbTimeout, gdb_for, mi_quote
+from analyzer.gdb import MULTIARCH, Gdb, GdbBudget, GdbError, GdbTimeout, mi_quote
 from analyzer.model import (Analysis, Frame, Instruction, Module, Recursion,
                             SignalInfo, Thread)
 from analyzer.problems import Problem
@@ -57,10 +56,6 @@ def analyze_core(core: Path, executable: Path | None = None, sysroot: Path | Non
         except OSError as exc:
             return Analysis(core=str(core),
                             problems=(Problem(P.UNREADABLE_CORE, f"cannot read core: {exc.strerror}"),))
-        wanted = gdb_for(notes.arch)
-        if wanted != gdb.gdb:  # a core of another machine: the gdb that reads it, started now
-            gdb.close()
-            gdb = Gdb(gdb.budget, wanted)
         return _Analyzer(core, notes, executable, sysroot, gdb, options or {}).run()
     finally:
         gdb.close()
@@ -145,7 +140,9 @@ class _Analyzer:
         return [Module(path=self.exe_path, start=span[0], end=span[1], build_id=facts.build_id,
                        symbols=facts.symbols, found_at=str(self.exe_file))]
 
-    def _module_at(self, pc: int) -> Module | None:
+    def _module_at(self, pc: int | None) -> Module | None:
+        if pc is None:
+            return None
         i = bisect.bisect_right(self._starts, pc) - 1
         if i >= 0:
             start, end, module = self._index[i]
@@ -175,7 +172,7 @@ class _Analyzer:
         result = dict(core=str(self.core), executable=self.exe_path, command_line=command_line,
                       pid=n.pid, uid=n.uid, signal=signal, modules=self.modules,
                       libc=self._libc(), architecture=n.arch.name if n.arch else None)
-        if n.arch is not None and not n.arch.native and self.gdb.gdb == "gdb":
+        if n.arch is not None and not n.arch.native and Path(self.gdb.gdb).name != MULTIARCH:
             self.problem(P.FOREIGN_ARCH, f"an {n.arch.name} core and no gdb-multiarch to read it "
                          "(apt-get install gdb-multiarch)")
         try:

@@ -62,3 +62,20 @@ def test_cli_ingest_then_gdb_on_an_aarch64_core(capsys, tmp_path):
                            got["crash_id"], "-batch", "-ex", "bt"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "__strlen_mte" in proc.stdout and "header_length" in proc.stdout
+
+
+def test_host_gdb_on_a_foreign_core_says_what_is_missing(tmp_path):
+    """The issue's traceback: the host's x86-64 gdb reads every frame
+    address of an aarch64 core as <unavailable>. A record that says why,
+    never an exception."""
+    from analyzer.gdb import Gdb
+
+    bundle = CHECKOUT_SAMPLES / "bundles" / "aarch64-strlen"
+    with decompressed(bundle / "core.zst", tmp_path) as core, \
+            decompressed(bundle / "aarch64-strlen.zst", tmp_path) as exe:
+        a = analyze_core(core, exe, gdb=Gdb(gdb="gdb"))
+    assert a.architecture == "aarch64"
+    assert a.problems[0].code == "foreign_arch" and "gdb-multiarch" in a.problems[0].message
+    frames = a.crashing_thread.frames
+    assert frames and frames[0].pc is None and "pc" in frames[0].unavailable
+    generate(a)  # and it still gets a signature
