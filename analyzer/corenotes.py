@@ -5,7 +5,8 @@ does) and returns a frozen ``CoreNotes``: process id, command line, signal,
 mapped files with their load bases and the build-ids found in the core's own
 memory, and the architecture from the ELF header. Little-endian Linux cores
 of 64-bit (x86-64, aarch64) and 32-bit (arm, i386) machines are understood;
-build-ids are read from 64-bit images only.
+cores without NT_FILE or NT_SIGINFO (qemu-user's) give what their other
+notes say: the signal from NT_PRSTATUS, the program's name from AT_EXECFN.
 """
 
 from __future__ import annotations
