@@ -79,3 +79,29 @@ def test_host_gdb_on_a_foreign_core_says_what_is_missing(tmp_path):
     frames = a.crashing_thread.frames
     assert frames and frames[0].pc is None and "pc" in frames[0].unavailable
     generate(a)  # and it still gets a signature
+
+
+def test_unavailable_frames_show_as_such_on_the_crash_page(config, store, tmp_path):
+    """The crash analyzed by the host's gdb (every pc unavailable) is stored
+    and shown: its frames say <unavailable>, the page says the architecture."""
+    import re
+
+    from analyzer.gdb import Gdb
+    from coretriage.ingest import ingest
+    from coretriage.users import hash_password
+    from webui import create_app
+
+    bundle = CHECKOUT_SAMPLES / "bundles" / "aarch64-strlen"
+    with decompressed(bundle / "core.zst", tmp_path) as core, \
+            decompressed(bundle / "aarch64-strlen.zst", tmp_path) as exe:
+        done = ingest(config, store, core, exe, gdb=Gdb(gdb="gdb"))
+    app = create_app({"CORETRIAGE": config, "TESTING": True})
+    app.extensions["store"].add_user("ann", hash_password("viewer-pass"), "viewer")
+    c = app.test_client()
+    token = re.search(r'name="csrf_token" value="([^"]+)"', c.get("/login").text).group(1)
+    c.post("/login", data={"username": "ann", "password": "viewer-pass", "csrf_token": token})
+    page = c.get(f"/crashes/{done.crash.id}").text
+    assert "pc &lt;unavailable&gt;" in page and '<dd class="arch">aarch64</dd>' in page
+    assert "no gdb-multiarch to read it" in page
+    export = c.get(f"/export/{done.crash.id}?format=json").json
+    assert export["analysis"]["threads"][0]["frames"][0]["unavailable"] == ["pc"]
