@@ -23,7 +23,7 @@ from analyzer import elfid, elfinfo
 from analyzer.corenotes import CoreNotes, NotACore, read_core
 from analyzer.enrichers import ENRICHERS, Target, enrich_all
 from analyzer import problems as P
-from analyzer.gdb import EarlyGdb, Gdb, GdbBudget, GdbError, GdbTimeout, mi_quote
+from analyzer.gdb import MULTIARCH, EarlyGdb, Gdb, GdbBudget, GdbError, GdbTimeout, mi_quote
 from analyzer.model import (Analysis, Frame, Instruction, Module, Recursion,
                             SignalInfo, Thread)
 from analyzer.problems import Problem
@@ -36,7 +36,7 @@ from analyzer.stack import find_cycle
 MAX_FRAMES = 256  # innermost frames kept per thread
 OUTER_FRAMES = 16  # outermost frames kept when a thread is deeper than that
 DEPTH_CAP = 250_000  # never unwind further than this
-REGISTERS = 24  # general purpose, pc, flags and segment registers on x86-64
+REGISTERS = 24  # shown for an architecture analyzer.arch has no register list for
 
 _SAFE_PATH = re.compile(r"^[\w./+@-]+$")
 _STRING_VALUE = re.compile(r"""^0x[0-9a-f]+(?: <[^>]*>)? (["'].*)$""", re.DOTALL)
@@ -277,6 +277,9 @@ class _Analyzer:
                 # where find_module would have taken the host's file, had it been readable
                 self.exe_file, _ = _host_file(self.exe_path, dict(notes.build_ids).get(self.exe_path))
         self.modules = self._modules()
+        if self.exe_path and self.exe_file is None and not notes.mappings:  # no NT_FILE: _modules saw nothing
+            self.problem(P.MISSING_EXECUTABLE, f"executable {self.exe_path} not found: its frames have no "
+                         "symbols (pass --exe or --sysroot)")
         self._index = sorted(((m.start, m.end, m) for m in self.modules), key=lambda t: t[0])
         self._starts = [s for s, _, _ in self._index]
 
@@ -322,9 +325,24 @@ class _Analyzer:
                               found_at=str(found) if found else None))
         if exe_mismatch:
             self.exe_file = None
+        if not self.notes.mappings and self.exe_file is not None and self.exe_path:
+            out.extend(self._unmapped_exe())
         return tuple(out)
 
-    def _module_at(self, pc: int) -> Module | None:
+    def _unmapped_exe(self) -> list[Module]:
+        """A core without NT_FILE (qemu's) maps no file: a non-PIE program
+        given with --exe is where its headers say, so its frames still get
+        a module, an offset and a build-id."""
+        span = elfinfo.fixed_span(self.exe_file)
+        facts = elfinfo.safe_facts(self.exe_file)
+        if span is None or facts is None:
+            return []
+        return [Module(path=self.exe_path, start=span[0], end=span[1], build_id=facts.build_id,
+                       symbols=facts.symbols, found_at=str(self.exe_file))]
+
+    def _module_at(self, pc: int | None) -> Module | None:
+        if pc is None:
+            return None
         i = bisect.bisect_right(self._starts, pc) - 1
         if i >= 0:
             start, end, module = self._index[i]
@@ -333,17 +351,13 @@ class _Analyzer:
         return None
 
     def _frame(self, raw: dict) -> Frame:
-        pc = int(raw.get("addr", "0"), 16)
-        func = raw.get("func")
-        if func in (None, "??"):
-            func = None
-        module = self._module_at(pc)
-        line = raw.get("line")
-        return Frame(index=int(raw.get("level", 0)), pc=pc, function=func,
-                     module=module.path if module else None,
-                     build_id=module.build_id if module else None,
-                     offset=pc - module.start if module else None,
-                     file=raw.get("file"), line=int(line) if line and line.isdigit() else None)
+        fields = parse_frame(raw)
+        module = self._module_at(fields["pc"])
+        if module is not None:
+            fields.update(module=module.path, build_id=module.build_id, offset=fields["pc"] - module.start)
+        elif fields["module"] is None and isinstance(raw.get("from"), str) and raw["from"].startswith("/"):
+            fields["module"] = raw["from"]  # a core without NT_FILE (qemu's): gdb's own solib list
+        return Frame(**fields)
 
     # -- the gdb session -------------------------------------------------
     def run(self) -> Analysis:
@@ -357,7 +371,10 @@ class _Analyzer:
         command_line = mask_psargs(n.psargs, names) if n.psargs else n.psargs
         result = dict(core=str(self.core), executable=self.exe_path, command_line=command_line,
                       pid=n.pid, uid=n.uid, signal=signal, modules=self.modules,
-                      libc=self._libc())
+                      libc=self._libc(), architecture=n.arch.name if n.arch else None)
+        if n.arch is not None and not n.arch.native and Path(self.gdb.gdb).name != MULTIARCH:
+            self.problem(P.FOREIGN_ARCH, f"an {n.arch.name} core and no gdb-multiarch to read it "
+                         "(apt-get install gdb-multiarch)")
         try:
             with ExitStack() as stack:
                 core_arg = self._safe(self.core, stack)
@@ -482,8 +499,8 @@ class _Analyzer:
 
     @staticmethod
     def _recursion(thread: Thread) -> Recursion | None:
-        names = [f.function or f"{f.module_name}+{f.offset:#x}" if f.module else f"{f.pc:#x}"
-                 for f in thread.frames]
+        names = [f.function or (f"{f.module_name}+{f.offset:#x}" if f.module and f.offset is not None
+                                else f.pc_text) for f in thread.frames]
         found = find_cycle(names)
         if found is None:
             return None
@@ -510,11 +527,10 @@ class _Analyzer:
 
     def _registers(self, gdb: Gdb, sel: str) -> tuple[tuple[str, str], ...]:
         names = (gdb.try_mi("-data-list-register-names") or {}).get("register-names", [])
-        wanted = [i for i, name in enumerate(names[:REGISTERS]) if name]
-        if not wanted:
-            return ()
-        values = gdb.try_mi(f"-data-list-register-values {sel} x {' '.join(map(str, wanted))}") or {}
-        return tuple((names[int(v["number"])], v["value"]) for v in values.get("register-values", []))
+        arch = self.notes.arch
+        return pick_registers(names, arch.registers if arch else (),
+                              lambda numbers: (gdb.try_mi(f"-data-list-register-values {sel} x "
+                                                          f"{' '.join(map(str, numbers))}") or {}))
 
     def _disassembly(self, gdb: Gdb, sel: str, before: int = 6, after: int = 6) -> tuple[Instruction, ...]:
         pc_raw = (gdb.try_mi(f"-data-evaluate-expression {sel} $pc") or {}).get("value", "")
@@ -558,6 +574,63 @@ class _Analyzer:
             except OSError:
                 pass
         return found
+
+
+_UNREADABLE = re.compile(r"^<(unavailable|optimized out|error:.*|not saved)>$|^\?\?$")
+
+
+def _value(raw: dict, key: str) -> str | None:
+    """A frame field as gdb gave it; None when missing or marked unreadable."""
+    value = raw.get(key)
+    if not isinstance(value, str) or not value.strip() or _UNREADABLE.match(value.strip()):
+        return None
+    return value.strip()
+
+
+def _number(text: str | None, base: int) -> int | None:
+    try:
+        return int(text, base) if text is not None else None
+    except ValueError:
+        return None
+
+
+def parse_frame(raw: dict) -> dict:
+    """The fields of a ``Frame`` from one MI frame record. A pc, function or
+    line gdb could not read (<unavailable>, <optimized out>, absent) is
+    None and named in ``unavailable``; no value makes it raise."""
+    unavailable = []
+    pc = _number(_value(raw, "addr"), 16)
+    if pc is None:
+        unavailable.append("pc")
+    function = _value(raw, "func")
+    if function is None and raw.get("func") not in (None, "??"):
+        unavailable.append("function")  # gdb said it could not read it, not that there is no symbol
+    file = _value(raw, "file") or _value(raw, "fullname")
+    line = _number(_value(raw, "line"), 10)
+    if file is not None and line is None:
+        unavailable.append("line")
+    return dict(index=_number(_value(raw, "level"), 10) or 0, pc=pc, function=function, module=None,
+                build_id=None, offset=None, file=file, line=line, unavailable=tuple(unavailable))
+
+
+def pick_registers(names: list, wanted: tuple[str, ...], read) -> tuple[tuple[str, str], ...]:
+    """(name, value) of the registers ``wanted`` in that order, by gdb's
+    numbering of ``names`` (-data-list-register-names); gdb's first
+    REGISTERS when the architecture has no list. ``read(numbers)`` answers
+    -data-list-register-values; a value gdb cannot read stays <unavailable>."""
+    numbers = {name: i for i, name in enumerate(names) if isinstance(name, str) and name}
+    if wanted:
+        chosen = [numbers[n] for n in wanted if n in numbers]
+    else:
+        chosen = [i for i, name in enumerate(names[:REGISTERS]) if isinstance(name, str) and name]
+    if not chosen:
+        return ()
+    values = {}
+    for v in read(chosen).get("register-values", []):
+        number = _number(v.get("number"), 10)
+        if number is not None and 0 <= number < len(names):
+            values[number] = v.get("value") or "<unavailable>"
+    return tuple((names[i], values[i]) for i in chosen if i in values)
 
 
 class _Probe:

@@ -3,7 +3,10 @@
 ``read_core(stream)`` takes an open binary stream (as pyelftools' ELFFile
 does) and returns a frozen ``CoreNotes``: process id, command line, signal,
 mapped files with their load bases and the build-ids found in the core's own
-memory. Only 64-bit little-endian Linux cores are understood in detail.
+memory, and the architecture from the ELF header. Little-endian Linux cores
+of 64-bit (x86-64, aarch64) and 32-bit (arm, i386) machines are understood;
+cores without NT_FILE or NT_SIGINFO (qemu-user's) give what their other
+notes say: the signal from NT_PRSTATUS, the program's name from AT_EXECFN.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dataclasses import dataclass
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
+from analyzer.arch import Arch, NotELF, architecture
 from analyzer.elfid import build_id
 
 AT_ENTRY = 9
@@ -49,6 +53,8 @@ class CoreNotes:
     mappings: tuple[Mapping, ...]
     truncated: bool
     build_ids: tuple[tuple[str, str], ...]  # (path, build-id) read from core memory
+    arch: Arch | None = None
+    execfn: str | None = None  # AT_EXECFN's string, read from core memory when no NT_FILE names the program
 
     @property
     def executable(self) -> str | None:
@@ -57,7 +63,7 @@ class CoreNotes:
             for m in self.mappings:
                 if m.start <= self.entry < m.end:
                     return m.path
-        return self.mappings[0].path if self.mappings else None
+        return self.mappings[0].path if self.mappings else self.execfn
 
     def module_bases(self) -> dict[str, tuple[int, int]]:
         """path -> (load base, end of last mapping) for every mapped file."""
@@ -73,24 +79,37 @@ def _cstr(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
-def _siginfo(desc: bytes):
+def _siginfo(desc: bytes, bits: int = 64):
     signo, _errno, code = struct.unpack_from("<iii", desc, 0)
     addr = sender = None
-    if signo in (4, 7, 8, 11):  # SIGILL SIGBUS SIGFPE SIGSEGV: si_addr after padding
-        (addr,) = struct.unpack_from("<Q", desc, 16)
+    # the union follows the three ints, aligned to the word size
+    union = 16 if bits == 64 else 12
+    if signo in (4, 7, 8, 11):  # SIGILL SIGBUS SIGFPE SIGSEGV: si_addr
+        (addr,) = struct.unpack_from("<Q" if bits == 64 else "<I", desc, union)
     elif code <= 0 or signo in (6,):  # sent by a process (kill, tgkill, abort)
-        (sender,) = struct.unpack_from("<i", desc, 16)
+        (sender,) = struct.unpack_from("<i", desc, union)
     return signo, code, addr, sender
 
 
-def _auxv(desc: bytes) -> dict[int, int]:
+def _auxv(desc: bytes, bits: int = 64) -> dict[int, int]:
     out = {}
-    for i in range(0, len(desc) - 15, 16):
-        key, val = struct.unpack_from("<QQ", desc, i)
+    word = "<QQ" if bits == 64 else "<II"
+    size = struct.calcsize(word)
+    for i in range(0, len(desc) - size + 1, size):
+        key, val = struct.unpack_from(word, desc, i)
         if key == 0:
             break
         out[key] = val
     return out
+
+
+def _prstatus(desc: bytes, bits: int) -> tuple[int, int | None]:
+    """(pr_cursig, pr_pid) of an NT_PRSTATUS: the signal after pr_info's
+    three ints, the thread id after the two signal masks (longs)."""
+    (cursig,) = struct.unpack_from("<h", desc, 12)
+    pid_at = 32 if bits == 64 else 24
+    lwp = struct.unpack_from("<i", desc, pid_at)[0] if len(desc) >= pid_at + 4 else None
+    return cursig, lwp
 
 
 class _CoreMemory:
@@ -111,6 +130,16 @@ class _CoreMemory:
                 return self.stream.read(length)
         return None
 
+    def read_upto(self, addr: int, length: int) -> bytes:
+        """Up to ``length`` bytes, fewer where the segment (or the file) ends."""
+        for h in self.loads:
+            if h.p_vaddr <= addr < h.p_vaddr + h.p_filesz:
+                off = h.p_offset + addr - h.p_vaddr
+                length = min(length, h.p_vaddr + h.p_filesz - addr, max(0, self.size - off))
+                self.stream.seek(off)
+                return self.stream.read(length)
+        return b""
+
 
 def read_core(stream) -> CoreNotes:
     """Parse an open core file. Raises NotACore with a one-line reason."""
@@ -127,13 +156,20 @@ def read_core(stream) -> CoreNotes:
         raise NotACore(f"unreadable ELF header: {exc}") from None
     if elf.header.e_type != "ET_CORE":
         raise NotACore(f"an ELF {elf.header.e_type} file, not a core dump")
-    if elf.elfclass != 64 or not elf.little_endian:
-        raise NotACore("only 64-bit little-endian cores are supported")
+    stream.seek(0)
+    try:
+        arch = architecture(stream.read(20))
+    except NotELF as exc:
+        raise NotACore(str(exc)) from None
+    if not elf.little_endian:
+        raise NotACore(f"a big-endian {arch.name} core: only little-endian cores are supported")
+    bits = arch.bits
 
     pid = uid = fname = psargs = None
     signo = code = addr = sender = None
     aux: dict[int, int] = {}
     lwps: list[int] = []
+    status_signal = None  # the first thread's pr_cursig, for cores without NT_SIGINFO (qemu's)
     mappings: list[Mapping] = []
     truncated = False
     for seg in elf.iter_segments():
@@ -152,18 +188,24 @@ def read_core(stream) -> CoreNotes:
             if kind == "NT_PRPSINFO":
                 pid, uid = desc.pr_pid, desc.pr_uid
                 fname, psargs = _cstr(desc.pr_fname), _cstr(desc.pr_psargs).strip()
-            elif kind == "NT_PRSTATUS" and isinstance(desc, bytes) and len(desc) >= 36:
-                lwps.append(struct.unpack_from("<i", desc, 32)[0])
+            elif kind == "NT_PRSTATUS" and isinstance(desc, bytes) and len(desc) >= 28:
+                cursig, lwp = _prstatus(desc, bits)
+                if lwp is not None:
+                    lwps.append(lwp)
+                if status_signal is None and cursig > 0:
+                    status_signal = cursig
             elif kind == "NT_SIGINFO" and isinstance(desc, bytes) and len(desc) >= 24:
-                signo, code, addr, sender = _siginfo(desc)
+                signo, code, addr, sender = _siginfo(desc, bits)
             elif kind == "NT_AUXV" and isinstance(desc, bytes):
-                aux = _auxv(desc)
+                aux = _auxv(desc, bits)
             elif kind == "NT_FILE":
                 page = desc.page_size
                 for entry, name in zip(desc.Elf_Nt_File_Entry, desc.filename):
                     mappings.append(Mapping(entry.vm_start, entry.vm_end, entry.page_offset * page,
                                             name.decode("utf-8", "replace") if isinstance(name, bytes) else name))
 
+    if signo is None and status_signal is not None:
+        signo = status_signal  # no si_code, fault address nor sender without NT_SIGINFO
     memory = _CoreMemory(elf, stream, size)
     build_ids = []
     seen = set()
@@ -174,7 +216,12 @@ def read_core(stream) -> CoreNotes:
             bid = build_id(memory.read, m.start, in_file=False)
             if bid:
                 build_ids.append((m.path, bid))
+    execfn = None
+    if not mappings and aux.get(AT_EXECFN):  # qemu's cores have no NT_FILE: the name exec was given
+        raw = memory.read_upto(aux[AT_EXECFN], 256)
+        execfn = _cstr(raw) if b"\0" in raw else None
     return CoreNotes(pid=pid, uid=uid, fname=fname, psargs=psargs, signal=signo, si_code=code,
                      fault_address=addr, sender_pid=sender, entry=aux.get(AT_ENTRY),
                      execfn_addr=aux.get(AT_EXECFN), thread_lwps=tuple(lwps),
-                     mappings=tuple(mappings), truncated=truncated, build_ids=tuple(build_ids))
+                     mappings=tuple(mappings), truncated=truncated, build_ids=tuple(build_ids), arch=arch,
+                     execfn=execfn or None)

@@ -22,13 +22,22 @@ MAX_STRTAB = 1 << 20
 
 
 def build_id(read, base: int = 0, in_file: bool = True) -> str | None:
+    """Of a little-endian image, 64-bit or 32-bit (arm, i386)."""
     ehdr = read(base, 64)
-    if not ehdr or len(ehdr) < 64 or ehdr[:4] != b"\x7fELF" or ehdr[4] != 2 or ehdr[5] != 1:
-        return None  # only 64-bit little-endian images
+    if not ehdr or len(ehdr) < 52 or ehdr[:4] != b"\x7fELF" or ehdr[4] not in (1, 2) or ehdr[5] != 1:
+        return None  # only little-endian images
     (e_type,) = struct.unpack_from("<H", ehdr, 16)
-    (phoff,) = struct.unpack_from("<Q", ehdr, 32)
-    phentsize, phnum = struct.unpack_from("<HH", ehdr, 54)
-    if phnum > 64 or phentsize != 56:
+    if ehdr[4] == 2:
+        if len(ehdr) < 64:
+            return None
+        (phoff,) = struct.unpack_from("<Q", ehdr, 32)
+        phentsize, phnum = struct.unpack_from("<HH", ehdr, 54)
+        size, entry = 56, "<I4xQQ8xQ"  # p_type, p_offset, p_vaddr, p_filesz
+    else:
+        (phoff,) = struct.unpack_from("<I", ehdr, 28)
+        phentsize, phnum = struct.unpack_from("<HH", ehdr, 42)
+        size, entry = 32, "<III4xI"
+    if phnum > 64 or phentsize != size:
         return None
     phdrs = read(base + phoff, phentsize * phnum)
     if not phdrs or len(phdrs) < phentsize * phnum:
@@ -36,7 +45,7 @@ def build_id(read, base: int = 0, in_file: bool = True) -> str | None:
     # in memory, ET_DYN images are relative to the load base, ET_EXEC absolute
     bias = base if e_type == ET_DYN or in_file else 0
     for i in range(phnum):
-        p_type, _flags, offset, vaddr, _paddr, filesz = struct.unpack_from("<IIQQQQ", phdrs, i * phentsize)
+        p_type, offset, vaddr, filesz = struct.unpack_from(entry, phdrs, i * phentsize)
         if p_type != PT_NOTE or filesz > 4096:
             continue
         notes = read(bias + (offset if in_file else vaddr), filesz)

@@ -58,6 +58,23 @@ def facts_by_pyelftools(stream) -> tuple[str | None, set[str]]:
     return build_id, names
 
 
+def fixed_span(path: Path) -> tuple[int, int] | None:
+    """(lowest, end) address of a non-PIE program's loaded segments: where
+    it is in memory whatever loaded it. None for a PIE or shared object
+    (their base is the loader's choice) or anything unreadable."""
+    try:
+        with open(path, "rb") as f:
+            elf = ELFFile(f)
+            if elf.header.e_type != "ET_EXEC":
+                return None
+            loads = [seg.header for seg in elf.iter_segments() if seg.header.p_type == "PT_LOAD"]
+    except (OSError, ELFError, ValueError):
+        return None
+    if not loads:
+        return None
+    return min(h.p_vaddr for h in loads), max(h.p_vaddr + h.p_memsz for h in loads)
+
+
 def debug_file_for(build_id: str | None, roots: tuple[Path, ...] = (DEBUG_ROOT,)) -> Path | None:
     """The separate debug file gdb would load for this build-id, if any."""
     if not build_id or len(build_id) < 3:

@@ -13,26 +13,37 @@ from typing import Any
 from analyzer.problems import Problem, from_text
 
 
+UNAVAILABLE = "<unavailable>"  # how a field gdb could not read is shown
+
+
 @dataclass(frozen=True)
 class Frame:
     index: int
-    pc: int
+    pc: int | None  # None: gdb could not read it (see ``unavailable``)
     function: str | None = None  # demangled, as gdb prints it
     module: str | None = None  # path of the mapped file the pc is in
     build_id: str | None = None
     offset: int | None = None  # pc relative to the module's load base
     file: str | None = None
     line: int | None = None
+    # fields gdb reported as <unavailable> or <optimized out>, or left out
+    # where a frame always has one ("pc", "function", "line")
+    unavailable: tuple[str, ...] = ()
 
     @property
     def module_name(self) -> str | None:
         return self.module.rsplit("/", 1)[-1] if self.module else None
 
+    @property
+    def pc_text(self) -> str:
+        return UNAVAILABLE if self.pc is None else f"{self.pc:#018x}"
+
     def describe(self) -> str:
         """One line, like gdb's backtrace but with module+offset."""
-        where = f" at {self.file}:{self.line}" if self.file else ""
+        where = f" at {self.file}:{self.line if self.line is not None else UNAVAILABLE}" if self.file else ""
         mod = f" ({self.module_name}+{self.offset:#x})" if self.module and self.offset is not None else ""
-        return f"#{self.index:<3} {self.pc:#018x} {self.function or '??'}{mod}{where}"
+        function = self.function or (UNAVAILABLE if "function" in self.unavailable else "??")
+        return f"#{self.index:<3} {self.pc_text} {function}{mod}{where}"
 
 
 @dataclass(frozen=True)
@@ -128,6 +139,9 @@ class Analysis:
     # why parts are missing (truncated core, executable not found, ...)
     problems: tuple[Problem, ...] = ()
     analyzer_version: int = 1
+    # "x86-64", "aarch64", "arm", ... (analyzer.arch) from the core's ELF
+    # header; None in analyses stored before it was recorded
+    architecture: str | None = None
 
     def __post_init__(self):
         # callers that still pass plain strings get them coded by their wording
@@ -148,7 +162,9 @@ class Analysis:
         exported names were available."""
         return tuple(m.path for m in self.modules if m.symbols in ("dynsym", "none", "missing"))
 
-    def module_for(self, pc: int) -> Module | None:
+    def module_for(self, pc: int | None) -> Module | None:
+        if pc is None:
+            return None
         for m in self.modules:
             if m.start <= pc < m.end:
                 return m

@@ -22,6 +22,7 @@ STACK_TOO_DEEP = "stack_too_deep"  # unwinding stopped at the depth cap
 NO_CODE_AT_PC = "no_code_at_pc"  # nothing to disassemble at the crashing pc
 ENRICHER_FAILED = "enricher_failed"
 CORE_NOT_KEPT = "core_not_kept"  # metadata only: the collector dropped the core
+FOREIGN_ARCH = "foreign_arch"  # a core of another architecture and no gdb-multiarch to read it
 UNKNOWN = "unknown"  # an old stored string that matched no known wording
 
 # The readable words a frameless crash's group shows for each code. These are
@@ -39,6 +40,7 @@ LABELS = {
     NO_CODE_AT_PC: "no code at pc",
     ENRICHER_FAILED: "enricher failed",
     CORE_NOT_KEPT: "core not kept",
+    FOREIGN_ARCH: "no gdb for this architecture",
 }
 CODES = frozenset(LABELS) | {UNKNOWN}
 

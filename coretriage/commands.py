@@ -152,9 +152,14 @@ def cmd_gdb(args) -> int:
         row = store.crash(ref)
     if not row.core_file or not (config.data_dir / row.core_file).is_file():
         raise UserError(f"crash {row.id} has no stored core (metadata only)")
-    gdb = shutil.which("gdb")
+    from analyzer.arch import host_arch
+    from analyzer.gdb import MULTIARCH
+
+    arch = row.analysis.get("architecture")
+    name = MULTIARCH if arch and arch != host_arch() else "gdb"  # another machine's core
+    gdb = shutil.which(name)
     if gdb is None:
-        raise UserError("gdb is not installed (apt-get install gdb)")
+        raise UserError(f"{name} is not installed (apt-get install {name})")
     with crash_sysroot(config, row.sysroot, row.meta.get("files")) as sysroot, \
             decompressed(config.data_dir / row.core_file, config.tmp_dir) as core:
         argv = [gdb, "-q", "-iex", "set auto-load off"]

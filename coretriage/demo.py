@@ -8,6 +8,7 @@ one line that there are none."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -29,8 +30,12 @@ def _ingest_bundles(config, store, samples: Path) -> None:
     for meta_file in sorted((samples / "bundles").glob("*/bundle.json")):
         bundle = meta_file.parent
         meta = json.loads(meta_file.read_text())
-        with decompressed(bundle / "core.zst", config.tmp_dir) as core:
-            done = ingest(config, store, core, bundle / meta["exe"], crashed_at=meta.get("crashed_at"),
+        with contextlib.ExitStack() as stack:
+            core = stack.enter_context(decompressed(bundle / "core.zst", config.tmp_dir))
+            exe = bundle / meta["exe"]
+            if exe.suffix == ".zst":  # the aarch64 bundles keep their (static) programs compressed
+                exe = stack.enter_context(decompressed(exe, config.tmp_dir))
+            done = ingest(config, store, core, exe, crashed_at=meta.get("crashed_at"),
                           meta={"source": f"sample bundle {bundle.name}"})
         print(f"bundle {bundle.name:<16} -> {done.crash.group_ref:<5} {done.signature.text}")
 

@@ -51,12 +51,14 @@ def key_frame_list(row: CrashRow) -> list[dict]:
 
 def _frame_json(f: Frame) -> dict:
     return {"index": f.index, "function": f.function, "module": f.module, "offset": f.offset,
-            "build_id": f.build_id, "file": f.file, "line": f.line, "pc": f.pc}
+            "build_id": f.build_id, "file": f.file, "line": f.line, "pc": f.pc,
+            "unavailable": list(f.unavailable)}
 
 
 def _summary(row: CrashRow, a: Analysis) -> list[tuple[str, str]]:
     lines = [("Crash", row.id), ("Group", row.group_ref), ("Signature", row.signature.get("text", "")),
              ("Signal", a.signal.describe() if a.signal else "-"),
+             ("Architecture", a.architecture or "-"),
              ("Executable", a.executable or "-"), ("Command line", a.command_line or "-"),
              ("PID", str(a.pid or "-")), ("C library", a.libc or "-"), ("Crashed at", when(row.crashed_at))]
     for key, label in (("host", "Host"), ("container", "Container"), ("image", "Image")):

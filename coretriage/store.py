@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 
 import sqlalchemy as sa
@@ -527,10 +528,29 @@ class Store:
                               .where(c.group_id == group_id).order_by(c.crashed_at.desc()).limit(limit)).all()
         return [dict(r._mapping) for r in rows]
 
+    def crash_architectures(self, group_id: int, limit: int = 200) -> dict[str, str | None]:
+        """crash id -> the architecture its analysis records (None before it
+        was recorded), for the group page's newest ``limit`` crashes. Read
+        from the stored JSON text without decoding it: the key is written
+        once, at the top level (json.dumps escapes any quote in a value)."""
+        c = crashes.c
+        with self.engine.connect() as db:
+            rows = db.execute(sa.select(c.id, c.analysis).where(c.group_id == group_id)
+                              .order_by(c.crashed_at.desc()).limit(limit)).all()
+        out = {}
+        for crash_id, text in rows:
+            found = _ARCH_KEY.search(text or "", max(0, len(text or "") - 200))  # the last field
+            found = found or _ARCH_KEY.search(text or "")
+            out[crash_id] = found.group(1) if found else None
+        return out
+
     def crash_ids(self) -> list[tuple[str, int]]:
         with self.engine.connect() as db:
             return [tuple(r) for r in db.execute(sa.select(crashes.c.id, crashes.c.group_id)
                                                  .order_by(crashes.c.crashed_at)).all()]
+
+
+_ARCH_KEY = re.compile(r'"architecture": "([\w.-]{1,32})"')
 
 
 def _sqlite_pragmas(conn, _record) -> None:

@@ -109,3 +109,36 @@ def need(*tools: str) -> None:
     missing = [t for t in tools if shutil.which(t) is None]
     if missing:
         raise RuntimeError(f"missing tools for this recipe: {', '.join(missing)} (run make test)")
+
+
+# qemu-user runs another machine's program and, when it dies of a signal,
+# writes that machine's core itself: qemu_<prog>_<time>_<pid>.core in its
+# working directory, not through core_pattern (and without NT_FILE and
+# NT_SIGINFO notes). qemu may then dump its own x86-64 core as well: that
+# one goes through core_pattern, into a directory of ours, never the host's.
+QEMU = {"aarch64": "qemu-aarch64", "arm": "qemu-arm"}
+CROSS_CC = {"aarch64": "aarch64-linux-gnu-gcc", "arm": "arm-linux-gnueabihf-gcc"}
+CROSS_ROOT = {"aarch64": Path("/usr/aarch64-linux-gnu"), "arm": Path("/usr/arm-linux-gnueabihf")}
+
+
+def qemu_crash(arch: str, argv: list[str], directory: Path, *, expect_signal: int | None = None,
+               timeout: float = 120.0) -> Path:
+    """Run ``argv`` (a program for ``arch``) under qemu-user until it dies
+    of a signal and return the core qemu wrote for it."""
+    need(QEMU[arch])
+    directory.mkdir(parents=True, exist_ok=True)
+    before = set(directory.glob("qemu_*.core"))
+    cmd = [QEMU[arch], "-L", str(CROSS_ROOT[arch]), *argv]
+    with cores_into(directory / "host-cores"):
+        proc = subprocess.run(cmd, preexec_fn=allow_cores, cwd=directory, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, timeout=timeout)
+    shutil.rmtree(directory / "host-cores", ignore_errors=True)
+    if proc.returncode >= 0:
+        raise RuntimeError(f"{argv[0]} exited {proc.returncode} under {cmd[0]} instead of crashing: "
+                           f"{proc.stderr[-500:]!r}")
+    if expect_signal is not None and -proc.returncode != expect_signal:
+        raise RuntimeError(f"{argv[0]} died of {signal.Signals(-proc.returncode).name} under {cmd[0]}")
+    new = sorted(set(directory.glob("qemu_*.core")) - before, key=lambda p: p.stat().st_mtime)
+    if not new:
+        raise RuntimeError(f"{cmd[0]} wrote no core for {argv[0]} in {directory}")
+    return new[-1]

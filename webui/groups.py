@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from datetime import datetime, timezone
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
@@ -72,12 +73,16 @@ def detail(group_id: int):
     except NotFound:
         abort(404)
     crashes = store().crash_summaries(group_id, limit=200)
+    archs = store().crash_architectures(group_id, limit=200)
+    for c in crashes:
+        c["architecture"] = archs.get(c["id"])
+    architectures = Counter(a for a in archs.values() if a).most_common()
     latest = store().crash(crashes[0]["id"]) if crashes else None
     hidden = RESTRICTED_REASON if latest is not None and is_restricted(latest.meta) else None
     latest = visible(latest) if latest is not None else None
     analysis = Analysis.from_dict(latest.analysis) if latest else None
     return render_template("groups/detail.html", group=group, crashes=crashes, latest=latest,
-                           analysis=analysis, hidden=hidden, latest_hidden=bool(hidden) and not is_admin(),
+                           analysis=analysis, hidden=hidden, architectures=architectures, latest_hidden=bool(hidden) and not is_admin(),
                            facets=store().facets([group_id])[group_id], states=STATES, may_triage=is_admin(),
                            daily=store().daily_counts([group_id], days=90)[group_id])
 

@@ -33,7 +33,7 @@ LIST_NAMES = ("skip.txt", "prefix.txt", "system_modules.txt")
 # Bump when the pipeline below changes what a signature is (a rule, its
 # order, SIGNATURE_FRAMES, names.py, the frameless labels in problems.py):
 # the lists' hash cannot see code.
-RULES_CODE_VERSION = 1
+RULES_CODE_VERSION = 2  # 2: aarch64 and arm ifunc names; library prefix frames are never key frames
 
 
 @dataclass(frozen=True)
@@ -139,6 +139,10 @@ def frame_name(frame: Frame) -> tuple[str, bool]:
         return normalize_function(frame.function), True
     if frame.module and frame.offset is not None:
         return f"{frame.module_name}+{frame.offset:#x}", False
+    if frame.module:  # the module's load base unknown (a core without NT_FILE): no stable offset
+        return f"{frame.module_name}+?", False
+    if frame.pc is None:
+        return "@<unavailable>", False
     return f"@{frame.pc:#x}", False
 
 
@@ -245,10 +249,14 @@ def generate(analysis: Analysis, rules: Rules | None = None) -> Signature:
 
 
 def key_frames(candidates: list[Candidate], rules: Rules) -> tuple[int, ...]:
-    """The first frames that belong to the program, not to its runtime."""
+    """The first frames that belong to the program, not to its runtime: a
+    statically linked libc's strlen is in the program's file, but is no
+    more the program's than a shared libc's."""
     out = []
     for c in candidates:
         if c.system or matches(rules.skip, c.name) or c.name == "<signal handler called>":
+            continue
+        if matches(rules.prefix, c.name) and not c.frame.file:
             continue
         out.append(c.frame.index)
         if len(out) == KEY_FRAMES:

@@ -15,8 +15,13 @@ _QUALIFIERS = re.compile(r"(\s*(const|volatile|&&|&|noexcept))+$")
 _OPERATORS = re.compile(r"operator\s*(<<=|>>=|<=>|<<|>>|<=|>=|->\*|->|<|>|\(\)|\[\])")
 _ALIAS = re.compile(r"^__GI_(?=_*[A-Za-z])")
 # glibc picks a string/memory routine per CPU (ifunc): __strlen_evex on one
-# host is __strlen_avx2 on the next. One bug, one name: strlen.
-_IFUNC = re.compile(r"^__((?:mem|str|stp|wcs|wmem|raw)[a-z]*?)_(?:avx|evex|sse|ssse|erms|unaligned|aligned|generic)\w*$")
+# host is __strlen_avx2 on the next, __strlen_mte or __strlen_asimd on an
+# aarch64 one, __memcpy_neon on 32-bit ARM. One bug, one name: strlen.
+_VARIANTS = ("avx", "evex", "sse", "ssse", "erms", "unaligned", "aligned", "generic",  # x86-64
+             "mte", "asimd", "simd", "nosimd", "sve", "mops", "a64fx", "falkor", "thunderx",  # aarch64
+             "kunpeng", "emag", "zva", "oryon",
+             "neon", "noneon", "vfp", "armv6t2", "armv7", "from_thumb")  # arm
+_IFUNC = re.compile(r"^__((?:mem|str|stp|wcs|wmem|raw)[a-z]*?)_(?:%s)\w*$" % "|".join(_VARIANTS))
 _LIBC_ALLOC = re.compile(r"^__libc_(malloc|free|calloc|realloc|memalign)$")
 
 

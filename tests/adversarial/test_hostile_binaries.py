@@ -120,7 +120,7 @@ class Watch(threading.Thread):
             for pid, (_, comm) in tree.items():
                 if pid == me or not _descends(pid, me, tree):
                     continue
-                if comm == "gdb":
+                if comm in ("gdb", "gdb-multiarch"):
                     snap = self._snapshot(pid)
                     if snap:
                         self.gdb.append(snap)
