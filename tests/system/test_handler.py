@@ -112,7 +112,7 @@ def test_crash_captured_with_proc_details_and_secrets_masked(handler, segv, tmp_
 
     # the core: a real ELF core, complete
     assert meta.dropped is None and meta.core_file == "core.zst"
-    assert sorted(os.listdir(bundle)) == ["core.zst", "files.json", "meta.json", "root"]
+    assert sorted(os.listdir(bundle)) == ["core.zst", "files.json", "meta.json", "root", "stack.zst"]
     core = core_bytes(bundle / "core.zst")
     assert core[:4] == b"\x7fELF" and int.from_bytes(core[16:18], "little") == 4  # ET_CORE
     assert len(core) == meta.core_size and meta.core_compressed_size == (bundle / "core.zst").stat().st_size
@@ -157,29 +157,42 @@ def test_mapped_files_kept_once_per_content(handler, segv, tmp_path):
     assert len(os.listdir(files / "sha256")) == len(json.loads((bundles[0] / "files.json").read_text())["files"])
 
 
-def test_no_core_policy_keeps_metadata_only(handler, segv):
+def test_no_core_policy_keeps_the_stack_core(handler, segv):
     write_config(handler.parent, f'no_core = ["{segv.parent}/*"]\n')
     pid, _ = crash([str(segv), "y"], env={"PATH": "/usr/bin"})
     meta = read_meta(bundle_of(handler, pid))
-    assert meta.core_file is None and meta.dropped.startswith("no_core policy")
+    assert meta.core_file is None and meta.dropped.startswith("no_core policy") and meta.core_kind == "stack"
     assert not (handler / meta.id / "core.zst").exists() and meta.signal == 11
+    stack = core_bytes(handler / meta.id / "stack.zst")
+    assert stack[:4] == b"\x7fELF" and len(stack) == meta.stack_core_size < 1 << 20
+
+
+def test_no_core_policy_none_keeps_metadata_only(handler, segv):
+    write_config(handler.parent, f'no_core = ["{segv.parent}/*"]\nno_core_kind = "none"\n')
+    pid, _ = crash([str(segv), "y"], env={"PATH": "/usr/bin"})
+    meta = read_meta(bundle_of(handler, pid))
+    assert meta.core_file is None and meta.dropped.startswith("no_core policy") and meta.core_kind == "none"
+    assert os.listdir(handler / meta.id) == ["meta.json"] and meta.core_size == 0
 
 
 def test_rate_limit_drops_cores_but_records_crashes(handler, segv, syslog):
-    write_config(handler.parent, "rate_limit = 2\nrate_window = 600\n")
+    write_config(handler.parent, "rate_limit = 2\nrate_window = 600\nstack_rate_limit = 1\n")
     pids = [crash([str(segv)])[0] for _ in range(4)]
     metas = [read_meta(bundle_of(handler, pid)) for pid in pids]
     limited = "rate limit: 2 cores of this build per 600 s"
-    assert [m.dropped for m in metas] == [None, None, limited, limited]
+    assert [m.dropped for m in metas[:3]] == [None, None, limited]
+    assert metas[3].dropped == f"{limited}; stack cores: 1 cores of this build per 600 s (stack_rate_limit)"
     assert [m.core_file for m in metas] == ["core.zst", "core.zst", None, None]
-    for m in metas[2:]:  # never read: the pipe was closed at once
+    assert [m.core_kind for m in metas] == ["full", "full", "stack", "none"]
+    assert (handler / metas[2].id / "stack.zst").exists()
+    for m in metas[3:]:  # never read: the pipe was closed at once
         assert m.core_size == 0 and m.stopped_reading == "core dropped before reading" and m.exe == str(segv)
         assert os.listdir(handler / m.id) == ["meta.json"]
     syslog.wait_for(f"pid {pids[3]} ", "dropped: rate limit")
     # the same build under another name has no budget of its own ...
     copy = handler.parent / "copy"
     shutil.copy(segv, copy)
-    assert read_meta(bundle_of(handler, crash([str(copy)])[0])).dropped == limited
+    assert read_meta(bundle_of(handler, crash([str(copy)])[0])).dropped.startswith(limited)
     # ... another build has
     other = handler.parent / "other"
     shutil.copy(segv, other)
@@ -188,8 +201,21 @@ def test_rate_limit_drops_cores_but_records_crashes(handler, segv, syslog):
     assert meta.dropped is None and meta.core_file == "core.zst"
 
 
-def test_too_big_core_cut_and_kept_partial(handler, segv, syslog):
+def test_too_big_core_keeps_its_stack_core(handler, segv, syslog):
     write_config(handler.parent, "max_core_size = 65536\n")
+    pid, seconds = crash([str(segv)])
+    assert seconds < 10
+    bundle = bundle_of(handler, pid)
+    meta = read_meta(bundle)
+    assert meta.stopped_reading == "max_core_size reached (65536 bytes)" and meta.core_kind == "stack"
+    assert meta.dropped == "over max_core_size (65536 bytes): the stack core is kept"
+    assert meta.core_file is None and not (bundle / "core.zst").exists() and (bundle / "root").is_dir()
+    assert core_bytes(bundle / "stack.zst")[:4] == b"\x7fELF"
+    syslog.wait_for(f"pid {pid} ", "with its stack core")
+
+
+def test_too_big_core_cut_and_kept_partial(handler, segv, syslog):
+    write_config(handler.parent, "max_core_size = 65536\nstack_cores = false\n")
     pid, seconds = crash([str(segv)])
     assert seconds < 10
     bundle = bundle_of(handler, pid)
@@ -202,7 +228,7 @@ def test_too_big_core_cut_and_kept_partial(handler, segv, syslog):
 
 
 def test_core_cut_before_its_notes_is_dropped(handler, segv, syslog):
-    write_config(handler.parent, "max_core_size = 100\n")
+    write_config(handler.parent, "max_core_size = 100\nstack_cores = false\n")
     pid, seconds = crash([str(segv)])
     assert seconds < 10
     bundle = bundle_of(handler, pid)
@@ -263,6 +289,7 @@ def test_full_spool_evicts_the_oldest_cores_first(handler, segv):
     first = bundle_of(handler, crash([str(segv), "a"], env={"PATH": "/usr/bin"})[0])
     second = bundle_of(handler, crash([str(segv), "b"], env={"PATH": "/usr/bin"})[0])
     assert not (first / "core.zst").exists() and (first / "evicted").exists()
-    assert not (first / "root").exists() and (first / "meta.json").exists()  # the crash is still there
+    assert (first / "meta.json").exists()  # the crash is still there ...
+    assert (first / "stack.zst").exists() and (first / "root").is_dir()  # ... with its stack core and files
     assert (second / "core.zst").exists()  # the newest core is kept
     assert any("evicted" in p and first.name in p for p in read_meta(second).problems)
