@@ -5,7 +5,8 @@ any other: the ELF header, the program headers and every note (threads,
 registers, signal, auxv, mapped files), then only
 
 - each thread's stack, from its stack pointer (less the red zone, rounded
-  down to a page) to the end of the segment that holds it;
+  down to a page) to the end of the segment that holds it (at most
+  ``STACK_MAX``);
 - what the program wrote of the files it mapped, the executable first:
   ``.data``, ``.bss`` and RELRO, and small anonymous writable mappings (the
   dynamic linker's list of libraries, which gdb needs, TLS), under
@@ -27,6 +28,7 @@ full one. Pure: bytes in, a plan out.
 from __future__ import annotations
 
 import struct
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 
 from collector.corehead import PN_XNUM, NotACore, notes_end
@@ -39,6 +41,7 @@ PAGE = 4096
 GLOBALS_MAX = 4 << 20
 VDSO_MAX = 64 << 10
 SMALL_ANON = 64 << 10  # anonymous writable mappings up to this size count as globals  # an executable mapping no file backs, at most this big: the vDSO
+STACK_MAX = 16 << 20  # of one stack segment, from the stack pointer up (a main stack is 8 MiB)
 OVERFLOW_REACH = 1 << 20  # a stack pointer this far below a segment (the guard gap) overflowed it
 
 # e_machine -> (offset of the stack pointer in NT_PRSTATUS's desc, red zone) for ELF64
@@ -187,23 +190,16 @@ def stack_pointers(notes, elf: _Elf) -> list[int]:
             for t, desc in notes if t == NT_PRSTATUS and len(desc) >= at + struct.calcsize(fmt)]
 
 
-def _containing(loads: list[Segment], addr: int) -> Segment | None:
-    for seg in loads:
-        if seg.vaddr <= addr < seg.end:
-            return seg
-    return None
-
-
-def _stack_range(loads: list[Segment], sp: int) -> tuple[Segment, int] | None:
+def _stack_range(by_addr: list[Segment], starts: list[int], sp: int) -> tuple[Segment, int] | None:
     """(segment, first address kept) of the stack ``sp`` points into; past its
-    bottom (an overflow into the guard gap or page) the whole segment above."""
-    seg = _containing(loads, sp)
-    if seg is not None and seg.filesz > 0:
-        return seg, max(seg.vaddr, sp & ~(PAGE - 1))
-    above = [s for s in loads if s.vaddr > sp and s.vaddr - sp <= OVERFLOW_REACH and s.filesz > 0]
-    if above:
-        seg = min(above, key=lambda s: s.vaddr)
-        return seg, seg.vaddr
+    bottom (an overflow into the guard gap or page) the segment above.
+    ``by_addr``: the PT_LOAD segments by address, ``starts`` their vaddrs."""
+    i = bisect_right(starts, sp) - 1
+    if i >= 0 and sp < by_addr[i].end and by_addr[i].filesz > 0:
+        return by_addr[i], max(by_addr[i].vaddr, sp & ~(PAGE - 1))
+    for seg in by_addr[i + 1:i + 3]:  # the guard page's own segment, then the stack's
+        if seg.vaddr - sp <= OVERFLOW_REACH and seg.filesz > 0:
+            return seg, seg.vaddr
     return None
 
 
@@ -226,10 +222,11 @@ def plan(head: bytes, globals_max: int = GLOBALS_MAX) -> StackPlan:
             phdr_addr = _auxv(desc, elf, AT_PHDR)
     sps = stack_pointers(notes, elf)
 
+    by_addr = sorted(loads, key=lambda s: s.vaddr)
+    starts = [s.vaddr for s in by_addr]
     keep: dict[int, tuple[int, str]] = {}  # segment index -> (first address kept, what)
-    stacks = 0
     for sp in sps:
-        found = _stack_range(loads, sp)
+        found = _stack_range(by_addr, starts, sp)
         if found is None:
             continue  # a stack pointer into nothing (a pivoted or corrupt stack): its registers remain
         seg, start = found
@@ -242,9 +239,12 @@ def plan(head: bytes, globals_max: int = GLOBALS_MAX) -> StackPlan:
         exe = next((name for s, e, _, name in files if s <= phdr_addr < e), None)
     if exe is None and files:
         exe = files[0][3]
+    files.sort()
+    file_at = [s for s, _, _, _ in files]
     names = {}  # segment index -> the file it maps, or None
     for seg in loads:
-        names[seg.index] = next((name for s, e, _, name in files if s < seg.end and seg.vaddr < e), None)
+        i = bisect_left(file_at, seg.end) - 1  # the last mapping that starts below the segment's end
+        names[seg.index] = files[i][3] if i >= 0 and files[i][1] > seg.vaddr else None
     file_starts = {s for s, _, pgoff, _ in files if pgoff == 0}
     # what the program wrote of the files it mapped (.data, RELRO; the ELF
     # header page aside), then .bss: the anonymous mapping right after; the
@@ -253,7 +253,7 @@ def plan(head: bytes, globals_max: int = GLOBALS_MAX) -> StackPlan:
     # writable mappings (the dynamic linker's own allocations, TLS): ``globals``
     ranked: list[tuple[int, Segment]] = []
     owner, previous_end = None, None
-    for seg in sorted(loads, key=lambda s: s.vaddr):
+    for seg in by_addr:
         name = names[seg.index]
         if name is not None and seg.vaddr not in file_starts:
             owner = name
@@ -286,6 +286,8 @@ def plan(head: bytes, globals_max: int = GLOBALS_MAX) -> StackPlan:
             start, what = keep[seg.index]
             cut = start - seg.vaddr
             size = max(0, seg.filesz - cut)
+            if what == "stack":
+                size = min(size, STACK_MAX)  # a "stack" in a huge mapping (a heap-allocated one)
             pieces.append(Piece(seg.offset + cut, size, pos, what))
             _rewrite(header, elf, seg.index, start, seg.end - start, pos, size)
             pos = (pos + size + PAGE - 1) & ~(PAGE - 1)

@@ -62,7 +62,7 @@ def kind_reason(kind: str, meta, bundle) -> str | None:
         return None
     why = meta.dropped or ("evicted to make room in the spool" if bundle.was_evicted() else "no core in the bundle")
     if kind == "stack":
-        return f"stack-only core (threads' stacks, registers, the files' written data): {why}"
+        return f"stack-only core (stacks, registers, written data of the mapped files): {why}"
     return why
 
 

@@ -4,35 +4,14 @@ key frames match what the full core gives, at a fraction of its size."""
 
 from __future__ import annotations
 
-import io
-import mmap
-from pathlib import Path
-
 import pytest
 
 from analyzer.analyze import analyze_core
 from analyzer.signature import generate
-from collector.corehead import notes_end
-from collector.stackcore import StackWriter, plan
+from builders import stack_core
 
 NATIVE = ["segv", "double_free", "assert_balance", "assert_queue", "recursion", "thread",
           "cxx_exception", "stripped", "musl"]
-
-
-def stack_core(core: Path, out: Path) -> Path:
-    """What the handler writes as it streams: fed in 1 MiB chunks, as from the kernel's pipe."""
-    with open(core, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        head = data[:1 << 20]
-        stack_plan = plan(head[:notes_end(head)])
-        buf = io.BytesIO()
-        writer = StackWriter(stack_plan, buf)
-        view = memoryview(data)
-        for at in range(0, len(data), 1 << 20):
-            writer.feed(at, view[at:at + (1 << 20)])
-        del view
-    assert writer.complete and len(buf.getvalue()) == stack_plan.size
-    out.write_bytes(buf.getvalue())
-    return out
 
 
 def frames(analysis) -> list[list[tuple]]:
