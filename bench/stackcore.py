@@ -47,10 +47,9 @@ static void __attribute__((noinline)) wait_for_work(int depth)
 
 static void *worker(void *arg) { wait_for_work((int)(long)arg % 5 + 1); return NULL; }
 
-static void __attribute__((noinline)) commit_order(char *heap, size_t n)
+static int __attribute__((noinline)) commit_order(char *heap, size_t n)
 {
-    volatile char *order = NULL;
-    heap[n - 1] = *order;  /* crashes here, every worker parked */
+    return *(volatile int *)0 + heap[n - 1];  /* crashes here, every worker parked */
 }
 
 int main(int argc, char **argv)
@@ -66,8 +65,7 @@ int main(int argc, char **argv)
         pthread_create(&id, NULL, worker, (void *)t);
     }
     pthread_barrier_wait(&ready);
-    commit_order(heap, n);
-    return 0;
+    return commit_order(heap, n);
 }
 """
 
@@ -126,6 +124,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--heap-mib", type=int, default=2048)
     parser.add_argument("--threads", type=int, default=64)
+    parser.add_argument("--big-only", action="store_true", help="only the big heap with many threads")
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root: the kernel writes the cores (core_pattern)")
@@ -134,7 +133,7 @@ def main() -> int:
         print(f"stack-only core vs full core; analysis: median of {args.repeat}, seconds, warm")
         print(f"{'crash':<15} {'full MiB':>10} {'stack KiB':>10} {'stored KiB':>10} {'share':>8} "
               f"{'t full':>8} {'t stack':>8} {'same sig':>6}")
-        for name, recipe in native.RECIPES.items():
+        for name, recipe in native.RECIPES.items() if not args.big_only else ():
             sample = recipe(work, 0)
             row(name, sample.core, sample.exe, work, args.repeat)
             sample.core.unlink()
