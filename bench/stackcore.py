@@ -75,12 +75,12 @@ def stack_core(core: Path, out: Path) -> None:
     import zstandard
 
     from collector.corehead import notes_end
-    from collector.stackcore import StackWriter, plan
+    from collector.stackcore import StackWriter, core_reader, plan
 
     with open(core, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data, \
             open(out, "wb") as raw:
         head = data[:8 << 20]
-        writer = StackWriter(plan(head[:notes_end(head)]), raw)
+        writer = StackWriter(plan(head[:notes_end(head)], read=core_reader(data)), raw)
         view = memoryview(data)
         for at in range(0, len(data), 1 << 20):
             if writer.complete:

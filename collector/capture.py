@@ -129,11 +129,22 @@ def _dump_mode(args: Args, proc: Process, info: ProcInfo) -> int | None:
     return inferred_dump_mode(info.status, owner)
 
 
+def _mem(proc: Process, policy: CapturePolicy) -> int | None:
+    """The crashed process's memory (``/proc/PID/mem``, through the checked
+    /proc handle), which the stack core's plan reads while the kernel dumps it."""
+    if not policy.stack_cores or proc.fd is None:
+        return None
+    try:
+        return os.open("mem", os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW, dir_fd=proc.fd)
+    except OSError:
+        return None
+
+
 def _stream(stdin: int, bundle_fd: int, policy: CapturePolicy, deadline: float, problems: list[str],
-            kind: str) -> Streamed:
+            kind: str, mem_fd: int | None) -> Streamed:
     try:
         streamed = stream_core(stdin, bundle_fd, policy, deadline, problems, full=kind == "full",
-                               stack=policy.stack_cores)
+                               stack=policy.stack_cores, mem_fd=mem_fd)
     except Exception as exc:  # a bug: still release the process, still record the crash
         release(stdin)
         problems.append(f"handler error while reading the core: {type(exc).__name__}: {exc}")
@@ -182,9 +193,14 @@ def capture(args: Args, host_time: float, started: float, stdin: int = 0,
         dropped = kept.why
         if kept.kind != "none" and info.maps_raw and policy.capture_files and proc.fd is not None:
             keep_files(proc.fd, info.maps_raw, bundle_fd, args.data_dir, policy.max_file_size, problems)
+        mem_fd = _mem(proc, policy) if kept.kind != "none" else None
     if kept.kind != "none":
         bigger_pipe(stdin)  # only now, see bigger_pipe
-        streamed = _stream(stdin, bundle_fd, policy, deadline, problems, kept.kind)
+        try:
+            streamed = _stream(stdin, bundle_fd, policy, deadline, problems, kept.kind, mem_fd)
+        finally:
+            if mem_fd is not None:
+                os.close(mem_fd)
         dropped = dropped or streamed.dropped
         if streamed.kind != "full" and streamed.stack_missing and dropped:
             dropped = f"{dropped}; no stack core: {streamed.stack_missing}"

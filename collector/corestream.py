@@ -152,8 +152,8 @@ class _Stack:
     streams past: the first bytes are kept until the notes are complete, then
     planned, then only the planned pieces are copied."""
 
-    def __init__(self, bundle_fd: int, policy: CapturePolicy):
-        self.bundle_fd, self.policy = bundle_fd, policy
+    def __init__(self, bundle_fd: int, policy: CapturePolicy, mem_fd: int | None):
+        self.bundle_fd, self.policy, self.mem_fd = bundle_fd, policy, mem_fd
         self.buf: bytearray | None = bytearray()
         self.file: _CoreFile | None = None
         self.writer = None  # a StackWriter once planned
@@ -189,13 +189,21 @@ class _Stack:
 
         buf, self.buf = self.buf, None
         try:
-            stack_plan = plan(bytes(buf[:end]), self.policy.stack_globals_max)
+            stack_plan = plan(bytes(buf[:end]), self.policy.stack_globals_max,
+                              read=self._read if self.mem_fd is not None else None)
         except NotACore as exc:
             self.missing = str(exc)
             return
         self.file = _CoreFile(self.bundle_fd, self.policy, Bundle.STACK)
         self.writer = StackWriter(stack_plan, self.file.writer)
         self.writer.feed(0, buf)
+
+    def _read(self, addr: int, size: int) -> bytes | None:
+        """The crashed process's memory, which the kernel keeps while it dumps it."""
+        try:
+            return os.pread(self.mem_fd, size, addr)
+        except (OSError, OverflowError):
+            return None
 
     def finish(self, problems: list[str]) -> tuple[int | None, int | None]:
         """(uncompressed size, compressed size), or Nones when not kept."""
@@ -222,7 +230,7 @@ class _Stack:
 
 
 def stream_core(src_fd: int, bundle_fd: int, policy: CapturePolicy, deadline: float,
-                problems: list[str], full: bool = True, stack: bool = True) -> Streamed:
+                problems: list[str], full: bool = True, stack: bool = True, mem_fd: int | None = None) -> Streamed:
     """Compress ``src_fd`` into ``core.zst`` (``full``) and its stack core
     into ``stack.zst`` (``stack``) until its end, ``max_core_size`` or
     ``deadline`` (``time.monotonic()``); release it in every case.
@@ -231,13 +239,15 @@ def stream_core(src_fd: int, bundle_fd: int, policy: CapturePolicy, deadline: fl
     stacks are at the top of the address space, so at the end of the core):
     once it is complete the partial full core is dropped; if the budget ends
     first, the partial full core is kept as before. Without ``full``
-    reading stops as soon as the stack core is complete."""
+    reading stops as soon as the stack core is complete. ``mem_fd``: the
+    crashed process's ``/proc/PID/mem``, where the stack core's plan follows
+    the dynamic linker's list of libraries (``collector.stackcore``)."""
     limit = policy.max_core_size
     buf = bytearray(CHUNK)
     view = memoryview(buf)
     core: _CoreFile | None = None
     head = _Head()
-    stacker = _Stack(bundle_fd, policy) if stack else None
+    stacker = _Stack(bundle_fd, policy, mem_fd) if stack else None
     size, dropped, stopped, next_check = 0, None, None, FREE_CHECK_EVERY
     over = False  # past max_core_size: reading on for the stack core only
     poller = select.poll()

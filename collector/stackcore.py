@@ -12,13 +12,18 @@ registers, signal, auxv, mapped files), then only
   dynamic linker's list of libraries, which gdb needs, TLS), under
   ``globals_max`` bytes in all, so globals can still be read;
 - the first page of each mapped ELF file the kernel dumped (build-ids) and
-  the vDSO (signal frames unwind through it).
+  the vDSO (signal frames unwind through it);
+- the dynamic linker's list of loaded libraries (``struct link_map`` and the
+  names), which gdb needs to find them: the nodes of libraries opened with
+  dlopen() are on the heap, so ``plan`` follows the list in the crashed
+  process's memory (``read``, ``/proc/PID/mem`` while the kernel dumps it)
+  and keeps those bytes under extra program headers.
 
 Every other segment keeps its program header with ``p_filesz = 0``: gdb says
 the memory is not available there instead of reading zeros. The part of a
 stack segment below the stack pointer loses its header (it is dead memory).
 
-``plan(head)`` reads the core's first bytes (up to the end of its notes,
+``plan(head, read=...)`` reads the core's first bytes (up to the end of its notes,
 ``collector.corehead``) and returns a ``StackPlan``: the new core's first
 bytes and the pieces of the source core to copy after them, in the order the
 source holds them, so the handler writes the stack core as it streams the
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import struct
 from bisect import bisect_left, bisect_right
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from collector.corehead import PN_XNUM, NotACore, notes_end
@@ -36,7 +42,11 @@ from collector.corehead import PN_XNUM, NotACore, notes_end
 PT_LOAD, PT_NOTE = 1, 4
 PF_X, PF_W = 1, 2
 NT_PRSTATUS, NT_AUXV, NT_FILE = 1, 6, 0x46494C45
-AT_PHDR = 3
+AT_PHDR, AT_PHNUM = 3, 5
+PT_DYNAMIC, PT_PHDR = 2, 6
+DT_DEBUG = 21
+LINK_MAP = 40  # what gdb reads of a struct link_map (ELF64): l_addr, l_name, l_ld, l_next, l_prev
+MAX_OBJECTS = 4096  # loaded objects followed, at most
 PAGE = 4096
 GLOBALS_MAX = 4 << 20
 VDSO_MAX = 64 << 10
@@ -180,6 +190,76 @@ def _auxv(desc: bytes, elf: _Elf, key: int) -> int | None:
     return None
 
 
+def _c_string(read, addr: int) -> int:
+    """Bytes of the NUL-terminated string at ``addr``, its NUL included (0: unreadable)."""
+    for size in (4096, 512, 64, 8):
+        data = read(addr, size)
+        if data:
+            end = data.find(b"\0")
+            return end + 1 if end >= 0 else len(data)
+    return 0
+
+
+def loaded_objects(elf: _Elf, auxv: bytes, read) -> list[tuple[int, int]]:
+    """(address, size) of what gdb reads to list the loaded libraries: every
+    ``struct link_map`` of the dynamic linker's list and its name. Those of
+    libraries opened with dlopen() (a PostgreSQL extension, a Lua module) are
+    on the heap, which a stack core does not keep. ``read(addr, size)``
+    returns the crashed process's bytes, or None. ELF64 only."""
+    if not elf.wide:
+        return []
+    phdr, phnum = _auxv(auxv, elf, AT_PHDR), _auxv(auxv, elf, AT_PHNUM)
+    if not phdr or not phnum or phnum > 1024:
+        return []
+    table = read(phdr, 56 * phnum)
+    if not table or len(table) < 56 * phnum:
+        return []
+    bias, dynamic = 0, None
+    for i in range(phnum):
+        t, _, _, vaddr, _, _, memsz, _ = struct.unpack_from(elf.order + "IIQQQQQQ", table, 56 * i)
+        if t == PT_PHDR:
+            bias = phdr - vaddr
+        elif t == PT_DYNAMIC:
+            dynamic = (vaddr, memsz)
+    if dynamic is None:
+        return []  # a static executable: no list
+    entries = read(bias + dynamic[0], min(dynamic[1], 64 << 10)) or b""
+    r_debug = next((val for tag, val in struct.iter_unpack(elf.order + "QQ", entries[:len(entries) // 16 * 16])
+                    if tag == DT_DEBUG), 0)
+    head = read(r_debug, 16) if r_debug else None
+    if not head or len(head) < 16:
+        return []
+    node = struct.unpack_from(elf.order + "Q", head, 8)[0]
+    out, seen = [], set()
+    while node and node not in seen and len(seen) < MAX_OBJECTS:
+        seen.add(node)
+        fields = read(node, LINK_MAP)
+        if not fields or len(fields) < LINK_MAP:
+            break
+        _, name, _, following, _ = struct.unpack(elf.order + "5Q", fields)
+        out.append((node, LINK_MAP))
+        if name and (size := _c_string(read, name)):
+            out.append((name, size))
+        node = following
+    return out
+
+
+def core_reader(core) -> Callable[[int, int], bytes | None]:
+    """``read(addr, size)`` over a whole core's bytes (its PT_LOAD
+    segments): what ``plan`` asks of the live process, for a core on disk."""
+    elf = _elf(core)
+    loads = sorted((seg for t, seg in _phdrs(core, elf) if t == PT_LOAD), key=lambda s: s.vaddr)
+    starts = [seg.vaddr for seg in loads]
+
+    def read(addr: int, size: int) -> bytes | None:
+        i = bisect_right(starts, addr) - 1
+        if i < 0 or addr + size > loads[i].vaddr + loads[i].filesz:
+            return None
+        at = loads[i].offset + addr - loads[i].vaddr
+        return bytes(core[at:at + size])
+    return read
+
+
 def stack_pointers(notes, elf: _Elf) -> list[int]:
     table = _SP64 if elf.wide else _SP32
     if elf.machine not in table:
@@ -203,9 +283,12 @@ def _stack_range(by_addr: list[Segment], starts: list[int], sp: int) -> tuple[Se
     return None
 
 
-def plan(head: bytes, globals_max: int = GLOBALS_MAX) -> StackPlan:
+def plan(head: bytes, globals_max: int = GLOBALS_MAX, read=None) -> StackPlan:
     """The stack core of the core that starts with ``head`` (at least up to
-    the end of its notes). Raises ``NotACore`` (or ``StackCoreError``)."""
+    the end of its notes). ``read(addr, size)``, when given, reads the
+    crashed process's memory (``/proc/PID/mem`` while the kernel dumps it):
+    the dynamic linker's list of libraries is followed there, and its nodes
+    on the heap are kept too. Raises ``NotACore`` (or ``StackCoreError``)."""
     end = notes_end(head)
     if end is None or len(head) < end:
         raise NotACore("the core's notes are incomplete")
@@ -214,12 +297,12 @@ def plan(head: bytes, globals_max: int = GLOBALS_MAX) -> StackPlan:
     notes = _notes(head, elf, phdrs)
     loads = [seg for t, seg in phdrs if t == PT_LOAD]
     files: list[tuple[int, int, int, str]] = []
-    phdr_addr = None
+    phdr_addr, auxv = None, b""
     for t, desc in notes:
         if t == NT_FILE and not files:
             files = _mapped_files(desc, elf)
         elif t == NT_AUXV and phdr_addr is None:
-            phdr_addr = _auxv(desc, elf, AT_PHDR)
+            phdr_addr, auxv = _auxv(desc, elf, AT_PHDR), desc
     sps = stack_pointers(notes, elf)
 
     by_addr = sorted(loads, key=lambda s: s.vaddr)
@@ -278,19 +361,48 @@ def plan(head: bytes, globals_max: int = GLOBALS_MAX) -> StackPlan:
             keep[seg.index] = (seg.vaddr, "globals")
             budget -= seg.filesz
 
-    header = bytearray(head[:end])
-    pos = (end + PAGE - 1) & ~(PAGE - 1)
-    pieces = []
-    for seg in sorted(loads, key=lambda s: s.offset):
+    # the library list's nodes in segments not kept (the heap): extra program headers over them
+    extras: list[tuple[Segment, int, int]] = []  # (segment, address, size)
+    if read is not None:
+        for addr, size in _merged(loaded_objects(elf, auxv, read)):
+            i = bisect_right(starts, addr) - 1
+            if i < 0:
+                continue
+            seg = by_addr[i]
+            if seg.index not in keep and addr + size <= seg.vaddr + seg.filesz:
+                extras.append((seg, addr, size))
+        if elf.phnum + len(extras) >= PN_XNUM:
+            extras = []
+    phnum = elf.phnum + len(extras)
+
+    # the new header: ELF header, program headers (the extras last), the notes moved after them
+    header = bytearray(head[:elf.phoff + elf.phnum * elf.phentsize])
+    header += bytes(len(extras) * elf.phentsize)
+    struct.pack_into(elf.order + "H", header, 56 if elf.wide else 44, phnum)
+    for t, seg in phdrs:
+        if t == PT_NOTE:
+            header += bytes(-len(header) % 8)
+            _rewrite(header, elf, seg.index, 0, 0, len(header), seg.filesz, memsz_too=False)
+            header += head[seg.offset:seg.offset + seg.filesz]
+
+    pos = (len(header) + PAGE - 1) & ~(PAGE - 1)
+    wanted = []  # (src, size, phdr index, vaddr, memsz, what)
+    for seg in loads:
         if seg.index in keep:
             start, what = keep[seg.index]
             cut = start - seg.vaddr
             size = max(0, seg.filesz - cut)
             if what == "stack":
                 size = min(size, STACK_MAX)  # a "stack" in a huge mapping (a heap-allocated one)
-            pieces.append(Piece(seg.offset + cut, size, pos, what))
-            _rewrite(header, elf, seg.index, start, seg.end - start, pos, size)
-            pos = (pos + size + PAGE - 1) & ~(PAGE - 1)
+            wanted.append((seg.offset + cut, size, seg.index, start, seg.end - start, what))
+    for n, (seg, addr, size) in enumerate(extras):
+        wanted.append((seg.offset + addr - seg.vaddr, size, elf.phnum + n, addr, size, "link-map"))
+    pieces = []
+    for src, size, index, vaddr, memsz, what in sorted(wanted):
+        pieces.append(Piece(src, size, pos, what))
+        _rewrite(header, elf, index, vaddr, memsz, pos, size, new_load=index >= elf.phnum)
+        pos += size
+        pos = (pos + PAGE - 1) & ~(PAGE - 1) if what != "link-map" else (pos + 7) & ~7
     total = pieces[-1].dst + pieces[-1].size if pieces else len(header)
     for seg in loads:
         if seg.index not in keep:
@@ -300,12 +412,34 @@ def plan(head: bytes, globals_max: int = GLOBALS_MAX) -> StackPlan:
                      globals=sum(p.size for p in pieces if p.what == "globals"))
 
 
-def _rewrite(header: bytearray, elf: _Elf, index: int, vaddr: int, memsz: int, offset: int, filesz: int) -> None:
+def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[list[int]] = []
+    for addr, size in sorted(ranges):
+        if out and addr <= out[-1][0] + out[-1][1]:
+            out[-1][1] = max(out[-1][1], addr + size - out[-1][0])
+        else:
+            out.append([addr, size])
+    return [(a, n) for a, n in out]
+
+
+def _rewrite(header: bytearray, elf: _Elf, index: int, vaddr: int, memsz: int, offset: int, filesz: int,
+             memsz_too: bool = True, new_load: bool = False) -> None:
+    """Set one program header's offset, vaddr, filesz (and memsz); a new one
+    becomes a readable PT_LOAD."""
     at = elf.phoff + index * elf.phentsize
+    if new_load:
+        if elf.wide:
+            struct.pack_into(elf.order + "IIQQQQQQ", header, at, PT_LOAD, 6, 0, 0, 0, 0, 0, 1)
+        else:
+            struct.pack_into(elf.order + "IIIIIIII", header, at, PT_LOAD, 0, 0, 0, 0, 0, 6, 1)
     if elf.wide:
-        struct.pack_into(elf.order + "QQQQQ", header, at + 8, offset, vaddr, 0, filesz, memsz)
+        struct.pack_into(elf.order + "QQQQ", header, at + 8, offset, vaddr, 0, filesz)
+        if memsz_too:
+            struct.pack_into(elf.order + "Q", header, at + 40, memsz)
     else:
-        struct.pack_into(elf.order + "IIIII", header, at + 4, offset, vaddr, 0, filesz, memsz)
+        struct.pack_into(elf.order + "IIII", header, at + 4, offset, vaddr, 0, filesz)
+        if memsz_too:
+            struct.pack_into(elf.order + "I", header, at + 20, memsz)
 
 
 class StackWriter:

@@ -69,14 +69,16 @@ def test_postgres_literals_shown_when_asked(tmp_path, postgres_sample, capsys):
 def test_stack_cores_of_the_servers_give_the_same_backtraces(config, store, haproxy_sample, postgres_sample,
                                                              tmp_path):
     """Their stack-only cores (collector/stackcore.py, what a no_core
-    PostgreSQL keeps): the same signature and frames; the query, whose text
-    is on the heap, is said to be not available, in one line."""
+    PostgreSQL keeps): the same signature and frames, though the code that
+    crashed was opened with dlopen() (a PostgreSQL extension, a Lua module:
+    the dynamic linker's list of it is on the heap); the query, whose text
+    is on the heap too, is said to be not available, in one line."""
     from builders import stack_core
 
     for sample in (haproxy_sample, postgres_sample):
         full = ingest(config, store, sample.core, sample.exe)
         stack_file = stack_core(sample.core, tmp_path / f"{full.crash.id}.stack")
-        assert stack_file.stat().st_size < sample.core.stat().st_size // 10
+        assert stack_file.stat().st_size < sample.core.stat().st_size // 4
         stack = ingest(config, store, stack_file, sample.exe)
         assert stack.signature.text == full.signature.text
         assert stack.crash.group_id == full.crash.group_id

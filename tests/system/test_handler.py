@@ -293,3 +293,51 @@ def test_full_spool_evicts_the_oldest_cores_first(handler, segv):
     assert (first / "stack.zst").exists() and (first / "root").is_dir()  # ... with its stack core and files
     assert (second / "core.zst").exists()  # the newest core is kept
     assert any("evicted" in p and first.name in p for p in read_meta(second).problems)
+
+
+PLUGIN = r"""
+#include <string.h>
+int plugin_parse(const char *s) { return (int)strlen(s); }
+int plugin_handle(const char *s) { return plugin_parse(s) + 1; }
+"""
+
+HOST = r"""
+#include <dlfcn.h>
+#include <stdlib.h>
+int main(int argc, char **argv)
+{
+    void *lib = dlopen(argv[1], RTLD_NOW);
+    if (!lib) return 2;
+    char *heap = malloc(1 << 20);
+    heap[0] = 1;
+    int (*handle)(const char *) = (int (*)(const char *))dlsym(lib, "plugin_handle");
+    return handle(NULL);
+}
+"""
+
+
+def test_stack_core_names_the_frames_of_a_dlopened_library(handler, tmp_path):
+    """The dynamic linker's list of a library opened with dlopen() is on the
+    heap, which a stack core does not keep: the handler follows it in the
+    crashed process's memory while the kernel dumps it, and keeps its nodes."""
+    import zstandard
+
+    from analyzer.analyze import analyze_core
+    from analyzer.signature import generate
+
+    (tmp_path / "plugin.c").write_text(PLUGIN)
+    (tmp_path / "host.c").write_text(HOST)
+    plugin, host = tmp_path / "libplugin.so", tmp_path / "host"
+    subprocess.run(["gcc", "-g", "-O0", "-fno-omit-frame-pointer", "-shared", "-fPIC", "-o", str(plugin),
+                    str(tmp_path / "plugin.c")], check=True, capture_output=True)
+    subprocess.run(["gcc", "-g", "-O0", "-fno-omit-frame-pointer", "-o", str(host), str(tmp_path / "host.c"),
+                    "-ldl"], check=True, capture_output=True)
+    write_config(handler.parent, f'no_core = ["{host}"]\n')
+    pid, _ = crash([str(host), str(plugin)])
+    meta = read_meta(bundle_of(handler, pid))
+    assert meta.core_kind == "stack" and meta.core_file is None
+    core = tmp_path / "stack.core"
+    with open(handler / meta.id / "stack.zst", "rb") as f, open(core, "wb") as out:
+        zstandard.ZstdDecompressor().copy_stream(f, out)
+    analysis = analyze_core(core, host)
+    assert generate(analysis).text.startswith("strlen | plugin_parse | plugin_handle | main")

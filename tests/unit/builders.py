@@ -87,11 +87,11 @@ def stack_core(core: Path, out: Path) -> Path:
     import mmap
 
     from collector.corehead import notes_end
-    from collector.stackcore import StackWriter, plan
+    from collector.stackcore import StackWriter, core_reader, plan
 
     with open(core, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
         head = data[:8 << 20]
-        stack_plan = plan(head[:notes_end(head)])
+        stack_plan = plan(head[:notes_end(head)], read=core_reader(data))
         buf = io.BytesIO()
         writer = StackWriter(stack_plan, buf)
         view = memoryview(data)
