@@ -46,7 +46,8 @@ AT_PHDR, AT_PHNUM = 3, 5
 PT_DYNAMIC, PT_PHDR = 2, 6
 DT_DEBUG = 21
 LINK_MAP = 40  # what gdb reads of a struct link_map (ELF64): l_addr, l_name, l_ld, l_next, l_prev
-MAX_OBJECTS = 4096  # loaded objects followed, at most
+MAX_OBJECTS = 4096  # loaded objects followed, at most ...
+LINK_BYTES_MAX = 1 << 20  # ... and bytes kept of them (a hostile list cannot swell the stack core)
 PAGE = 4096
 GLOBALS_MAX = 4 << 20
 VDSO_MAX = 64 << 10
@@ -230,16 +231,18 @@ def loaded_objects(elf: _Elf, auxv: bytes, read) -> list[tuple[int, int]]:
     if not head or len(head) < 16:
         return []
     node = struct.unpack_from(elf.order + "Q", head, 8)[0]
-    out, seen = [], set()
-    while node and node not in seen and len(seen) < MAX_OBJECTS:
+    out, seen, kept = [], set(), 0
+    while node and node not in seen and len(seen) < MAX_OBJECTS and kept < LINK_BYTES_MAX:
         seen.add(node)
         fields = read(node, LINK_MAP)
         if not fields or len(fields) < LINK_MAP:
             break
         _, name, _, following, _ = struct.unpack(elf.order + "5Q", fields)
         out.append((node, LINK_MAP))
+        kept += LINK_MAP
         if name and (size := _c_string(read, name)):
             out.append((name, size))
+            kept += size
         node = following
     return out
 
@@ -364,7 +367,15 @@ def plan(head: bytes, globals_max: int = GLOBALS_MAX, read=None) -> StackPlan:
     # the library list's nodes in segments not kept (the heap): extra program headers over them
     extras: list[tuple[Segment, int, int]] = []  # (segment, address, size)
     if read is not None:
-        for addr, size in _merged(loaded_objects(elf, auxv, read)):
+        def dumped(addr: int, size: int) -> bytes | None:
+            """Only what the kernel dumps (and so reads) too: never a page
+            of a file it leaves out (one on a FUSE server that never answers)."""
+            i = bisect_right(starts, addr) - 1
+            if i < 0 or addr + size > by_addr[i].vaddr + by_addr[i].filesz:
+                return None
+            return read(addr, size)
+
+        for addr, size in _merged(loaded_objects(elf, auxv, dumped)):
             i = bisect_right(starts, addr) - 1
             if i < 0:
                 continue
