@@ -1,8 +1,8 @@
 """Stream the core from the kernel into ``core.zst``, within limits.
 
 The source (the kernel's pipe, or the socket connection) is read until its
-end, ``max_core_size`` bytes, or the wall-clock deadline, whichever comes
-first, and then released (closed): with ``kernel.core_pipe_limit`` > 0 the
+end, ``max_core_size`` bytes (or on, for the stack core, see below), or the
+wall-clock deadline, whichever comes first, and then released (closed): with ``kernel.core_pipe_limit`` > 0 the
 kernel holds the crashed process until then, so neither a huge sparse
 mapping (gigabytes of zeros) nor a process whose memory reads slowly can
 hold the handler, or one of the kernel's ``core_pipe_limit`` slots, for
@@ -10,7 +10,13 @@ longer than the budget. Reads never block past the deadline (the source is
 made non-blocking and polled). Closing the pipe early makes the kernel's
 next write fail, which ends the dump and lets the process go.
 
-A core cut short this way is kept when the part read holds its notes
+In the same pass the stack-only core (``collector.stackcore``) goes into
+``stack.zst``: once the notes are read its pieces are planned, then copied as
+they stream past. A crash that keeps only it is read until its last piece
+(the stacks are at the end); one over ``max_core_size`` likewise.
+
+A full core cut short (by the budget, or at ``max_core_size`` with no stack
+core to read on for) is kept when the part read holds its notes
 (``collector.corehead``): the threads, registers and mapped files; else it
 is dropped. ``Streamed.stopped`` says why reading stopped. A core that
 leaves less than ``min_free_space`` (checked every 64 MiB) or cannot be
