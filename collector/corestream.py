@@ -303,9 +303,14 @@ def stream_core(src_fd: int, bundle_fd: int, policy: CapturePolicy, deadline: fl
                 break  # nothing more to keep: release the process now
             if size >= next_check:
                 next_check += FREE_CHECK_EVERY
-                reason = low_space(free_space(bundle_fd), policy)
-                if reason:
-                    dropped = stopped = reason
+                free = free_space(bundle_fd)
+                reason = low_space(free, policy)
+                if reason and core is not None and not over and stacker is not None \
+                        and stacker.missing is None and free >= policy.stack_min_free_space:
+                    core.discard(problems)  # the full core goes, the stack core is still within its floor
+                    core, dropped = None, reason
+                elif reason and (core is not None or free < policy.stack_min_free_space):
+                    dropped = stopped = reason if core is not None else low_space(free, policy, stack=True)
                     break
             if time.monotonic() > deadline:
                 stopped = f"wall-clock budget spent (max_core_seconds = {policy.max_core_seconds:g})"
@@ -314,15 +319,15 @@ def stream_core(src_fd: int, bundle_fd: int, policy: CapturePolicy, deadline: fl
         dropped = stopped = f"writing the core failed: {exc.strerror}"
     finally:
         release(src_fd)
-    if core is None and stopped is None and stacker is not None and stacker.complete and dropped == "not kept":
+    if core is None and stopped is None and stacker is not None and stacker.complete and dropped:
         stopped = "the stack core was complete"
     kept = min(size, limit)
     if core is not None and stopped and not dropped and not head.holds_notes(kept):
         dropped = f"{stopped}, before the core's notes were complete ({kept} bytes read)"
     stack_size = stack_compressed = None
     if stacker is not None:
-        if (dropped or "").startswith(("low disk space", "writing the core failed")):
-            stacker.discard(problems, dropped)
+        if stopped and stopped.startswith(("low disk space", "writing the core failed")) and not stacker.complete:
+            stacker.discard(problems, stopped)
         else:
             stack_size, stack_compressed = stacker.finish(problems)
     if over and stack_compressed is not None and not dropped:

@@ -41,9 +41,10 @@ names the executable (``no_core_kind = "none"``: neither), the core is over
 ``max_core_size`` (reading goes on for the stacks, within the budget), or the
 rate limits say so (``rate_limit`` cores per build and container,
 ``host_rate_limit`` over the host, within ``rate_window`` seconds) while
-``stack_rate_limit`` allows. Neither, and the core is never read: free space
-on the spool filesystem is below ``min_free_space`` (checked at the start and
-every 64 MiB, when reading stops too), ``setuid_cores = "drop"`` and the
+``stack_rate_limit`` allows, or free space on the spool filesystem is below
+``min_free_space`` (checked at the start and every 64 MiB). Neither, and the
+core is never read (or reading stops): free space is below
+``stack_min_free_space``, ``setuid_cores = "drop"`` and the
 process is set-uid or non-dumpable (``%d`` = 2), or past
 ``stack_rate_limit``. Under the default ``setuid_cores =
 "analyze-then-delete"``, the core of a dump-mode-2 crash is kept only until

@@ -34,6 +34,7 @@ K/M/G/T suffix, powers of 1024)::
                                 # thread's stack, the files' written data; what a crash keeps when
                                 # its full core is not kept (over max_core_size or rate_limit, no_core)
     stack_globals_max = "4M"    # of the files' written data (.data, .bss) in a stack core, at most
+    stack_min_free_space = "256M"  # below min_free_space: stack cores only, down to this much free
     stack_rate_limit = 30       # past rate_limit: stack cores kept per build and container ...
     stack_host_rate_limit = 100 # ... and over the host, per rate_window; beyond: the metadata only
 
@@ -87,6 +88,7 @@ class CapturePolicy:
     no_core_kind: str = "stack"  # what a no_core crash keeps: its stack core, or "none" (metadata only)
     stack_cores: bool = True  # write the stack-only core beside every core read (collector.stackcore)
     stack_globals_max: int = 4 << 20  # the files' written data kept in a stack core, at most
+    stack_min_free_space: int = 256 << 20  # below min_free_space, stack cores are kept down to this
     stack_rate_limit: int = 30  # past rate_limit, stack cores kept per build and container per window ...
     stack_host_rate_limit: int = 100  # ... and over the host
 
@@ -123,7 +125,7 @@ def policy_from_dict(values: dict) -> CapturePolicy:
     if unknown:
         raise PolicyError(f"unknown setting(s): {', '.join(sorted(unknown))}")
     out: dict = {}
-    for name in ("max_core_size", "min_free_space", "max_spool_use"):
+    for name in ("max_core_size", "min_free_space", "max_spool_use", "stack_min_free_space"):
         if name in values:
             out[name] = parse_size(values[name])
     for name in ("rate_limit", "host_rate_limit", "stack_rate_limit", "stack_host_rate_limit"):
@@ -211,11 +213,13 @@ def load_policy(data_dir: str | os.PathLike | None) -> CapturePolicy:
         raise PolicyError(f"{path}: {exc}") from None
 
 
-def low_space(free: int, policy: CapturePolicy) -> str | None:
-    """Why a core is dropped when ``free`` bytes are left, or None."""
-    if free < policy.min_free_space:
-        return (f"low disk space: {free} bytes left on the spool filesystem "
-                f"(min_free_space {policy.min_free_space})")
+def low_space(free: int, policy: CapturePolicy, stack: bool = False) -> str | None:
+    """Why a full core (or with ``stack``, a stack core) is dropped when
+    ``free`` bytes are left, or None."""
+    floor, name = ((policy.stack_min_free_space, "stack_min_free_space") if stack
+                   else (policy.min_free_space, "min_free_space"))
+    if free < floor:
+        return f"low disk space: {free} bytes left on the spool filesystem ({name} {floor})"
     return None
 
 
@@ -251,14 +255,15 @@ def decide(policy: CapturePolicy, spool_fd: int, bundle_id: str, exe: str | None
                             f"({evicted[0]}{' ...' if len(evicted) > 1 else ''})")
     except OSError as exc:
         problems.append(f"making room in the spool: {exc.strerror}")
-    try:
-        why = low_space(free_space(spool_fd), policy)
-    except OSError as exc:
-        why = None
-        problems.append(f"statvfs on the spool: {exc.strerror}")
-    if why is not None:
-        return Kept("none", why)
     stack = "stack" if policy.stack_cores else "none"
+    try:
+        free = free_space(spool_fd)
+    except OSError as exc:
+        free = None
+        problems.append(f"statvfs on the spool: {exc.strerror}")
+    if free is not None and (why := low_space(free, policy)) is not None:
+        # disk pressure: the stack core (a few hundred KiB) while its own floor allows
+        return Kept(stack if low_space(free, policy, stack=True) is None else "none", why)
     if not policy.keeps_core(exe):
         return Kept(stack if policy.no_core_kind == "stack" else "none",
                     "no_core policy for this executable (collector.toml)")

@@ -258,11 +258,20 @@ def test_process_held_until_released_with_core_pipe_limit(handler, segv):
 
 
 def test_low_disk_space_drops_core(handler, segv):
-    write_config(handler.parent, 'min_free_space = "1000T"\n')
+    write_config(handler.parent, 'min_free_space = "1000T"\nstack_min_free_space = "1000T"\n')
     pid, _ = crash([str(segv)])
     meta = read_meta(bundle_of(handler, pid))
-    assert meta.dropped.startswith("low disk space") and meta.core_file is None
+    assert meta.dropped.startswith("low disk space") and meta.core_file is None and meta.core_kind == "none"
     assert meta.core_size == 0 and meta.stopped_reading == "core dropped before reading"
+
+
+def test_low_disk_space_keeps_the_stack_core_above_its_floor(handler, segv):
+    write_config(handler.parent, 'min_free_space = "1000T"\nstack_min_free_space = "1M"\n')
+    pid, _ = crash([str(segv)])
+    meta = read_meta(bundle_of(handler, pid))
+    assert meta.dropped.startswith("low disk space") and meta.dropped.endswith("(min_free_space 1099511627776000)")
+    assert meta.core_kind == "stack" and meta.core_file is None
+    assert sorted(os.listdir(handler / meta.id)) == ["files.json", "meta.json", "root", "stack.zst"]
 
 
 def test_broken_config_still_captures(handler, segv):

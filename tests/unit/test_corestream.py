@@ -160,3 +160,13 @@ def test_not_a_core_cut_short_is_dropped(tmp_path):
     result, _, _ = stream(Writer(os.urandom(300000)), tmp_path, max_core_size=100000)
     assert result.dropped.startswith("max_core_size reached (100000 bytes), before the core's notes")
     assert not (tmp_path / "core.zst").exists()
+
+
+def test_low_space_drops_the_full_core_and_keeps_the_stack_core(core, tmp_path):
+    data = core * (8 + (64 << 20) // len(core))  # past the first free-space check
+    result, _, problems = stream(Writer(data), tmp_path, min_free_space=1 << 60, stack_min_free_space=1)
+    assert result.size < len(data) and result.stopped == "the stack core was complete"
+    assert result.kind == "stack" and result.dropped.startswith("low disk space")
+    assert not (tmp_path / "core.zst").exists() and kept(tmp_path, "stack.zst") == stack_core_of(core)
+    assert not problems
+
