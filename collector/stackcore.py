@@ -191,14 +191,19 @@ def _auxv(desc: bytes, elf: _Elf, key: int) -> int | None:
     return None
 
 
-def _c_string(read, addr: int) -> int:
-    """Bytes of the NUL-terminated string at ``addr``, its NUL included (0: unreadable)."""
-    for size in (4096, 512, 64, 8):
-        data = read(addr, size)
-        if data:
-            end = data.find(b"\0")
-            return end + 1 if end >= 0 else len(data)
-    return 0
+def _c_string(read, addr: int, most: int = 4096) -> int:
+    """Bytes of the NUL-terminated string at ``addr``, its NUL included, at
+    most ``most`` (0: unreadable). Read in pieces that never cross a page."""
+    pos = addr
+    while pos - addr < most:
+        data = read(pos, min(256, PAGE - pos % PAGE, addr + most - pos))
+        if not data:
+            break
+        end = data.find(b"\0")
+        if end >= 0:
+            return pos - addr + end + 1
+        pos += len(data)
+    return pos - addr
 
 
 def loaded_objects(elf: _Elf, auxv: bytes, read) -> list[tuple[int, int]]:

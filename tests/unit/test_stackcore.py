@@ -91,3 +91,57 @@ def test_unknown_machine_and_incomplete_notes(core):
     struct.pack_into("<H", many, 56, 0xFFFF)
     with pytest.raises(StackCoreError, match="program headers"):
         plan(bytes(many))
+
+
+class Memory:
+    """A process's memory as address -> bytes, for ``loaded_objects``'s ``read``."""
+
+    def __init__(self):
+        self.blocks: dict[int, bytes] = {}
+
+    def put(self, addr: int, data: bytes) -> None:
+        self.blocks[addr] = data
+
+    def read(self, addr: int, size: int) -> bytes | None:
+        for start, data in self.blocks.items():
+            if start <= addr and addr + size <= start + len(data):
+                return data[addr - start:addr - start + size]
+        return None
+
+
+def dynamic_process(nodes: list[tuple[int, int, int]], names: dict[int, bytes]) -> tuple[Memory, bytes]:
+    """Memory with the program headers, .dynamic's DT_DEBUG, r_debug and the
+    given link_map nodes (address, name address, next); and the auxv."""
+    mem = Memory()
+    phdrs = struct.pack("<IIQQQQQQ", 6, 4, 0, 0x1000, 0, 112, 112, 8) + \
+        struct.pack("<IIQQQQQQ", 2, 6, 0, 0x2000, 0, 32, 32, 8)
+    mem.put(0x1000, phdrs)
+    mem.put(0x2000, struct.pack("<QQQQ", 21, 0x3000, 0, 0))  # DT_DEBUG -> r_debug
+    mem.put(0x3000, struct.pack("<QQ", 1, nodes[0][0] if nodes else 0))
+    for addr, name, following in nodes:
+        mem.put(addr, struct.pack("<5Q", 0, name, 0, following, 0))
+    for addr, text in names.items():
+        mem.put(addr, text)
+    auxv = struct.pack("<QQQQQQ", 3, 0x1000, 5, 2, 0, 0)
+    return mem, auxv
+
+
+def elf64():
+    from collector.stackcore import _Elf
+
+    return _Elf(True, "<", 62, 64, 56, 0)
+
+
+def test_library_list_followed_once_and_bounded():
+    from collector.stackcore import LINK_BYTES_MAX, loaded_objects
+
+    mem, auxv = dynamic_process([(0x4000, 0x5000, 0x4100), (0x4100, 0, 0x4000)], {0x5000: b"/lib/x.so\0".ljust(4096, b"j")})
+    assert loaded_objects(elf64(), auxv, mem.read) == [(0x4000, 40), (0x5000, 10), (0x4100, 40)]  # a cycle: once
+    # a forged list of 4,000 nodes, each named by 4 KiB: at most LINK_BYTES_MAX kept
+    nodes = [(0x100000 + 64 * i, 0x800000 + 4096 * i, 0x100000 + 64 * (i + 1)) for i in range(4000)]
+    mem, auxv = dynamic_process(nodes, {0x800000: b"a" * (4096 * 4000)})
+    found = loaded_objects(elf64(), auxv, mem.read)
+    assert LINK_BYTES_MAX <= sum(size for _, size in found) <= LINK_BYTES_MAX + 4096 + 40
+    mem, auxv = dynamic_process([], {})
+    assert loaded_objects(elf64(), auxv, mem.read) == []  # r_map 0: nothing loaded yet
+    assert loaded_objects(elf64(), auxv, lambda addr, size: None) == []  # nothing readable
