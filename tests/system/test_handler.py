@@ -350,3 +350,32 @@ def test_stack_core_names_the_frames_of_a_dlopened_library(handler, tmp_path):
         zstandard.ZstdDecompressor().copy_stream(f, out)
     analysis = analyze_core(core, host)
     assert generate(analysis).text.startswith("strlen | plugin_parse | plugin_handle | main")
+
+
+def test_no_core_and_too_big_crashes_are_grouped_by_their_real_names(handler, segv):
+    """Through the pipeline: a no_core program's crash and a core over
+    max_core_size are analyzed from their stack cores, into the group their
+    backtrace names; show --json's fields say which core each has."""
+    from coretriage.config import load_config
+    from coretriage.pipeline import process_bundle
+    from coretriage.reports import crash_json
+    from coretriage.store import Store
+
+    data = handler.parent
+    write_config(data, f'no_core = ["{segv}"]\n')
+    first = bundle_of(handler, crash([str(segv)])[0])
+    write_config(data, "max_core_size = 65536\n")
+    second = bundle_of(handler, crash([str(segv)])[0])
+    config = load_config(data)
+    store = Store(config.database_url)
+    try:
+        done = [process_bundle(config, store, b) for b in (first, second)]
+        assert {d.signature.text for d in done} == {"strlen | header_length | parse_request | main"}
+        assert done[0].crash.group_id == done[1].crash.group_id
+        shown = [crash_json(store.crash(d.crash.id)) for d in done]
+        assert [s["core_kind"] for s in shown] == ["stack", "stack"]
+        assert all(0 < s["core_size"] < 1 << 20 for s in shown)
+        assert shown[0]["meta"]["core_kind_reason"].endswith("no_core policy for this executable (collector.toml)")
+        assert "over max_core_size (65536 bytes)" in shown[1]["meta"]["core_kind_reason"]
+    finally:
+        store.close()
