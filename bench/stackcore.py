@@ -10,7 +10,8 @@ this process), with a check that both give the same signature.
 Targets: the stack core at most 1% of the full core for the big heap, and at
 most 8 MiB (stored) in every case.
 
-    .venv/bin/python bench/stackcore.py [--repeat 3] [--heap-mib 2048] [--threads 64]   (as root)
+    .venv/bin/python bench/stackcore.py [--repeat 3] [--heap-mib 2048] [--threads 64] [--servers] [--big-only]
+    (as root)
 """
 
 from __future__ import annotations
@@ -125,6 +126,7 @@ def main() -> int:
     parser.add_argument("--heap-mib", type=int, default=2048)
     parser.add_argument("--threads", type=int, default=64)
     parser.add_argument("--big-only", action="store_true", help="only the big heap with many threads")
+    parser.add_argument("--servers", action="store_true", help="also HAProxy and PostgreSQL (sample-cores recipes)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root: the kernel writes the cores (core_pattern)")
@@ -137,6 +139,14 @@ def main() -> int:
             sample = recipe(work, 0)
             row(name, sample.core, sample.exe, work, args.repeat)
             sample.core.unlink()
+        if args.servers:
+            from recipes import haproxy, postgres
+
+            for recipe in (haproxy, postgres):
+                place = work / recipe.__name__.rsplit(".", 1)[-1]
+                place.mkdir(mode=0o755)  # the servers drop privileges
+                sample = recipe.make(place)
+                row(sample.name, sample.core, sample.exe, work, args.repeat)
         src = work / "big.c"
         src.write_text(BIG)
         exe = work / "big"
