@@ -53,8 +53,10 @@ def make_room(spool_fd: int, max_use: int, min_free: int, keep: str) -> list[str
             marker = os.open(Bundle.EVICTED, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=fd)
             os.close(marker)
             os.unlink(Bundle.CORE, dir_fd=fd)
-            if not os.path.lexists(f"/proc/self/fd/{fd}/{Bundle.STACK}"):
-                remove_files(fd)  # the stack core, kept, still needs them
+            try:
+                os.stat(Bundle.STACK, dir_fd=fd, follow_symlinks=False)  # kept: it still needs the files
+            except FileNotFoundError:
+                remove_files(fd)
         except OSError:
             continue
         finally:

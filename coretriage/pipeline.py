@@ -111,6 +111,10 @@ def process_bundle(config, store, bundle_dir: Path, enrich=None):
         _delete_core(config, store, done.crash, core_path)
     elif stored and core_path is not None and core_path.is_file():
         core_path.unlink()  # the store holds it now (linked, not copied); root/ stays for reprocess and gdb
+    if stored or meta.delete_core_after_analysis:
+        # the stack core beside an analyzed core is of no more use, and of a
+        # set-uid process's must not outlive its full core
+        bundle.stack_core.unlink(missing_ok=True)
     mark_done(bundle_dir)
     return done
 
