@@ -9,7 +9,7 @@ registers, signal, auxv, mapped files), then only
   ``STACK_MAX``);
 - what the program wrote of the files it mapped, the executable first:
   ``.data``, ``.bss`` and RELRO, and small anonymous writable mappings (the
-  dynamic linker's list of libraries, which gdb needs, TLS), under
+  dynamic linker's own allocations, TLS), under
   ``globals_max`` bytes in all, so globals can still be read;
 - the first page of each mapped ELF file the kernel dumped (build-ids) and
   the vDSO (signal frames unwind through it);
@@ -27,7 +27,8 @@ stack segment below the stack pointer loses its header (it is dead memory).
 ``collector.corehead``) and returns a ``StackPlan``: the new core's first
 bytes and the pieces of the source core to copy after them, in the order the
 source holds them, so the handler writes the stack core as it streams the
-full one. Pure: bytes in, a plan out.
+full one. Pure: bytes (and a reader of the process's memory) in, a plan out;
+``StackWriter`` copies the pieces as the bytes stream past.
 """
 
 from __future__ import annotations
