@@ -37,6 +37,7 @@ test-unit: $(STAMP)
 bench: system-deps $(STAMP)
 	$(PY) bench/analysis.py
 	$(PY) bench/capture.py
+	$(PY) bench/stackcore.py
 	$(PY) bench/cli.py
 	$(PY) bench/webui.py
 

@@ -15,7 +15,10 @@ a busy machine does not turn it into noise (an earlier version subtracted a
 run without a core, which the load on a shared host could outweigh).
 
     .venv/bin/python bench/capture.py [--mib 512] [--repeat 5] [--kinds zero,text,random] [--pipe-limit N]
-    (as root)
+        [--no-stack-cores]   (as root)
+
+The handler writes the stack-only core (``stack.zst``) in the same pass, as
+it does by default; ``--no-stack-cores`` measures it without.
 """
 
 from __future__ import annotations
@@ -105,6 +108,7 @@ def main() -> int:
     parser.add_argument("--mib", type=int, default=512)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--kinds", default="zero,text,random", help="memory patterns, comma-separated")
+    parser.add_argument("--no-stack-cores", action="store_true", help="stack_cores = false (default: written)")
     parser.add_argument("--pipe-limit", type=int, default=None,
                         help="kernel.core_pipe_limit for the run (put back after); default: as it is")
     args = parser.parse_args()
@@ -118,7 +122,8 @@ def main() -> int:
         data = work / "d"
         data.mkdir(mode=0o700)
         # every crash is read, as cat reads it (the spool and its rate limit state go after each run anyway)
-        (data / "collector.toml").write_text("rate_limit = 1000\nhost_rate_limit = 1000\n")
+        (data / "collector.toml").write_text("rate_limit = 1000\nhost_rate_limit = 1000\n" +
+                                             ("stack_cores = false\n" if args.no_stack_cores else ""))
         out = work / "cat.core"
         ours = handler_pattern(sys.executable, data_dir=str(data))
         script = work / "cat.sh"  # the kernel splits the pattern at spaces: no sh -c "..."
@@ -126,8 +131,8 @@ def main() -> int:
         script.chmod(0o755)
         cat = f"|{script}"
         print(f"{args.mib} MiB of touched memory, median of {args.repeat}; seconds from the crash to reaped "
-              f"(kernel.core_pipe_limit = {limit})")
-        print(f"{'memory':<8} {'coretriage':>11} {'cat':>8} {'ratio':>6} {'stored MiB':>11}")
+              f"(kernel.core_pipe_limit = {limit}; stack cores {'off' if args.no_stack_cores else 'on'})")
+        print(f"{'memory':<8} {'coretriage':>11} {'cat':>8} {'ratio':>6} {'stored MiB':>11} {'stack KiB':>10}")
         for kind in args.kinds.split(","):
             times = {"ours": [], "cat": []}
             for _ in range(args.repeat):
@@ -140,9 +145,10 @@ def main() -> int:
             with crash_setup(ours, args.pipe_limit):
                 crash_once(exe, args.mib, kind)
             stored = sum(p.stat().st_size for p in (data / "spool").glob("*/core.zst")) / (1 << 20)
+            stack = sum(p.stat().st_size for p in (data / "spool").glob("*/stack.zst")) / 1024
             shutil.rmtree(data / "spool", ignore_errors=True)
             t_ours, t_cat = statistics.median(times["ours"]), statistics.median(times["cat"])
-            print(f"{kind:<8} {t_ours:>11.3f} {t_cat:>8.3f} {t_ours / t_cat:>6.2f} {stored:>11.1f}")
+            print(f"{kind:<8} {t_ours:>11.3f} {t_cat:>8.3f} {t_ours / t_cat:>6.2f} {stored:>11.1f} {stack:>10.1f}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -1,7 +1,8 @@
 """A spool bundle: its file names (``Bundle``) and its ``meta.json`` (``BundleMeta``).
 
 A bundle is ``SPOOL/<id>/`` holding ``core.zst`` (unless the core was
-dropped), the process's files (``root/`` and ``files.json``) and
+dropped), ``stack.zst`` (its stack-only core, ``collector.stackcore``; it
+stays when ``core.zst`` is dropped or evicted), the process's files (``root/`` and ``files.json``) and
 ``meta.json``, which is written last, atomically: a bundle without
 ``meta.json`` is not finished. Names that came from the crashed
 process (executable, comm, arguments, environment) are stored here only,
@@ -50,6 +51,7 @@ class Bundle:
     reading side (daemon, pipeline) uses the paths."""
 
     CORE: ClassVar[str] = "core.zst"  # zstd; absent when the core was dropped or evicted
+    STACK: ClassVar[str] = "stack.zst"  # the stack-only core (collector.stackcore), zstd; outlives core.zst
     META: ClassVar[str] = "meta.json"  # written last, atomically: the bundle is finished
     DONE: ClassVar[str] = "done"  # marker: handed to the analysis
     EVICTED: ClassVar[str] = "evicted"  # marker: core removed to make room in the spool
@@ -68,6 +70,10 @@ class Bundle:
     @property
     def core(self) -> Path:
         return self.dir / self.CORE
+
+    @property
+    def stack_core(self) -> Path:
+        return self.dir / self.STACK
 
     @property
     def meta(self) -> Path:
@@ -130,7 +136,11 @@ class BundleMeta:
     core_file: str | None = None  # "core.zst", or None when the core was dropped
     core_size: int = 0  # uncompressed bytes read from the kernel (the whole core unless stopped_reading)
     core_compressed_size: int | None = None
-    dropped: str | None = None  # why the core was not kept
+    core_kind: str = "full"  # "full" (core.zst), "stack" (stack.zst only) or "none" (neither)
+    stack_core_file: str | None = None  # "stack.zst", the stack-only core (also beside a full core)
+    stack_core_size: int | None = None  # its uncompressed size
+    stack_core_compressed_size: int | None = None
+    dropped: str | None = None  # why the full core was not kept
     # why the handler stopped reading before the end of the core and closed
     # the pipe, releasing the process (max_core_size, the wall-clock budget, a
     # core dropped before reading); core_size is then what was read, and a

@@ -4,13 +4,16 @@ both run ``capture``:
 
 1. open the process (``collector.process``): the /proc handle and the pidfd
    check, before anything else can happen to the pid;
-2. decide the policy (``collector.policy``): keep the core, drop it, or keep
-   the metadata only; the rate limit counts by build (``collector.exebuild``);
+2. decide the policy (``collector.policy``): keep the full core, the stack
+   core only, or the metadata only; the rate limit counts by build
+   (``collector.exebuild``);
 3. keep the process's files (``collector.sysroot``) while the kernel holds it;
 4. stream the core (``collector.corestream``) until its end, ``max_core_size``
    or the wall-clock budget (``max_core_seconds`` from the handler's start),
-   then close the source, which releases the process; a dropped core is not
-   read at all;
+   then close the source, which releases the process; the stack-only core
+   (``stack.zst``, ``collector.stackcore``) is written in the same pass, and
+   a crash that keeps only it is read until its stacks are; a crash that
+   keeps none is not read at all;
 5. write the bundle: ``meta.json`` last, atomically (``collector.spool``).
    The bundle directory is locked (``flock``) from its creation until then,
    so no other handler's eviction takes a core being written.
@@ -126,18 +129,32 @@ def _dump_mode(args: Args, proc: Process, info: ProcInfo) -> int | None:
     return inferred_dump_mode(info.status, owner)
 
 
-def _stream(stdin: int, bundle_fd: int, policy: CapturePolicy, deadline: float, problems: list[str]) -> Streamed:
+def _mem(proc: Process, policy: CapturePolicy) -> int | None:
+    """The crashed process's memory (``/proc/PID/mem``, through the checked
+    /proc handle), which the stack core's plan reads while the kernel dumps it."""
+    if not policy.stack_cores or proc.fd is None:
+        return None
     try:
-        streamed = stream_core(stdin, bundle_fd, policy, deadline, problems)
+        return os.open("mem", os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW, dir_fd=proc.fd)
+    except OSError:
+        return None
+
+
+def _stream(stdin: int, bundle_fd: int, policy: CapturePolicy, deadline: float, problems: list[str],
+            kind: str, mem_fd: int | None) -> Streamed:
+    try:
+        streamed = stream_core(stdin, bundle_fd, policy, deadline, problems, full=kind == "full",
+                               stack=policy.stack_cores, mem_fd=mem_fd)
     except Exception as exc:  # a bug: still release the process, still record the crash
         release(stdin)
         problems.append(f"handler error while reading the core: {type(exc).__name__}: {exc}")
         streamed = Streamed(dropped="handler error", stopped="handler error")
-        try:
-            os.unlink(Bundle.CORE, dir_fd=bundle_fd)
-        except OSError:
-            pass
-    if streamed.dropped:  # no core after all: its files are of no use in this bundle
+        for name in (Bundle.CORE, Bundle.STACK):
+            try:
+                os.unlink(name, dir_fd=bundle_fd)
+            except OSError:
+                pass
+    if streamed.kind == "none":  # no core after all: its files are of no use in this bundle
         remove_files(bundle_fd)
     return streamed
 
@@ -182,15 +199,23 @@ def capture(args: Args, host_time: float, started: float, stdin: int = 0,
             build = exe_build(proc.fd if info.exe else None, who.exe or who.comm, problems)
             return key_for(build, who.container.id if who.container else None, args.uid)
 
-        dropped = decide(policy, spool_fd, bid, who.exe, dump_mode, rate_key, problems)
-        if dropped is None and info.maps_raw and policy.capture_files and proc.fd is not None:
+        kept = decide(policy, spool_fd, bid, who.exe, dump_mode, rate_key, problems)
+        dropped = kept.why
+        if kept.kind != "none" and info.maps_raw and policy.capture_files and proc.fd is not None:
             keep_files(proc.fd, info.maps_raw, bundle_fd, args.data_dir, policy.max_file_size, problems)
-    if dropped is None:
+        mem_fd = _mem(proc, policy) if kept.kind != "none" else None
+    if kept.kind != "none":
         bigger_pipe(stdin)  # only now, see bigger_pipe
         if own_process:
-            _confine(problems)
-        streamed = _stream(stdin, bundle_fd, policy, deadline, problems)
-        dropped = streamed.dropped
+            _confine(problems)  # /proc/PID/mem is open already: reading it needs no capability
+        try:
+            streamed = _stream(stdin, bundle_fd, policy, deadline, problems, kept.kind, mem_fd)
+        finally:
+            if mem_fd is not None:
+                os.close(mem_fd)
+        dropped = dropped or streamed.dropped
+        if streamed.kind != "full" and streamed.stack_missing and dropped:
+            dropped = f"{dropped}; no stack core: {streamed.stack_missing}"
     else:  # never read: closing the pipe lets the process go at once
         release(stdin)
         streamed = Streamed(stopped="core dropped before reading")
@@ -204,6 +229,10 @@ def capture(args: Args, host_time: float, started: float, stdin: int = 0,
         os.close(spool_fd)
     where = os.path.join(spool, bid)
     tail = f" ({len(problems)} problems)" if problems else ""
+    if streamed.kind == "stack":
+        return "LOG_WARNING", (f"crash of {who.what} recorded in {safe(where)} with its stack core "
+                               f"({streamed.stack_size} bytes, {streamed.stack_compressed} compressed), "
+                               f"full core dropped: {safe(dropped)} ({streamed.size} bytes read){tail}")
     if dropped:
         return "LOG_WARNING", (f"crash of {who.what} recorded in {safe(where)}, core dropped: {safe(dropped)} "
                                f"({streamed.size} bytes read){tail}")
@@ -224,8 +253,10 @@ def _meta(args: Args, bid: str, host_time: float, info: ProcInfo, who: Crashed, 
         container_runtime=container.runtime if container else None,
         pod_uid=container.pod_uid if container else None,
         namespaces=info.namespaces, maps=info.maps,
-        core_file=None if dropped else Bundle.CORE, core_size=streamed.size,
-        core_compressed_size=None if dropped else streamed.compressed,
-        dropped=dropped, stopped_reading=streamed.stopped,
-        delete_core_after_analysis=None if dropped else transient, problems=tuple(problems),
+        core_file=None if streamed.kind != "full" else Bundle.CORE, core_size=streamed.size,
+        core_compressed_size=streamed.compressed if streamed.kind == "full" else None,
+        dropped=dropped, stopped_reading=streamed.stopped, core_kind=streamed.kind,
+        stack_core_file=Bundle.STACK if streamed.stack_compressed is not None else None,
+        stack_core_size=streamed.stack_size, stack_core_compressed_size=streamed.stack_compressed,
+        delete_core_after_analysis=None if streamed.kind == "none" else transient, problems=tuple(problems),
         handler_seconds=round(time.monotonic() - started, 3))

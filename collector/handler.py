@@ -34,13 +34,20 @@ The crash is always recorded in ``meta.json``. ``stopped_reading`` says why
 the handler stopped before the end of the core and ``core_size`` how much it
 read: a core cut at ``max_core_size`` or by the budget is kept when the part
 read holds its notes (threads, registers, mapped files), else dropped.
-Cores are dropped, with the reason in ``dropped``, and never read when: free
-space on the spool filesystem is below ``min_free_space`` (checked at the
-start and every 64 MiB, when reading stops too), ``no_core`` names the
-executable, ``setuid_cores = "drop"`` and the process is set-uid or
-non-dumpable (``%d`` = 2), or the rate limits say so (``rate_limit`` cores
-per build and container, ``host_rate_limit`` over the host, within
-``rate_window`` seconds). Under the default ``setuid_cores =
+Each crash keeps its full core (``core.zst``, with its stack-only core
+``stack.zst`` beside it), its stack-only core alone, or neither
+(``core_kind``: ``full``, ``stack``, ``none``; ``collector.stackcore``); the
+reason the full core is not kept is in ``dropped``. Stack only: ``no_core``
+names the executable (``no_core_kind = "none"``: neither), the core is over
+``max_core_size`` (reading goes on for the stacks, within the budget), or the
+rate limits say so (``rate_limit`` cores per build and container,
+``host_rate_limit`` over the host, within ``rate_window`` seconds) while
+``stack_rate_limit`` allows, or free space on the spool filesystem is below
+``min_free_space`` (checked at the start and every 64 MiB). Neither, and the
+core is never read (or reading stops): free space is below
+``stack_min_free_space``, ``setuid_cores = "drop"`` and the
+process is set-uid or non-dumpable (``%d`` = 2), or past
+``stack_rate_limit``. Under the default ``setuid_cores =
 "analyze-then-delete"``, the core of a dump-mode-2 crash is kept only until
 it is analyzed (``delete_core_after_analysis``).
 """

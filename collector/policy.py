@@ -1,16 +1,17 @@
-"""The capture policy: keep a crash's core, drop it, or keep the metadata only.
+"""The capture policy: keep a crash's full core, its stack-only core, or the metadata only.
 
 ``CapturePolicy`` is ``<data-dir>/collector.toml`` (safe defaults when a key
 or the file is absent); ``decide`` applies it to one crash before its core
 is read: make room in the spool (the oldest cores go), free space,
-``no_core``, ``setuid_cores``, the crash-storm rate limits. A core it drops
-is never read: the handler closes the pipe at once.
+``no_core``, ``setuid_cores``, the crash-storm rate limits. A core kept
+as ``none`` is never read: the handler closes the pipe at once.
 
 Example ``collector.toml`` (every key optional; sizes in bytes or with a
 K/M/G/T suffix, powers of 1024)::
 
-    max_core_size = "16G"       # the handler stops reading here and closes the pipe: the process
-                                # is released, the first part of the core is kept (partial)
+    max_core_size = "16G"       # the full core stops here: reading goes on for the stack core, which
+                                # is kept instead; should the budget end first, the first part of the
+                                # full core is kept (partial)
     max_core_seconds = 60       # wall-clock budget per core, from the handler's start: past it,
                                 # likewise (a 64 GiB sparse mapping cannot hold a pipe slot longer)
     min_free_space = "2G"       # keep this much free on the spool filesystem
@@ -18,7 +19,7 @@ K/M/G/T suffix, powers of 1024)::
     rate_limit = 10             # cores kept per build (the executable's build-id, else a hash of
                                 # its content) and container ...
     host_rate_limit = 30        # ... and over all crashes on the host ...
-    rate_window = 60            # ... per this many seconds; beyond: dropped unread, crash recorded
+    rate_window = 60            # ... per this many seconds; beyond: the stack core (stack_rate_limit)
                                 # (rate_limit = 0 keeps no cores at all, only the crashes)
     setuid_cores = "analyze-then-delete"  # dump mode 2 (set-uid or non-dumpable processes, whose
                                 # cores the kernel makes root-only): "keep", "analyze-then-delete"
@@ -27,7 +28,15 @@ K/M/G/T suffix, powers of 1024)::
     compression_threads = 0     # zstd worker threads (0: none); helps big cores on idle hosts
     secret_names = ["*PASSWORD*", "*TOKEN*", "*MY_PRIVATE_THING*"]
     capture_files = true        # keep the crashed process's executable and libraries (stored once per content)
-    no_core = ["*/postgres"]    # these crash without their core leaving the host: metadata only
+    no_core = ["*/postgres"]    # these crash without their full core leaving the host ...
+    no_core_kind = "stack"      # ... keeping their stack-only core ("none": the metadata only)
+    stack_cores = true          # beside each core, its stack-only core (collector.stackcore): every
+                                # thread's stack, the files' written data; what a crash keeps when
+                                # its full core is not kept (over max_core_size or rate_limit, no_core)
+    stack_globals_max = "4M"    # of the files' written data (.data, .bss) in a stack core, at most
+    stack_min_free_space = "256M"  # below min_free_space: stack cores only, down to this much free
+    stack_rate_limit = 30       # past rate_limit: stack cores kept per build and container ...
+    stack_host_rate_limit = 100 # ... and over the host, per rate_window; beyond: the metadata only
 
     [retention]                 # read by collector.pruning: done bundles and unneeded files
     max_age = "14d"
@@ -76,6 +85,12 @@ class CapturePolicy:
     # executables (fnmatch on the path, e.g. "*/postgres") whose memory must
     # never leave the host: the crash and its metadata are kept, no core
     no_core: tuple[str, ...] = ()
+    no_core_kind: str = "stack"  # what a no_core crash keeps: its stack core, or "none" (metadata only)
+    stack_cores: bool = True  # write the stack-only core beside every core read (collector.stackcore)
+    stack_globals_max: int = 4 << 20  # the files' written data kept in a stack core, at most
+    stack_min_free_space: int = 256 << 20  # below min_free_space, stack cores are kept down to this
+    stack_rate_limit: int = 30  # past rate_limit, stack cores kept per build and container per window ...
+    stack_host_rate_limit: int = 100  # ... and over the host
 
     def keeps_core(self, exe: str | None) -> bool:
         from fnmatch import fnmatchcase
@@ -110,10 +125,10 @@ def policy_from_dict(values: dict) -> CapturePolicy:
     if unknown:
         raise PolicyError(f"unknown setting(s): {', '.join(sorted(unknown))}")
     out: dict = {}
-    for name in ("max_core_size", "min_free_space", "max_spool_use"):
+    for name in ("max_core_size", "min_free_space", "max_spool_use", "stack_min_free_space"):
         if name in values:
             out[name] = parse_size(values[name])
-    for name in ("rate_limit", "host_rate_limit"):
+    for name in ("rate_limit", "host_rate_limit", "stack_rate_limit", "stack_host_rate_limit"):
         if name in values:
             v = values[name]
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
@@ -155,6 +170,16 @@ def policy_from_dict(values: dict) -> CapturePolicy:
         if not isinstance(v, list) or not all(isinstance(p, str) and p for p in v):
             raise PolicyError("no_core: a list of executable path patterns")
         out["no_core"] = tuple(v)
+    if "no_core_kind" in values:
+        if values["no_core_kind"] not in ("stack", "none"):
+            raise PolicyError(f"no_core_kind: stack or none, not {values['no_core_kind']!r}")
+        out["no_core_kind"] = values["no_core_kind"]
+    if "stack_cores" in values:
+        if not isinstance(values["stack_cores"], bool):
+            raise PolicyError("stack_cores: true or false")
+        out["stack_cores"] = values["stack_cores"]
+    if "stack_globals_max" in values:
+        out["stack_globals_max"] = parse_size(values["stack_globals_max"])
     if "secret_names" in values:
         v = values["secret_names"]
         if not isinstance(v, list) or not all(isinstance(p, str) and p for p in v):
@@ -188,11 +213,13 @@ def load_policy(data_dir: str | os.PathLike | None) -> CapturePolicy:
         raise PolicyError(f"{path}: {exc}") from None
 
 
-def low_space(free: int, policy: CapturePolicy) -> str | None:
-    """Why a core is dropped when ``free`` bytes are left, or None."""
-    if free < policy.min_free_space:
-        return (f"low disk space: {free} bytes left on the spool filesystem "
-                f"(min_free_space {policy.min_free_space})")
+def low_space(free: int, policy: CapturePolicy, stack: bool = False) -> str | None:
+    """Why a full core (or with ``stack``, a stack core) is dropped when
+    ``free`` bytes are left, or None."""
+    floor, name = ((policy.stack_min_free_space, "stack_min_free_space") if stack
+                   else (policy.min_free_space, "min_free_space"))
+    if free < floor:
+        return f"low disk space: {free} bytes left on the spool filesystem ({name} {floor})"
     return None
 
 
@@ -205,11 +232,22 @@ def setuid_rule(policy: CapturePolicy, dump_mode: int | None) -> str | None:
             f"setuid_cores = {policy.setuid_cores}")
 
 
+@dataclass(frozen=True)
+class Kept:
+    """What one crash keeps: ``full`` (its core, and its stack core beside),
+    ``stack`` (the stack-only core, ``collector.stackcore``) or ``none``
+    (the metadata); ``why`` says why not the full core."""
+
+    kind: str
+    why: str | None = None
+
+
 def decide(policy: CapturePolicy, spool_fd: int, bundle_id: str, exe: str | None, dump_mode: int | None,
-           rate_key: Callable[[], str], problems: list[str]) -> str | None:
-    """None to keep the core, else why it is dropped (the crash is still
-    recorded, the core is not read). ``rate_key()`` names the build and
-    container for the rate limit; only called when it is needed."""
+           rate_key: Callable[[], str], problems: list[str]) -> Kept:
+    """What to keep of one crash, decided before its core is read (a
+    ``none`` core is never read). ``rate_key()`` names the build and
+    container for the rate limits; only called when it is needed. Past
+    ``rate_limit``, stack cores are kept while ``stack_rate_limit`` allows."""
     try:
         evicted = make_room(spool_fd, policy.max_spool_use, policy.min_free_space, bundle_id)
         if evicted:
@@ -217,18 +255,34 @@ def decide(policy: CapturePolicy, spool_fd: int, bundle_id: str, exe: str | None
                             f"({evicted[0]}{' ...' if len(evicted) > 1 else ''})")
     except OSError as exc:
         problems.append(f"making room in the spool: {exc.strerror}")
+    stack = "stack" if policy.stack_cores else "none"
     try:
-        dropped = low_space(free_space(spool_fd), policy)
+        free = free_space(spool_fd)
     except OSError as exc:
-        dropped = None
+        free = None
         problems.append(f"statvfs on the spool: {exc.strerror}")
-    if dropped is None and not policy.keeps_core(exe):
-        dropped = "no_core policy for this executable (collector.toml)"
-    if dropped is None and policy.setuid_cores == "drop":
-        dropped = setuid_rule(policy, dump_mode)
-    if dropped is None:
-        dropped, problem = ratelimit.check(spool_fd, rate_key(), policy.rate_limit, policy.host_rate_limit,
-                                           policy.rate_window)
+    if free is not None and (why := low_space(free, policy)) is not None:
+        # disk pressure: the stack core (a few hundred KiB) while its own floor allows
+        return Kept(stack if low_space(free, policy, stack=True) is None else "none", why)
+    if not policy.keeps_core(exe):
+        return Kept(stack if policy.no_core_kind == "stack" else "none",
+                    "no_core policy for this executable (collector.toml)")
+    if policy.setuid_cores == "drop":
+        why = setuid_rule(policy, dump_mode)
+        if why is not None:
+            return Kept("none", why)
+    key = rate_key()
+    why, problem = ratelimit.check(spool_fd, key, policy.rate_limit, policy.host_rate_limit, policy.rate_window)
+    if problem:
+        problems.append(problem)
+    if why is None:
+        return Kept("full")
+    if stack == "stack":
+        over, problem = ratelimit.check(spool_fd, "stack:" + key, policy.stack_rate_limit,
+                                        policy.stack_host_rate_limit, policy.rate_window, host="stack:host")
         if problem:
             problems.append(problem)
-    return dropped
+        if over is None:
+            return Kept("stack", why)
+        why = f"{why}; stack cores: {over.removeprefix('rate limit: ')} (stack_rate_limit)"
+    return Kept("none", why)

@@ -38,29 +38,30 @@ def key_for(build: str, container: str | None = None, uid: int | None = None) ->
 
 
 def decide(state: dict, key: str, now: float, limit: int, host_limit: int,
-           window: float) -> tuple[str | None, dict]:
+           window: float, host: str = HOST) -> tuple[str | None, dict]:
     """(None to keep the core, else why not; new state). ``state`` maps key
-    -> list of times of kept cores, ``HOST`` those of all kept cores."""
+    -> list of times of kept cores, ``host`` those of all kept cores (stack
+    cores are counted apart, under keys of their own)."""
     fresh: dict[str, list[float]] = {}
     for k, times in state.items() if isinstance(state, dict) else ():
         if isinstance(k, str) and isinstance(times, list):
             recent = [t for t in times if isinstance(t, (int, float)) and now - window < t <= now + window]
             if recent:
                 fresh[k] = recent
-    mine, host = fresh.get(key, []), fresh.get(HOST, [])
+    mine, all_kept = fresh.get(key, []), fresh.get(host, [])
     if len(mine) >= limit:
         return f"rate limit: {limit} cores of this build per {window:g} s", fresh
-    if len(host) >= host_limit:
+    if len(all_kept) >= host_limit:
         return f"rate limit: {host_limit} cores on this host per {window:g} s (host_rate_limit)", fresh
-    fresh[key], fresh[HOST] = mine + [now], host + [now]
+    fresh[key], fresh[host] = mine + [now], all_kept + [now]
     if len(fresh) > MAX_KEYS:
         newest = sorted((k for k in fresh if k != HOST), key=lambda k: max(fresh[k]), reverse=True)
-        fresh = {k: fresh[k] for k in [HOST, *newest[:MAX_KEYS - 1]]}
+        fresh = {k: fresh[k] for k in [HOST, *newest[:MAX_KEYS - 1]] if k in fresh}
     return None, fresh
 
 
 def check(spool_fd: int, key: str, limit: int, host_limit: int, window: float,
-          now: float | None = None) -> tuple[str | None, str | None]:
+          now: float | None = None, host: str = HOST) -> tuple[str | None, str | None]:
     """(None to keep the core or why not, a problem to record or None),
     updating the state file."""
     now = time.time() if now is None else now
@@ -86,7 +87,7 @@ def check(spool_fd: int, key: str, limit: int, host_limit: int, window: float,
             state = json.loads(raw) if raw.strip() else {}
         except ValueError:
             state, problem = {}, "rate limit state was corrupt and was reset"
-        dropped, state = decide(state, key, now, limit, host_limit, window)
+        dropped, state = decide(state, key, now, limit, host_limit, window, host)
         data = json.dumps(state, separators=(",", ":")).encode()
         os.lseek(fd, 0, os.SEEK_SET)
         os.ftruncate(fd, 0)

@@ -4,8 +4,10 @@ A crash storm, or an analysis that is down, must not fill the disk and stop
 the next crash from being captured. Before each new core the handler evicts
 the cores of the oldest bundles while the spool holds more than
 ``max_spool_use`` or the filesystem has less than ``min_free_space``. Only
-``core.zst`` and ``root/`` go: ``meta.json`` stays, with an ``evicted``
-marker, so the crash is still counted and shown. A bundle whose writer still
+``core.zst`` goes, and ``root/`` unless the bundle holds a stack core
+(``stack.zst``, kept: a few hundred KiB that still give every backtrace):
+``meta.json`` stays, with an ``evicted`` marker, so the crash is still
+counted and shown. A bundle whose writer still
 holds its lock (``collector.spool.try_lock``) is passed over: its core is
 being written.
 """
@@ -51,7 +53,10 @@ def make_room(spool_fd: int, max_use: int, min_free: int, keep: str) -> list[str
             marker = os.open(Bundle.EVICTED, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=fd)
             os.close(marker)
             os.unlink(Bundle.CORE, dir_fd=fd)
-            remove_files(fd)
+            try:
+                os.stat(Bundle.STACK, dir_fd=fd, follow_symlinks=False)  # kept: it still needs the files
+            except FileNotFoundError:
+                remove_files(fd)
         except OSError:
             continue
         finally:

@@ -2,7 +2,10 @@
 
 The one place that knows both sides: the collector's bundle format and the
 analyzer's ingest. The collector daemon calls ``process_bundle`` directly
-(embedded mode) or through the Celery task in ``coretriage.tasks``. A crash
+(embedded mode) or through the Celery task in ``coretriage.tasks``. A bundle's
+full core is analyzed when it has one, else its stack-only core (the same
+gdb path); the crash's meta says which (``core_kind``: full, stack, none,
+with ``core_size`` and ``core_kind_reason``). A crash
 keeps its bundle's ``files.json`` (path -> sha256) in its metadata, so its
 files are found by content once the bundle is pruned; ``retention_references``
 tells the collector's retention (``collector.pruning``) what stored crashes
@@ -42,6 +45,27 @@ def adopt_files(config, bundle_dir: Path, files: dict[str, str]) -> None:
             continue  # the analysis still reads the bundle's own copy
 
 
+def core_kept(meta, bundle) -> tuple[str, Path | None, int]:
+    """(kind, compressed core to analyze, its uncompressed size): the full
+    core when the bundle still holds it, else its stack-only core
+    (``collector.stackcore``; the full one dropped or evicted), else none."""
+    if meta.core_file and bundle.core.is_file():
+        return "full", bundle.core, meta.core_size
+    if meta.stack_core_file and bundle.stack_core.is_file():
+        return "stack", bundle.stack_core, meta.stack_core_size or 0
+    return "none", None, 0
+
+
+def kind_reason(kind: str, meta, bundle) -> str | None:
+    """Why a crash has no full core, in one line (None when it has)."""
+    if kind == "full":
+        return None
+    why = meta.dropped or ("evicted to make room in the spool" if bundle.was_evicted() else "no core in the bundle")
+    if kind == "stack":
+        return f"stack-only core (stacks, registers, written data of the mapped files): {why}"
+    return why
+
+
 def process_bundle(config, store, bundle_dir: Path, enrich=None):
     """Analyze one bundle and mark it done. ``enrich(container_id)`` may add
     container name, image and labels (the Docker API). Idempotent."""
@@ -66,9 +90,12 @@ def process_bundle(config, store, bundle_dir: Path, enrich=None):
         data["container"] = data.get("container_name") or data["container"]
     bundle = Bundle(bundle_dir)
     sysroot = bundle.root
-    core_path = bundle.core
-    if meta.core_file and core_path.is_file():
-        with decompressed(core_path, config.tmp_dir, meta.core_size or None) as core:
+    kind, core_path, size = core_kept(meta, bundle)
+    data.update(core_kind=kind, core_size=size, core_read=meta.core_size,
+                core_kind_reason=kind_reason(kind, meta, bundle))
+    if core_path is not None:
+        # a stack core is analyzed like a full one: the same gdb path, its missing memory said so
+        with decompressed(core_path, config.tmp_dir, size or None) as core:
             done = ingest(config, store, core, sysroot=sysroot if sysroot.is_dir() else None,
                           meta=data, crashed_at=float(meta.crash_time), compressed=core_path)
     else:
@@ -80,10 +107,14 @@ def process_bundle(config, store, bundle_dir: Path, enrich=None):
                                                        else "no core in the bundle"), meta=data,
                                crashed_at=float(meta.crash_time))
     stored = done.crash.core_file and (config.data_dir / done.crash.core_file).is_file()
-    if meta.delete_core_after_analysis:  # a set-uid or non-dumpable process: analyzed, then gone
+    if meta.delete_core_after_analysis and core_path is not None:  # set-uid or non-dumpable: analyzed, then gone
         _delete_core(config, store, done.crash, core_path)
-    elif stored and core_path.is_file():
+    elif stored and core_path is not None and core_path.is_file():
         core_path.unlink()  # the store holds it now (linked, not copied); root/ stays for reprocess and gdb
+    if stored or meta.delete_core_after_analysis:
+        # the stack core beside an analyzed core is of no more use, and of a
+        # set-uid process's must not outlive its full core
+        bundle.stack_core.unlink(missing_ok=True)
     mark_done(bundle_dir)
     return done
 

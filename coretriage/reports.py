@@ -27,17 +27,34 @@ def when(ts: float | None) -> str:
 def crash_json(row: CrashRow, secret_names: tuple[str, ...] = DEFAULT_SECRET_NAMES) -> dict:
     row = masked_row(row, secret_names)
     sig = row.signature
+    kind, size, _ = core_kind(row)
     return {
         "crash_id": row.id, "group_id": row.group_ref, "signature": sig.get("text"),
         "signature_quality": sig.get("quality"), "key_frames": key_frame_list(row),
         "signal": (row.analysis.get("signal") or {}).get("name"),
         "crashed_at": row.crashed_at, "ingested_at": row.ingested_at,
         "executable": row.executable, "host": row.host, "container": row.container, "image": row.image,
-        "core_file": row.core_file, "meta": row.meta,
+        "core_file": row.core_file, "core_kind": kind, "core_size": size, "meta": row.meta,
         # through the model: analyses stored before problems had codes read the same as new ones
         "signature_details": sig, "analysis": Analysis.from_dict(row.analysis).to_dict(),
         "rules_version": row.rules_version,
     }
+
+
+def core_kind(row: CrashRow) -> tuple[str, int, str | None]:
+    """(``full``, ``stack`` or ``none``; the kept core's uncompressed size;
+    why it is not the full core). Crashes stored before stack cores: full
+    when they have a core."""
+    meta = row.meta if isinstance(row.meta, dict) else {}
+    kind = meta.get("core_kind")
+    if kind not in ("full", "stack", "none"):
+        kind = "full" if row.core_file else "none"
+    size = meta.get("core_size") if kind != "none" else 0
+    size = size if isinstance(size, int) and not isinstance(size, bool) else 0
+    why = meta.get("core_kind_reason") if kind != "full" else None
+    if kind == "none" and not why:
+        why = meta.get("dropped") or "no core kept"
+    return kind, size, why if isinstance(why, str) else None
 
 
 def key_frame_list(row: CrashRow) -> list[dict]:

@@ -5,7 +5,7 @@ from flask import Blueprint, Response, abort, current_app, render_template, requ
 from analyzer.model import Analysis
 from coretriage.access import RESTRICTED_REASON, is_restricted
 from coretriage.masking import masked_row, secret_names
-from coretriage.reports import FORMATS, crash_report, group_report
+from coretriage.reports import FORMATS, core_kind, crash_report, group_report
 from coretriage.store import NotFound
 from webui.security import admin_required, is_admin, login_required, store, visible
 
@@ -36,7 +36,7 @@ def detail(crash_id: str):
     skew = None
     if meta.get("host_time") is not None and meta.get("crash_time") is not None:
         skew = float(meta["host_time"]) - float(meta["crash_time"])
-    return render_template("crashes/detail.html", crash=row, a=analysis, meta=meta, skew=skew,
+    return render_template("crashes/detail.html", crash=row, a=analysis, meta=meta, skew=skew, core=core_kind(row),
                            key=set(row.signature.get("key_frames") or ()), group=store().group(row.group_id),
                            restricted=RESTRICTED_REASON if restricted else None, hidden=restricted and not is_admin())
 

@@ -1,7 +1,9 @@
 """PostgreSQL backends: the statement being run, backend type, version.
 
 ``debug_query_string`` and ``MyBackendType`` are in postgres' dynamic symbol
-table, so this works on a stock build without debug symbols.
+table, so this works on a stock build without debug symbols. In a stack-only
+core (collector.stackcore) the globals are there but not the heap the query
+text is in: the query field then says so in one line.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ def mask_literals(sql: str) -> str:
     return _LITERAL.sub("?", sql)
 
 
+def _hex(value: str) -> str:
+    return hex(int(value)) if value.isdigit() else value
+
+
 def matches(target: Target) -> bool:
     return target.name in ("postgres", "postmaster")
 
@@ -41,6 +47,9 @@ def enrich(target: Target, probe: Probe) -> Context | None:
     if query:
         shown = query if target.options.get("show_literals") else mask_literals(query)
         fields.append(("query", shown))
+    elif (pointer := probe.evaluate("*(unsigned long *)&debug_query_string")) not in (None, "0"):
+        # a statement was running, but its text is not in the core (a stack-only core keeps no heap)
+        fields.append(("query", f"not available: the memory at {_hex(pointer)} is not in the core"))
     kind = probe.evaluate("*(int *)&MyBackendType")
     if kind is not None and kind.lstrip("-").isdigit():
         n = int(kind)

@@ -3,7 +3,10 @@
 - Renamed copies: the rate limit counts by build (build-id, else a hash of
   the content), container and user, not by path, so 30 copies of one binary
   under 30 names crashing within a minute keep ``rate_limit`` cores between
-  them; every crash is still recorded, the rest of its core never read.
+  them; every crash is still recorded, the rest with their stack core.
+- A storm of one program: past ``rate_limit`` each crash keeps its stack
+  core while ``stack_rate_limit`` allows, then its metadata only; every
+  crash is analyzed into the one group its real backtrace names.
 - Many builds: ``host_rate_limit`` caps the cores kept over the whole host,
   whatever each build's own budget.
 - Eviction race: a crash that needs room in the spool must not take the core
@@ -62,9 +65,9 @@ def test_renamed_copies_share_one_budget(collector_installed, segv, tmp_path):
     assert len(metas) == 30 and {m.exe for m in metas} == {str(n) for n in names}  # every crash recorded
     assert len(kept) == limit and [m.core_file for m in metas[:limit]] == ["core.zst"] * limit
     for m in metas[limit:]:
-        assert m.dropped == f"rate limit: {limit} cores of this build per 60 s"
-        assert m.core_size == 0 and m.stopped_reading == "core dropped before reading"
-        assert os.listdir(spool / m.id) == ["meta.json"]
+        # past the limit: the stack core only (stack_rate_limit, 30 by default, allows them all)
+        assert m.dropped == f"rate limit: {limit} cores of this build per 60 s" and m.core_kind == "stack"
+        assert sorted(os.listdir(spool / m.id)) == ["files.json", "meta.json", "root", "stack.zst"]
 
 
 def test_host_wide_cap_over_different_builds(collector_installed, tmp_path):
@@ -81,6 +84,7 @@ def test_host_wide_cap_over_different_builds(collector_installed, tmp_path):
     assert len(ids) == 5  # five builds, each well within its own rate_limit
     metas = [read_meta(bundle_of(collector_installed / "spool", crash([str(b)])[0])) for b in builds]
     assert [m.core_file for m in metas] == ["core.zst"] * 3 + [None] * 2
+    assert [m.core_kind for m in metas] == ["full"] * 3 + ["stack"] * 2
     assert {m.dropped for m in metas[3:]} == {"rate limit: 3 cores on this host per 60 s (host_rate_limit)"}
 
 
@@ -112,3 +116,62 @@ def test_eviction_passes_over_a_core_being_written(collector_installed, tmp_path
     with open(writing / "core.zst", "rb") as f:
         size = sum(len(chunk) for chunk in zstandard.ZstdDecompressor().read_to_iter(f))
     assert size == first.core_size  # whole: nobody took it from under its writer
+
+
+def test_storm_of_one_program_lands_in_one_named_group(collector_installed, segv):
+    """rate_limit = 1, 20 crashes in about a second: one full core, then
+    stack cores (stack_rate_limit, 30 by default, allows them all; past it
+    the metadata only, tests/system/test_handler.py); all 20 analyzed into
+    the same group under the program's real function names."""
+    import json
+    import threading
+
+    from collector.watch import Collector
+    from coretriage.config import load_config
+    from coretriage.store import Store
+    from coretriage.wiring import Wiring
+    from hostfixtures import cli
+
+    spool = collector_installed / "spool"
+    (collector_installed / "collector.toml").write_text("rate_limit = 1\n")
+    start = time.monotonic()
+    procs = []
+    for _ in range(20):  # 40 ms apart: at once, more than core_pipe_limit would be skipped by the kernel
+        procs.append(subprocess.Popen([str(segv), "GET /"], preexec_fn=crashkit.allow_cores, env={},
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        time.sleep(0.04)
+    assert [p.wait(timeout=60) for p in procs] == [-11] * 20
+    took = time.monotonic() - start
+    metas = [read_meta(bundle_of(spool, p.pid)) for p in procs]
+    kinds = sorted(m.core_kind for m in metas)
+    print(f"\n20 crashes in {took:.2f} s: {kinds.count('full')} full, {kinds.count('stack')} stack, "
+          f"{kinds.count('none')} none")
+    assert took < 2
+    assert kinds == ["full"] + ["stack"] * 19
+
+    config = load_config(collector_installed)
+    stop = threading.Event()
+    collector = Collector(config.spool_dir, Wiring(config).submit(), rescan=0.5)
+    thread = threading.Thread(target=collector.run, args=(stop,), daemon=True)
+    thread.start()
+    store = Store(config.database_url)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and sum(g.count for g in store.groups()) < 20:
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    groups = json.loads(cli(collector_installed, "list", "--json").stdout)
+    signature = "strlen | header_length | parse_request | main"
+    assert [(g["signature"], g["count"]) for g in groups] == [(signature, 20)]
+    shown = [json.loads(cli(collector_installed, "show", c.id, "--json").stdout)
+             for g in store.groups() for c in store.crashes_of(g.id)]
+    assert sorted(s["core_kind"] for s in shown) == kinds
+    for s in shown:
+        if s["core_kind"] == "stack":
+            assert s["signature"] == signature and 0 < s["core_size"] < 1 << 20
+            assert s["meta"]["core_kind_reason"].startswith("stack-only core")
+        elif s["core_kind"] == "full":
+            assert s["core_size"] > s["meta"]["stack_core_size"] and s["signature"] == signature
+    store.close()

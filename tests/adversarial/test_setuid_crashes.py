@@ -77,6 +77,7 @@ def test_setuid_core_analyzed_then_deleted(collector_installed, suid_dumpable_2,
     assert meta.dump_mode == 2 and meta.uid == 65534 and meta.exe == str(setuid_segv)
     assert meta.delete_core_after_analysis == REASON + "analyze-then-delete"
     assert meta.core_file == "core.zst" and (bundle / "core.zst").is_file()  # only until it is analyzed
+    assert (bundle / "stack.zst").is_file()  # its stack-only core too
 
     done, row = analyze(collector_installed, bundle)
     assert done.analysis.signal.name == "SIGSEGV" and "header_length" in done.signature.text  # analyzed with gdb
@@ -84,6 +85,7 @@ def test_setuid_core_analyzed_then_deleted(collector_installed, suid_dumpable_2,
     assert not (bundle / "core.zst").exists()
     assert row.meta["dump_mode"] == 2 and row.meta["delete_core_after_analysis"] == REASON + "analyze-then-delete"
     assert not any(collector_installed.rglob("*.core.zst")) and not any(collector_installed.rglob("core.zst"))
+    assert not any(collector_installed.rglob("stack.zst"))  # the stack core goes with it
 
 
 def test_setuid_core_dropped_unread(collector_installed, suid_dumpable_2, setuid_segv):

@@ -3,8 +3,9 @@
 Once a single page of it is written, the kernel dumps the whole mapping,
 every untouched page as zeros: 64 GiB through the pipe, for 4 KiB of memory. With ``kernel.core_pipe_limit`` > 0 the kernel
 holds the process until the handler closes the pipe, and 16 such crashes
-would hold every slot. The handler must stop reading at ``max_core_size`` or
-once its wall-clock budget (``max_core_seconds``) is spent, close the pipe
+would hold every slot. The handler must stop reading at ``max_core_size``
+(or read on for the stack core, whose stacks are at the end) or once its
+wall-clock budget (``max_core_seconds``) is spent, close the pipe
 (which releases the process), and still record the crash, saying why the
 core is partial and how much was read. Real kernel, real handler
 (``host-setup install``, which sets core_pipe_limit).
@@ -70,10 +71,15 @@ def test_64_gib_sparse_crash_with_default_limits(collector_installed, sparse):
     meta = read_meta(bundle_of(collector_installed / "spool", pid, timeout=60))
     assert meta.stopped_reading in (f"max_core_size reached ({default.max_core_size} bytes)",
                                     f"wall-clock budget spent (max_core_seconds = {default.max_core_seconds:g})")
-    assert default.max_core_size // 4 < meta.core_size < 64 * GIB  # how much was read, far from all of it
-    assert meta.dropped is None and meta.core_file == "core.zst"  # the notes are in the part read
-    core = collector_installed / "spool" / meta.id / "core.zst"
-    assert head_of(core, 4) == b"\x7fELF"
+    bundle = collector_installed / "spool" / meta.id
+    if meta.core_kind == "stack":  # read on past max_core_size, within the budget, for the stacks at the end
+        assert meta.dropped == f"over max_core_size ({default.max_core_size} bytes): the stack core is kept"
+        assert not (bundle / "core.zst").exists() and head_of(bundle / "stack.zst", 4) == b"\x7fELF"
+        assert meta.stack_core_size < 8 << 20
+    else:  # the budget ended first: the first part of the full core, its notes complete
+        assert default.max_core_size // 4 < meta.core_size < 64 * GIB
+        assert meta.dropped is None and meta.core_file == "core.zst"
+        assert head_of(bundle / "core.zst", 4) == b"\x7fELF"
 
 
 def test_budget_stops_reading_and_releases_the_process(collector_installed, sparse):
@@ -119,7 +125,8 @@ def test_partial_core_still_analyzed(collector_installed, sparse):
     from coretriage.config import load_config
     from coretriage.wiring import Wiring
 
-    (collector_installed / "collector.toml").write_text('max_core_size = "1M"\n')
+    # stack_cores = false: else reading goes on past max_core_size for the stacks (a stack core is kept)
+    (collector_installed / "collector.toml").write_text('max_core_size = "1M"\nstack_cores = false\n')
     pid, held = crash([str(sparse), "64"])
     assert held < SLACK
     bundle = bundle_of(collector_installed / "spool", pid)

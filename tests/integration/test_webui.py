@@ -74,6 +74,34 @@ def test_group_and_crash_pages(app):
     assert c.get(f"/export/{crash}?format=markdown").text.startswith(f"### Crash `{crash}`")
 
 
+def test_crash_page_and_api_say_which_core(app, config, samples, tmp_path):
+    """A crash analyzed from its stack-only core: the page says so and why,
+    the API gives core_kind and core_size; one from a full core says full."""
+    from builders import stack_core
+
+    sample = samples("thread")
+    core = stack_core(sample.core, tmp_path / "stack.core")
+    why = "stack-only core (stacks, registers, written data of the mapped files): rate limit: 1 cores"
+    s = app.extensions["store"]
+    done = ingest(config, s, core, sample.exe, meta={"core_kind": "stack", "core_size": core.stat().st_size,
+                                                     "core_kind_reason": why})
+    token = new_token()
+    s.add_token("ann", token_hash(token))
+    c = app.test_client()
+    login(c, "ann", "viewer-pass")
+    page = c.get(f"/crashes/{done.crash.id}").text
+    assert "core-stack" in page and why in page and "handle_job" in page
+    h = {"Authorization": f"Bearer {token}"}
+    got = c.get(f"/api/v1/crashes/{done.crash.id}", headers=h).get_json()
+    assert (got["core_kind"], got["core_size"]) == ("stack", core.stat().st_size)
+    assert got["signature"] == sample.expected_signature
+    other = c.get(f"/api/v1/groups/{c.get('/api/v1/groups?q=session_release', headers=h).get_json()['groups'][0]['group_id']}",
+                  headers=h).get_json()["crashes"][0]["crash_id"]
+    got = c.get(f"/api/v1/crashes/{other}", headers=h).get_json()
+    assert got["core_kind"] == "full" and got["core_size"] == 0  # stored before sizes were known
+    assert "core-full" in c.get(f"/crashes/{other}").text
+
+
 def test_state_change_needs_csrf(app):
     c = app.test_client()
     login(c, "root", "admin-pass")

@@ -64,3 +64,29 @@ def test_postgres_literals_shown_when_asked(tmp_path, postgres_sample, capsys):
     shown = json.loads(capsys.readouterr().out)
     fields = dict(shown["analysis"]["context"][0]["fields"])
     assert fields["query"] == postgres_sample.extra["query"]
+
+
+def test_stack_cores_of_the_servers_give_the_same_backtraces(config, store, haproxy_sample, postgres_sample,
+                                                             tmp_path):
+    """Their stack-only cores (collector/stackcore.py, what a no_core
+    PostgreSQL keeps): the same signature and frames, though the code that
+    crashed was opened with dlopen() (a PostgreSQL extension, a Lua module:
+    the dynamic linker's list of it is on the heap); the query, whose text
+    is on the heap too, is said to be not available, in one line."""
+    from builders import stack_core
+
+    for sample in (haproxy_sample, postgres_sample):
+        full = ingest(config, store, sample.core, sample.exe)
+        stack_file = stack_core(sample.core, tmp_path / f"{full.crash.id}.stack")
+        assert stack_file.stat().st_size < sample.core.stat().st_size // 4
+        stack = ingest(config, store, stack_file, sample.exe)
+        assert stack.signature.text == full.signature.text
+        assert stack.crash.group_id == full.crash.group_id
+        assert [[f.function for f in t.frames] for t in stack.analysis.threads] == \
+            [[f.function for f in t.frames] for t in full.analysis.threads]
+        ctx = dict(stack.analysis.context[0].fields)
+        if sample is postgres_sample:
+            assert ctx["backend_type"] == "client backend"  # a global: kept
+            assert ctx["query"].startswith("not available: the memory at 0x") and "\n" not in ctx["query"]
+        else:
+            assert ctx["version"] == dict(full.analysis.context[0].fields)["version"]

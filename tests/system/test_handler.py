@@ -112,7 +112,7 @@ def test_crash_captured_with_proc_details_and_secrets_masked(handler, segv, tmp_
 
     # the core: a real ELF core, complete
     assert meta.dropped is None and meta.core_file == "core.zst"
-    assert sorted(os.listdir(bundle)) == ["core.zst", "files.json", "meta.json", "root"]
+    assert sorted(os.listdir(bundle)) == ["core.zst", "files.json", "meta.json", "root", "stack.zst"]
     core = core_bytes(bundle / "core.zst")
     assert core[:4] == b"\x7fELF" and int.from_bytes(core[16:18], "little") == 4  # ET_CORE
     assert len(core) == meta.core_size and meta.core_compressed_size == (bundle / "core.zst").stat().st_size
@@ -157,29 +157,42 @@ def test_mapped_files_kept_once_per_content(handler, segv, tmp_path):
     assert len(os.listdir(files / "sha256")) == len(json.loads((bundles[0] / "files.json").read_text())["files"])
 
 
-def test_no_core_policy_keeps_metadata_only(handler, segv):
+def test_no_core_policy_keeps_the_stack_core(handler, segv):
     write_config(handler.parent, f'no_core = ["{segv.parent}/*"]\n')
     pid, _ = crash([str(segv), "y"], env={"PATH": "/usr/bin"})
     meta = read_meta(bundle_of(handler, pid))
-    assert meta.core_file is None and meta.dropped.startswith("no_core policy")
+    assert meta.core_file is None and meta.dropped.startswith("no_core policy") and meta.core_kind == "stack"
     assert not (handler / meta.id / "core.zst").exists() and meta.signal == 11
+    stack = core_bytes(handler / meta.id / "stack.zst")
+    assert stack[:4] == b"\x7fELF" and len(stack) == meta.stack_core_size < 1 << 20
+
+
+def test_no_core_policy_none_keeps_metadata_only(handler, segv):
+    write_config(handler.parent, f'no_core = ["{segv.parent}/*"]\nno_core_kind = "none"\n')
+    pid, _ = crash([str(segv), "y"], env={"PATH": "/usr/bin"})
+    meta = read_meta(bundle_of(handler, pid))
+    assert meta.core_file is None and meta.dropped.startswith("no_core policy") and meta.core_kind == "none"
+    assert os.listdir(handler / meta.id) == ["meta.json"] and meta.core_size == 0
 
 
 def test_rate_limit_drops_cores_but_records_crashes(handler, segv, syslog):
-    write_config(handler.parent, "rate_limit = 2\nrate_window = 600\n")
+    write_config(handler.parent, "rate_limit = 2\nrate_window = 600\nstack_rate_limit = 1\n")
     pids = [crash([str(segv)])[0] for _ in range(4)]
     metas = [read_meta(bundle_of(handler, pid)) for pid in pids]
     limited = "rate limit: 2 cores of this build per 600 s"
-    assert [m.dropped for m in metas] == [None, None, limited, limited]
+    assert [m.dropped for m in metas[:3]] == [None, None, limited]
+    assert metas[3].dropped == f"{limited}; stack cores: 1 cores of this build per 600 s (stack_rate_limit)"
     assert [m.core_file for m in metas] == ["core.zst", "core.zst", None, None]
-    for m in metas[2:]:  # never read: the pipe was closed at once
+    assert [m.core_kind for m in metas] == ["full", "full", "stack", "none"]
+    assert (handler / metas[2].id / "stack.zst").exists()
+    for m in metas[3:]:  # never read: the pipe was closed at once
         assert m.core_size == 0 and m.stopped_reading == "core dropped before reading" and m.exe == str(segv)
         assert os.listdir(handler / m.id) == ["meta.json"]
     syslog.wait_for(f"pid {pids[3]} ", "dropped: rate limit")
     # the same build under another name has no budget of its own ...
     copy = handler.parent / "copy"
     shutil.copy(segv, copy)
-    assert read_meta(bundle_of(handler, crash([str(copy)])[0])).dropped == limited
+    assert read_meta(bundle_of(handler, crash([str(copy)])[0])).dropped.startswith(limited)
     # ... another build has
     other = handler.parent / "other"
     shutil.copy(segv, other)
@@ -188,8 +201,21 @@ def test_rate_limit_drops_cores_but_records_crashes(handler, segv, syslog):
     assert meta.dropped is None and meta.core_file == "core.zst"
 
 
-def test_too_big_core_cut_and_kept_partial(handler, segv, syslog):
+def test_too_big_core_keeps_its_stack_core(handler, segv, syslog):
     write_config(handler.parent, "max_core_size = 65536\n")
+    pid, seconds = crash([str(segv)])
+    assert seconds < 10
+    bundle = bundle_of(handler, pid)
+    meta = read_meta(bundle)
+    assert meta.stopped_reading == "max_core_size reached (65536 bytes)" and meta.core_kind == "stack"
+    assert meta.dropped == "over max_core_size (65536 bytes): the stack core is kept"
+    assert meta.core_file is None and not (bundle / "core.zst").exists() and (bundle / "root").is_dir()
+    assert core_bytes(bundle / "stack.zst")[:4] == b"\x7fELF"
+    syslog.wait_for(f"pid {pid} ", "with its stack core")
+
+
+def test_too_big_core_cut_and_kept_partial(handler, segv, syslog):
+    write_config(handler.parent, "max_core_size = 65536\nstack_cores = false\n")
     pid, seconds = crash([str(segv)])
     assert seconds < 10
     bundle = bundle_of(handler, pid)
@@ -202,7 +228,7 @@ def test_too_big_core_cut_and_kept_partial(handler, segv, syslog):
 
 
 def test_core_cut_before_its_notes_is_dropped(handler, segv, syslog):
-    write_config(handler.parent, "max_core_size = 100\n")
+    write_config(handler.parent, "max_core_size = 100\nstack_cores = false\n")
     pid, seconds = crash([str(segv)])
     assert seconds < 10
     bundle = bundle_of(handler, pid)
@@ -232,11 +258,20 @@ def test_process_held_until_released_with_core_pipe_limit(handler, segv):
 
 
 def test_low_disk_space_drops_core(handler, segv):
-    write_config(handler.parent, 'min_free_space = "1000T"\n')
+    write_config(handler.parent, 'min_free_space = "1000T"\nstack_min_free_space = "1000T"\n')
     pid, _ = crash([str(segv)])
     meta = read_meta(bundle_of(handler, pid))
-    assert meta.dropped.startswith("low disk space") and meta.core_file is None
+    assert meta.dropped.startswith("low disk space") and meta.core_file is None and meta.core_kind == "none"
     assert meta.core_size == 0 and meta.stopped_reading == "core dropped before reading"
+
+
+def test_low_disk_space_keeps_the_stack_core_above_its_floor(handler, segv):
+    write_config(handler.parent, 'min_free_space = "1000T"\nstack_min_free_space = "1M"\n')
+    pid, _ = crash([str(segv)])
+    meta = read_meta(bundle_of(handler, pid))
+    assert meta.dropped.startswith("low disk space") and meta.dropped.endswith("(min_free_space 1099511627776000)")
+    assert meta.core_kind == "stack" and meta.core_file is None
+    assert sorted(os.listdir(handler / meta.id)) == ["files.json", "meta.json", "root", "stack.zst"]
 
 
 def test_broken_config_still_captures(handler, segv):
@@ -263,6 +298,84 @@ def test_full_spool_evicts_the_oldest_cores_first(handler, segv):
     first = bundle_of(handler, crash([str(segv), "a"], env={"PATH": "/usr/bin"})[0])
     second = bundle_of(handler, crash([str(segv), "b"], env={"PATH": "/usr/bin"})[0])
     assert not (first / "core.zst").exists() and (first / "evicted").exists()
-    assert not (first / "root").exists() and (first / "meta.json").exists()  # the crash is still there
+    assert (first / "meta.json").exists()  # the crash is still there ...
+    assert (first / "stack.zst").exists() and (first / "root").is_dir()  # ... with its stack core and files
     assert (second / "core.zst").exists()  # the newest core is kept
     assert any("evicted" in p and first.name in p for p in read_meta(second).problems)
+
+
+PLUGIN = r"""
+#include <string.h>
+int plugin_parse(const char *s) { return (int)strlen(s); }
+int plugin_handle(const char *s) { return plugin_parse(s) + 1; }
+"""
+
+HOST = r"""
+#include <dlfcn.h>
+#include <stdlib.h>
+int main(int argc, char **argv)
+{
+    void *lib = dlopen(argv[1], RTLD_NOW);
+    if (!lib) return 2;
+    char *heap = malloc(1 << 20);
+    heap[0] = 1;
+    int (*handle)(const char *) = (int (*)(const char *))dlsym(lib, "plugin_handle");
+    return handle(NULL);
+}
+"""
+
+
+def test_stack_core_names_the_frames_of_a_dlopened_library(handler, tmp_path):
+    """The dynamic linker's list of a library opened with dlopen() is on the
+    heap, which a stack core does not keep: the handler follows it in the
+    crashed process's memory while the kernel dumps it, and keeps its nodes."""
+    import zstandard
+
+    from analyzer.analyze import analyze_core
+    from analyzer.signature import generate
+
+    (tmp_path / "plugin.c").write_text(PLUGIN)
+    (tmp_path / "host.c").write_text(HOST)
+    plugin, host = tmp_path / "libplugin.so", tmp_path / "host"
+    subprocess.run(["gcc", "-g", "-O0", "-fno-omit-frame-pointer", "-shared", "-fPIC", "-o", str(plugin),
+                    str(tmp_path / "plugin.c")], check=True, capture_output=True)
+    subprocess.run(["gcc", "-g", "-O0", "-fno-omit-frame-pointer", "-o", str(host), str(tmp_path / "host.c"),
+                    "-ldl"], check=True, capture_output=True)
+    write_config(handler.parent, f'no_core = ["{host}"]\n')
+    pid, _ = crash([str(host), str(plugin)])
+    meta = read_meta(bundle_of(handler, pid))
+    assert meta.core_kind == "stack" and meta.core_file is None
+    core = tmp_path / "stack.core"
+    with open(handler / meta.id / "stack.zst", "rb") as f, open(core, "wb") as out:
+        zstandard.ZstdDecompressor().copy_stream(f, out)
+    analysis = analyze_core(core, host)
+    assert generate(analysis).text.startswith("strlen | plugin_parse | plugin_handle | main")
+
+
+def test_no_core_and_too_big_crashes_are_grouped_by_their_real_names(handler, segv):
+    """Through the pipeline: a no_core program's crash and a core over
+    max_core_size are analyzed from their stack cores, into the group their
+    backtrace names; show --json's fields say which core each has."""
+    from coretriage.config import load_config
+    from coretriage.pipeline import process_bundle
+    from coretriage.reports import crash_json
+    from coretriage.store import Store
+
+    data = handler.parent
+    write_config(data, f'no_core = ["{segv}"]\n')
+    first = bundle_of(handler, crash([str(segv)])[0])
+    write_config(data, "max_core_size = 65536\n")
+    second = bundle_of(handler, crash([str(segv)])[0])
+    config = load_config(data)
+    store = Store(config.database_url)
+    try:
+        done = [process_bundle(config, store, b) for b in (first, second)]
+        assert {d.signature.text for d in done} == {"strlen | header_length | parse_request | main"}
+        assert done[0].crash.group_id == done[1].crash.group_id
+        shown = [crash_json(store.crash(d.crash.id)) for d in done]
+        assert [s["core_kind"] for s in shown] == ["stack", "stack"]
+        assert all(0 < s["core_size"] < 1 << 20 for s in shown)
+        assert shown[0]["meta"]["core_kind_reason"].endswith("no_core policy for this executable (collector.toml)")
+        assert "over max_core_size (65536 bytes)" in shown[1]["meta"]["core_kind_reason"]
+    finally:
+        store.close()

@@ -78,3 +78,26 @@ def tree(root: Path) -> dict[str, bytes | None]:
 
 def handler_argv(data: Path) -> list[str]:
     return ["/usr/bin/python3", "-m", "collector.handler", "--data-dir", str(data), *HANDLER[5:]]
+
+
+def stack_core(core: Path, out: Path) -> Path:
+    """The stack-only core of the ELF core file ``core`` written to ``out``,
+    as the handler writes it while streaming: fed in 1 MiB pieces."""
+    import io
+    import mmap
+
+    from collector.corehead import notes_end
+    from collector.stackcore import StackWriter, core_reader, plan
+
+    with open(core, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        head = data[:8 << 20]
+        stack_plan = plan(head[:notes_end(head)], read=core_reader(data))
+        buf = io.BytesIO()
+        writer = StackWriter(stack_plan, buf)
+        view = memoryview(data)
+        for at in range(0, len(data), 1 << 20):
+            writer.feed(at, view[at:at + (1 << 20)])
+        del view
+    assert writer.complete and len(buf.getvalue()) == stack_plan.size
+    out.write_bytes(buf.getvalue())
+    return out

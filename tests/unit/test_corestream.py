@@ -46,13 +46,15 @@ class Writer(threading.Thread):
             os.close(self.write_fd)
 
 
-def stream(writer: Writer, tmp_path: Path, deadline: float = 30.0, **policy):
+def stream(writer: Writer, tmp_path: Path, deadline: float = 30.0, full: bool = True, stack: bool = True,
+           **policy):
     bundle_fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     writer.start()
     problems: list[str] = []
     start = time.monotonic()
     try:
-        result = stream_core(writer.read_fd, bundle_fd, CapturePolicy(**policy), start + deadline, problems)
+        result = stream_core(writer.read_fd, bundle_fd, CapturePolicy(**policy), start + deadline, problems,
+                             full=full, stack=stack)
     finally:
         os.close(bundle_fd)
     took = time.monotonic() - start
@@ -61,8 +63,8 @@ def stream(writer: Writer, tmp_path: Path, deadline: float = 30.0, **policy):
     return result, took, problems
 
 
-def kept(tmp_path: Path) -> bytes:
-    with open(tmp_path / "core.zst", "rb") as f:
+def kept(tmp_path: Path, name: str = "core.zst") -> bytes:
+    with open(tmp_path / name, "rb") as f:
         return zstandard.ZstdDecompressor().stream_reader(f).read()
 
 
@@ -80,11 +82,57 @@ def test_exactly_max_core_size_is_whole(core, tmp_path):
 def test_cut_at_max_core_size_keeps_the_notes(core, tmp_path):
     limit = notes_end(core) + 10000
     writer = Writer(core * 20)  # far more than the pipe holds: the writer must be let go
-    result, _, _ = stream(writer, tmp_path, max_core_size=limit)
+    result, _, _ = stream(writer, tmp_path, max_core_size=limit, stack=False)
     writer.join(10)
     assert not writer.is_alive() and writer.broken
     assert result.stopped == f"max_core_size reached ({limit} bytes)" and result.dropped is None
     assert kept(tmp_path) == core[:limit] and limit < result.size <= limit + (1 << 20)
+
+
+def stack_core_of(core: bytes) -> bytes:
+    import io
+
+    from collector.stackcore import StackWriter, plan
+
+    out = io.BytesIO()
+    StackWriter(plan(core[:notes_end(core)]), out).feed(0, core)
+    return out.getvalue()
+
+
+def test_whole_core_has_its_stack_core_beside(core, tmp_path):
+    result, _, problems = stream(Writer(core), tmp_path)
+    assert result.kind == "full" and kept(tmp_path) == core and not problems
+    stack = kept(tmp_path, "stack.zst")
+    assert stack == stack_core_of(core) and result.stack_size == len(stack) < len(core) // 4
+    assert result.stack_compressed == (tmp_path / "stack.zst").stat().st_size
+
+
+def test_over_max_core_size_keeps_the_stack_core(core, tmp_path):
+    limit = notes_end(core) + 10000
+    writer = Writer(core * 20)
+    result, _, _ = stream(writer, tmp_path, max_core_size=limit)
+    writer.join(10)
+    assert not writer.is_alive() and writer.broken  # released once the stacks were read
+    assert result.kind == "stack" and not (tmp_path / "core.zst").exists()
+    assert result.dropped == f"over max_core_size ({limit} bytes): the stack core is kept"
+    assert kept(tmp_path, "stack.zst") == stack_core_of(core)
+    assert result.size < 2 * len(core)  # no further than the stacks
+
+
+def test_stack_only_reads_to_the_last_stack(core, tmp_path):
+    writer = Writer(core * 20)
+    result, _, _ = stream(writer, tmp_path, full=False)
+    writer.join(10)
+    assert writer.broken and result.kind == "stack" and result.dropped is None
+    assert result.stopped == "the stack core was complete" and result.size < 2 * len(core)
+    assert not (tmp_path / "core.zst").exists() and kept(tmp_path, "stack.zst") == stack_core_of(core)
+
+
+def test_stack_core_cut_short_is_not_kept(core, tmp_path):
+    writer = Writer(core[:len(core) - 4096], stall=60)
+    result, _, _ = stream(writer, tmp_path, deadline=0.5, full=False)
+    assert result.kind == "none" and result.stack_missing == "reading stopped before every stack was read"
+    assert not (tmp_path / "stack.zst").exists()
 
 
 def test_budget_stops_a_stalled_writer(core, tmp_path):
@@ -112,3 +160,13 @@ def test_not_a_core_cut_short_is_dropped(tmp_path):
     result, _, _ = stream(Writer(os.urandom(300000)), tmp_path, max_core_size=100000)
     assert result.dropped.startswith("max_core_size reached (100000 bytes), before the core's notes")
     assert not (tmp_path / "core.zst").exists()
+
+
+def test_low_space_drops_the_full_core_and_keeps_the_stack_core(core, tmp_path):
+    data = core * (8 + (64 << 20) // len(core))  # past the first free-space check
+    result, _, problems = stream(Writer(data), tmp_path, min_free_space=1 << 60, stack_min_free_space=1)
+    assert result.size < len(data) and result.stopped == "the stack core was complete"
+    assert result.kind == "stack" and result.dropped.startswith("low disk space")
+    assert not (tmp_path / "core.zst").exists() and kept(tmp_path, "stack.zst") == stack_core_of(core)
+    assert not problems
+

@@ -56,3 +56,16 @@ def test_a_retention_table_leaves_the_capture_policy_in_force(tmp_path):
     # collector.pruning reads [retention] from the same file; the policy must not refuse it
     (tmp_path / "collector.toml").write_text('max_core_size = "1M"\n\n[retention]\nmax_age = "2d"\n')
     assert load_policy(str(tmp_path)).max_core_size == 1 << 20
+
+
+def test_stack_core_settings():
+    p = policy_from_dict({"no_core_kind": "none", "stack_cores": False, "stack_globals_max": "2M",
+                          "stack_rate_limit": 3, "stack_host_rate_limit": 9, "stack_min_free_space": "64M"})
+    assert (p.no_core_kind, p.stack_cores, p.stack_globals_max) == ("none", False, 2 << 20)
+    assert (p.stack_rate_limit, p.stack_host_rate_limit, p.stack_min_free_space) == (3, 9, 64 << 20)
+    d = CapturePolicy()
+    assert (d.no_core_kind, d.stack_cores, d.stack_rate_limit) == ("stack", True, 30)
+    for bad in ({"no_core_kind": "full"}, {"stack_cores": "yes"}, {"stack_rate_limit": -1},
+                {"stack_min_free_space": "lots"}):
+        with pytest.raises(PolicyError):
+            policy_from_dict(bad)

@@ -65,3 +65,18 @@ def test_rate_limit_state_file(tmp_path):
         assert oct((tmp_path / ratelimit.STATE).stat().st_mode & 0o777) == "0o600"
     finally:
         os.close(fd)
+
+
+def test_stack_cores_counted_apart():
+    from collector.ratelimit import HOST, decide
+
+    state = {}
+    why, state = decide(state, "k", 100.0, 1, 10, 60)
+    assert why is None
+    why, state = decide(state, "stack:k", 100.0, 2, 2, 60, host="stack:host")
+    assert why is None and state[HOST] == [100.0] and state["stack:host"] == [100.0]
+    why, state = decide(state, "stack:k", 101.0, 2, 2, 60, host="stack:host")
+    assert why is None
+    why, _ = decide(state, "stack:k", 102.0, 2, 2, 60, host="stack:host")
+    assert why == "rate limit: 2 cores of this build per 60 s"
+    assert decide(state, "other", 102.0, 1, 10, 60)[0] is None  # the full-core count is its own
