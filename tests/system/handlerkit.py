@@ -4,6 +4,7 @@ the adversarial ones."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
@@ -59,3 +60,17 @@ def installed_argv(values: dict[str, str]) -> list[str]:
     pattern = read_pattern()
     assert pattern.startswith("|"), pattern
     return [values.get(arg, arg) for arg in pattern[1:].split()]
+
+
+@contextlib.contextmanager
+def core_pipe_limit(n: int = 16):
+    """kernel.core_pipe_limit = n for a while, as ``host-setup install`` sets
+    it: the kernel then keeps the crashed process (and its memory) until the
+    handler closes stdin. The caller holds the core_pattern lock."""
+    path = Path("/proc/sys/kernel/core_pipe_limit")
+    old = path.read_text()
+    path.write_text(f"{n}\n")
+    try:
+        yield
+    finally:
+        path.write_text(old)
