@@ -51,7 +51,7 @@ def test_hostile_executable_names(collector_installed, segv, tmp_path, name, sys
     assert bundle.parent == spool
     for entry in os.listdir(spool):
         assert is_bundle_id(entry) or entry == ".ratelimit.json", entry
-    assert sorted(os.listdir(bundle)) == ["core.zst", "files.json", "meta.json", "root"]
+    assert sorted(os.listdir(bundle)) == ["core.zst", "files.json", "meta.json", "root", "stack.zst"]
     assert written_by_the_handler(data, in_data) == ["files", "spool"]
     # stored files are named by their content's sha256; the hostile name is only in root/
     assert os.listdir(data / "files") == ["sha256"]
@@ -90,5 +90,5 @@ def test_hostile_comm(collector_installed, tmp_path):
     # the kernel writes '/' in %e as '!'; the rest arrives as it is
     assert meta.comm == display(comm.replace(b"/", b"!")) and meta.exe == str(exe)
     assert written_by_the_handler(data, in_data) == ["files", "spool"]
-    assert sorted(os.listdir(bundle)) == ["core.zst", "files.json", "meta.json", "root"]
+    assert sorted(os.listdir(bundle)) == ["core.zst", "files.json", "meta.json", "root", "stack.zst"]
     assert not Path("/x").exists() and not (data.parent / "x").exists()
