@@ -46,7 +46,6 @@ from collector.bundle import Bundle, is_bundle_id
 CONFIG_NAME = "collector.toml"
 SHA256_DIR = "sha256"
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_SIZES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
 class RetentionError(CoretriageError):
@@ -201,22 +200,13 @@ def _seconds(value: object, name: str) -> float:
 
 
 def _size(value: object, name: str) -> int:
-    if isinstance(value, bool):
-        raise RetentionError(f"[retention] {name}: not a size: {value!r}")
-    if isinstance(value, int):
-        size = value
-    elif isinstance(value, str):
-        text = value.strip().upper().removesuffix("IB").removesuffix("B")
-        unit = text[-1:] if text[-1:] in _SIZES and not text[-1:].isdigit() else ""
-        try:
-            size = int(float(text[: len(text) - len(unit)]) * _SIZES[unit])
-        except ValueError:
-            raise RetentionError(f"[retention] {name}: not a size: {value!r} (e.g. \"20G\")") from None
-    else:
-        raise RetentionError(f"[retention] {name}: not a size: {value!r}")
-    if size < 0:
-        raise RetentionError(f"[retention] {name}: negative size {value!r}")
-    return size
+    """A size as collector.toml writes them everywhere ("20G", 1024)."""
+    from collector.policy import PolicyError, parse_size
+
+    try:
+        return parse_size(value)
+    except PolicyError as exc:
+        raise RetentionError(f"[retention] {name}: {exc} (e.g. \"20G\")") from None
 
 
 def limits_from_dict(values: object) -> RetentionLimits:

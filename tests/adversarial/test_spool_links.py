@@ -9,8 +9,6 @@ the spool or the shared files directory will be is refused, and the crashed
 process is still released."""
 
 import os
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +17,7 @@ import crashkit
 from collector.spool import finished_bundles, read_meta
 from collector.watch import Collector
 from dumpswap import plant_core, take_with_swap
+from handlerkit import bundle_of, crash
 from syslogcap import syslog  # noqa: F401  (a fixture)
 
 SECRET = b"root:$6$not-for-you$only-root-reads-this:19000:0:99999:7:::\n"
@@ -112,30 +111,12 @@ def segv(tmp_path_factory):
     return crashkit.compile_c("segv.c", tmp_path_factory.mktemp("bin") / "segv")
 
 
-def crash(exe: Path) -> tuple[int, float]:
-    start = time.monotonic()
-    p = subprocess.Popen([str(exe)], preexec_fn=crashkit.allow_cores, env={}, stdin=subprocess.DEVNULL,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    assert p.wait(timeout=30) == -11
-    return p.pid, time.monotonic() - start
-
-
-def bundle_of(spool: Path, pid: int, timeout: float = 20.0) -> Path:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for path in finished_bundles(spool):
-            if path.name.split("-")[1] == str(pid):
-                return path
-        time.sleep(0.05)
-    raise AssertionError(f"no bundle for pid {pid} in {spool}")
-
-
 def test_a_symlink_planted_as_the_spool_is_refused(collector_installed, segv, tmp_path, syslog):
     data = collector_installed
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir(mode=0o700)
     (data / "spool").symlink_to(elsewhere)
-    pid, seconds = crash(segv)
+    pid, seconds = crash([str(segv)])
     line = syslog.wait_for(f"pid {pid} ", "lost")
     assert seconds < 10  # the process was released although nothing was kept
     assert "symlink" in line and "\n" not in line.rstrip("\n")
@@ -148,7 +129,7 @@ def test_a_symlink_planted_as_the_files_directory_is_refused(collector_installed
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir(mode=0o700)
     (data / "files").symlink_to(elsewhere)
-    pid, _ = crash(segv)
+    pid, _ = crash([str(segv)])
     meta = read_meta(bundle_of(data / "spool", pid))
     assert meta.core_file == "core.zst"  # the crash itself is kept
     assert any("files" in p and "symlink" in p for p in meta.problems), meta.problems
