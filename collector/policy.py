@@ -255,6 +255,10 @@ def decide(policy: CapturePolicy, spool_fd: int, bundle_id: str, exe: str | None
                             f"({evicted[0]}{' ...' if len(evicted) > 1 else ''})")
     except OSError as exc:
         problems.append(f"making room in the spool: {exc.strerror}")
+    if policy.setuid_cores == "drop":  # first: no other rule may keep any of its memory
+        why = setuid_rule(policy, dump_mode)
+        if why is not None:
+            return Kept("none", why)
     stack = "stack" if policy.stack_cores else "none"
     try:
         free = free_space(spool_fd)
@@ -267,10 +271,6 @@ def decide(policy: CapturePolicy, spool_fd: int, bundle_id: str, exe: str | None
     if not policy.keeps_core(exe):
         return Kept(stack if policy.no_core_kind == "stack" else "none",
                     "no_core policy for this executable (collector.toml)")
-    if policy.setuid_cores == "drop":
-        why = setuid_rule(policy, dump_mode)
-        if why is not None:
-            return Kept("none", why)
     key = rate_key()
     why, problem = ratelimit.check(spool_fd, key, policy.rate_limit, policy.host_rate_limit, policy.rate_window)
     if problem:

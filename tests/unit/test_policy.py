@@ -69,3 +69,21 @@ def test_stack_core_settings():
                 {"stack_min_free_space": "lots"}):
         with pytest.raises(PolicyError):
             policy_from_dict(bad)
+
+
+def test_setuid_drop_wins_over_every_rule_that_would_keep_a_stack_core(tmp_path):
+    # no_core and low disk space keep stack cores; a set-uid process under "drop" keeps nothing
+    import os
+
+    from collector.policy import decide
+
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for policy in (CapturePolicy(setuid_cores="drop", no_core=("*/su*",)),
+                       CapturePolicy(setuid_cores="drop", min_free_space=1 << 60)):
+            kept = decide(policy, fd, "b1", "/usr/bin/sudo", 2, lambda: "key", [])
+            assert kept.kind == "none" and "dump mode 2" in kept.why
+        assert decide(CapturePolicy(setuid_cores="drop", no_core=("*/su*",)), fd, "b2", "/usr/bin/sudo", 1,
+                      lambda: "key", []).kind == "stack"
+    finally:
+        os.close(fd)
