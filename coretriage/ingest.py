@@ -163,9 +163,11 @@ def keep_file(files_dir: Path, path: Path) -> Path:
 @contextlib.contextmanager
 def crash_sysroot(config, sysroot: str | None, files: dict | None):
     """The sysroot a stored crash is analyzed with: its bundle's ``root/``
-    while the bundle is there, else a temporary tree of links to the very
-    files its process mapped (``files``: path -> sha256, from its bundle's
-    ``files.json``), else None."""
+    while the bundle is there, else a temporary tree of hard links to the
+    very files its process mapped (``files``: path -> sha256, from its
+    bundle's ``files.json``), else None. Hard links, not symlinks: the
+    analysis sandbox copies the tree in, and a link into the data dir it
+    hides would dangle there."""
     if sysroot and Path(sysroot).is_dir():
         yield Path(sysroot)
         return
@@ -184,16 +186,24 @@ def crash_sysroot(config, sysroot: str | None, files: dict | None):
             link = root / str(path).lstrip("/")
             link.parent.mkdir(parents=True, exist_ok=True)
             with contextlib.suppress(FileExistsError):
-                link.symlink_to(stored)
+                try:
+                    os.link(stored, link)
+                except OSError:  # another file system: a copy
+                    shutil.copyfile(stored, link)
         yield root
 
 
-def _found_in_store(analysis: Analysis, tmp_root: Path | None) -> Analysis:
+def _found_in_store(config, analysis: Analysis, tmp_root: Path | None, files: dict) -> Analysis:
     """Modules found in a temporary sysroot are recorded at their stored path."""
     if tmp_root is None:
         return analysis
     prefix = str(tmp_root) + "/"
-    modules = tuple(dataclasses.replace(m, found_at=os.path.realpath(m.found_at))
+
+    def stored(found_at: str) -> str:
+        digest = files.get("/" + found_at[len(prefix):])
+        return str(config.files_dir / "sha256" / digest) if isinstance(digest, str) else found_at
+
+    modules = tuple(dataclasses.replace(m, found_at=stored(m.found_at))
                     if m.found_at and m.found_at.startswith(prefix) else m for m in analysis.modules)
     return dataclasses.replace(analysis, modules=modules)
 
@@ -354,7 +364,7 @@ def reprocess(config, store: Store, progress=lambda crash_id, sig: None) -> dict
                     decompressed(config.data_dir / row.core_file, config.tmp_dir, size) as core:
                 analysis = _analyze(config, core, exe, sysroot)
                 if sysroot is not None and str(sysroot) != row.sysroot:
-                    analysis = _found_in_store(analysis, sysroot)
+                    analysis = _found_in_store(config, analysis, sysroot, row.meta.get("files") or {})
             analysis = dataclasses.replace(analysis, core=row.analysis.get("core", analysis.core))
         else:  # core gone (metadata-only crash): regroup what we have, masked as it is now
             analysis = Analysis.from_dict(mask_analysis(row.analysis, secret_names(config.data_dir)))

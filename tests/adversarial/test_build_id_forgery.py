@@ -132,8 +132,10 @@ def test_forged_build_id_does_not_reach_another_tenants_analysis(collector_insta
         # once the bundles are pruned, the crash is analyzed again from its own files, by content
         for bundle in (attacker_bundle, victim_bundle):
             shutil.rmtree(bundle)
+        attacker_id = next(cid for cid, _ in store.crash_ids() if cid != victim_done.crash.id)
         reprocess(config, store)
         again = Analysis.from_dict(store.crash(victim_done.crash.id).analysis)
+        attacked_again = Analysis.from_dict(store.crash(attacker_id).analysis)
     finally:
         store.close()
     real = subprocess.run(["ldd", "--version"], capture_output=True, text=True).stdout.splitlines()[0].split()[-1]
@@ -145,6 +147,8 @@ def test_forged_build_id_does_not_reach_another_tenants_analysis(collector_insta
     assert attacked.libc == "glibc 9.99"  # the attacker's own crash is analyzed with its own file
 
     assert again.libc == victim_analysis.libc
+    # and the attacker's crash still with its own file, through the sandbox's copy of its stored files
+    assert attacked_again.libc == "glibc 9.99"
     assert [f.function for f in again.crashing_thread.frames] == \
         [f.function for f in victim_analysis.crashing_thread.frames]
     assert not [d for d in os.listdir(data / "files") if d != "sha256"]  # nothing keyed by a build-id
