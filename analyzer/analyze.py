@@ -204,23 +204,36 @@ def _grant_host_file(box: Sandbox, request) -> dict | None:
     """The parent's answer to ``_host_file``: only a regular ELF file whose
     build-id is the one asked for (so never a secret that is not a binary),
     read through the descriptor that was checked, within a byte budget; for
-    another build, why it is not used. The build-id is read by
-    ``analyzer.elfid`` (a few fixed-size structs): nothing else of the file
-    is parsed outside the sandbox."""
+    another build, that it is not used (not its build-id). The path is
+    looked at with O_PATH first, so a device or FIFO a core names is never
+    opened; nothing under the directories the sandbox hides (the data dir)
+    is given. The build-id is read by ``analyzer.elfid`` (a few fixed-size
+    structs): nothing else of the file is parsed outside the sandbox."""
     path = request.get("host_file") if isinstance(request, dict) else None
     build_id = request.get("build_id") if isinstance(request, dict) else None
     if not (isinstance(path, str) and path.startswith("/") and "\0" not in path and len(path) < 4096
             and (build_id is None or isinstance(build_id, str) and _BUILD_ID.fullmatch(build_id))):
         return None
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+        handle = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return None
+    try:
+        real = os.readlink(f"/proc/self/fd/{handle}")  # where it is, whatever symlinks or ".." led there
+        if not stat.S_ISREG(os.fstat(handle).st_mode) or any(
+                os.path.commonpath([real, hidden]) == hidden for hidden in box.policy.hide):
+            return None
+        fd = os.open(f"/proc/self/fd/{handle}", os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError:
+        return None
+    finally:
+        os.close(handle)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or os.pread(fd, 4, 0) != b"\x7fELF":
             return None
-        why = elfinfo.refusal(path, elfid.build_id(elfid.fd_reader(fd)), build_id)
+        why = elfinfo.refusal(path, elfid.build_id(elfid.fd_reader(fd)) if build_id else None, build_id,
+                              show_ids=False)
         if why:
             return {"refused": why}
         if box.staged_bytes + st.st_size > HOST_FILE_BYTES:

@@ -109,15 +109,17 @@ def find_module(path: str, sysroot: Path | None, executable: Path | None,
     return None
 
 
-def refusal(path: str, have: str | None, want: str | None) -> str | None:
+def refusal(path: str, have: str | None, want: str | None, show_ids: bool = True) -> str | None:
     """Why a host ELF file at ``path`` whose build-id is ``have`` is not used
-    for a module the core records with build-id ``want``; None when it is."""
+    for a module the core records with build-id ``want``; None when it is.
+    ``show_ids=False`` for a file the analysis could not read itself: its
+    build-id is not the analysis' to learn."""
     if not want:
         return (f"{path} on this host not used: the core records no build-id to check it against "
                 "(pass --exe or --sysroot with the files that crashed)")
     if have != want:
-        return (f"{path} on this host is not the build that crashed (build-id {have[:12] if have else 'none'}, "
-                f"core has {want[:12]}): not used")
+        ids = f" (build-id {have[:12] if have else 'none'}, core has {want[:12]})" if show_ids else ""
+        return f"{path} on this host is not the build that crashed{ids}: not used"
     return None
 
 

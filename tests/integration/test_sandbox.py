@@ -343,3 +343,35 @@ def test_without_mount_setattr_each_mount_is_remounted_read_only(policy, nobody_
                 _as_nobody(lambda: box(SandboxPolicy(scratch_parent=str(nobody_dir)), "mounts").start().call({}))["ok"]):
         assert got["write"] == {"/var/tmp/planted": "EROFS", "/tmp/in/x": "EROFS", "/tmp/work/ok": "written"}
         assert got["writable"] == ["/tmp"]
+
+
+def test_the_parent_gives_no_host_file_from_the_data_dir_and_opens_no_device(tmp_path):
+    """What a hostile core can make the parent do through the request
+    channel: a file under the hidden data dir (reached directly or through a
+    symlink) is not given, and a device it names is not even opened."""
+    from analyzer import elfid
+    from analyzer.analyze import _grant_host_file
+
+    data = tmp_path / "data"
+    data.mkdir()
+    lib = data / "files" / "lib.so"
+    lib.parent.mkdir()
+    shutil.copy("/usr/lib/x86_64-linux-gnu/libc.so.6", lib)
+    fd = os.open(lib, os.O_RDONLY)
+    try:
+        build = elfid.build_id(elfid.fd_reader(fd))
+    finally:
+        os.close(fd)
+    assert build
+    (tmp_path / "way-in").symlink_to(data)
+    box = Sandbox(SandboxPolicy.default(data, tmp_path / "scratch"), "analyzer.analyze:_job",
+                  "analyzer.gdb:EarlyGdb", (10.0, 1 << 30))
+    try:
+        for path in (str(lib), str(tmp_path / "way-in" / "files" / "lib.so"),
+                     str(tmp_path / "way-in/../data/files/lib.so")):
+            assert _grant_host_file(box, {"host_file": path, "build_id": build}) is None, path
+        # /dev/watchdog-like: a device is refused before it is opened (here a harmless one)
+        assert _grant_host_file(box, {"host_file": "/dev/null", "build_id": build}) is None
+        assert _grant_host_file(box, {"host_file": "/dev/zero", "build_id": None}) is None
+    finally:
+        box.close()
