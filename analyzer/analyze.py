@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import errno
 import os
 import re
 import stat
@@ -72,6 +73,8 @@ def _in_sandbox(box: Sandbox, core: Path, executable, sysroot, options: dict) ->
     try:
         job = {"core": box.stage_file(core, "core")}
     except OSError as exc:
+        if exc.errno == errno.ENOSPC:  # the core is fine: no record of it as unreadable, try again later
+            raise SandboxError(f"no space to copy {core} into the analysis sandbox") from None
         return Analysis(core=str(core), problems=(Problem(P.UNREADABLE_CORE, f"cannot read core: {exc.strerror}"),))
     try:
         job["executable"] = box.stage_file(executable, f"exe-{Path(executable).name}") if executable else None

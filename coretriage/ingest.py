@@ -111,13 +111,14 @@ def check_room(tmp_dir: Path, core_zst: Path, need: int, margin: int = TMP_MARGI
 def decompressed(core_zst: Path, tmp_dir: Path, size: int | None = None):
     """Yield a temporary uncompressed copy of a stored core. ``size``: its
     uncompressed size when known (the bundle's ``core_size``); free space is
-    checked against it, or the zstd frame's own, before anything is written,
-    and against the margin as it is written when neither says."""
+    checked against twice it (the analysis sandbox copies the core once
+    more), or the zstd frame's own, before anything is written, and against
+    the margin as it is written when neither says."""
     import zstandard
 
     private_dirs(tmp_dir)
     need = size if size else uncompressed_size(core_zst)
-    check_room(tmp_dir, core_zst, need or 0)
+    check_room(tmp_dir, core_zst, 2 * need if need else 0)  # this copy, and the analysis sandbox's
     with tempfile.TemporaryDirectory(dir=tmp_dir, prefix="core-") as d:
         out_path = Path(d) / "core"
         out_fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)

@@ -43,3 +43,24 @@ def test_no_room_to_decompress_leaves_the_bundle_for_later(config, store, sample
     subprocess.run(["mount", "-o", "remount,size=1g", str(small_tmp)], check=True)
     done = process_bundle(config, store, bundle)
     assert done.new and is_done(bundle) and done.analysis.threads
+
+
+def test_no_room_for_the_sandbox_copy_is_an_error_not_an_unreadable_core(tmp_path):
+    """The analysis sandbox copies the core into its scratch dir: when that
+    copy runs out of space the core is not "unreadable" (which would be
+    stored as the crash's analysis for good), the analysis fails in one line."""
+    from analyzer.analyze import analyze_core
+    from analyzer.sandbox import SandboxError, SandboxPolicy
+
+    import os
+
+    core = tmp_path / "core"  # 1 MiB that cannot be sparse: only the copy is under test
+    core.write_bytes(b"\x7fELF" + os.urandom(1 << 20))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", str(scratch)], check=True)
+    try:
+        with pytest.raises(SandboxError, match="no space to copy"):
+            analyze_core(core, sandbox=SandboxPolicy.default(tmp_path / "data", scratch))
+    finally:
+        subprocess.run(["umount", "-l", str(scratch)], check=False)
