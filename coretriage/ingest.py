@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import os
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,6 +134,26 @@ def decompressed(core_zst: Path, tmp_dir: Path, size: int | None = None):
                     out.flush()
                     check_room(tmp_dir, core_zst, 0)
         yield out_path
+
+
+def _is_the_build(path: Path, build_id: str | None) -> bool:
+    """Whether ``path``, where the analysis (a sandbox, whose answer is only
+    data) says it found the program, is a regular ELF file of the build that
+    crashed: never a FIFO, a device or a secret that is not a binary."""
+    from analyzer import elfid
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode) or os.pread(fd, 4, 0) != b"\x7fELF":
+            return False
+        return build_id is None or elfid.build_id(elfid.fd_reader(fd)) == build_id
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def keep_file(files_dir: Path, path: Path) -> Path:
@@ -320,8 +341,10 @@ def ingest(config, store: Store | Callable[[], Store], core: Path, exe: Path | N
     if exe_found is not None:
         listed = (meta.get("files") or {}).get(exe_found.path)  # its bundle hashed it already
         stored = config.files_dir / "sha256" / listed if isinstance(listed, str) and len(listed) == 64 else None
-        exe_file = str(stored if stored is not None and stored.is_file()
-                       else keep_file(config.files_dir, Path(exe_found.found_at)))
+        if stored is not None and stored.is_file():
+            exe_file = str(stored)
+        elif _is_the_build(Path(exe_found.found_at), exe_found.build_id):
+            exe_file = str(keep_file(config.files_dir, Path(exe_found.found_at)))
     when = crashed_at or meta.get("crashed_at") or core.stat().st_mtime
     row, new = store.add_crash(CrashRecord(
         id=crash_id, crashed_at=float(when), analyzed=analyzed(analysis, signature),

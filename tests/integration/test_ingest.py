@@ -83,3 +83,29 @@ def test_garbage_is_recorded_with_a_reason(config, store, tmp_path):
     assert done.analysis.problems[0].startswith("not a core dump")
     assert done.analysis.problems[0].code == P.NOT_A_CORE
     assert done.crash.id and done.signature.text.startswith("unknown | no signal")
+
+
+def test_the_program_kept_with_a_crash_is_checked_not_taken_from_the_sandbox_on_trust(samples, tmp_path):
+    # the analysis sandbox's answer is data: where it says it found the program is checked
+    # before root opens and copies it into the store
+    import os
+
+    from analyzer import elfid
+    from pathlib import Path
+
+    from coretriage.ingest import _is_the_build
+
+    s = samples("segv")
+    fd = os.open(s.exe, os.O_RDONLY)
+    try:
+        build = elfid.build_id(elfid.fd_reader(fd))
+    finally:
+        os.close(fd)
+    assert build and _is_the_build(s.exe, build)
+    assert not _is_the_build(s.exe, "00" * 20)  # another build
+    assert not _is_the_build(Path("/etc/shadow"), None)  # not a binary
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert not _is_the_build(fifo, None)  # never opened for a blocking read
+    (tmp_path / "link").symlink_to(s.exe)
+    assert not _is_the_build(tmp_path / "link", build)
