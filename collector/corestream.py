@@ -200,6 +200,9 @@ class _Stack:
         except NotACore as exc:
             self.missing = str(exc)
             return
+        except Exception as exc:  # a bug in the plan costs the stack core, never the full one
+            self.missing = f"stack core plan failed: {type(exc).__name__}: {exc}"[:300]
+            return
         self.file = _CoreFile(self.bundle_fd, self.policy, Bundle.STACK)
         self.writer = StackWriter(stack_plan, self.file.writer)
         self.writer.feed(0, buf)
