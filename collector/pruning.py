@@ -343,6 +343,26 @@ def _remove_file(files_dir: Path, key: str, seen: StoredFile) -> bool:
     return True
 
 
+STALE_SCRATCH = 6 * 3600  # far beyond any analysis' deadline
+SCRATCH_PREFIXES = ("core-", "sysroot-", "sandbox-")  # coretriage.ingest's and analyzer.sandbox's
+
+
+def _remove_stale_scratch(tmp_dir: Path, before: float) -> None:
+    """Copies of cores an analysis left in DATA/tmp when it was killed (a
+    set-uid process's among them): gone once far older than any analysis."""
+    try:
+        entries = list(os.scandir(tmp_dir))
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            if entry.name.startswith(SCRATCH_PREFIXES) and entry.is_dir(follow_symlinks=False) \
+                    and entry.stat(follow_symlinks=False).st_mtime < before:
+                shutil.rmtree(entry.path)
+        except OSError:
+            continue
+
+
 def prune(data_dir: str | os.PathLike, refs: References, limits: RetentionLimits,
           now: float | None = None) -> Plan:
     """Scan ``DATA/spool`` and ``DATA/files``, decide, remove. ``refs`` must
@@ -358,6 +378,7 @@ def prune(data_dir: str | os.PathLike, refs: References, limits: RetentionLimits
                 removed_bundles.append(bundle_id)
         except OSError:
             continue
+    _remove_stale_scratch(data / "tmp", (time.time() if now is None else now) - STALE_SCRATCH)
     by_key = {f.key: f for f in files}
     for key in decided.files:
         try:

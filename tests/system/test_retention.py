@@ -139,3 +139,20 @@ def test_the_collector_daemon_prunes_by_itself(collector_installed, tmp_path):
         daemon.send_signal(signal.SIGTERM)
         out, _ = daemon.communicate(timeout=30)
     assert "retention: removed 0 done bundles and 1 captured files" in out, out
+
+
+def test_copies_a_killed_analysis_left_in_tmp_go_once_stale(tmp_path):
+    # a daemon killed mid-analysis leaves its decompressed core and the sandbox's copy behind
+    from collector.pruning import References
+
+    data = tmp_path / "data"
+    tmp = data / "tmp"
+    stale, fresh, other = tmp / "core-old", tmp / "sandbox-now", tmp / "keep-me"
+    for d in (stale, fresh, other):
+        d.mkdir(parents=True)
+        (d / "core").write_bytes(b"secret memory")
+    old = time.time() - 7 * 3600
+    for d in (stale, other):
+        os.utime(d, (old, old))
+    prune(data, References(files=frozenset(), bundles=frozenset()), RetentionLimits())
+    assert not stale.exists() and fresh.exists() and other.exists()
