@@ -5,7 +5,8 @@
 - ``spike``: its group's crashes in the last ``window`` seconds reach
   ``factor`` times the group's trailing average per window (over
   ``baseline`` seconds before that) and at least ``minimum``; one event per
-  spike: none while a spike event of the group is younger than a window.
+  spike: a spike is open until a window after its last spiking crash, and
+  an open spike raises nothing more.
 
 An ignored group raises nothing. The store calls ``decide`` inside the
 transaction that stores the crash and writes the events to its outbox.
@@ -34,7 +35,7 @@ class Seen:
     state_before: str  # the group's state before this crash
     in_window: int  # the group's crashes in (t - window, t], this one included
     in_baseline: int  # the group's crashes in (t - window - baseline, t - window]
-    spike_open: bool  # a spike event of the group is younger than a window
+    spike_open: bool  # the group has a spike going on
 
 
 def spiking(seen: Seen, policy: SpikePolicy) -> bool:

@@ -142,6 +142,7 @@ alert_events = sa.Table(  # the outbox (coretriage.alerts decides, coretriage.no
     sa.Column("group_id", sa.Integer, nullable=False),
     sa.Column("crash_id", sa.String(16), nullable=False),
     sa.Column("at", sa.Float, nullable=False),
+    sa.Column("until", sa.Float),
     sa.Column("created", sa.Float, nullable=False),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("next_try", sa.Float, nullable=False),
@@ -149,7 +150,7 @@ alert_events = sa.Table(  # the outbox (coretriage.alerts decides, coretriage.no
     sa.Column("done", sa.Float),
     sa.Column("error", sa.Text),
     sa.Index("ix_alert_events_due", "done", "next_try"),
-    sa.Index("ix_alert_events_group", "group_id", "kind", "at"),
+    sa.Index("ix_alert_events_group", "group_id", "kind", "until"),
 )
 
 alert_deliveries = sa.Table(
@@ -261,7 +262,7 @@ class Store:
 
     def _raise_alerts(self, db, group_id: int, crash_id: str, at: float, created: bool, state_before: str) -> None:
         """The crash's alert events into the outbox, in the crash's own transaction."""
-        from coretriage.alerts import Seen, SpikePolicy, decide, dedup_key
+        from coretriage.alerts import Seen, SpikePolicy, decide, dedup_key, spiking
 
         policy = self.spike or SpikePolicy()
         c, e = crashes.c, alert_events.c
@@ -270,12 +271,15 @@ class Store:
             return db.execute(sa.select(sa.func.count()).select_from(crashes).where(
                 c.group_id == group_id, c.crashed_at > lo, c.crashed_at <= hi)).scalar()
 
+        open_spike = db.execute(sa.select(e.id).where(
+            e.group_id == group_id, e.kind == "spike", e.until >= at, e.at <= at).limit(1)).scalar()
         seen = Seen(created=created, state_before=state_before,
                     in_window=count(at - policy.window, at),
                     in_baseline=count(at - policy.window - policy.baseline, at - policy.window),
-                    spike_open=db.execute(sa.select(e.id).where(
-                        e.group_id == group_id, e.kind == "spike", e.at > at - policy.window).limit(1)).first()
-                    is not None)
+                    spike_open=open_spike is not None)
+        if open_spike is not None and spiking(seen, policy):  # the spike goes on: one alert for all of it
+            db.execute(alert_events.update().where(e.id == open_spike).values(
+                until=sa.case((e.until < at + policy.window, at + policy.window), else_=e.until)))
         now = time.time()
         for kind in decide(seen, policy):
             key = dedup_key(kind, group_id, crash_id)
@@ -285,7 +289,7 @@ class Store:
                 with db.begin_nested():  # another worker's same event: keep theirs
                     db.execute(alert_events.insert().values(
                         kind=kind, dedup=key, group_id=group_id, crash_id=crash_id, at=at,
-                        created=now, attempts=0, next_try=now))
+                        until=at + policy.window if kind == "spike" else None, created=now, attempts=0, next_try=now))
             except sa.exc.IntegrityError:
                 pass
 

@@ -42,6 +42,7 @@ def upgrade() -> None:
         sa.Column("group_id", sa.Integer, nullable=False),
         sa.Column("crash_id", sa.String(16), nullable=False),
         sa.Column("at", sa.Float, nullable=False),  # the crash's time
+        sa.Column("until", sa.Float),  # a spike goes on until then (each spiking crash extends it)
         sa.Column("created", sa.Float, nullable=False),
         sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
         sa.Column("next_try", sa.Float, nullable=False),
@@ -50,7 +51,7 @@ def upgrade() -> None:
         sa.Column("error", sa.Text),
     )
     op.create_index("ix_alert_events_due", "alert_events", ["done", "next_try"])
-    op.create_index("ix_alert_events_group", "alert_events", ["group_id", "kind", "at"])
+    op.create_index("ix_alert_events_group", "alert_events", ["group_id", "kind", "until"])
     op.create_table(
         "alert_deliveries",
         sa.Column("event_id", sa.Integer, primary_key=True),
