@@ -53,7 +53,8 @@ def _text(kind: str, group: dict, crash: dict) -> str:
 
 def payload(event: dict, group, crash, public_url: str | None) -> dict:
     """The webhook's JSON (the email says the same ``text``)."""
-    url = f"{public_url.rstrip('/')}/groups/{group.id}"  # webui/groups.py's route if public_url else None
+    # webui/groups.py's route
+    url = f"{public_url.rstrip('/')}/groups/{group.id}" if public_url else None
     g = {"id": f"g{group.id}", "signature": group.signature, "executable": group.executable,
          "count": group.count, "first_seen": group.first_seen, "last_seen": group.last_seen,
          "state": group.state, "url": url}
