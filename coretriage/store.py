@@ -709,6 +709,15 @@ class Store:
                 .select_from(crashes.join(groups, g.id == c.group_id))
                 .group_by(c.executable, c.host, c.signal, g.state)).all()]
 
+    def alert_backlog(self) -> tuple[int, int]:
+        """(events not sent yet, events given up with an error)."""
+        e = alert_events.c
+        with self.engine.connect() as db:
+            pending = db.execute(sa.select(sa.func.count()).where(e.done.is_(None))).scalar()
+            failed = db.execute(sa.select(sa.func.count()).where(e.done.is_not(None), e.error.is_not(None),
+                                                                 e.error != "group ignored")).scalar()
+        return pending, failed
+
     def groups_by_state(self) -> dict[str, int]:
         with self.engine.connect() as db:
             return dict(db.execute(sa.select(groups.c.state, sa.func.count()).group_by(groups.c.state)).all())
