@@ -5,16 +5,15 @@ import dataclasses
 import hashlib
 import hmac
 import json
-import os
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from alertreceivers import Receiver, free_port, smtp_server
 
 from coretriage.alerts import Channel, SpikePolicy
 from coretriage.ingest import ingest, ingest_metadata
@@ -23,38 +22,6 @@ from coretriage.notify import EVENT_HEADER, SIGNATURE_HEADER, alert_loop, delive
 
 def kinds(store):
     return [e["kind"] for e in store.alert_events()]
-
-
-class Receiver:
-    """A real webhook endpoint: records every POST; ``hold`` makes it wait before answering."""
-
-    def __init__(self):
-        self.posts = []
-        self.hold = threading.Event()
-        self.hold.set()
-        self.got = threading.Event()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                outer.posts.append((dict(self.headers), body))
-                outer.got.set()
-                outer.hold.wait(30)
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.hold.set()
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -147,42 +114,20 @@ def test_channel_filters(config, store, receiver):
     assert [json.loads(b)["group"]["executable"] for _, b in receiver.posts] == ["/usr/sbin/nginx"]
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_email_reaches_a_real_smtp_server(config, store, samples, tmp_path):
-    if not os.path.exists("/usr/lib/python3/dist-packages/aiosmtpd"):
-        pytest.fail("aiosmtpd missing: apt-get install python3-aiosmtpd (make system-deps)")
-    port = free_port()
-    out = open(tmp_path / "smtp.log", "w+")
-    server = subprocess.Popen(["/usr/bin/python3", "-u", "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{port}"],
-                              stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "aiosmtpd did not start"
-                time.sleep(0.1)
-        config = dataclasses.replace(config, smtp_url=f"smtp://127.0.0.1:{port}", smtp_from="ct@example.org")
+    log = tmp_path / "smtp.log"
+    with smtp_server(log) as url:
+        config = dataclasses.replace(config, smtp_url=url, smtp_from="ct@example.org")
         store.add_channel(Channel("ops", "email", "ops@example.org"))
         done = ingest(config, store, samples("segv", 0).core, samples("segv", 0).exe)
         assert deliver_due(config, store) == 1
         deadline = time.monotonic() + 10
-        while done.crash.id not in (tmp_path / "smtp.log").read_text():
-            assert time.monotonic() < deadline, (tmp_path / "smtp.log").read_text()
+        while done.crash.id not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.1)
-        text = (tmp_path / "smtp.log").read_text()
-        assert "To: ops@example.org" in text and "From: ct@example.org" in text
-        assert "Subject: [coretriage] New crash group" in text
-    finally:
-        server.terminate()
-        server.wait(10)
+    text = log.read_text()
+    assert "To: ops@example.org" in text and "From: ct@example.org" in text
+    assert "Subject: [coretriage] New crash group" in text
 
 
 def test_dead_endpoint_delays_no_ingest(config, store):
