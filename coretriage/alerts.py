@@ -71,6 +71,7 @@ class Channel:
     executable: str | None = None  # globs; None matches anything
     host: str | None = None
     image: str | None = None
+    quiet: float = 0.0  # seconds: after an alert of a group, none of that group to this channel for so long
 
     def wants(self, kind: str, executable: str | None, host: str | None, image: str | None) -> bool:
         if kind not in self.events and kind != "test":

@@ -325,7 +325,8 @@ def cmd_notify(args) -> int:
             raise UserError(str(exc)) from None
         channel = Channel(name=args.name, kind="webhook" if args.webhook else "email",
                           target=args.webhook or args.email, secret=args.secret or None, events=events,
-                          executable=args.executable, host=args.host, image=args.image)
+                          executable=args.executable, host=args.host, image=args.image,
+                          quiet=max(args.quiet, 0.0))
         new = store.add_channel(channel)
         print(f"channel {args.name} {'added' if new else 'replaced'}: {channel.kind} {channel.target}")
         return 0
@@ -334,11 +335,11 @@ def cmd_notify(args) -> int:
         if args.json:
             print(json.dumps([{"name": c.name, "kind": c.kind, "target": c.target, "signed": bool(c.secret),
                                "events": list(c.events), "executable": c.executable, "host": c.host,
-                               "image": c.image} for c in rows], indent=2))
+                               "image": c.image, "quiet": c.quiet} for c in rows], indent=2))
             return 0
         for c in rows:
             filters = " ".join(f"{k}={v}" for k, v in (("executable", c.executable), ("host", c.host),
-                                                        ("image", c.image)) if v)
+                                                        ("image", c.image), ("quiet", c.quiet)) if v)
             print(f"{c.name}  {c.kind}  {c.target}  {','.join(c.events)}" + ("  signed" if c.secret else "")
                   + (f"  {filters}" if filters else ""))
         return 0

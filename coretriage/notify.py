@@ -133,6 +133,9 @@ def deliver_due(config, store, now: float | None = None, log=lambda line: None) 
         for ch in channels:
             if ch.name in sent or not ch.wants(event["kind"], group.executable, crash.host, crash.image):
                 continue
+            if ch.quiet and (last := store.last_sent(ch.name, group.id)) is not None and last > now - ch.quiet:
+                store.mark_delivered(event["id"], ch.name, skipped=True)  # within the channel's quiet period
+                continue
             try:
                 send(config, ch, body)
             except DeliveryError as exc:

@@ -131,6 +131,7 @@ alert_channels = sa.Table(
     sa.Column("executable", sa.Text),
     sa.Column("host", sa.Text),
     sa.Column("image", sa.Text),
+    sa.Column("quiet", sa.Float, nullable=False, server_default="0"),
     sa.Column("created", sa.Float, nullable=False),
 )
 
@@ -158,6 +159,7 @@ alert_deliveries = sa.Table(
     sa.Column("event_id", sa.Integer, primary_key=True),
     sa.Column("channel", sa.String(64), primary_key=True),
     sa.Column("sent", sa.Float, nullable=False),
+    sa.Column("skipped", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 
 STATES = ("new", "acknowledged", "resolved", "regressed", "ignored")
@@ -631,7 +633,7 @@ class Store:
         """Add or replace a channel (coretriage.alerts.Channel); whether it was new."""
         values = dict(kind=channel.kind, target=channel.target, secret=channel.secret,
                       events=",".join(channel.events), executable=channel.executable, host=channel.host,
-                      image=channel.image)
+                      image=channel.image, quiet=channel.quiet)
         with self.engine.begin() as db:
             found = db.execute(alert_channels.update().where(alert_channels.c.name == channel.name)
                                .values(**values)).rowcount
@@ -646,7 +648,7 @@ class Store:
             rows = db.execute(sa.select(alert_channels).order_by(alert_channels.c.name)).all()
         return [Channel(name=r.name, kind=r.kind, target=r.target, secret=r.secret,
                         events=tuple(r.events.split(",")), executable=r.executable, host=r.host,
-                        image=r.image) for r in rows]
+                        image=r.image, quiet=r.quiet) for r in rows]
 
     def remove_channel(self, name: str) -> bool:
         with self.engine.begin() as db:
@@ -679,12 +681,20 @@ class Store:
             return set(db.execute(sa.select(alert_deliveries.c.channel)
                                   .where(alert_deliveries.c.event_id == event_id)).scalars())
 
-    def mark_delivered(self, event_id: int, channel: str) -> None:
+    def last_sent(self, channel: str, group_id: int) -> float | None:
+        """When ``channel`` last got an alert of the group (not counting skipped ones)."""
+        d, e = alert_deliveries.c, alert_events.c
+        with self.engine.connect() as db:
+            return db.execute(sa.select(sa.func.max(d.sent)).select_from(
+                alert_deliveries.join(alert_events, e.id == d.event_id)).where(
+                d.channel == channel, e.group_id == group_id, d.skipped.is_(False))).scalar()
+
+    def mark_delivered(self, event_id: int, channel: str, skipped: bool = False) -> None:
         with self.engine.begin() as db:
             try:
                 with db.begin_nested():
                     db.execute(alert_deliveries.insert().values(event_id=event_id, channel=channel,
-                                                                sent=time.time()))
+                                                                sent=time.time(), skipped=skipped))
             except sa.exc.IntegrityError:
                 pass
 

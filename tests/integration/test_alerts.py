@@ -187,6 +187,20 @@ def test_sender_killed_mid_delivery_sends_again_with_the_same_id(config, store, 
     assert len(store.alert_events()) == 1
 
 
+def test_quiet_period_per_channel_and_group(config, store, receiver):
+    store.add_channel(Channel("calm", "webhook", receiver.url, quiet=3600))
+    store.add_channel(Channel("all", "webhook", receiver.url + "/all"))
+    gid = crash_of(config, store, 1, 1000.0).crash.group_id
+    deliver_due(config, store)
+    store.set_state(gid, "resolved")
+    crash_of(config, store, 2, 2000.0)  # a regression minutes later: "all" hears it, "calm" does not
+    deliver_due(config, store)
+    got = sorted((path, json.loads(b)["event"]) for path, (_, b) in zip(receiver.paths, receiver.posts))
+    assert got == [("/hook", "new"), ("/hook/all", "new"), ("/hook/all", "regression")]
+    assert store.alert_events()[1]["done"] is not None  # skipped, not pending
+    assert store.delivered_to(store.alert_events()[1]["id"]) == {"calm", "all"}
+
+
 def test_failed_delivery_backs_off_and_retries(config, store, receiver):
     port = free_port()
     store.add_channel(Channel("later", "webhook", f"http://127.0.0.1:{port}/"))

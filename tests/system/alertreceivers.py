@@ -19,6 +19,7 @@ class Receiver:
 
     def __init__(self):
         self.posts = []
+        self.paths = []
         self.hold = threading.Event()
         self.hold.set()
         self.got = threading.Event()
@@ -27,6 +28,7 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                outer.paths.append(self.path)
                 outer.posts.append((dict(self.headers), body))
                 outer.got.set()
                 outer.hold.wait(30)

@@ -1,7 +1,8 @@
 """Alerts: notification channels, an outbox of alert events, and their deliveries.
 
 - ``alert_channels``: where alerts go (a webhook URL or an email address),
-  with the event kinds and executable/host/image globs each one wants;
+  with the event kinds and executable/host/image globs each one wants, and
+  its quiet period (after an alert of a group, none of that group for so long);
 - ``alert_events``: the outbox. An event is written in the transaction that
   stores its crash, so a worker killed in between loses nothing and repeats
   nothing; ``dedup`` is unique (``new:g5``: one ``new`` per group, ever);
@@ -32,6 +33,7 @@ def upgrade() -> None:
         sa.Column("executable", sa.Text),  # globs; null matches anything
         sa.Column("host", sa.Text),
         sa.Column("image", sa.Text),
+        sa.Column("quiet", sa.Float, nullable=False, server_default="0"),  # seconds between alerts of a group
         sa.Column("created", sa.Float, nullable=False),
     )
     op.create_table(
@@ -57,6 +59,7 @@ def upgrade() -> None:
         sa.Column("event_id", sa.Integer, primary_key=True),
         sa.Column("channel", sa.String(64), primary_key=True),
         sa.Column("sent", sa.Float, nullable=False),
+        sa.Column("skipped", sa.Boolean, nullable=False, server_default=sa.false()),  # in a quiet period
     )
 
 
