@@ -118,6 +118,7 @@ def deliver_due(config, store, now: float | None = None, log=lambda line: None) 
     now = time.time() if now is None else now
     finished = 0
     channels = store.channels()
+    down: dict[str, str] = {}  # channels that failed in this pass: not tried again until the next one
     for event in store.claim_events(now, LEASE):
         try:
             group, crash = store.group(event["group_id"]), store.crash(event["crash_id"])
@@ -136,9 +137,13 @@ def deliver_due(config, store, now: float | None = None, log=lambda line: None) 
             if ch.quiet and (last := store.last_sent(ch.name, group.id)) is not None and last > now - ch.quiet:
                 store.mark_delivered(event["id"], ch.name, skipped=True)  # within the channel's quiet period
                 continue
+            if ch.name in down:
+                errors.append(f"{ch.name}: {down[ch.name]}")
+                continue
             try:
                 send(config, ch, body)
             except DeliveryError as exc:
+                down[ch.name] = str(exc)  # a dead endpoint costs one timeout per pass, not one per event
                 errors.append(f"{ch.name}: {exc}")
                 continue
             store.mark_delivered(event["id"], ch.name)

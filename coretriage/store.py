@@ -661,6 +661,11 @@ class Store:
         with self.engine.connect() as db:
             return [dict(r._mapping) for r in db.execute(q).all()]
 
+    def recent_alert_events(self, limit: int = 100) -> list[dict]:
+        with self.engine.connect() as db:
+            return [dict(r._mapping) for r in db.execute(
+                sa.select(alert_events).order_by(alert_events.c.id.desc()).limit(limit)).all()]
+
     def claim_events(self, now: float, lease: float, limit: int = 20) -> list[dict]:
         """Due outbox events, each held for ``lease`` seconds by this sender:
         a compare-and-set on the lease, so two senders never hold one event."""
