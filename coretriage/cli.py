@@ -12,7 +12,7 @@ import sys
 
 from analyzer.errors import CoretriageError
 from coretriage.commands import (EXIT_ERROR, cmd_db_upgrade, cmd_demo, cmd_export, cmd_gdb, cmd_ingest,
-                                 cmd_list, cmd_prune, cmd_reprocess, cmd_show, cmd_token_add, cmd_token_list,
+                                 cmd_list, cmd_notify, cmd_prune, cmd_reprocess, cmd_show, cmd_token_add, cmd_token_list,
                                  cmd_token_revoke, cmd_user_add)
 from coretriage.services import (cmd_collector_run, cmd_hostsetup_doctor, cmd_hostsetup_install,
                                  cmd_hostsetup_uninstall, cmd_run, cmd_web, cmd_worker)
@@ -105,6 +105,28 @@ def build_parser() -> argparse.ArgumentParser:
     a = s.add_parser("revoke", help="revoke an API token at once, by the id `token list` shows")
     a.add_argument("id")
     a.set_defaults(func=cmd_token_revoke)
+
+    s = sub.add_parser("notify", help="alert channels: webhooks and email").add_subparsers(
+        dest="notify_command", required=True)
+    a = s.add_parser("add", help="add a channel, or replace the one of that name")
+    a.add_argument("name")
+    a.add_argument("--webhook", metavar="URL", help="POST each alert as JSON to this URL")
+    a.add_argument("--email", metavar="ADDRESS", help="mail each alert (the smtp_url setting)")
+    a.add_argument("--secret", help="sign webhook bodies: X-Coretriage-Signature: sha256=HMAC")
+    a.add_argument("--events", default="new,regression,spike", help="kinds to send (default: all)")
+    a.add_argument("--executable", metavar="GLOB", help="only crashes of matching executables")
+    a.add_argument("--host", metavar="GLOB", help="only crashes on matching hosts")
+    a.add_argument("--image", metavar="GLOB", help="only crashes in containers of matching images")
+    a.add_argument("--quiet", metavar="SECONDS", type=float, default=0.0,
+                   help="after an alert of a group, none of that group to this channel for so long")
+    a.set_defaults(func=cmd_notify)
+    a = s.add_parser("list", help="the channels")
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(func=cmd_notify)
+    for verb, text in (("remove", "remove a channel"), ("test", "send a test alert to a channel now")):
+        a = s.add_parser(verb, help=text)
+        a.add_argument("name")
+        a.set_defaults(func=cmd_notify)
 
     s = sub.add_parser("collector", help="the crash collector").add_subparsers(dest="collector_command",
                                                                                required=True)

@@ -303,3 +303,56 @@ def cmd_db_upgrade(args) -> int:
     before, after = migrations.upgrade(config.database_url)
     print(f"already at {after}" if before == after else f"upgraded from {before or 'empty'} to {after}")
     return 0
+
+
+def cmd_notify(args) -> int:
+    """Alert channels: ``notify add|list|remove|test`` (coretriage.alerts, coretriage.notify)."""
+    from coretriage.alerts import Channel, parse_events
+
+    config, store = _context(args)
+    if args.notify_command == "add":
+        if bool(args.webhook) == bool(args.email):
+            raise UserError("give one of --webhook URL or --email ADDRESS")
+        if args.webhook and not args.webhook.startswith(("http://", "https://")):
+            raise UserError(f"--webhook must be an http:// or https:// URL, not {args.webhook!r}")
+        if args.email and ("@" not in args.email or any(c in args.email for c in "\r\n ,")):
+            raise UserError(f"--email must be one address, not {args.email!r}")
+        if args.secret and not args.webhook:
+            raise UserError("--secret signs webhook requests; email channels have none")
+        try:
+            events = parse_events(args.events)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        channel = Channel(name=args.name, kind="webhook" if args.webhook else "email",
+                          target=args.webhook or args.email, secret=args.secret or None, events=events,
+                          executable=args.executable, host=args.host, image=args.image,
+                          quiet=max(args.quiet, 0.0))
+        new = store.add_channel(channel)
+        print(f"channel {args.name} {'added' if new else 'replaced'}: {channel.kind} {channel.target}")
+        return 0
+    if args.notify_command == "list":
+        rows = store.channels()
+        if args.json:
+            print(json.dumps([{"name": c.name, "kind": c.kind, "target": c.target, "signed": bool(c.secret),
+                               "events": list(c.events), "executable": c.executable, "host": c.host,
+                               "image": c.image, "quiet": c.quiet} for c in rows], indent=2))
+            return 0
+        for c in rows:
+            filters = " ".join(f"{k}={v}" for k, v in (("executable", c.executable), ("host", c.host),
+                                                        ("image", c.image), ("quiet", c.quiet)) if v)
+            print(f"{c.name}  {c.kind}  {c.target}  {','.join(c.events)}" + ("  signed" if c.secret else "")
+                  + (f"  {filters}" if filters else ""))
+        return 0
+    if args.notify_command == "remove":
+        if not store.remove_channel(args.name):
+            raise UserError(f"no channel {args.name}")
+        print(f"channel {args.name} removed")
+        return 0
+    from coretriage.notify import send_test
+
+    found = [c for c in store.channels() if c.name == args.name]
+    if not found:
+        raise UserError(f"no channel {args.name}")
+    send_test(config, found[0])  # a DeliveryError is the one-line error
+    print(f"test alert sent to {args.name}")
+    return 0

@@ -38,6 +38,15 @@ class Config:
     login_failures_per_address: int = 20  # failed logins per client address in login_window, then 429
     login_window: float = 15 * 60  # seconds
     token_days: int = 90  # an API token's life when `token add` is not given --days
+    # -- alerts and metrics (coretriage.alerts, coretriage.notify, webui/metrics.py) --
+    public_url: str | None = None  # the web UI's address, for links in alerts
+    smtp_url: str | None = None  # smtp://[user:password@]host[:port]; STARTTLS when the server offers it
+    smtp_from: str = "coretriage@localhost"
+    alert_retries: int = 8  # tries of one alert (backoff 2^n s, at most 10 min) before it is given up
+    spike_window: float = 600.0  # seconds
+    spike_factor: float = 10.0  # crashes in a window over the group's trailing average per window
+    spike_minimum: int = 10  # crashes in a window, at least, for a spike
+    metrics_token: str | None = None  # when set, GET /metrics needs "Authorization: Bearer <it>"
 
     @property
     def cores_dir(self) -> Path:
@@ -61,6 +70,11 @@ class Config:
     @property
     def tmp_dir(self) -> Path:
         return self.data_dir / "tmp"
+
+    def spike_policy(self):
+        from coretriage.alerts import SpikePolicy
+
+        return SpikePolicy(window=self.spike_window, factor=self.spike_factor, minimum=self.spike_minimum)
 
     def gdb_budget(self):
         """What one analysis's gdb may spend."""

@@ -1,5 +1,6 @@
 """The commands that set a host up or keep running: host-setup, ``collector
-run``, ``worker``, ``web`` and ``run`` (all of it on one host)."""
+run``, ``worker``, ``web`` and ``run`` (all of it on one host). The
+collector, the worker and ``run`` also send alerts (``coretriage.notify``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,20 @@ import sys
 from pathlib import Path
 
 from coretriage.commands import UserError, wiring_for
+
+
+def start_alerts(wiring, stop):
+    """The alert sender, in a thread of its own: never in the way of capture or analysis."""
+    import logging
+    import threading
+
+    from coretriage.notify import alert_loop
+
+    thread = threading.Thread(target=alert_loop, args=(wiring.config, lambda: wiring.store, stop,
+                                                       logging.getLogger("coretriage.alerts").warning),
+                              name="alerts", daemon=True)
+    thread.start()
+    return thread
 
 
 def cmd_web(args) -> int:
@@ -38,6 +53,7 @@ def cmd_collector_run(args) -> int:
     from coretriage.pipeline import retention_loop
     threading.Thread(target=retention_loop, args=(config, lambda: wiring.store, stop, logging.getLogger(
         "coretriage.retention").info), name="retention", daemon=True).start()
+    start_alerts(wiring, stop)
     if args.socket:
         from collector.socket_server import SOCKET_NAME, serve
         path = str(config.data_dir / SOCKET_NAME)
@@ -56,6 +72,9 @@ def cmd_worker(args) -> int:
     if not wiring.config.broker_url:
         raise UserError("no broker_url configured (coretriage.toml or CORETRIAGE_BROKER_URL); "
                         "without one the collector analyzes in-process")
+    import threading
+
+    start_alerts(wiring, threading.Event())  # a daemon thread: it ends with the worker
     app = wiring.celery()  # importing coretriage.tasks registered the task
     app.worker_main(["worker", "--loglevel=INFO", f"--concurrency={args.concurrency}",
                      "-Q", host_queue(), "--without-gossip", "--without-mingle"])
@@ -157,6 +176,7 @@ def cmd_run(args) -> int:
     threads.append(threading.Thread(target=server.serve_forever, daemon=True))
     for t in threads:
         t.start()
+    start_alerts(wiring, stop)
     print(f"\ncoretriage is running: web UI on http://{args.host}:{server.port}/"
           + (f"; {login}" if login else "; log in with your coretriage user")
           + ("\ncrashes on this host and in its containers are captured; Ctrl-C stops and puts the host back"

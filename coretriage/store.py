@@ -121,6 +121,47 @@ login_failures = sa.Table(
     sa.Column("first", sa.Float, nullable=False),  # the window starts at the first failure
 )
 
+alert_channels = sa.Table(
+    "alert_channels", metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("target", sa.Text, nullable=False),
+    sa.Column("secret", sa.Text),
+    sa.Column("events", sa.String(64), nullable=False),
+    sa.Column("executable", sa.Text),
+    sa.Column("host", sa.Text),
+    sa.Column("image", sa.Text),
+    sa.Column("quiet", sa.Float, nullable=False, server_default="0"),
+    sa.Column("created", sa.Float, nullable=False),
+)
+
+alert_events = sa.Table(  # the outbox (coretriage.alerts decides, coretriage.notify sends)
+    "alert_events", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("dedup", sa.String(80), nullable=False, unique=True),
+    sa.Column("group_id", sa.Integer, nullable=False),
+    sa.Column("crash_id", sa.String(16), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("until", sa.Float),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_try", sa.Float, nullable=False),
+    sa.Column("lease", sa.Float),
+    sa.Column("done", sa.Float),
+    sa.Column("error", sa.Text),
+    sa.Index("ix_alert_events_due", "done", "next_try"),
+    sa.Index("ix_alert_events_group", "group_id", "kind", "until"),
+)
+
+alert_deliveries = sa.Table(
+    "alert_deliveries", metadata,
+    sa.Column("event_id", sa.Integer, primary_key=True),
+    sa.Column("channel", sa.String(64), primary_key=True),
+    sa.Column("sent", sa.Float, nullable=False),
+    sa.Column("skipped", sa.Boolean, nullable=False, server_default=sa.false()),
+)
+
 STATES = ("new", "acknowledged", "resolved", "regressed", "ignored")
 
 
@@ -160,6 +201,8 @@ def _private_sqlite(url: str) -> None:
 
 
 class Store:
+    spike = None  # coretriage.alerts.SpikePolicy; its defaults when None (Wiring sets the configured one)
+
     def __init__(self, url: str):
         kwargs = {}
         if url.startswith("sqlite"):
@@ -199,6 +242,7 @@ class Store:
             existing = db.execute(sa.select(crashes).where(crashes.c.id == record.id)).first()
             if existing is not None:
                 return _crash(existing), False
+            known = db.execute(sa.select(groups.c.id, groups.c.state).where(groups.c.signature == a.signature)).first()
             group_id = self._group_for(db, a.signature, a.executable, a.signal, a.quality, record.crashed_at)
             g = groups.c
             db.execute(groups.update().where(g.id == group_id).values(
@@ -213,8 +257,43 @@ class Store:
                 signature=json.dumps(a.signature_data), meta=json.dumps(record.meta or {}),
                 rules_version=a.rules_version))
             self._touch(db, group_id, record.crashed_at, +1)
+            self._raise_alerts(db, group_id, record.id, record.crashed_at, known is None,
+                               known.state if known is not None else "new")
             row = db.execute(sa.select(crashes).where(crashes.c.id == record.id)).one()
             return _crash(row), True
+
+    def _raise_alerts(self, db, group_id: int, crash_id: str, at: float, created: bool, state_before: str) -> None:
+        """The crash's alert events into the outbox, in the crash's own transaction."""
+        from coretriage.alerts import Seen, SpikePolicy, decide, dedup_key, spiking
+
+        policy = self.spike or SpikePolicy()
+        c, e = crashes.c, alert_events.c
+
+        def count(lo: float, hi: float) -> int:
+            return db.execute(sa.select(sa.func.count()).select_from(crashes).where(
+                c.group_id == group_id, c.crashed_at > lo, c.crashed_at <= hi)).scalar()
+
+        open_spike = db.execute(sa.select(e.id).where(
+            e.group_id == group_id, e.kind == "spike", e.until >= at, e.at <= at).limit(1)).scalar()
+        seen = Seen(created=created, state_before=state_before,
+                    in_window=count(at - policy.window, at),
+                    in_baseline=count(at - policy.window - policy.baseline, at - policy.window),
+                    spike_open=open_spike is not None)
+        if open_spike is not None and spiking(seen, policy):  # the spike goes on: one alert for all of it
+            db.execute(alert_events.update().where(e.id == open_spike).values(
+                until=sa.case((e.until < at + policy.window, at + policy.window), else_=e.until)))
+        now = time.time()
+        for kind in decide(seen, policy):
+            key = dedup_key(kind, group_id, crash_id)
+            if db.execute(sa.select(e.id).where(e.dedup == key)).first() is not None:
+                continue
+            try:
+                with db.begin_nested():  # another worker's same event: keep theirs
+                    db.execute(alert_events.insert().values(
+                        kind=kind, dedup=key, group_id=group_id, crash_id=crash_id, at=at,
+                        until=at + policy.window if kind == "spike" else None, created=now, attempts=0, next_try=now))
+            except sa.exc.IntegrityError:
+                pass
 
     def _group_for(self, db, signature, executable, signal, quality, seen) -> int:
         found = db.execute(sa.select(groups.c.id).where(groups.c.signature == signature)).scalar()
@@ -548,6 +627,115 @@ class Store:
         with self.engine.connect() as db:
             return [tuple(r) for r in db.execute(sa.select(crashes.c.id, crashes.c.group_id)
                                                  .order_by(crashes.c.crashed_at)).all()]
+
+    # -- alert channels and the outbox (coretriage.notify) --------------------
+    def add_channel(self, channel) -> bool:
+        """Add or replace a channel (coretriage.alerts.Channel); whether it was new."""
+        values = dict(kind=channel.kind, target=channel.target, secret=channel.secret,
+                      events=",".join(channel.events), executable=channel.executable, host=channel.host,
+                      image=channel.image, quiet=channel.quiet)
+        with self.engine.begin() as db:
+            found = db.execute(alert_channels.update().where(alert_channels.c.name == channel.name)
+                               .values(**values)).rowcount
+            if not found:
+                db.execute(alert_channels.insert().values(name=channel.name, created=time.time(), **values))
+            return not found
+
+    def channels(self) -> list:
+        from coretriage.alerts import Channel
+
+        with self.engine.connect() as db:
+            rows = db.execute(sa.select(alert_channels).order_by(alert_channels.c.name)).all()
+        return [Channel(name=r.name, kind=r.kind, target=r.target, secret=r.secret,
+                        events=tuple(r.events.split(",")), executable=r.executable, host=r.host,
+                        image=r.image, quiet=r.quiet) for r in rows]
+
+    def remove_channel(self, name: str) -> bool:
+        with self.engine.begin() as db:
+            return bool(db.execute(alert_channels.delete().where(alert_channels.c.name == name)).rowcount)
+
+    def alert_events(self, kind: str | None = None) -> list[dict]:
+        q = sa.select(alert_events).order_by(alert_events.c.id)
+        if kind:
+            q = q.where(alert_events.c.kind == kind)
+        with self.engine.connect() as db:
+            return [dict(r._mapping) for r in db.execute(q).all()]
+
+    def recent_alert_events(self, limit: int = 100) -> list[dict]:
+        with self.engine.connect() as db:
+            return [dict(r._mapping) for r in db.execute(
+                sa.select(alert_events).order_by(alert_events.c.id.desc()).limit(limit)).all()]
+
+    def claim_events(self, now: float, lease: float, limit: int = 20) -> list[dict]:
+        """Due outbox events, each held for ``lease`` seconds by this sender:
+        a compare-and-set on the lease, so two senders never hold one event."""
+        e = alert_events.c
+        with self.engine.begin() as db:
+            rows = db.execute(sa.select(alert_events).where(
+                e.done.is_(None), e.next_try <= now, sa.or_(e.lease.is_(None), e.lease < now))
+                .order_by(e.id).limit(limit)).all()
+            held = []
+            for r in rows:
+                if db.execute(alert_events.update().where(e.id == r.id, sa.or_(e.lease.is_(None), e.lease == r.lease))
+                              .values(lease=now + lease)).rowcount:
+                    held.append(dict(r._mapping))
+            return held
+
+    def delivered_to(self, event_id: int) -> set[str]:
+        with self.engine.connect() as db:
+            return set(db.execute(sa.select(alert_deliveries.c.channel)
+                                  .where(alert_deliveries.c.event_id == event_id)).scalars())
+
+    def last_sent(self, channel: str, group_id: int) -> float | None:
+        """When ``channel`` last got an alert of the group (not counting skipped ones)."""
+        d, e = alert_deliveries.c, alert_events.c
+        with self.engine.connect() as db:
+            return db.execute(sa.select(sa.func.max(d.sent)).select_from(
+                alert_deliveries.join(alert_events, e.id == d.event_id)).where(
+                d.channel == channel, e.group_id == group_id, d.skipped.is_(False))).scalar()
+
+    def mark_delivered(self, event_id: int, channel: str, skipped: bool = False) -> None:
+        with self.engine.begin() as db:
+            try:
+                with db.begin_nested():
+                    db.execute(alert_deliveries.insert().values(event_id=event_id, channel=channel,
+                                                                sent=time.time(), skipped=skipped))
+            except sa.exc.IntegrityError:
+                pass
+
+    def finish_event(self, event_id: int, *, done: bool, next_try: float | None = None,
+                     error: str | None = None) -> None:
+        e = alert_events.c
+        values = {"lease": None, "error": error, "attempts": e.attempts + 1}
+        if done:
+            values["done"] = time.time()
+        else:
+            values["next_try"] = next_try
+        with self.engine.begin() as db:
+            db.execute(alert_events.update().where(e.id == event_id).values(**values))
+
+    # -- metrics -----------------------------------------------------------
+    def crash_totals(self) -> list[tuple]:
+        """(executable, host, signal, group state, count): /metrics' crash counter."""
+        c, g = crashes.c, groups.c
+        with self.engine.connect() as db:
+            return [tuple(r) for r in db.execute(
+                sa.select(c.executable, c.host, c.signal, g.state, sa.func.count())
+                .select_from(crashes.join(groups, g.id == c.group_id))
+                .group_by(c.executable, c.host, c.signal, g.state)).all()]
+
+    def alert_backlog(self) -> tuple[int, int]:
+        """(events not sent yet, events given up with an error)."""
+        e = alert_events.c
+        with self.engine.connect() as db:
+            pending = db.execute(sa.select(sa.func.count()).where(e.done.is_(None))).scalar()
+            failed = db.execute(sa.select(sa.func.count()).where(e.done.is_not(None), e.error.is_not(None),
+                                                                 e.error != "group ignored")).scalar()
+        return pending, failed
+
+    def groups_by_state(self) -> dict[str, int]:
+        with self.engine.connect() as db:
+            return dict(db.execute(sa.select(groups.c.state, sa.func.count()).group_by(groups.c.state)).all())
 
 
 _ARCH_KEY = re.compile(r'"architecture": "([\w.-]{1,32})"')

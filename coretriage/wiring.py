@@ -42,7 +42,9 @@ class Wiring:
             from coretriage.store import Store
 
             open_data_dir(self.config)
-            self._store = Store(self.config.database_url)
+            store = Store(self.config.database_url)
+            store.spike = self.config.spike_policy()
+            self._store = store
         except BaseException as exc:  # raised again where the store is used
             self._store_error = exc
 

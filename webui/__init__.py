@@ -44,7 +44,7 @@ def create_app(test_config: dict | None = None):
     app.extensions["coretriage"] = config
     app.extensions["store"] = wiring.store
 
-    from webui import api, auth, crashes, groups
+    from webui import alerts, api, auth, crashes, groups, metrics
     from webui.security import install
 
     install(app)
@@ -52,6 +52,8 @@ def create_app(test_config: dict | None = None):
     app.register_blueprint(groups.bp)
     app.register_blueprint(crashes.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(metrics.bp)
+    app.register_blueprint(alerts.bp)
     from webui import filters
     filters.register(app)
     _errors_and_icon(app)

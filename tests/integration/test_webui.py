@@ -125,6 +125,24 @@ def test_viewer_cannot_change_state(app):
     assert app.extensions["store"].group(int(group)).state == "new"
 
 
+def test_alerts_page_for_admins_only(app):
+    from coretriage.alerts import Channel
+
+    s = app.extensions["store"]
+    s.add_channel(Channel("slack", "webhook", "https://hooks.slack.example/services/T0/B0/XSECRETX", secret="k"))
+    s.add_channel(Channel("ops", "email", "ops@example.org", events=("new",), host="web-*"))
+    c = app.test_client()
+    login(c, "ann", "viewer-pass")
+    assert c.get("/alerts").status_code == 403 and "/alerts" not in c.get("/").text
+    c = app.test_client()
+    login(c, "root", "admin-pass")
+    assert 'href="/alerts"' in c.get("/").text
+    page = c.get("/alerts").text
+    assert "slack" in page and "https://hooks.slack.example/" in page and "ops@example.org" in page
+    assert "XSECRETX" not in page and "host=web-*" in page
+    assert page.count("<tr><td>new</td>") == 2 and "pending" in page  # the two groups' `new` events
+
+
 def test_admin_downloads_core(app):
     c = app.test_client()
     login(c, "root", "admin-pass")

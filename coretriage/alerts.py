@@ -1,0 +1,90 @@
+"""Which alert events a stored crash raises: pure decisions, no database.
+
+- ``new``: the crash made its group (one per group, ever);
+- ``regression``: its group was resolved;
+- ``spike``: its group's crashes in the last ``window`` seconds reach
+  ``factor`` times the group's trailing average per window (over
+  ``baseline`` seconds before that) and at least ``minimum``; one event per
+  spike: a spike is open until a window after its last spiking crash, and
+  an open spike raises nothing more.
+
+An ignored group raises nothing. The store calls ``decide`` inside the
+transaction that stores the crash and writes the events to its outbox.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+
+KINDS = ("new", "regression", "spike")
+
+
+@dataclass(frozen=True)
+class SpikePolicy:
+    window: float = 600.0  # seconds
+    baseline: float = 86400.0  # seconds of history before the window
+    factor: float = 10.0
+    minimum: int = 10
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What the store knows when a crash is filed in its group."""
+    created: bool  # the crash made the group
+    state_before: str  # the group's state before this crash
+    in_window: int  # the group's crashes in (t - window, t], this one included
+    in_baseline: int  # the group's crashes in (t - window - baseline, t - window]
+    spike_open: bool  # the group has a spike going on
+
+
+def spiking(seen: Seen, policy: SpikePolicy) -> bool:
+    average = seen.in_baseline / max(policy.baseline / policy.window, 1.0)
+    return seen.in_window >= max(policy.minimum, policy.factor * average)
+
+
+def decide(seen: Seen, policy: SpikePolicy = SpikePolicy()) -> tuple[str, ...]:
+    if seen.state_before == "ignored":
+        return ()
+    events = []
+    if seen.created:
+        events.append("new")
+    elif seen.state_before == "resolved":
+        events.append("regression")
+    if not seen.spike_open and spiking(seen, policy):
+        events.append("spike")
+    return tuple(events)
+
+
+def dedup_key(kind: str, group_id: int, crash_id: str) -> str:
+    """The outbox's unique key: one ``new`` per group; the rest per crash."""
+    return f"new:g{group_id}" if kind == "new" else f"{kind}:{crash_id}"
+
+
+@dataclass(frozen=True)
+class Channel:
+    name: str
+    kind: str  # webhook | email
+    target: str
+    secret: str | None = None
+    events: tuple[str, ...] = KINDS
+    executable: str | None = None  # globs; None matches anything
+    host: str | None = None
+    image: str | None = None
+    quiet: float = 0.0  # seconds: after an alert of a group, none of that group to this channel for so long
+
+    def wants(self, kind: str, executable: str | None, host: str | None, image: str | None) -> bool:
+        if kind not in self.events and kind != "test":
+            return False
+        for pattern, value in ((self.executable, executable), (self.host, host), (self.image, image)):
+            if pattern and not fnmatch.fnmatchcase(value or "", pattern):
+                return False
+        return True
+
+
+def parse_events(text: str) -> tuple[str, ...]:
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+    bad = [k for k in kinds if k not in KINDS]
+    if bad or not kinds:
+        raise ValueError(f"unknown event kind(s) {', '.join(bad) or '(none)'}: use {', '.join(KINDS)}")
+    return kinds

@@ -1,0 +1,180 @@
+"""Sending alerts: the outbox (``alert_events``) drained to the channels.
+
+Off the ingest path: storing a crash only writes its events (``Store.add_crash``);
+``alert_loop`` runs in the collector, ``coretriage run`` and ``coretriage
+worker`` and sends them. Delivery is at least once: an event is leased to
+one sender, each channel it reached is recorded, and a sender killed in the
+middle leaves the lease to expire and the next one to send what is left.
+Receivers deduplicate by the event id (``X-Coretriage-Event`` header, ``id``
+field), which never changes for an event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import smtplib
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from email.message import EmailMessage
+
+from analyzer.errors import CoretriageError
+
+LEASE = 120.0  # seconds a sender holds an event (longer than one pass's timeouts)
+TIMEOUT = 10.0  # seconds per webhook request or SMTP conversation
+SIGNATURE_HEADER = "X-Coretriage-Signature"  # "sha256=" + HMAC-SHA256(secret, body), hex
+EVENT_HEADER = "X-Coretriage-Event"  # the event id: the idempotency key
+
+
+class DeliveryError(CoretriageError):
+    """A channel did not take an alert."""
+
+
+def backoff(attempts: int) -> float:
+    return min(2.0 ** attempts, 600.0)
+
+
+def sign(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def _text(kind: str, group: dict, crash: dict) -> str:
+    what = {"new": "New crash group", "regression": "Regression", "spike": "Crash spike",
+            "test": "Test alert"}.get(kind, kind)
+    where = " on ".join(x for x in (crash.get("host"), crash.get("container")) if x)
+    line = (f"{what} g{group['id']}: {group.get('executable') or '?'} "
+            f"{crash.get('signal') or ''} in {crash.get('key_frame') or '?'}"
+            + (f" ({where})" if where else "") + f", {group['count']} crash(es)")
+    return line + (f" {group['url']}" if group.get("url") else "")
+
+
+def payload(event: dict, group, crash, public_url: str | None) -> dict:
+    """The webhook's JSON (the email says the same ``text``)."""
+    # webui/groups.py's route
+    url = f"{public_url.rstrip('/')}/groups/{group.id}" if public_url else None
+    g = {"id": f"g{group.id}", "signature": group.signature, "executable": group.executable,
+         "count": group.count, "first_seen": group.first_seen, "last_seen": group.last_seen,
+         "state": group.state, "url": url}
+    c = {"id": crash.id, "host": crash.host, "container": crash.container, "image": crash.image,
+         "signal": crash.signal, "key_frame": group.key_frame, "crashed_at": crash.crashed_at}
+    return {"id": event["id"], "event": event["kind"], "group": g, "crash": c,
+            "text": _text(event["kind"], {**g, "id": group.id}, c)}
+
+
+def send_webhook(url: str, body: dict, secret: str | None, timeout: float = TIMEOUT) -> None:
+    data = json.dumps(body).encode()
+    headers = {"Content-Type": "application/json", "User-Agent": "coretriage", EVENT_HEADER: str(body["id"])}
+    if secret:
+        headers[SIGNATURE_HEADER] = sign(secret, data)
+    request = urllib.request.Request(url, data=data, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            response.read(1 << 16)
+    except urllib.error.HTTPError as exc:
+        raise DeliveryError(f"{url}: HTTP {exc.code}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise DeliveryError(f"{url}: {getattr(exc, 'reason', exc)}") from None
+
+
+def send_email(smtp_url: str | None, sender: str, to: str, body: dict, timeout: float = TIMEOUT) -> None:
+    if not smtp_url:
+        raise DeliveryError("no smtp_url configured for email alerts")
+    u = urllib.parse.urlsplit(smtp_url)
+    if u.scheme not in ("smtp", "smtps") or not u.hostname:
+        raise DeliveryError(f"smtp_url must be smtp://host[:port] or smtps://, not {smtp_url!r}")
+    msg = EmailMessage()
+    msg["From"], msg["To"] = sender, to
+    msg["Subject"] = f"[coretriage] {body['text'][:150]}"
+    msg["X-Coretriage-Event"] = str(body["id"])
+    msg.set_content(body["text"] + "\n\n" + json.dumps(body, indent=2) + "\n")
+    try:
+        klass = smtplib.SMTP_SSL if u.scheme == "smtps" else smtplib.SMTP
+        with klass(u.hostname, u.port or (465 if u.scheme == "smtps" else 25), timeout=timeout) as smtp:
+            smtp.ehlo()
+            if u.scheme == "smtp" and smtp.has_extn("starttls"):
+                smtp.starttls()
+                smtp.ehlo()
+            if u.username:
+                smtp.login(urllib.parse.unquote(u.username), urllib.parse.unquote(u.password or ""))
+            smtp.send_message(msg)
+    except (smtplib.SMTPException, OSError) as exc:
+        raise DeliveryError(f"{u.hostname}: {exc}") from None
+
+
+def send(config, channel, body: dict) -> None:
+    if channel.kind == "webhook":
+        send_webhook(channel.target, body, channel.secret)
+    else:
+        send_email(config.smtp_url, config.smtp_from, channel.target, body)
+
+
+def deliver_due(config, store, now: float | None = None, log=lambda line: None) -> int:
+    """One pass over the due events; returns how many were finished."""
+    from coretriage.store import NotFound
+
+    now = time.time() if now is None else now
+    finished = 0
+    channels = store.channels()
+    down: dict[str, str] = {}  # channels that failed in this pass: not tried again until the next one
+    for event in store.claim_events(now, LEASE):
+        try:
+            group, crash = store.group(event["group_id"]), store.crash(event["crash_id"])
+        except NotFound:
+            store.finish_event(event["id"], done=True, error="its crash or group is gone")
+            continue
+        if group.state == "ignored":
+            store.finish_event(event["id"], done=True, error="group ignored")
+            continue
+        body = payload(event, group, crash, config.public_url)
+        sent = store.delivered_to(event["id"])
+        errors = []
+        for ch in channels:
+            if ch.name in sent or not ch.wants(event["kind"], group.executable, crash.host, crash.image):
+                continue
+            if ch.quiet and (last := store.last_sent(ch.name, group.id)) is not None and last > now - ch.quiet:
+                store.mark_delivered(event["id"], ch.name, skipped=True)  # within the channel's quiet period
+                continue
+            if ch.name in down:
+                errors.append(f"{ch.name}: {down[ch.name]}")
+                continue
+            try:
+                send(config, ch, body)
+            except DeliveryError as exc:
+                down[ch.name] = str(exc)  # a dead endpoint costs one timeout per pass, not one per event
+                errors.append(f"{ch.name}: {exc}")
+                continue
+            store.mark_delivered(event["id"], ch.name)
+        if not errors:
+            store.finish_event(event["id"], done=True)
+            finished += 1
+            continue
+        attempts = event["attempts"] + 1
+        give_up = attempts >= config.alert_retries
+        store.finish_event(event["id"], done=give_up, next_try=now + backoff(attempts), error="; ".join(errors))
+        log(f"alert {event['id']} ({event['kind']} g{event['group_id']}): " + "; ".join(errors)
+            + (" — given up" if give_up else f"; tried again in {backoff(attempts):.0f}s"))
+    return finished
+
+
+def alert_loop(config, store_of, stop, log=print, interval: float = 1.0) -> None:
+    """Send alerts until ``stop`` is set; a pass that fails is logged and tried again."""
+    while not stop.is_set():
+        try:
+            deliver_due(config, store_of(), log=log)
+        except Exception as exc:  # a store that cannot be read now: the next pass tries again
+            log(f"alert delivery: {exc}")
+        stop.wait(interval)
+
+
+def send_test(config, channel) -> None:
+    """A ``test`` alert to one channel now, for ``coretriage notify test``."""
+    body = {"id": f"test-{int(time.time())}", "event": "test",
+            "group": {"id": "g0", "signature": "test", "executable": None, "count": 0, "first_seen": None,
+                      "last_seen": None, "state": "new", "url": config.public_url},
+            "crash": {"id": None, "host": None, "container": None, "image": None, "signal": None,
+                      "key_frame": None},
+            "text": "Test alert from coretriage: this channel works"}
+    send(config, channel, body)

@@ -1,0 +1,223 @@
+"""Alerts from real crashes: the outbox events a stored crash raises, and
+their delivery to a real HTTP receiver and a real SMTP server."""
+
+import dataclasses
+import hashlib
+import hmac
+import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from alertreceivers import Receiver, free_port, smtp_server
+
+from coretriage.alerts import Channel, SpikePolicy
+from coretriage.ingest import ingest, ingest_metadata
+from coretriage.notify import EVENT_HEADER, SIGNATURE_HEADER, alert_loop, deliver_due
+
+
+def kinds(store):
+    return [e["kind"] for e in store.alert_events()]
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def crash_of(config, store, n, at, executable="/usr/bin/burst"):
+    """A crash whose core was not kept (ingest_metadata): a real stored crash, grouped by program and signal."""
+    return ingest_metadata(config, store, f"c{n:012x}", executable=executable, signal=11, command_line=executable,
+                           pid=100 + n, reason="test", meta={"host": "web1"}, crashed_at=at)
+
+
+def test_group_crashing_three_times_raises_one_new(config, store, samples):
+    for v in (0, 1, 2):
+        ingest(config, store, samples("segv", v).core, samples("segv", v).exe)
+    assert kinds(store) == ["new"]
+
+
+def test_resolved_group_crashing_again_raises_one_regression(config, store, samples):
+    gid = ingest(config, store, samples("segv", 0).core, samples("segv", 0).exe).crash.group_id
+    store.set_state(gid, "resolved")
+    ingest(config, store, samples("segv", 1).core, samples("segv", 1).exe)
+    ingest(config, store, samples("segv", 2).core, samples("segv", 2).exe)  # regressed already: no second one
+    assert kinds(store) == ["new", "regression"]
+    assert store.alert_events("regression")[0]["group_id"] == gid
+
+
+def test_ignored_group_alerts_nobody(config, store):
+    store.spike = SpikePolicy(window=60, minimum=3)
+    gid = crash_of(config, store, 1, 1000.0).crash.group_id
+    store.set_state(gid, "ignored")
+    for n in range(2, 12):
+        crash_of(config, store, n, 5000.0 + n)
+    store.set_state(gid, "resolved")
+    store.set_state(gid, "ignored")
+    crash_of(config, store, 50, 9000.0)
+    assert kinds(store) == ["new"]
+
+
+def test_burst_raises_one_spike_per_spike(config, store):
+    store.spike = SpikePolicy(window=60, baseline=3600, factor=10, minimum=5)
+    t0 = 100_000.0
+    for n in range(3):  # a trickle: one crash every twenty minutes
+        crash_of(config, store, n, t0 + n * 1200)
+    assert kinds(store) == ["new"]
+    burst = t0 + 4000
+    for n in range(30):  # thirty crashes in thirty seconds
+        crash_of(config, store, 100 + n, burst + n)
+    spikes = store.alert_events("spike")
+    assert len(spikes) == 1
+    assert spikes[0]["crash_id"] == f"c{104:012x}"  # the fifth crash of the burst
+    for n in range(30):  # still bursting a minute later: the same spike goes on
+        crash_of(config, store, 200 + n, burst + 45 + n)
+    assert len(store.alert_events("spike")) == 1
+    for n in range(400):  # hours later a far bigger burst: a new spike
+        crash_of(config, store, 1000 + n, burst + 20000 + n / 10)
+    assert len(store.alert_events("spike")) == 2
+
+
+def test_webhook_gets_the_event_signed(config, store, samples, receiver):
+    config = dataclasses.replace(config, public_url="https://crashes.example/")
+    store.add_channel(Channel("hook", "webhook", receiver.url, secret="s3cret"))
+    done = ingest(config, store, samples("segv", 0).core, samples("segv", 0).exe)
+    assert deliver_due(config, store) == 1
+    (headers, body), = receiver.posts
+    expected = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(headers[SIGNATURE_HEADER], expected)
+    alert = json.loads(body)
+    assert alert["event"] == "new" and headers[EVENT_HEADER] == str(alert["id"])
+    g, c = alert["group"], alert["crash"]
+    assert g["id"] == f"g{done.crash.group_id}" and g["signature"] == done.signature.text
+    assert g["url"] == f"https://crashes.example/groups/{done.crash.group_id}"
+    assert g["count"] == 1 and g["executable"] == done.analysis.executable
+    assert g["first_seen"] and g["last_seen"]
+    assert c["id"] == done.crash.id and c["signal"] == "SIGSEGV" and c["key_frame"]
+    assert "New crash group" in alert["text"] and c["key_frame"] in alert["text"]
+    assert deliver_due(config, store) == 0  # sent once
+    assert len(receiver.posts) == 1
+
+
+def test_channel_filters(config, store, receiver):
+    store.add_channel(Channel("nginx", "webhook", receiver.url, executable="*/nginx"))
+    store.add_channel(Channel("regressions", "webhook", receiver.url + "2", events=("regression",)))
+    crash_of(config, store, 1, 1000.0, executable="/usr/sbin/nginx")
+    crash_of(config, store, 2, 1000.0, executable="/usr/bin/other")
+    deliver_due(config, store)
+    assert [json.loads(b)["group"]["executable"] for _, b in receiver.posts] == ["/usr/sbin/nginx"]
+
+
+def test_email_reaches_a_real_smtp_server(config, store, samples, tmp_path):
+    log = tmp_path / "smtp.log"
+    with smtp_server(log) as url:
+        config = dataclasses.replace(config, smtp_url=url, smtp_from="ct@example.org")
+        store.add_channel(Channel("ops", "email", "ops@example.org"))
+        done = ingest(config, store, samples("segv", 0).core, samples("segv", 0).exe)
+        assert deliver_due(config, store) == 1
+        deadline = time.monotonic() + 10
+        while done.crash.id not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+    text = log.read_text()
+    assert "To: ops@example.org" in text and "From: ct@example.org" in text
+    assert "Subject: [coretriage] New crash group" in text
+
+
+def test_dead_endpoint_delays_no_ingest(config, store):
+    # a listener that never answers: the worst kind of dead endpoint
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))
+    dead.listen(0)
+    store.add_channel(Channel("dead", "webhook", f"http://127.0.0.1:{dead.getsockname()[1]}/"))
+    stop = threading.Event()
+    sender = threading.Thread(target=alert_loop, args=(config, lambda: store, stop, lambda line: None, 0.05))
+    sender.start()
+    try:
+        slowest = 0.0
+        for n in range(20):
+            start = time.monotonic()
+            crash_of(config, store, n, 1000.0 + n * 1000, executable=f"/usr/bin/p{n}")  # twenty new groups
+            slowest = max(slowest, time.monotonic() - start)
+        assert slowest < 0.5, slowest
+        assert kinds(store) == ["new"] * 20
+    finally:
+        stop.set()
+        sender.join(30)
+        dead.close()
+
+
+SENDER = """
+import sys
+from coretriage.config import load_config
+from coretriage.notify import deliver_due
+from coretriage.store import Store
+config = load_config(sys.argv[1])
+store = Store(config.database_url)
+print("sending", flush=True)
+deliver_due(config, store)
+"""
+
+
+def test_sender_killed_mid_delivery_sends_again_with_the_same_id(config, store, receiver):
+    store.add_channel(Channel("hook", "webhook", receiver.url))
+    crash_of(config, store, 1, 1000.0)
+    receiver.hold.clear()  # the first request hangs: the sender is killed while it waits
+    sender = subprocess.Popen([sys.executable, "-c", SENDER, str(config.data_dir)])
+    try:
+        assert receiver.got.wait(30)
+        sender.send_signal(signal.SIGKILL)
+        sender.wait(10)
+    finally:
+        receiver.hold.set()
+    (event,) = store.alert_events()
+    assert event["done"] is None and event["lease"] is not None  # held by the dead sender
+    assert deliver_due(config, store) == 0  # its lease is not over: nobody else sends it yet
+    assert deliver_due(config, store, now=time.time() + 3600) == 1
+    ids = [h[EVENT_HEADER] for h, _ in receiver.posts]
+    assert ids == [str(event["id"])] * 2  # at least once, with the idempotency key
+    assert deliver_due(config, store, now=time.time() + 7200) == 0
+    assert len(receiver.posts) == 2
+    assert len(store.alert_events()) == 1
+
+
+def test_quiet_period_per_channel_and_group(config, store, receiver):
+    store.add_channel(Channel("calm", "webhook", receiver.url, quiet=3600))
+    store.add_channel(Channel("all", "webhook", receiver.url + "/all"))
+    gid = crash_of(config, store, 1, 1000.0).crash.group_id
+    deliver_due(config, store)
+    store.set_state(gid, "resolved")
+    crash_of(config, store, 2, 2000.0)  # a regression minutes later: "all" hears it, "calm" does not
+    deliver_due(config, store)
+    got = sorted((path, json.loads(b)["event"]) for path, (_, b) in zip(receiver.paths, receiver.posts))
+    assert got == [("/hook", "new"), ("/hook/all", "new"), ("/hook/all", "regression")]
+    assert store.alert_events()[1]["done"] is not None  # skipped, not pending
+    assert store.delivered_to(store.alert_events()[1]["id"]) == {"calm", "all"}
+
+
+def test_failed_delivery_backs_off_and_retries(config, store, receiver):
+    port = free_port()
+    store.add_channel(Channel("later", "webhook", f"http://127.0.0.1:{port}/"))
+    crash_of(config, store, 1, 1000.0)
+    now = time.time()
+    assert deliver_due(config, store, now=now) == 0
+    (event,) = store.alert_events()
+    assert event["attempts"] == 1 and event["next_try"] >= now + 2 and "refused" in event["error"]
+    assert deliver_due(config, store, now=now + 1) == 0 and store.alert_events()[0]["attempts"] == 1
+    store.add_channel(Channel("later", "webhook", receiver.url))  # the endpoint is back
+    assert deliver_due(config, store, now=now + 3) == 1
+    assert len(receiver.posts) == 1
+
+
+def test_events_are_stored_with_the_crash_by_a_worker_that_then_dies(config, store, samples):
+    # `coretriage ingest` stores the crash and exits: nobody sent anything, the event waits in the outbox
+    s = samples("segv", 0)
+    subprocess.run([sys.executable, "-m", "coretriage.cli", "--data-dir", str(config.data_dir), "ingest",
+                    str(s.core), "--exe", str(s.exe)], check=True, capture_output=True)
+    assert kinds(store) == ["new"] and store.alert_events()[0]["done"] is None

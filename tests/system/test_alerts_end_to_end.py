@@ -1,0 +1,65 @@
+"""A crash through the real kernel handler and the real collector daemon
+(`coretriage collector run`, whose sender thread sends the alerts) reaches a
+real webhook receiver and a real SMTP server within seconds."""
+
+import hashlib
+import hmac
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import crashkit
+from alertreceivers import Receiver, smtp_server
+from hostfixtures import cli
+
+
+def test_crash_reaches_webhook_and_email(collector_installed, samples, tmp_path):
+    data = collector_installed
+    receiver = Receiver()
+    log = tmp_path / "smtp.log"
+    try:
+        with smtp_server(log) as smtp_url:
+            (data / "coretriage.toml").write_text(f'smtp_url = "{smtp_url}"\npublic_url = "https://ct.example"\n')
+            cli(data, "notify", "add", "hook", "--webhook", receiver.url, "--secret", "k3y")
+            cli(data, "notify", "add", "ops", "--email", "ops@example.org", "--events", "new")
+            daemon = subprocess.Popen([sys.executable, "-m", "coretriage.cli", "--data-dir", str(data), "collector",
+                                       "run"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            try:
+                exe = tmp_path / "segv"
+                shutil.copy(samples("segv").exe, exe)
+                crashed = time.monotonic()
+                for n in range(3):  # one group, three crashes: one `new`
+                    proc = subprocess.run([str(exe), "x" * n], preexec_fn=crashkit.allow_cores, capture_output=True)
+                    assert proc.returncode == -11
+                deadline = time.monotonic() + 60
+                while not (receiver.posts and "ops@example.org" in log.read_text()):
+                    assert time.monotonic() < deadline, "no alert within a minute"
+                    time.sleep(0.1)
+                took = time.monotonic() - crashed
+                # let the other two crashes be stored and any (wrong) further alert go out
+                listed = []
+                while time.monotonic() < deadline:
+                    listed = json.loads(cli(data, "list", "--json").stdout)
+                    if listed and listed[0]["count"] == 3:
+                        break
+                    time.sleep(0.5)
+                time.sleep(3)
+            finally:
+                daemon.send_signal(signal.SIGTERM)
+                out, _ = daemon.communicate(timeout=30)
+        assert listed and listed[0]["count"] == 3, out
+        assert len(receiver.posts) == 1, [json.loads(b)["event"] for _, b in receiver.posts]
+        headers, body = receiver.posts[0]
+        assert headers["X-Coretriage-Signature"] == "sha256=" + hmac.new(b"k3y", body, hashlib.sha256).hexdigest()
+        alert = json.loads(body)
+        assert alert["event"] == "new" and alert["group"]["id"] == listed[0]["group_id"]
+        assert alert["group"]["url"] == f"https://ct.example/groups/{listed[0]['group_id'][1:]}"
+        assert alert["crash"]["host"] and alert["crash"]["signal"] == "SIGSEGV"
+        assert log.read_text().count("To: ops@example.org") == 1
+        assert took < 30, took
+        print(f"first crash to webhook and email: {took:.1f} s")
+    finally:
+        receiver.close()
