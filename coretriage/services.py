@@ -25,6 +25,31 @@ def start_alerts(wiring, stop):
     return thread
 
 
+def _fork_alert_sender(wiring) -> int:
+    """The worker's alert sender, as a process of its own, forked before
+    Celery starts: Celery's pool forks its children later, and a thread
+    running then (a lock held, a database connection open) would be copied
+    into them half-way. It ends with the worker (PR_SET_PDEATHSIG)."""
+    import ctypes
+    import logging
+    import signal
+    import threading
+
+    pid = os.fork()
+    if pid:
+        return pid
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:
+            os._exit(0)  # the worker is already gone
+        from coretriage.notify import alert_loop
+
+        alert_loop(wiring.config, lambda: wiring.store, threading.Event(),
+                   logging.getLogger("coretriage.alerts").warning)
+    finally:
+        os._exit(0)
+
+
 def cmd_web(args) -> int:
     from webui import create_app
 
@@ -72,9 +97,7 @@ def cmd_worker(args) -> int:
     if not wiring.config.broker_url:
         raise UserError("no broker_url configured (coretriage.toml or CORETRIAGE_BROKER_URL); "
                         "without one the collector analyzes in-process")
-    import threading
-
-    start_alerts(wiring, threading.Event())  # a daemon thread: it ends with the worker
+    _fork_alert_sender(wiring)
     app = wiring.celery()  # importing coretriage.tasks registered the task
     app.worker_main(["worker", "--loglevel=INFO", f"--concurrency={args.concurrency}",
                      "-Q", host_queue(), "--without-gossip", "--without-mingle"])
