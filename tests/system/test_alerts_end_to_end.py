@@ -63,3 +63,42 @@ def test_crash_reaches_webhook_and_email(collector_installed, samples, tmp_path)
         print(f"first crash to webhook and email: {took:.1f} s")
     finally:
         receiver.close()
+
+
+def test_the_worker_sends_what_is_waiting_and_its_sender_ends_with_it(samples, tmp_path):
+    """`coretriage worker` sends alerts from a process it forks before Celery
+    starts its pool; the sender ends when the worker does."""
+    import os
+
+    from alertreceivers import free_port
+    from redisserver import start_redis, start_worker, stop
+
+    data = tmp_path / "data"
+    s = samples("segv")
+    receiver = Receiver()
+    port = free_port()
+    redis = start_redis(port)
+    worker = None
+    try:
+        cli(data, "ingest", str(s.core), "--exe", str(s.exe))  # its `new` event waits in the outbox
+        cli(data, "notify", "add", "hook", "--webhook", receiver.url)
+        worker = start_worker(data, broker_url=f"redis://127.0.0.1:{port}/0")
+        deadline = time.monotonic() + 60
+        while not receiver.posts:
+            assert time.monotonic() < deadline, "the worker sent nothing within a minute"
+            assert worker.poll() is None, "the worker died"
+            time.sleep(0.1)
+        children = [int(p) for p in open(f"/proc/{worker.pid}/task/{worker.pid}/children").read().split()]
+        assert children  # the sender (and Celery's pool)
+        assert json.loads(receiver.posts[0][1])["event"] == "new"
+    finally:
+        if worker is not None:
+            worker.kill()  # not a clean stop: the sender must still go
+            worker.wait()
+        stop(redis)
+        receiver.close()
+    deadline = time.monotonic() + 20
+    while any(os.path.exists(f"/proc/{pid}") and "zombie" not in open(f"/proc/{pid}/status").read().lower()
+              for pid in children):
+        assert time.monotonic() < deadline, "the alert sender outlived the worker"
+        time.sleep(0.1)
