@@ -15,23 +15,16 @@ import os
 import stat
 
 from analyzer.elfid import build_id, fd_reader
+from collector.sysroot import hash_fd
 
 HASH_MAX = 256 << 20  # bytes hashed at most (then the size is mixed in): a budget, not a weakness
-CHUNK = 1 << 20
 
 
 def content_key(fd: int, size: int) -> str:
-    digest = hashlib.sha256()
-    limit, offset = min(size, HASH_MAX), 0
-    while offset < limit:
-        chunk = os.pread(fd, min(CHUNK, limit - offset), offset)
-        if not chunk:
-            break
-        digest.update(chunk)
-        offset += len(chunk)
-    if size > HASH_MAX:
-        digest.update(f"\0{size}".encode())
-    return "sha256:" + digest.hexdigest()
+    digest = hash_fd(fd, min(size, HASH_MAX))
+    if size > HASH_MAX:  # the size tells apart big files alike in their first HASH_MAX bytes
+        digest = hashlib.sha256(f"{digest}\0{size}".encode()).hexdigest()
+    return "sha256:" + digest
 
 
 def exe_build(proc_fd: int | None, fallback: str, problems: list[str]) -> str:

@@ -64,6 +64,8 @@ def check(spool_fd: int, key: str, limit: int, host_limit: int, window: float,
           now: float | None = None, host: str = HOST) -> tuple[str | None, str | None]:
     """(None to keep the core or why not, a problem to record or None),
     updating the state file."""
+    from collector.spool import write_all
+
     now = time.time() if now is None else now
     try:
         fd = os.open(STATE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=spool_fd)
@@ -91,9 +93,7 @@ def check(spool_fd: int, key: str, limit: int, host_limit: int, window: float,
         data = json.dumps(state, separators=(",", ":")).encode()
         os.lseek(fd, 0, os.SEEK_SET)
         os.ftruncate(fd, 0)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        write_all(fd, data)
         return dropped, problem
     finally:
         os.close(fd)  # releases the lock

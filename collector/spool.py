@@ -127,14 +127,19 @@ def create_file(dir_fd: int, name: str) -> int:
     return fd
 
 
+def write_all(fd: int, data) -> None:
+    """os.write until every byte is written (a write may take fewer)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def write_atomic(dir_fd: int, name: str, data: bytes) -> None:
     """Write ``name`` in ``dir_fd``: temp file (O_EXCL|O_NOFOLLOW), fsync, rename, fsync dir."""
     tmp = f".{name}.tmp-{os.urandom(4).hex()}"
     fd = create_file(dir_fd, tmp)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        write_all(fd, data)
         os.fsync(fd)
     except BaseException:
         os.close(fd)

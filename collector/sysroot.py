@@ -107,7 +107,11 @@ def _open_dir(parent_fd: int, name: bytes, create: bool) -> int:
     return os.open(name, DIR_FLAGS, dir_fd=parent_fd)
 
 
-def _hash_fd(src_fd: int, limit: int) -> str:
+def hash_fd(src_fd: int, limit: int, out: int | None = None) -> str:
+    """The sha256 of up to ``limit`` bytes of ``src_fd``, read by position;
+    with ``out``, exactly those bytes are written there too."""
+    from collector.spool import write_all
+
     digest = hashlib.sha256()
     pos = 0
     while pos < limit:
@@ -115,23 +119,8 @@ def _hash_fd(src_fd: int, limit: int) -> str:
         if not chunk:
             break
         digest.update(chunk)
-        pos += len(chunk)
-    return digest.hexdigest()
-
-
-def _copy_hashing(src_fd: int, out: int, limit: int) -> str:
-    """Copy up to ``limit`` bytes of ``src_fd`` into ``out``; the sha256 of
-    exactly the bytes written."""
-    digest = hashlib.sha256()
-    pos = 0
-    while pos < limit:
-        chunk = os.pread(src_fd, min(CHUNK, limit - pos), pos)
-        if not chunk:
-            break
-        digest.update(chunk)
-        view = memoryview(chunk)
-        while view:
-            view = view[os.write(out, view):]
+        if out is not None:
+            write_all(out, chunk)
         pos += len(chunk)
     return digest.hexdigest()
 
@@ -141,7 +130,7 @@ def store_content(src_fd: int, files_fd: int, limit: int) -> tuple[int, str]:
     content, copying it in when no file with that content is there yet."""
     sha_fd = _open_dir(files_fd, SHA256_DIR, create=True)
     try:
-        digest = _hash_fd(src_fd, limit)
+        digest = hash_fd(src_fd, limit)
         try:
             # in use again: retention ages a stored file by its last use
             os.utime(digest, dir_fd=sha_fd, follow_symlinks=False)
@@ -154,7 +143,7 @@ def store_content(src_fd: int, files_fd: int, limit: int) -> tuple[int, str]:
         try:
             # hashed again while copying: the name is the hash of the bytes
             # stored, whatever the file did between the two reads
-            digest = _copy_hashing(src_fd, out, limit)
+            digest = hash_fd(src_fd, limit, out)
             os.fsync(out)
             os.close(out)
             out = -1
@@ -295,13 +284,11 @@ def manifest_json(kept: list[Kept]) -> bytes:
 def _write_manifest(bundle_fd: int, data: bytes) -> None:
     # no rename needed: the bundle is not finished until meta.json, which is
     # written after it and fsyncs the directory
-    from collector.spool import create_file
+    from collector.spool import create_file, write_all
 
     fd = create_file(bundle_fd, MANIFEST)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        write_all(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
