@@ -31,7 +31,8 @@ from analyzer.problems import Problem
 from analyzer.secrets import DEFAULT_SECRET_NAMES, mask_psargs
 from analyzer.sandbox import Sandbox, SandboxError, SandboxPolicy, analysis_sandbox
 from analyzer.sandbox import request as sandbox_request
-from analyzer.signals import FAULTS, code_name, signal_name
+from analyzer.signals import (FAULTS, SI_KERNEL, SIGFRAME_SIGINFO, SIGINFO_SIZE, RawSiginfo, code_name,
+                              parse_siginfo, signal_name)
 from analyzer.stack import find_cycle
 
 MAX_FRAMES = 256  # innermost frames kept per thread
@@ -380,8 +381,9 @@ class _Analyzer:
         n = self.notes
         signal = None
         if n.signal:
-            signal = SignalInfo(n.signal, signal_name(n.signal), n.si_code, code_name(n.signal, n.si_code),
-                                n.fault_address if n.signal in FAULTS else None, n.sender_pid)
+            # no NT_SIGINFO (qemu's cores): the number alone
+            signal = (signal_info(RawSiginfo(n.signal, n.si_code, n.fault_address, n.sender_pid, n.sender_uid),
+                                  n.pid) if n.si_code is not None else SignalInfo(n.signal, signal_name(n.signal)))
         # psargs is the command line as the process left it: mask it as the handler masks argv
         names = self.options.get("secret_names", DEFAULT_SECRET_NAMES)
         command_line = mask_psargs(n.psargs, names) if n.psargs else n.psargs
@@ -479,6 +481,11 @@ class _Analyzer:
             return out
         sel = f"--thread {current} --frame 0"
         siginfo = self._siginfo(gdb, sel)
+        if siginfo is not None and siginfo.sender_pid is not None:
+            # raise/kill from a crash handler: the fault it was handling is the crash
+            handled = self._handled_fault(gdb, threads[0] if threads and threads[0].crashed else None)
+            if handled is not None:
+                siginfo = dataclasses.replace(signal_info(handled, self.notes.pid), reraised=siginfo)
         if siginfo is not None:
             out["signal"] = siginfo
             signal = siginfo
@@ -530,16 +537,43 @@ class _Analyzer:
         found = gdb.try_mi(f"-data-evaluate-expression {sel} $_siginfo")
         text = (found or {}).get("value", "")
         signo = re.search(r"si_signo = (-?\d+)", text)
-        if not signo:
-            return None
-        number = int(signo.group(1))
         code = re.search(r"si_code = (-?\d+)", text)
-        code = int(code.group(1)) if code else None
+        if not signo or not code:
+            return None
+        number, code = int(signo.group(1)), int(code.group(1))
         addr = re.search(r"_sigfault = \{si_addr = (0x[0-9a-f]+)", text)
-        sender = re.search(r"_kill = \{si_pid = (\d+)", text)
-        return SignalInfo(number, signal_name(number), code, code_name(number, code),
-                          int(addr.group(1), 16) if addr and number in FAULTS else None,
-                          int(sender.group(1)) if sender and number not in FAULTS else None)
+        sender = re.search(r"_kill = \{si_pid = (-?\d+), si_uid = (\d+)", text)
+        if code <= 0:
+            raw = RawSiginfo(number, code, sender_pid=int(sender.group(1)) if sender else None,
+                             sender_uid=int(sender.group(2)) if sender else None)
+        else:
+            raw = RawSiginfo(number, code, int(addr.group(1), 16) if addr and number in FAULTS
+                             and code != SI_KERNEL else None)
+        return signal_info(raw, self.notes.pid)
+
+    def _handled_fault(self, gdb: Gdb, thread: Thread | None) -> RawSiginfo | None:
+        """The fault the kernel handed the program's own handler, when the
+        crash went through one (``<signal handler called>`` on the crashing
+        stack): read from the signal frame, where the kernel put it."""
+        arch = self.notes.arch
+        offset = SIGFRAME_SIGINFO.get(arch.name) if arch else None
+        if thread is None or offset is None:
+            return None
+        level = next((f.index for f in thread.frames if f.function == "<signal handler called>"), None)
+        if level is None:
+            return None
+        sp = (gdb.try_mi(f"-data-evaluate-expression --thread {thread.number} --frame {level} $sp") or {})
+        found = re.search(r"0x[0-9a-f]+", sp.get("value", ""))
+        if not found:
+            return None
+        where = int(found.group(0), 16) + offset
+        memory = (gdb.try_mi(f"-data-read-memory-bytes {where:#x} {SIGINFO_SIZE}") or {}).get("memory") or []
+        contents = memory[0].get("contents", "") if memory and isinstance(memory[0], dict) else ""
+        try:
+            info = parse_siginfo(bytes.fromhex(contents), arch.bits)
+        except ValueError:
+            return None
+        return info if info is not None and not info.sent else None
 
     def _registers(self, gdb: Gdb, sel: str) -> tuple[tuple[str, str], ...]:
         names = (gdb.try_mi("-data-list-register-names") or {}).get("register-names", [])
@@ -608,6 +642,13 @@ def _number(text: str | None, base: int) -> int | None:
         return int(text, base) if text is not None else None
     except ValueError:
         return None
+
+
+def signal_info(raw: RawSiginfo, pid: int | None) -> SignalInfo:
+    """The model's view of a raw siginfo: named, with the sender or the address."""
+    return SignalInfo(raw.signo, signal_name(raw.signo), raw.code, code_name(raw.signo, raw.code),
+                      raw.address, raw.sender_pid, raw.sender_uid,
+                      sender_is_self=raw.sender_pid is not None and raw.sender_pid == pid)
 
 
 def parse_frame(raw: dict) -> dict:

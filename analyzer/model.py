@@ -78,8 +78,13 @@ class SignalInfo:
     name: str
     code: int | None = None
     code_name: str | None = None
-    fault_address: int | None = None
-    sender_pid: int | None = None
+    fault_address: int | None = None  # only for a fault the kernel raised (si_code > 0)
+    sender_pid: int | None = None  # only for a signal a process sent (si_code <= 0), in its pid namespace
+    sender_uid: int | None = None
+    sender_is_self: bool = False  # the crashed process sent it (raise, abort, kill(getpid()))
+    # When the program's own handler re-raised: this is the fault the kernel
+    # handed the handler, and ``reraised`` the signal that ended the process.
+    reraised: "SignalInfo | None" = None
 
     def describe(self) -> str:
         text = self.name
@@ -87,6 +92,12 @@ class SignalInfo:
             text += f" ({self.code_name})"
         if self.fault_address is not None:
             text += f" at {self.fault_address:#x}"
+        if self.sender_pid is not None:
+            who = (["itself"] if self.sender_is_self else []) + (
+                [f"uid {self.sender_uid}"] if self.sender_uid is not None else [])
+            text += f" sent by pid {self.sender_pid}" + (f" ({', '.join(who)})" if who else "")
+        if self.reraised is not None:
+            text += f"; re-raised by the program's handler as {self.reraised.describe()}"
         return text
 
 
@@ -191,6 +202,7 @@ def _build(cls, data):
 
 _NESTED = {
     ("Analysis", "signal"): "SignalInfo",
+    ("SignalInfo", "reraised"): "SignalInfo",
     ("Analysis", "threads"): ("Thread",),
     ("Analysis", "modules"): ("Module",),
     ("Analysis", "disassembly"): ("Instruction",),

@@ -148,14 +148,22 @@ def frame_name(frame: Frame) -> tuple[str, bool]:
 
 # -- the rules, in order ---------------------------------------------------
 
+def handler_frames(candidates) -> int:
+    """How many frames a program's own crash handler put on top of the
+    crash: up to and including the first signal trampoline, else none."""
+    for i, c in enumerate(candidates):
+        if c.name == "<signal handler called>":
+            return i + 1
+    return 0
+
+
 def rule_below_signal_handler(state: State, rules: Rules, analysis: Analysis) -> State:
     """A program's own crash handler ran on top of the crash: the bug is
     below the signal trampoline."""
-    for i, c in enumerate(state.frames):
-        if c.name == "<signal handler called>":
-            return state.drop(list(state.frames[i + 1:]),
-                              [(d, "crash handler above the signal") for d in state.frames[:i + 1]])
-    return state
+    cut = handler_frames(state.frames)
+    if not cut:
+        return state
+    return state.drop(list(state.frames[cut:]), [(d, "crash handler above the signal") for d in state.frames[:cut]])
 
 
 def rule_skip_listed(state: State, rules: Rules, analysis: Analysis) -> State:
@@ -251,10 +259,11 @@ def generate(analysis: Analysis, rules: Rules | None = None) -> Signature:
 def key_frames(candidates: list[Candidate], rules: Rules) -> tuple[int, ...]:
     """The first frames that belong to the program, not to its runtime: a
     statically linked libc's strlen is in the program's file, but is no
-    more the program's than a shared libc's."""
+    more the program's than a shared libc's. A crash handler's frames are
+    left out as the signature leaves them out."""
     out = []
-    for c in candidates:
-        if c.system or matches(rules.skip, c.name) or c.name == "<signal handler called>":
+    for c in candidates[handler_frames(candidates):]:
+        if c.system or matches(rules.skip, c.name):
             continue
         if matches(rules.prefix, c.name) and not c.frame.file:
             continue

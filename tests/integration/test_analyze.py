@@ -12,7 +12,7 @@ from analyzer.analyze import analyze_core
 from analyzer.gdb import GdbBudget
 
 NATIVE = ["segv", "double_free", "assert_balance", "assert_queue", "recursion", "thread",
-          "cxx_exception", "stripped", "musl"]
+          "cxx_exception", "stripped", "musl", "reraise"]
 
 
 @pytest.mark.parametrize("name", NATIVE)
