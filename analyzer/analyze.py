@@ -37,7 +37,10 @@ from analyzer.stack import find_cycle
 
 MAX_FRAMES = 256  # innermost frames kept per thread
 OUTER_FRAMES = 16  # outermost frames kept when a thread is deeper than that
-DEPTH_CAP = 250_000  # never unwind further than this
+# Never unwind further than this: gdb spends ~45 us and ~11 KB per frame, so
+# an 8 MiB stack's overflow (~90,000 frames) took seconds and a 64 MiB one's
+# ~40 s and 2.7 GB. Deeper stacks report "at least DEPTH_CAP frames".
+DEPTH_CAP = 10_000
 REGISTERS = 24  # shown for an architecture analyzer.arch has no register list for
 
 _SAFE_PATH = re.compile(r"^[\w./+@-]+$")
@@ -466,12 +469,15 @@ class _Analyzer:
         recursion = None
         for t in info.get("threads", []):
             crashed = t.get("id") == current
-            frames, depth = self._frames(gdb, t["id"], crashed)
+            frames, depth, capped = self._frames(gdb, t["id"], crashed)
             lwp = _LWP.search(t.get("target-id", ""))
             thread = Thread(number=int(t["id"]), lwp=int(lwp.group(1)) if lwp else None, crashed=crashed,
-                            frames=frames, depth=depth, name=t.get("name"))
+                            frames=frames, depth=depth, name=t.get("name"), depth_is_minimum=capped and crashed)
             if crashed:
                 recursion = self._recursion(thread)
+                if capped and recursion is None:
+                    self.problem(P.STACK_TOO_DEEP, f"thread {t['id']} is deeper than {DEPTH_CAP} frames and "
+                                 "repeats no cycle of frames; unwinding stopped there")
                 threads.insert(0, thread)
             else:
                 threads.append(thread)
@@ -504,21 +510,23 @@ class _Analyzer:
         self.problems.extend(problems)
         return out
 
-    def _frames(self, gdb: Gdb, thread: str, crashed: bool) -> tuple[tuple[Frame, ...], int | None]:
+    def _frames(self, gdb: Gdb, thread: str, crashed: bool) -> tuple[tuple[Frame, ...], int | None, bool]:
+        """(innermost frames, and the outermost when the crashing thread is
+        deeper than that; its depth when more exist than were kept; whether
+        that depth is only a minimum because unwinding stopped at the cap)."""
         limit = MAX_FRAMES if crashed else MAX_FRAMES // 2
         raw = gdb.mi(f"-stack-list-frames --thread {thread} 0 {limit - 1}").get("stack", [])
         frames = [self._frame(f) for f in raw]
-        depth = None
+        depth, capped = None, False
         if len(frames) >= limit:
             cap = DEPTH_CAP if crashed else limit + 1
             depth = int(gdb.mi(f"-stack-info-depth --thread {thread} {cap}").get("depth", len(frames)))
-            if crashed and depth > limit:
+            capped = depth >= cap
+            if crashed and limit < depth < cap:  # at the cap the frames there are not the outermost
                 low = max(limit, depth - OUTER_FRAMES)
                 outer = gdb.mi(f"-stack-list-frames --thread {thread} {low} {depth - 1}").get("stack", [])
                 frames.extend(self._frame(f) for f in outer)
-            if depth >= cap:
-                self.problem(P.STACK_TOO_DEEP, f"thread {thread} is deeper than {cap} frames; unwinding stopped there")
-        return tuple(frames), depth
+        return tuple(frames), depth, capped
 
     @staticmethod
     def _recursion(thread: Thread) -> Recursion | None:
@@ -531,7 +539,7 @@ class _Analyzer:
         depth = thread.depth or len(thread.frames)
         if thread.truncated:  # the frames not fetched are (nearly all) the cycle too
             repeats = max(repeats, (depth - OUTER_FRAMES) // len(cycle))
-        return Recursion(cycle=cycle, repeats=repeats, depth=depth)
+        return Recursion(cycle=cycle, repeats=repeats, depth=depth, depth_is_minimum=thread.depth_is_minimum)
 
     def _siginfo(self, gdb: Gdb, sel: str) -> SignalInfo | None:
         found = gdb.try_mi(f"-data-evaluate-expression {sel} $_siginfo")

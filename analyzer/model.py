@@ -54,10 +54,16 @@ class Thread:
     frames: tuple[Frame, ...]
     depth: int | None = None  # total frames when more exist than were kept
     name: str | None = None
+    depth_is_minimum: bool = False  # unwinding stopped at the cap: at least ``depth`` frames
 
     @property
     def truncated(self) -> bool:
         return self.depth is not None and self.depth > len(self.frames)
+
+    @property
+    def depth_text(self) -> str:
+        depth = self.depth or len(self.frames)
+        return f"at least {depth:,} frames" if self.depth_is_minimum else f"{depth:,} frames"
 
 
 @dataclass(frozen=True)
@@ -117,6 +123,11 @@ class Recursion:
     cycle: tuple[str, ...]
     repeats: int
     depth: int  # total frames of the thread
+    depth_is_minimum: bool = False  # deeper than analysis unwinds: at least ``depth``
+
+    @property
+    def depth_text(self) -> str:
+        return f"at least {self.depth:,} frames" if self.depth_is_minimum else f"{self.depth:,} frames"
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,7 @@ def _summary(row: CrashRow, a: Analysis) -> list[tuple[str, str]]:
         lines.append(("Assertion", a.assertion))
     if a.recursion:
         lines.append(("Recursion", f"{' > '.join(a.recursion.cycle)} x{a.recursion.repeats}, "
-                                   f"{a.recursion.depth} frames"))
+                                   f"{a.recursion.depth_text}"))
     for ctx in a.context:
         for k, v in ctx.fields:
             lines.append((f"{ctx.program} {k}", v))
@@ -112,7 +112,8 @@ def _thread_lines(a: Analysis, key: set[int], all_frames: bool) -> list[str]:
             out.append(f"  {mark}{f.describe()}")
             prev = f.index
         if len(frames) < len(t.frames) or t.truncated:
-            out.append(f"     ... {(t.depth or len(t.frames)) - (prev + 1 if prev is not None else 0)} more frames")
+            more = (t.depth or len(t.frames)) - (prev + 1 if prev is not None else 0)
+            out.append(f"     ... {'at least ' if t.depth_is_minimum else ''}{more} more frames")
         out.append("")
     return out
 

@@ -33,7 +33,8 @@ LIST_NAMES = ("skip.txt", "prefix.txt", "system_modules.txt")
 # Bump when the pipeline below changes what a signature is (a rule, its
 # order, SIGNATURE_FRAMES, names.py, the frameless labels in problems.py):
 # the lists' hash cannot see code.
-RULES_CODE_VERSION = 2  # 2: aarch64 and arm ifunc names; library prefix frames are never key frames
+RULES_CODE_VERSION = 3  # 2: aarch64 and arm ifunc names; library prefix frames are never key frames;
+# 3: a stack overflow's signature ends with its cycle
 
 
 @dataclass(frozen=True)
@@ -197,6 +198,11 @@ def rule_leading_library(state: State, rules: Rules, analysis: Analysis) -> Stat
 
 
 def rule_collapse_recursion(state: State, rules: Rules, analysis: Analysis) -> State:
+    """A run of the same cycle is one occurrence of it. A stack overflow
+    (a recursion deeper than the frames kept) ends its signature with the
+    cycle: the frames below it are known only when the stack is shallow
+    enough to unwind to the bottom, so keeping them would give the same bug
+    a group per stack size."""
     names = [c.name for c in state.frames]
     collapsed, removed = collapse_repeats(names)
     if not removed:
@@ -208,10 +214,18 @@ def rule_collapse_recursion(state: State, rules: Rules, analysis: Analysis) -> S
             j += 1
         else:
             dropped.append((c, "recursion"))
+    skipped = ((f"{removed} frames", "recursion"),)
+    recursion = analysis.recursion
+    thread = analysis.crashing_thread
     note = f"recursion collapsed ({removed} repeated frames)"
-    if analysis.recursion:
-        note = f"recursion of {' > '.join(analysis.recursion.cycle)}, {analysis.recursion.depth} frames deep"
-    return State(tuple(keep), state.skipped + ((f"{removed} frames", "recursion"),), state.notes + (note,))
+    if recursion:
+        note = f"recursion of {' > '.join(recursion.cycle)}, {recursion.depth_text} deep"
+        last = max((i for i, c in enumerate(keep) if c.name in recursion.cycle), default=None)
+        if last is not None and thread is not None and thread.truncated and last + 1 < len(keep):
+            below = keep[last + 1:]
+            keep = keep[:last + 1]
+            skipped += ((f"{len(below)} frames", "below a stack overflow's cycle"),)
+    return State(tuple(keep), state.skipped + skipped, state.notes + (note,))
 
 
 def rule_take(state: State, rules: Rules, analysis: Analysis) -> State:
