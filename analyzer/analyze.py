@@ -25,12 +25,13 @@ from analyzer.corenotes import CoreNotes, NotACore, read_core
 from analyzer.enrichers import ENRICHERS, Target, enrich_all
 from analyzer import problems as P
 from analyzer.gdb import MULTIARCH, EarlyGdb, Gdb, GdbBudget, GdbError, GdbTimeout, mi_quote
-from analyzer.model import (Analysis, Frame, Instruction, Module, Recursion,
+from analyzer.model import (Analysis, CxxException, Frame, Instruction, Module, Recursion,
                             SignalInfo, Thread)
 from analyzer.problems import Problem
-from analyzer.secrets import DEFAULT_SECRET_NAMES, mask_psargs
+from analyzer.secrets import DEFAULT_SECRET_NAMES, mask_psargs, mask_text
 from analyzer.sandbox import Sandbox, SandboxError, SandboxPolicy, analysis_sandbox
 from analyzer.sandbox import request as sandbox_request
+from analyzer import cxxexception as cxx
 from analyzer.signals import (FAULTS, SI_KERNEL, SIGFRAME_SIGINFO, SIGINFO_SIZE, RawSiginfo, code_name,
                               parse_siginfo, signal_name)
 from analyzer.stack import find_cycle
@@ -497,6 +498,9 @@ class _Analyzer:
             signal = siginfo
         out["registers"] = self._registers(gdb, sel)
         out["disassembly"] = self._disassembly(gdb, sel)
+        crashed = threads[0] if threads and threads[0].crashed else None
+        if crashed is not None and cxx.unwinding(f.function for f in crashed.frames):
+            out["exception"] = self._cxx_exception(gdb, sel)
         if signal is not None and signal.name == "SIGABRT":
             msg = self._string(gdb, "*(char **)&__abort_msg + 4")
             if msg:
@@ -558,6 +562,65 @@ class _Analyzer:
             raw = RawSiginfo(number, code, int(addr.group(1), 16) if addr and number in FAULTS
                              and code != SI_KERNEL else None)
         return signal_info(raw, self.notes.pid)
+
+    def _cxx_exception(self, gdb: Gdb, sel: str) -> CxxException | None:
+        """The uncaught C++ exception's type and what(), read from memory
+        (``analyzer.cxxexception``): x86-64 and a shared libstdc++ only."""
+        arch = self.notes.arch
+        if arch is None or arch.name != "x86-64":
+            return None
+        try:
+            tls = cxx.tls_location(gdb.console("disassemble __cxa_get_globals"))
+        except GdbTimeout:
+            raise
+        except GdbError:
+            return None
+        fs = re.search(r"0x[0-9a-f]+|\d+", (gdb.try_mi(f"-data-evaluate-expression {sel} $fs_base") or {})
+                       .get("value", ""))
+        if tls is None or fs is None:
+            return None
+
+        def read(address: int, size: int) -> bytes | None:
+            found = (gdb.try_mi(f"-data-read-memory-bytes {address:#x} {size}") or {}).get("memory") or []
+            try:
+                data = bytes.fromhex(found[0]["contents"]) if found else b""
+            except (KeyError, TypeError, ValueError):
+                return None
+            return data if len(data) == size else None
+
+        def word(address: int) -> int | None:
+            data = read(address, 8)
+            return int.from_bytes(data, "little") if data else None
+
+        def byte(address: int) -> int | None:
+            data = read(address, 1)
+            return data[0] if data else None
+
+        def string(address: int) -> str | None:
+            return self._string(gdb, f"(char *){address:#x}")
+
+        def symbol_at(address: int) -> str:
+            try:
+                return gdb.console(f"info symbol {address:#x}")
+            except GdbError:
+                return ""
+
+        def demangle(mangled: str) -> str | None:
+            if not re.fullmatch(r"[\w$.]+", mangled):
+                return None  # never a gdb command from the core's bytes
+            try:
+                text = gdb.console(f"demangle -l c++ -- _ZTS{mangled}").strip()
+            except GdbError:
+                return None
+            return text.removeprefix("typeinfo name for ") if text.startswith("typeinfo name for ") else None
+
+        value = fs.group(0)
+        found = cxx.uncaught(word, byte, string, int(value, 16) if value.startswith("0x") else int(value), tls,
+                             symbol_at, demangle)
+        if found is not None and found.what:  # a message may carry a connection string or a token
+            names = self.options.get("secret_names", DEFAULT_SECRET_NAMES)
+            found = dataclasses.replace(found, what=mask_text(found.what, names))
+        return found
 
     def _handled_fault(self, gdb: Gdb, thread: Thread | None) -> RawSiginfo | None:
         """The fault the kernel handed the program's own handler, when the

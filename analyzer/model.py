@@ -108,6 +108,17 @@ class SignalInfo:
 
 
 @dataclass(frozen=True)
+class CxxException:
+    """A C++ exception nobody caught (``analyzer.cxxexception``)."""
+
+    type: str  # demangled, e.g. std::out_of_range
+    what: str | None = None  # for the standard classes and those derived from them
+
+    def describe(self) -> str:
+        return f"{self.type}: {self.what}" if self.what is not None else self.type
+
+
+@dataclass(frozen=True)
 class Instruction:
     address: int
     text: str
@@ -156,6 +167,7 @@ class Analysis:
     disassembly: tuple[Instruction, ...] = ()
     abort_message: str | None = None
     assertion: str | None = None
+    exception: CxxException | None = None  # an uncaught C++ exception's type and what()
     recursion: Recursion | None = None
     context: tuple[Context, ...] = ()
     # why parts are missing (truncated core, executable not found, ...)
@@ -218,6 +230,7 @@ _NESTED = {
     ("Analysis", "modules"): ("Module",),
     ("Analysis", "disassembly"): ("Instruction",),
     ("Analysis", "recursion"): "Recursion",
+    ("Analysis", "exception"): "CxxException",
     ("Analysis", "context"): ("Context",),
     ("Thread", "frames"): ("Frame",),
 }

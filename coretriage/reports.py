@@ -85,6 +85,8 @@ def _summary(row: CrashRow, a: Analysis) -> list[tuple[str, str]]:
         lines.append(("Abort message", a.abort_message))
     if a.assertion:
         lines.append(("Assertion", a.assertion))
+    if a.exception:
+        lines.append(("Exception", a.exception.describe()))
     if a.recursion:
         lines.append(("Recursion", f"{' > '.join(a.recursion.cycle)} x{a.recursion.repeats}, "
                                    f"{a.recursion.depth_text}"))
