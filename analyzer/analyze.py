@@ -488,8 +488,9 @@ class _Analyzer:
             return out
         sel = f"--thread {current} --frame 0"
         siginfo = self._siginfo(gdb, sel)
-        if siginfo is not None and siginfo.sender_pid is not None:
-            # raise/kill from a crash handler: the fault it was handling is the crash
+        if siginfo is not None:
+            # the program's own crash handler re-raised the signal, or crashed
+            # itself: the fault it was handed is the crash
             handled = self._handled_fault(gdb, threads[0] if threads and threads[0].crashed else None)
             if handled is not None:
                 siginfo = dataclasses.replace(signal_info(handled, self.notes.pid), reraised=siginfo)
@@ -644,7 +645,8 @@ class _Analyzer:
             info = parse_siginfo(bytes.fromhex(contents), arch.bits)
         except ValueError:
             return None
-        return info if info is not None and not info.sent else None
+        # a fault the kernel raised: a handler for SIGCHLD or a timer is no crash handler
+        return info if info is not None and not info.sent and info.signo in FAULTS else None
 
     def _registers(self, gdb: Gdb, sel: str) -> tuple[tuple[str, str], ...]:
         names = (gdb.try_mi("-data-list-register-names") or {}).get("register-names", [])

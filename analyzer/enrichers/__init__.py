@@ -17,7 +17,7 @@ from typing import Protocol
 from analyzer.model import Context
 from analyzer.problems import ENRICHER_FAILED, Problem
 
-ENRICHERS = ("analyzer.enrichers.postgres", "analyzer.enrichers.haproxy")
+ENRICHERS = ("analyzer.enrichers.postgres", "analyzer.enrichers.haproxy", "analyzer.enrichers.redis")
 
 
 @dataclass(frozen=True)
