@@ -242,9 +242,10 @@ class Store:
             existing = db.execute(sa.select(crashes).where(crashes.c.id == record.id)).first()
             if existing is not None:
                 return _crash(existing), False
-            known = db.execute(sa.select(groups.c.id, groups.c.state).where(groups.c.signature == a.signature)).first()
-            group_id = self._group_for(db, a.signature, a.executable, a.signal, a.quality, record.crashed_at)
+            group_id, created = self._group_for(db, a.signature, a.executable, a.signal, a.quality,
+                                                record.crashed_at)
             g = groups.c
+            state_before = db.execute(sa.select(g.state).where(g.id == group_id)).scalar()
             db.execute(groups.update().where(g.id == group_id).values(
                 key_frame=a.key_frame, search_text=a.search_text[:4000],
                 # a crash in a resolved group is a regression
@@ -257,8 +258,7 @@ class Store:
                 signature=json.dumps(a.signature_data), meta=json.dumps(record.meta or {}),
                 rules_version=a.rules_version))
             self._touch(db, group_id, record.crashed_at, +1)
-            self._raise_alerts(db, group_id, record.id, record.crashed_at, known is None,
-                               known.state if known is not None else "new")
+            self._raise_alerts(db, group_id, record.id, record.crashed_at, created, state_before)
             row = db.execute(sa.select(crashes).where(crashes.c.id == record.id)).one()
             return _crash(row), True
 
@@ -295,14 +295,26 @@ class Store:
             except sa.exc.IntegrityError:
                 pass
 
-    def _group_for(self, db, signature, executable, signal, quality, seen) -> int:
+    def _group_for(self, db, signature, executable, signal, quality, seen) -> tuple[int, bool]:
+        """The group of ``signature``, made when missing: (id, whether this call made it).
+        Two workers may both find none and insert it (PostgreSQL, READ
+        COMMITTED): the second insert waits for the first transaction and
+        fails on the unique signature; its savepoint rolls back and it takes
+        the group the first one committed, which made it and raised its ``new``."""
         found = db.execute(sa.select(groups.c.id).where(groups.c.signature == signature)).scalar()
         if found is not None:
-            return found
-        result = db.execute(groups.insert().values(
-            signature=signature, executable=executable, signal=signal, count=0,
-            first_seen=seen, last_seen=seen, quality=quality, state="new", note=""))
-        return result.inserted_primary_key[0]
+            return found, False
+        try:
+            with db.begin_nested():
+                result = db.execute(groups.insert().values(
+                    signature=signature, executable=executable, signal=signal, count=0,
+                    first_seen=seen, last_seen=seen, quality=quality, state="new", note=""))
+            return result.inserted_primary_key[0], True
+        except sa.exc.IntegrityError:
+            found = db.execute(sa.select(groups.c.id).where(groups.c.signature == signature)).scalar()
+            if found is None:  # not a duplicate signature after all
+                raise
+            return found, False
 
     def _touch(self, db, group_id: int, seen: float, delta: int) -> None:
         g = groups.c
@@ -319,7 +331,7 @@ class Store:
                 executable=a.executable, signal=a.signal, rules_version=a.rules_version))
             old = db.execute(sa.select(crashes.c.group_id, crashes.c.crashed_at)
                              .where(crashes.c.id == crash_id)).one()
-            target = self._group_for(db, a.signature, a.executable, a.signal, a.quality, old.crashed_at)
+            target, _ = self._group_for(db, a.signature, a.executable, a.signal, a.quality, old.crashed_at)
             if target != old.group_id:
                 db.execute(crashes.update().where(crashes.c.id == crash_id).values(group_id=target))
             db.execute(groups.update().where(groups.c.id == target).values(

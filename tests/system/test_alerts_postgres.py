@@ -43,3 +43,51 @@ def test_events_on_postgres(pg_url, config):
         assert [e["id"] for e in store.claim_events(now + 61, 60)] == [held[1]["id"], held[2]["id"]]
     finally:
         store.close()
+
+
+def test_first_two_crashes_of_a_new_group_at_once(pg_url, config):
+    """Two workers store the first two crashes of one new signature at the
+    same moment: both look for the group, find none and insert it. A barrier
+    on the groups INSERT makes that interleaving certain on every run (before
+    the fix the second worker's add_crash failed on the unique signature)."""
+    import threading
+
+    import sqlalchemy as sa
+
+    url = create_database(pg_url, "race")
+    stores = [Store(url), Store(url)]
+    barrier = threading.Barrier(2, timeout=20)
+    at_insert = []
+
+    def hold(conn, cursor, statement, params, context, executemany):
+        if statement.lstrip().upper().startswith("INSERT INTO GROUPS"):
+            at_insert.append(statement)
+            barrier.wait()  # both have looked for the group and found none
+
+    results, errors = {}, []
+
+    def worker(n):
+        try:
+            results[n] = ingest_metadata(config, stores[n], f"c{n + 1:012x}", executable="/usr/bin/twin",
+                                         signal=11, command_line="twin", pid=n, reason="test", meta={},
+                                         crashed_at=1000.0 + n)
+        except Exception as exc:  # noqa: BLE001 (the failure under test)
+            errors.append(exc)
+
+    try:
+        for s in stores:
+            sa.event.listen(s.engine, "before_cursor_execute", hold)
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors, errors
+        assert len(at_insert) == 2  # the race happened: both inserted
+        assert results[0].crash.group_id == results[1].crash.group_id
+        with stores[0].engine.connect() as db:
+            assert db.execute(sa.text("select count(*), sum(count) from groups")).one() == (1, 2)
+        assert [e["kind"] for e in stores[0].alert_events()] == ["new"]
+    finally:
+        for s in stores:
+            s.close()
