@@ -72,6 +72,7 @@ class Channel:
     host: str | None = None
     image: str | None = None
     quiet: float = 0.0  # seconds: after an alert of a group, none of that group to this channel for so long
+    digest: float = 0.0  # seconds: collect the events and send one message per period; 0 sends each at once
 
     def wants(self, kind: str, executable: str | None, host: str | None, image: str | None) -> bool:
         if kind not in self.events and kind != "test":
@@ -88,3 +89,19 @@ def parse_events(text: str) -> tuple[str, ...]:
     if bad or not kinds:
         raise ValueError(f"unknown event kind(s) {', '.join(bad) or '(none)'}: use {', '.join(KINDS)}")
     return kinds
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``90s``, ``15m``, ``1h``, ``1d`` -> seconds."""
+    t = text.strip().lower()
+    number, unit = (t[:-1], t[-1]) if t[-1:] in _UNITS else (t, "s")
+    try:
+        value = float(number) * _UNITS[unit]
+    except ValueError:
+        raise ValueError(f"{text!r} is not a duration: a number of seconds, or with s, m, h or d") from None
+    if not 0 <= value <= 31 * 86400 or value != value:
+        raise ValueError(f"{text!r}: a duration between 0 and 31 days")
+    return value

@@ -307,7 +307,7 @@ def cmd_db_upgrade(args) -> int:
 
 def cmd_notify(args) -> int:
     """Alert channels: ``notify add|list|remove|test`` (coretriage.alerts, coretriage.notify)."""
-    from coretriage.alerts import Channel, parse_events
+    from coretriage.alerts import Channel, parse_duration, parse_events
 
     config, store = _context(args)
     if args.notify_command == "add":
@@ -321,12 +321,13 @@ def cmd_notify(args) -> int:
             raise UserError("--secret signs webhook requests; email channels have none")
         try:
             events = parse_events(args.events)
+            digest = parse_duration(args.digest)
         except ValueError as exc:
             raise UserError(str(exc)) from None
         channel = Channel(name=args.name, kind="webhook" if args.webhook else "email",
                           target=args.webhook or args.email, secret=args.secret or None, events=events,
                           executable=args.executable, host=args.host, image=args.image,
-                          quiet=max(args.quiet, 0.0))
+                          quiet=max(args.quiet, 0.0), digest=digest)
         new = store.add_channel(channel)
         print(f"channel {args.name} {'added' if new else 'replaced'}: {channel.kind} {channel.target}")
         return 0
@@ -335,11 +336,12 @@ def cmd_notify(args) -> int:
         if args.json:
             print(json.dumps([{"name": c.name, "kind": c.kind, "target": c.target, "signed": bool(c.secret),
                                "events": list(c.events), "executable": c.executable, "host": c.host,
-                               "image": c.image, "quiet": c.quiet} for c in rows], indent=2))
+                               "image": c.image, "quiet": c.quiet, "digest": c.digest} for c in rows], indent=2))
             return 0
         for c in rows:
             filters = " ".join(f"{k}={v}" for k, v in (("executable", c.executable), ("host", c.host),
-                                                        ("image", c.image), ("quiet", c.quiet)) if v)
+                                                        ("image", c.image), ("quiet", c.quiet),
+                                                        ("digest", c.digest)) if v)
             print(f"{c.name}  {c.kind}  {c.target}  {','.join(c.events)}" + ("  signed" if c.secret else "")
                   + (f"  {filters}" if filters else ""))
         return 0

@@ -16,6 +16,7 @@ import os
 import shutil
 import stat
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -325,7 +326,9 @@ def ingest(config, store: Store | Callable[[], Store], core: Path, exe: Path | N
     if not callable(store) and (done := _stored(store, crash_id)):
         return done  # already stored: ingesting is idempotent
 
+    started = time.monotonic()
     analysis = _analyze(config, core, exe, sysroot, gdb)
+    seconds = time.monotonic() - started  # kept with the crash: /metrics runs in another process
     if compressed is not None:  # ``core`` is a temporary copy: the record names where it came from
         analysis = dataclasses.replace(analysis, core=str(compressed))
     signature = _signature(config, analysis)
@@ -349,7 +352,8 @@ def ingest(config, store: Store | Callable[[], Store], core: Path, exe: Path | N
     row, new = store.add_crash(CrashRecord(
         id=crash_id, crashed_at=float(when), analyzed=analyzed(analysis, signature),
         core_file=core_file, exe_file=exe_file, sysroot=str(sysroot) if sysroot else None,
-        host=meta.get("host"), container=meta.get("container"), image=meta.get("image"), meta=meta))
+        host=meta.get("host"), container=meta.get("container"), image=meta.get("image"), meta=meta,
+        analysis_seconds=seconds))
     return Ingested(row, new, analysis, signature)
 
 
