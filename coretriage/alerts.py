@@ -105,3 +105,32 @@ def parse_duration(text: str) -> float:
     if not 0 <= value <= 31 * 86400 or value != value:
         raise ValueError(f"{text!r}: a duration between 0 and 31 days")
     return value
+
+
+def _name_ok(name: str) -> bool:
+    return 0 < len(name) <= 64 and name.replace("-", "").replace("_", "").replace(".", "").isalnum() \
+        and name.isascii()
+
+
+def make_channel(name: str, *, webhook: str | None = None, email: str | None = None, secret: str | None = None,
+                 events: str = ",".join(KINDS), executable: str | None = None, host: str | None = None,
+                 image: str | None = None, quiet: str | float = 0.0, digest: str | float = 0.0) -> Channel:
+    """A channel from what a user typed (``notify add`` or the /alerts form);
+    ValueError says, in one line, what is wrong."""
+    name = (name or "").strip()
+    if not _name_ok(name):
+        raise ValueError("a channel name is 1-64 letters, digits, '-', '_' or '.'")
+    webhook, email = (webhook or "").strip() or None, (email or "").strip() or None
+    if bool(webhook) == bool(email):
+        raise ValueError("give one of a webhook URL or an email address")
+    if webhook and (not webhook.startswith(("http://", "https://")) or any(c.isspace() for c in webhook)):
+        raise ValueError(f"a webhook must be an http:// or https:// URL, not {webhook!r}")
+    if email and ("@" not in email or any(c in email for c in "\r\n ,;<>")):
+        raise ValueError(f"an email channel takes one address, not {email!r}")
+    if secret and not webhook:
+        raise ValueError("a secret signs webhook requests; email channels have none")
+    globs = {k: (v or "").strip() or None for k, v in (("executable", executable), ("host", host), ("image", image))}
+    return Channel(name=name, kind="webhook" if webhook else "email", target=webhook or email,
+                   secret=secret or None, events=parse_events(events),
+                   quiet=parse_duration(str(quiet)) if str(quiet).strip() else 0.0,
+                   digest=parse_duration(str(digest)) if str(digest).strip() else 0.0, **globs)

@@ -820,6 +820,14 @@ class Store:
         with self.engine.connect() as db:
             return [dict(r._mapping) for r in db.execute(q).all()]
 
+    def recent_digests(self, limit: int = 20) -> list[dict]:
+        """The latest digests, each with how many events it carried."""
+        d, i = alert_digests.c, alert_digest_items.c
+        carried = sa.select(sa.func.count()).where(i.digest_id == d.id).scalar_subquery().label("events")
+        with self.engine.connect() as db:
+            return [dict(r._mapping) for r in db.execute(
+                sa.select(alert_digests, carried).order_by(d.id.desc()).limit(limit)).all()]
+
     def finish_digest(self, digest_id: int, *, done: bool, next_try: float | None = None,
                       error: str | None = None) -> None:
         d = alert_digests.c
