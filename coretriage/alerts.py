@@ -56,6 +56,25 @@ def decide(seen: Seen, policy: SpikePolicy = SpikePolicy()) -> tuple[str, ...]:
     return tuple(events)
 
 
+def new_after_reprocess(moves: dict[str, tuple[int, int]], before: set[int], alerted: set[int]) -> dict[int, str]:
+    """The ``new`` events a reprocess raises: group id -> the crash that raises it.
+
+    ``moves``: crash id -> (its group before, its group after); ``before``:
+    the group ids that existed before; ``alerted``: those of them whose
+    crashes the team has heard of (a ``new`` event) or chose not to (ignored).
+    A reprocess finds no crash that just happened, so it raises no
+    ``regression`` or ``spike``; a group it made raises ``new`` only when none
+    of its crashes came from an alerted group: a rule change that splits or
+    renames known groups tells nobody anything new, while crashes nobody was
+    told of (stored before alerts existed) get their one ``new``."""
+    made: dict[int, list[tuple[str, int]]] = {}
+    for crash_id, (old, new) in sorted(moves.items()):
+        if new not in before:
+            made.setdefault(new, []).append((crash_id, old))
+    return {gid: crashes[0][0] for gid, crashes in sorted(made.items())
+            if not any(old in alerted for _, old in crashes)}
+
+
 def dedup_key(kind: str, group_id: int, crash_id: str) -> str:
     """The outbox's unique key: one ``new`` per group; the rest per crash."""
     return f"new:g{group_id}" if kind == "new" else f"{kind}:{crash_id}"

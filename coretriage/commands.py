@@ -176,7 +176,8 @@ def cmd_reprocess(args) -> int:
 
     config, store = _context(args)
     result = reprocess(config, store, progress=lambda cid, sig: print(f"{cid}: {sig}") if args.verbose else None)
-    print(f"reprocessed {result['crashes']} crashes; {result['moved']} moved to another group")
+    print(f"reprocessed {result['crashes']} crashes; {result['moved']} moved to another group"
+          + (f"; {result['alerts']} new group(s) alerted" if result["alerts"] else ""))
     return 0
 
 

@@ -381,9 +381,15 @@ def ingest_metadata(config, store: Store, crash_id: str, *, executable: str | No
 
 def reprocess(config, store: Store, progress=lambda crash_id, sig: None) -> dict[str, int]:
     """Analyze every stored core again and regroup. A group whose crashes all
-    get the same new signature keeps its id."""
+    get the same new signature keeps its id. A group made here raises
+    ``new`` only when none of its crashes was alerted under its old group
+    (``coretriage.alerts.new_after_reprocess``)."""
+    from coretriage.alerts import new_after_reprocess
+
     results: dict[str, tuple[int, Analysis, Signature]] = {}
-    for crash_id, group_id in store.crash_ids():
+    listed = store.crash_ids()
+    before = {group_id for _, group_id in listed}
+    for crash_id, group_id in listed:
         row = store.crash(crash_id)
         exe = Path(row.exe_file) if row.exe_file and Path(row.exe_file).is_file() else None
         if row.core_file and (config.data_dir / row.core_file).is_file():
@@ -406,10 +412,14 @@ def reprocess(config, store: Store, progress=lambda crash_id, sig: None) -> dict
     for group_id, sigs in sorted(by_group.items()):
         if len(sigs) == 1:
             store.rename_group(group_id, next(iter(sigs)))
+    alerted = store.alerted_groups(before)  # before any crash moves and emptied groups go
     moved = 0
+    moves: dict[str, tuple[int, int]] = {}
     for crash_id, (group_id, analysis, signature) in results.items():
         store.update_analysis(crash_id, analyzed(analysis, signature))
-        if store.crash(crash_id).group_id != group_id:
+        moves[crash_id] = (group_id, store.crash(crash_id).group_id)
+        if moves[crash_id][1] != group_id:
             moved += 1
     store.recount()
-    return {"crashes": len(results), "moved": moved}
+    raised = sum(store.raise_new(gid, crash_id) for gid, crash_id in new_after_reprocess(moves, before, alerted).items())
+    return {"crashes": len(results), "moved": moved, "alerts": raised}

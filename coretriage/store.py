@@ -56,6 +56,7 @@ groups = sa.Table(
     sa.Index("ix_groups_first_seen", "first_seen"),
     sa.Index("ix_groups_executable", "executable"),
     sa.Index("ix_groups_signal", "signal"),
+    sqlite_autoincrement=True,  # migration 0008: an id is never reused
 )
 
 crashes = sa.Table(
@@ -309,18 +310,43 @@ class Store:
         if open_spike is not None and spiking(seen, policy):  # the spike goes on: one alert for all of it
             db.execute(alert_events.update().where(e.id == open_spike).values(
                 until=sa.case((e.until < at + policy.window, at + policy.window), else_=e.until)))
-        now = time.time()
         for kind in decide(seen, policy):
             key = dedup_key(kind, group_id, crash_id)
             if db.execute(sa.select(e.id).where(e.dedup == key)).first() is not None:
                 continue
-            try:
-                with db.begin_nested():  # another worker's same event: keep theirs
-                    db.execute(alert_events.insert().values(
-                        kind=kind, dedup=key, group_id=group_id, crash_id=crash_id, at=at,
-                        until=at + policy.window if kind == "spike" else None, created=now, attempts=0, next_try=now))
-            except sa.exc.IntegrityError:
-                pass
+            self._insert_event(db, kind, key, group_id, crash_id, at, at + policy.window if kind == "spike" else None)
+
+    @staticmethod
+    def _insert_event(db, kind: str, key: str, group_id: int, crash_id: str, at: float, until: float | None) -> bool:
+        now = time.time()
+        try:
+            with db.begin_nested():  # another worker's same event: keep theirs
+                db.execute(alert_events.insert().values(
+                    kind=kind, dedup=key, group_id=group_id, crash_id=crash_id, at=at, until=until,
+                    created=now, attempts=0, next_try=now))
+            return True
+        except sa.exc.IntegrityError:
+            return False
+
+    def alerted_groups(self, group_ids) -> set[int]:
+        """Those of the groups that raised a ``new`` event, or are ignored (coretriage.alerts.new_after_reprocess)."""
+        ids = list(group_ids)
+        e, g = alert_events.c, groups.c
+        with self.engine.connect() as db:
+            told = set(db.execute(sa.select(e.group_id).where(e.kind == "new", e.group_id.in_(ids))).scalars())
+            muted = set(db.execute(sa.select(g.id).where(g.state == "ignored", g.id.in_(ids))).scalars())
+        return told | muted
+
+    def raise_new(self, group_id: int, crash_id: str) -> bool:
+        """A ``new`` event for a group made by a reprocess; False when it had one (or the group is gone)."""
+        from coretriage.alerts import dedup_key
+
+        with self.engine.begin() as db:
+            at = db.execute(sa.select(crashes.c.crashed_at).where(crashes.c.id == crash_id,
+                                                                  crashes.c.group_id == group_id)).scalar()
+            if at is None:
+                return False
+            return self._insert_event(db, "new", dedup_key("new", group_id, crash_id), group_id, crash_id, at, None)
 
     def _group_for(self, db, signature, executable, signal, quality, seen) -> tuple[int, bool]:
         """The group of ``signature``, made when missing: (id, whether this call made it).

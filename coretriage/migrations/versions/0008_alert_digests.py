@@ -13,7 +13,11 @@
   analysis duration histogram; null for a crash stored from metadata only);
 - ``crashes.dropped``: why its full core was not kept, as a bounded reason
   (size, rate, space, policy, other), from the bundle's ``dropped``; filled
-  in here for crashes stored before.
+  in here for crashes stored before;
+- SQLite only: ``groups`` becomes AUTOINCREMENT, so the id of a group that
+  ``reprocess`` emptied and removed is never given to another one (its
+  alerts, links and its ``new:gN`` key would otherwise name the new group;
+  PostgreSQL's sequence never reuses ids anyway).
 
 Revision ID: 0008
 Revises: 0004
@@ -35,6 +39,9 @@ def upgrade() -> None:
 
     with op.batch_alter_table("alert_channels") as batch:
         batch.add_column(sa.Column("digest", sa.Float, nullable=False, server_default="0"))
+    if op.get_bind().dialect.name == "sqlite":
+        with op.batch_alter_table("groups", recreate="always", table_kwargs={"sqlite_autoincrement": True}):
+            pass
     op.create_table(
         "alert_digests",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
