@@ -138,3 +138,43 @@ def test_several_senders_put_each_event_in_one_digest(config, store, receiver):
     carried = [e["id"] for _, b in receiver.posts for e in json.loads(b)["events"]]
     assert sorted(carried) == sorted(e["id"] for e in store.alert_events())  # each once
     assert len({json.loads(b)["id"] for _, b in receiver.posts}) == len(receiver.posts)
+
+
+SENDER = """
+import sys
+from coretriage.config import load_config
+from coretriage.notify import deliver_due
+from coretriage.store import Store
+config = load_config(sys.argv[1])
+deliver_due(config, Store(config.database_url), now=float(sys.argv[2]))
+"""
+
+
+def test_sender_killed_mid_digest_sends_the_same_digest_again(config, store, receiver):
+    import signal
+    import subprocess
+    import sys
+
+    store.add_channel(Channel("hourly", "webhook", receiver.url, digest=3600))
+    for n in range(5):
+        crash_of(config, store, n, 1000.0 + n, f"/usr/bin/k{n}")
+    t = time.time() + 1
+    deliver_due(config, store, now=t)  # collected
+    receiver.hold.clear()  # the digest's request hangs: its sender is killed while it waits
+    sender = subprocess.Popen([sys.executable, "-c", SENDER, str(config.data_dir), str(t + 3601)])
+    try:
+        assert receiver.got.wait(30)
+        sender.send_signal(signal.SIGKILL)
+        sender.wait(10)
+    finally:
+        receiver.hold.set()
+    (d,) = store.digests()
+    assert d["done"] is None and d["lease"] is not None
+    crash_of(config, store, 50, 5000.0, "/usr/bin/after")  # collected later: not in that digest
+    deliver_due(config, store, now=t + 3602)
+    assert len(receiver.posts) == 1  # still leased by the dead sender
+    deliver_due(config, store, now=t + 3601 + 600)  # the lease is over
+    bodies = [json.loads(b) for _, b in receiver.posts]
+    assert [b["id"] for b in bodies] == [f"digest-{d['id']}"] * 2  # at least once, with its idempotency key
+    assert bodies[0]["events"] == bodies[1]["events"] and len(bodies[0]["events"]) == 5
+    assert store.digests()[0]["done"] and len(store.digests()) == 1

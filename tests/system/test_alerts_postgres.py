@@ -91,3 +91,55 @@ def test_first_two_crashes_of_a_new_group_at_once(pg_url, config):
     finally:
         for s in stores:
             s.close()
+
+
+def test_digest_senders_on_postgres_carry_each_event_once(pg_url, config):
+    """Four senders, each with its own connection, drain one outbox to a
+    digest channel at once: every event reaches the receiver in exactly one
+    digest, and the database records which."""
+    import json
+    import threading
+
+    from alertreceivers import Receiver
+
+    from coretriage.alerts import Channel
+    from coretriage.notify import deliver_due
+
+    url = create_database(pg_url, "digests")
+    stores = [Store(url) for _ in range(4)]
+    receiver = Receiver()
+    try:
+        stores[0].add_channel(Channel("batch", "webhook", receiver.url, digest=1))
+        for n in range(80):
+            ingest_metadata(config, stores[0], f"c{n + 1:012x}", executable=f"/usr/bin/d{n}", signal=11,
+                            command_line="d", pid=n, reason="test", meta={}, crashed_at=1000.0 + n)
+        later = time.time() + 10
+        start = threading.Barrier(4, timeout=20)
+        errors = []
+
+        def sender(store):
+            try:
+                start.wait()
+                for k in range(4):
+                    deliver_due(config, store, now=later + k * 2)
+            except Exception as exc:  # noqa: BLE001
+                errors.append(exc)
+
+        threads = [threading.Thread(target=sender, args=(s,)) for s in stores]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not errors, errors
+        deliver_due(config, stores[0], now=later + 100)
+        bodies = [json.loads(b) for _, b in receiver.posts]
+        carried = [e["id"] for b in bodies for e in b["events"]]
+        assert sorted(carried) == sorted(e["id"] for e in stores[0].alert_events())  # each event once
+        assert len({b["id"] for b in bodies}) == len(bodies) == len(stores[0].digests())
+        for d in stores[0].digests():  # the database says what each carried
+            body = next(b for b in bodies if b["id"] == f"digest-{d['id']}")
+            assert [e["id"] for e in stores[0].digest_events(d["id"])] == [e["id"] for e in body["events"]]
+    finally:
+        receiver.close()
+        for s in stores:
+            s.close()
