@@ -272,7 +272,10 @@ class Store:
             group_id, created = self._group_for(db, a.signature, a.executable, a.signal, a.quality,
                                                 record.crashed_at)
             g = groups.c
-            state_before = db.execute(sa.select(g.state).where(g.id == group_id)).scalar()
+            # the group's row locked (PostgreSQL) until this crash is stored: a
+            # second worker's crash of the group waits here, then sees this one
+            # (one regression, spike windows that count both)
+            state_before = db.execute(sa.select(g.state).where(g.id == group_id).with_for_update()).scalar()
             db.execute(groups.update().where(g.id == group_id).values(
                 key_frame=a.key_frame, search_text=a.search_text[:4000],
                 # a crash in a resolved group is a regression

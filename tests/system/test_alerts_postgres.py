@@ -143,3 +143,52 @@ def test_digest_senders_on_postgres_carry_each_event_once(pg_url, config):
         receiver.close()
         for s in stores:
             s.close()
+
+
+def test_two_crashes_at_once_in_a_resolved_group_raise_one_regression(pg_url, config):
+    """Both workers read the group's state at the same moment (a barrier
+    before that read): the first locks the group's row, the second waits and
+    then sees it regressed. Before the lock both saw it resolved."""
+    import threading
+
+    import sqlalchemy as sa
+
+    url = create_database(pg_url, "regress")
+    stores = [Store(url), Store(url)]
+
+    def crash(store, n):
+        return ingest_metadata(config, store, f"c{n:012x}", executable="/usr/bin/back", signal=11,
+                               command_line="back", pid=n, reason="test", meta={}, crashed_at=1000.0 + n)
+
+    barrier = threading.Barrier(2, timeout=20)
+    armed = threading.Event()
+
+    def hold(conn, cursor, statement, params, context, executemany):
+        if armed.is_set() and statement.lstrip().upper().startswith("SELECT GROUPS.STATE"):
+            barrier.wait()
+
+    errors = []
+
+    def worker(n):
+        try:
+            crash(stores[n % 2], n)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    try:
+        gid = crash(stores[0], 1).crash.group_id
+        stores[0].set_state(gid, "resolved")
+        for s in stores:
+            sa.event.listen(s.engine, "before_cursor_execute", hold)
+        armed.set()
+        threads = [threading.Thread(target=worker, args=(n,)) for n in (2, 3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors, errors
+        assert [e["kind"] for e in stores[0].alert_events()] == ["new", "regression"]
+        assert stores[0].group(gid).state == "regressed" and stores[0].group(gid).count == 3
+    finally:
+        for s in stores:
+            s.close()
