@@ -192,9 +192,8 @@ def deliver_digests(config, store, channels, now: float, down: dict[str, str], l
     from coretriage.store import NotFound
 
     by_name = {ch.name: ch for ch in channels}
-    for ch in channels:
-        if ch.digest:
-            store.cut_digest(ch.name, ch.digest, now)
+    for ch in channels:  # also a channel whose digest was turned off: what it had collected goes now
+        store.cut_digest(ch.name, ch.digest, now)
     sent = 0
     for digest in store.claim_digests(now, LEASE):
         ch = by_name.get(digest["channel"])

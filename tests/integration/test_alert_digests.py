@@ -178,3 +178,16 @@ def test_sender_killed_mid_digest_sends_the_same_digest_again(config, store, rec
     assert [b["id"] for b in bodies] == [f"digest-{d['id']}"] * 2  # at least once, with its idempotency key
     assert bodies[0]["events"] == bodies[1]["events"] and len(bodies[0]["events"]) == 5
     assert store.digests()[0]["done"] and len(store.digests()) == 1
+
+
+def test_digest_turned_off_sends_what_was_collected(config, store, receiver):
+    store.add_channel(Channel("team", "webhook", receiver.url, digest=86400))
+    crash_of(config, store, 1, 1000.0, "/usr/bin/x")
+    t = time.time() + 1
+    deliver_due(config, store, now=t)
+    assert receiver.posts == []
+    store.add_channel(Channel("team", "webhook", receiver.url))  # edited: each alert at once from now on
+    crash_of(config, store, 2, 2000.0, "/usr/bin/y")
+    deliver_due(config, store, now=t + 1)
+    got = sorted((json.loads(b)["event"], json.loads(b)["id"]) for _, b in receiver.posts)
+    assert [kind for kind, _ in got] == ["digest", "new"]  # the collected one as a digest, the new one alone
