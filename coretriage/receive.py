@@ -206,7 +206,7 @@ class Receiver:
             limit = min(self.config.ingest_max_core,
                         meta.core_size if part == Bundle.CORE else (meta.stack_core_size or 0))
             _check_decompressed(path, part, limit)
-        values = meta.to_dict()
+        values = json.loads(json.dumps(meta.to_dict()))  # tuples as lists, as meta.json holds them
         values.update(hostname=host, claimed_hostname=claimed.get("hostname") if isinstance(
             claimed.get("hostname"), str) else None, uploaded_by=host, uploaded_at=time.time())
         bundle = self._assemble(host, bid, parts, files, values)
