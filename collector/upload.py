@@ -438,6 +438,8 @@ class Uploader:
         if status.get("stored") or status.get("committed"):
             return
         offset = int(status.get("offset") or 0)
+        if offset:
+            log.info("resuming %s at byte %d of %d", path, offset, total)
         while offset < total or total == 0:
             length = min(REQUEST_BYTES, total - offset)
             code, answer = self.server.send_range(path, fd, offset, length, total, self.pace, self.stop)

@@ -66,7 +66,7 @@ class IngestRefused(CoretriageError):
 
 
 def _full(what: str) -> IngestRefused:
-    return IngestRefused(507, f"the server's disk is full ({what}); try again later", retry_after=60)
+    return IngestRefused(507, f"the server's disk is full ({what}); try again later", retry_after=15)
 
 
 class Receiver:
@@ -352,7 +352,11 @@ def _append(path: Path, offset: int, total: int, body: BinaryIO, length: int, re
     A body cut short keeps what arrived; a full disk removes the file."""
     if offset < 0 or total < 0 or length < 0 or offset + length > total:
         raise IngestRefused(400, "Upload-Offset + Content-Length must not pass Upload-Length")
-    receiver._room_for(length, "no room for the upload")
+    try:
+        receiver._room_for(length, "no room for the upload")
+    except IngestRefused:
+        path.unlink(missing_ok=True)  # nothing half-written stays; the host sends it again later
+        raise
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         try:
