@@ -280,8 +280,8 @@ def plan_bundle(bundle_dir: Path, max_core: int) -> Plan:
     else:
         meta["core_file"] = None
         if core_size is not None:
-            meta["dropped"] = (f"core.zst of {core_size} bytes is over upload_max_core ({max_core}): left on the "
-                               "host")
+            meta["dropped"] = (f"core.zst of {core_size} bytes is over upload_max_core ({max_core}): left in the "
+                               "host's spool until its retention removes it")
         elif meta.get("core_file") is None and meta.get("dropped") is None and b.was_evicted():
             meta["dropped"] = "evicted to make room in the host's spool"
         if meta.get("stack_core_file") and b.stack_core.is_file():
@@ -410,7 +410,7 @@ class Uploader:
                 raise Refused(409, str(answer.get("error")), answer)
         else:
             raise Busy(f"bundle {bid}: the commit did not go through")
-        self._acknowledged(bundle_dir)
+        self._acknowledged(bundle_dir, plan.parts)
         self.uploaded += 1
         log.info("uploaded %s (%s)", bid, ", ".join(f"{k} {v['size']} bytes" for k, v in parts.items())
                  or "metadata only")
@@ -454,12 +454,17 @@ class Uploader:
             if total == 0:
                 return
 
-    def _acknowledged(self, bundle_dir: Path) -> None:
-        for name in (Bundle.CORE, Bundle.STACK):  # the server has them; as the local analysis would
+    def _acknowledged(self, bundle_dir: Path, sent: dict) -> None:
+        """The server has what was sent: those cores go, as the local analysis
+        would remove them; a core too big to send stays with the done bundle
+        until retention removes it."""
+        for name in sent:
             try:
                 os.unlink(Path(bundle_dir) / name)
             except FileNotFoundError:
                 pass
+        if Bundle.CORE in sent:  # the stack core beside an uploaded full core is of no more use
+            Path(bundle_dir, Bundle.STACK).unlink(missing_ok=True)
         spool.mark_done(bundle_dir)
 
     # -- heartbeats ------------------------------------------------------------------
