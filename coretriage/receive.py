@@ -96,6 +96,25 @@ class Receiver:
         if self._free() - n < self.config.ingest_min_free:
             raise _full(what)
 
+    def sweep(self, older_than: float = 7 * 86400) -> int:
+        """Remove partial uploads and staging directories no host touched for
+        ``older_than`` seconds (a host that was replaced mid-upload); the number removed."""
+        removed = 0
+        root = self.data_dir / "ingest"
+        before = time.time() - older_than
+        for kind in ("files", "bundles", "staging"):
+            for path in root.glob(f"*/{kind}/*"):
+                try:
+                    if os.lstat(path).st_mtime < before:
+                        if path.is_dir() and not path.is_symlink():
+                            shutil.rmtree(path, ignore_errors=True)
+                        else:
+                            path.unlink(missing_ok=True)
+                        removed += 1
+                except OSError:
+                    continue
+        return removed
+
     # -- files, by content -------------------------------------------------
     def missing(self, hashes: object) -> list[str]:
         if not isinstance(hashes, list) or len(hashes) > MAX_ASKED or not all(is_sha256(h) for h in hashes):

@@ -158,5 +158,7 @@ def register(app, wiring) -> None:
     app.extensions["ingest.receiver"] = Receiver(config)
     app.extensions["ingest.handover"] = Handover(config.spool_dir, wiring.submit)
     app.register_blueprint(bp)
+    if (config.data_dir / "ingest").is_dir():
+        app.extensions["ingest.receiver"].sweep()  # what hosts left half-sent a week ago
     if config.spool_dir.is_dir():
         app.extensions["ingest.handover"].offer_waiting()

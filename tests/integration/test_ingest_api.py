@@ -53,3 +53,21 @@ def test_no_room_is_507_and_leaves_nothing(config, store, host):
                                 headers={**host, "Upload-Offset": "0", "Upload-Length": "1"})
     assert r.status_code == 507 and r.headers["Retry-After"]
     assert not list((config.data_dir / "ingest").rglob("*.part"))
+
+
+def test_partial_uploads_left_for_a_week_are_swept(config, store):
+    import os
+    import time
+
+    from coretriage.receive import Receiver
+
+    old = config.data_dir / "ingest" / "h1" / "bundles" / "1795619000-7-00c0ffee"
+    new = config.data_dir / "ingest" / "h1" / "files" / ("b" * 64 + ".part")
+    old.mkdir(parents=True)
+    new.parent.mkdir(parents=True)
+    (old / "core.zst").write_bytes(b"x")
+    new.write_bytes(b"y")
+    week_ago = time.time() - 8 * 86400
+    os.utime(old, (week_ago, week_ago))
+    assert Receiver(config).sweep() == 1
+    assert not old.exists() and new.exists()
