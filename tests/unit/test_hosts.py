@@ -78,3 +78,15 @@ def test_parts_and_meta_must_agree():
         _meta_matches_parts(meta, {})
     with pytest.raises(IngestRefused):
         _meta_matches_parts(meta, {**good, "stack.zst": (SHA, 1)})
+
+
+def test_upload_settings_from_toml_and_environment(tmp_path, monkeypatch):
+    from coretriage.config import load_config
+
+    (tmp_path / "coretriage.toml").write_text('server_url = "https://ct.example"\nupload_bandwidth = 1000\n')
+    monkeypatch.setenv("CORETRIAGE_SERVER_TOKEN", "cth_do-not-print")
+    monkeypatch.setenv("CORETRIAGE_UPLOAD_CONCURRENCY", "3")
+    config = load_config(tmp_path)
+    assert (config.server_url, config.server_token, config.upload_bandwidth, config.upload_concurrency) == (
+        "https://ct.example", "cth_do-not-print", 1000, 3)
+    assert "cth_do-not-print" not in repr(config)
