@@ -138,20 +138,24 @@ class Receiver:
         if (self.store_dir / digest).is_file():
             return {"stored": True, "offset": total}
         partial = self._file_partial(host, digest)
-        received = _append(partial, offset, total, body, length, self)
-        if received < total:
-            return {"stored": False, "offset": received}
-        try:
-            if _sha256(partial) != digest:
-                raise IngestRefused(400, f"file {digest[:16]}...: its bytes do not have that sha256")
+
+        def complete(fd: int) -> None:
+            # moved out of the host's reach before it is hashed: what is hashed is what is stored
             self.store_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            taken = self.store_dir / f".in-{os.urandom(6).hex()}"
+            os.rename(partial, taken)
             try:
-                os.link(partial, self.store_dir / digest)
-            except FileExistsError:
-                pass  # another host sent the same content meanwhile
-        finally:
-            partial.unlink(missing_ok=True)
-        return {"stored": True, "offset": total}
+                if _hash_fd(fd) != digest:
+                    raise IngestRefused(400, f"file {digest[:16]}...: its bytes do not have that sha256")
+                try:
+                    os.link(taken, self.store_dir / digest)
+                except FileExistsError:
+                    pass  # another host sent the same content meanwhile
+            finally:
+                taken.unlink(missing_ok=True)
+
+        received = _append(partial, offset, total, body, length, self, complete)
+        return {"stored": received >= total, "offset": received}
 
     # -- a bundle's core and stack core ------------------------------------
     def _part_path(self, host: str, bid: str, part: str, create: bool = True) -> Path:
@@ -214,34 +218,54 @@ class Receiver:
         missing = sorted({e["sha256"] for e in files if not (self.store_dir / e["sha256"]).is_file()})
         if missing:
             raise IngestRefused(409, f"{len(missing)} captured file(s) not uploaded yet", missing=missing)
-        for part, (digest, size) in parts.items():
-            path = self._part_path(host, bid, part, create=False)
-            have = _size(path)
+        for part, (_, size) in parts.items():  # cheap first: a part not complete yet is not taken
+            have = _size(self._part_path(host, bid, part, create=False))
             if have != size:
                 raise IngestRefused(409, f"{part}: {have} of {size} bytes received", part=part, offset=have)
-            if _sha256(path) != digest:
-                path.unlink(missing_ok=True)
-                raise IngestRefused(400, f"{part}: its bytes do not have the sha256 sent")
-            limit = min(self.config.ingest_max_core,
-                        meta.core_size if part == Bundle.CORE else (meta.stack_core_size or 0))
-            _check_decompressed(path, part, limit)
         values = json.loads(json.dumps(meta.to_dict()))  # tuples as lists, as meta.json holds them
         values.update(hostname=host, claimed_hostname=claimed.get("hostname") if isinstance(
             claimed.get("hostname"), str) else None, uploaded_by=host, uploaded_at=time.time())
-        bundle = self._assemble(host, bid, parts, files, values)
-        return bundle, BundleMeta.from_dict(values), bundle is not None
+        bundle = self._assemble(host, bid, meta, parts, files, values)
+        return bundle, BundleMeta.from_dict(values), True
 
-    def _assemble(self, host: str, bid: str, parts: dict, files: list[dict], values: dict) -> Path:
+    def _take_part(self, host: str, bid: str, part: str, digest: str, size: int, limit: int, staging: Path) -> None:
+        """Move a received part into the staging directory under its lock (no
+        request can append to it from then on), then check the bytes moved:
+        size, sha256, and a decompressed size within ``limit``."""
+        path = self._part_path(host, bid, part, create=False)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise IngestRefused(409, f"{part}: 0 of {size} bytes received", part=part, offset=0) from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise IngestRefused(409, f"{part} is still being uploaded", retry_after=2) from None
+            if not _names(path, fd):
+                raise IngestRefused(409, f"{part} changed meanwhile; try again", retry_after=2)
+            os.rename(path, staging / part)
+            if os.fstat(fd).st_size != size or _hash_fd(fd) != digest:
+                raise IngestRefused(400, f"{part}: its bytes do not have the sha256 and size sent")
+            _check_decompressed(fd, part, limit)
+        finally:
+            os.close(fd)
+
+    def _assemble(self, host: str, bid: str, meta: BundleMeta, parts: dict, files: list[dict],
+                  values: dict) -> Path:
         """Staging directory -> DATA/spool/<id>, in one rename. A full disk
-        removes the staging directory and answers 507."""
+        removes the staging directory and answers 507; a part that is not
+        what was promised is removed (the host must send it again)."""
         from collector.spool import open_spool
 
         os.close(open_spool(self.config.spool_dir))  # made, ours, 0700
         staging = self._host_dir(host, "staging") / f"{bid}.{os.urandom(4).hex()}"
         try:
             staging.mkdir(mode=0o700)
-            for part in parts:
-                os.link(self._part_path(host, bid, part, create=False), staging / part)
+            for part, (digest, size) in parts.items():
+                limit = min(self.config.ingest_max_core,
+                            meta.core_size if part == Bundle.CORE else (meta.stack_core_size or 0))
+                self._take_part(host, bid, part, digest, size, limit, staging)
             if files:
                 root = staging / Bundle.ROOT
                 root.mkdir(mode=0o700)
@@ -355,20 +379,14 @@ def _size(path: Path) -> int:
         return 0
 
 
-def _sha256(path: Path) -> str:
-    from collector.sysroot import hash_fd
-
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        return hash_fd(fd, os.fstat(fd).st_size)
-    finally:
-        os.close(fd)
-
-
-def _append(path: Path, offset: int, total: int, body: BinaryIO, length: int, receiver: Receiver) -> int:
+def _append(path: Path, offset: int, total: int, body: BinaryIO, length: int, receiver: Receiver,
+            complete=None) -> int:
     """Append ``length`` bytes of ``body`` to ``path`` at ``offset`` (which
-    must be its size); the new size. One writer at a time per file (flock).
-    A body cut short keeps what arrived; a full disk removes the file."""
+    must be its size); the new size. One writer at a time per file (flock),
+    and only while ``path`` still names the file locked (a commit moves a
+    part away under the lock). ``complete(fd)`` runs, still locked, once the
+    file has ``total`` bytes. A body cut short keeps what arrived; a full
+    disk removes the file."""
     if offset < 0 or total < 0 or length < 0 or offset + length > total:
         raise IngestRefused(400, "Upload-Offset + Content-Length must not pass Upload-Length")
     try:
@@ -376,12 +394,14 @@ def _append(path: Path, offset: int, total: int, body: BinaryIO, length: int, re
     except IngestRefused:
         path.unlink(missing_ok=True)  # nothing half-written stays; the host sends it again later
         raise
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise IngestRefused(409, "this file is being uploaded by another request", offset=None) from None
+        if not _names(path, fd):
+            raise IngestRefused(409, "this upload was taken meanwhile; ask for its state again", offset=None)
         have = os.fstat(fd).st_size
         if have != offset:
             raise IngestRefused(409, f"the server has {have} bytes, not {offset}: resume from there", offset=have)
@@ -404,10 +424,29 @@ def _append(path: Path, offset: int, total: int, body: BinaryIO, length: int, re
         except Exception:
             pass  # the client went away mid-body: what arrived is kept, to resume from
         os.fsync(fd)
-        return os.fstat(fd).st_size
+        size = os.fstat(fd).st_size
+        if complete is not None and size >= total:
+            complete(fd)
+        return size
     finally:
         if fd >= 0:
             os.close(fd)
+
+
+def _names(path: Path, fd: int) -> bool:
+    """Whether ``path`` still names the file open as ``fd``."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+def _hash_fd(fd: int) -> str:
+    from collector.sysroot import hash_fd
+
+    return hash_fd(fd, os.fstat(fd).st_size)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -440,14 +479,14 @@ def _link_into(root: Path, path: str, stored: Path) -> None:
     os.link(stored, where / parts[-1], follow_symlinks=False)
 
 
-def _check_decompressed(path: Path, part: str, limit: int) -> None:
+def _check_decompressed(fd: int, part: str, limit: int) -> None:
     """A zstd stream that decompresses to at most ``limit`` bytes; stops
     reading as soon as it passes (a zip bomb costs ``limit`` bytes of work)."""
     import zstandard
 
     total = 0
     try:
-        with open(path, "rb") as f:
+        with os.fdopen(os.dup(fd), "rb") as f:
             reader = zstandard.ZstdDecompressor().stream_reader(f, read_size=CHUNK)
             while chunk := reader.read(CHUNK):
                 total += len(chunk)
