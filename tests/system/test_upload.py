@@ -63,6 +63,8 @@ def test_a_crash_arrives_centrally_under_the_registered_name(collector_installed
         assert zstandard.ZstdDecompressor().stream_reader(got.body).read(4) == b"\x7fELF"
         page = web.get(f"/crashes/{c.id}")
         assert page.status == 200 and "web-7" in page.text
+        group = web.get(f"/groups/{c.group_id}")
+        assert group.status == 200 and "web-7" in group.text and c.meta["claimed_hostname"] not in group.text
         hosts = web.get("/hosts")
         assert hosts.status == 200 and "web-7" in hosts.text and "PATTERN REPLACED" not in hosts.text
         listed = json.loads(cli(central, "host", "list", "--json"))
