@@ -266,20 +266,23 @@ class Plan:
     parts: dict
 
 
-def plan_bundle(bundle_dir: Path, max_core: int) -> Plan:
-    """The meta says exactly what is sent: a core over ``max_core`` stays
-    here and the meta says why; a full core sent leaves the stack-only one."""
+def plan_bundle(bundle_dir: Path, max_core: int, refused: str | None = None) -> Plan:
+    """The meta says exactly what is sent: a core over ``max_core`` (or one
+    the server ``refused``) stays here and the meta says why; a full core
+    sent leaves the stack-only one."""
     b = Bundle(bundle_dir)
     meta = _read_json(b.meta)
     if not isinstance(meta, dict) or meta.get("id") != b.id:
         raise UploadError(f"{b.id}: meta.json is not this bundle's")
     parts: dict[str, Path] = {}
     core_size = b.core.stat().st_size if meta.get("core_file") and b.core.is_file() else None
-    if core_size is not None and (max_core <= 0 or core_size <= max_core):
+    if core_size is not None and (max_core <= 0 or core_size <= max_core) and not refused:
         parts[Bundle.CORE] = b.core
     else:
         meta["core_file"] = None
-        if core_size is not None:
+        if core_size is not None and refused:
+            meta["dropped"] = f"core.zst of {core_size} bytes refused by the server ({refused[:200]}): left on the host"
+        elif core_size is not None:
             meta["dropped"] = (f"core.zst of {core_size} bytes is over upload_max_core ({max_core}): left in the "
                                "host's spool until its retention removes it")
         elif meta.get("core_file") is None and meta.get("dropped") is None and b.was_evicted():
@@ -375,12 +378,13 @@ class Uploader:
                 self.submit(bundle)
 
     # -- one bundle --------------------------------------------------------------
-    def upload(self, bundle_dir: Path) -> None:
+    def upload(self, bundle_dir: Path, refused: str | None = None) -> None:
         """Send one bundle and commit it; on acknowledgement mark it done here
-        and remove its cores (the server has them). Raises Busy or Refused."""
+        and remove its cores (the server has them). Raises Busy or Refused.
+        A full core the server finds too big (413) travels as its stack core."""
         bundle_dir = Path(bundle_dir)
         bid = bundle_dir.name
-        plan = plan_bundle(bundle_dir, self.settings.max_core)
+        plan = plan_bundle(bundle_dir, self.settings.max_core, refused)
         entries = [e for e in (plan.manifest or {}).get("files", []) if isinstance(e, dict)]
         if entries:
             self._send_files(bundle_dir, entries)
@@ -390,7 +394,13 @@ class Uploader:
             try:
                 digest, size = _sha256_fd(fd)
                 parts[name] = {"sha256": digest, "size": size}
-                self._send(f"/bundles/{bid}/parts/{name}", fd, size)
+                try:
+                    self._send(f"/bundles/{bid}/parts/{name}", fd, size)
+                except Refused as exc:
+                    if exc.status != 413 or name != Bundle.CORE or refused:
+                        raise
+                    log.warning("server refused the core of %s as too big: sending its stack core", bid)
+                    return self.upload(bundle_dir, refused=str(exc))
             finally:
                 os.close(fd)
         body = {"meta": plan.meta, "files": plan.manifest, "parts": parts}

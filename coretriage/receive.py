@@ -211,7 +211,7 @@ class Receiver:
             raise IngestRefused(400, f"meta.json is of bundle {meta.id}, not {bid}")
         parts = _parts(body.get("parts"))
         _meta_matches_parts(meta, parts)
-        if meta.core_size > self.config.ingest_max_core:
+        if Bundle.CORE in parts and meta.core_size > self.config.ingest_max_core:
             raise IngestRefused(413, f"the core has {meta.core_size} bytes, more than ingest_max_core "
                                      f"({self.config.ingest_max_core})")
         files = manifest_entries(body.get("files"))

@@ -41,8 +41,10 @@ def test_a_crash_arrives_centrally_under_the_registered_name(collector_installed
     with web_server(central, tmp_path / "web.log") as url:
         host_settings(host, url, token, heartbeat_interval=1)
         with collector(host, tmp_path / "collector.log") as proc:
+            crashed = time.monotonic()
             _crash(exe, "a")
             crashes = wait_crashes(central, 1, alive=[proc])
+            print(f"crash -> recorded centrally: {time.monotonic() - crashed:.1f} s")
             shutil.rmtree(exe.parent)  # the central analysis had only the uploaded copy
             _crash_count_stays(central, 1)
         log = (tmp_path / "collector.log").read_text()
@@ -238,3 +240,23 @@ def test_a_core_over_upload_max_core_travels_as_its_stack_core(collector_install
     assert json.loads(cli(central, "list", "--json"))[0]["signature"] == samples("segv").expected_signature
     (bundle,) = _done_bundles(host)
     assert (bundle / "core.zst").exists() and not (bundle / "stack.zst").exists()  # the full core stays here
+
+
+def test_a_core_the_server_finds_too_big_travels_as_its_stack_core(collector_installed, tmp_path):
+    import sys
+
+    host, central = collector_installed, tmp_path / "central"
+    central.mkdir(mode=0o700)
+    (central / "coretriage.toml").write_text(f"ingest_max_core = {16 << 20}\n")
+    token = add_host(central, "big-1")
+    with web_server(central, tmp_path / "web.log") as url:
+        host_settings(host, url, token)
+        with collector(host, tmp_path / "collector.log") as proc:
+            crashed = subprocess.run([sys.executable, "-I", "-c", BIG.format(size=32 << 20)],
+                                     env={"PATH": "/usr/bin:/bin"}, preexec_fn=crashkit.allow_cores,
+                                     capture_output=True)
+            assert crashed.returncode == -11
+            (c,) = wait_crashes(central, 1, alive=[proc])
+    assert c.meta["core_kind"] == "stack" and "refused by the server" in c.meta["core_kind_reason"]
+    assert c.meta["core_read"] > 32 << 20
+    assert "too big" in (tmp_path / "collector.log").read_text()
