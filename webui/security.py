@@ -1,6 +1,8 @@
 """Who is asking, and may they: sessions for people (``webui.sessions``),
 bearer tokens for the API, CSRF tokens on every form, admin-only actions,
-and the security headers on every response."""
+and the security headers on every response. A host's token (``cth_...``)
+is refused here everywhere (403): hosts upload through ``webui.ingest``,
+which takes no user token or session; an unknown bearer token is 401."""
 
 from __future__ import annotations
 
