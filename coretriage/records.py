@@ -41,6 +41,7 @@ class CrashRecord:
     container: str | None = None
     image: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)  # collector metadata
+    bundle_id: str | None = None  # the spool bundle it came from: stored once per bundle
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,7 @@ class CrashRow:
     signature: dict[str, Any]
     meta: dict[str, Any]
     rules_version: str | None = None
+    bundle_id: str | None = None
 
     @property
     def group_ref(self) -> str:
