@@ -31,8 +31,8 @@ from pathlib import Path
 
 from analyzer.errors import CoretriageError
 
-LEASE = 30.0  # seconds a claim outlives its last renewal
-RENEW_EVERY = 10.0
+LEASE = 20.0  # seconds a claim outlives its last renewal
+RENEW_EVERY = 5.0
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 

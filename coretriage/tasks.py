@@ -62,7 +62,9 @@ def make_celery(config, *, submitter: bool = False) -> Celery:
         "unacked_mutex_expire": 20,  # a worker killed while restoring blocks the others this long at most
     }
     if submitter:
-        transport.update(max_retries=1, socket_connect_timeout=HANDOFF_TIMEOUT, socket_timeout=HANDOFF_TIMEOUT)
+        # one immediate reconnect (a pooled connection the broker dropped when it restarted), then fail
+        transport.update(max_retries=1, interval_start=0, socket_connect_timeout=HANDOFF_TIMEOUT,
+                         socket_timeout=HANDOFF_TIMEOUT)
     soft, hard = time_limits(config)
     app = Celery("coretriage", broker=config.broker_url)
     app.conf.update(
@@ -100,7 +102,8 @@ def hand_off(config):
             # retry=False: a dead broker fails at once; the bundle stays in the spool
             app.send_task("coretriage.analyze_bundle", args=[bundle_id], queue=config.queue_name, retry=False)
         except (OperationalError, RedisError, OSError) as exc:
-            raise HandoffError(f"broker {_where(config.broker_url)}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+            why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise HandoffError(f"broker {_where(config.broker_url)}: {why}") from None
     return send
 
 
@@ -137,7 +140,7 @@ def analyze_bundle(self, bundle_id: str) -> dict:
         done = wiring.process_bundle(bundle)
     except BundleBusy:
         if self.request.retries >= busy_retries(wiring.config):
-            return {"bundle": bundle_id, "skipped": "held by another worker for too long; the collector re-submits it"}
+            return {"bundle": bundle_id, "skipped": "held by another worker too long; the collector re-submits it"}
         raise self.retry(countdown=BUSY_RETRY)
     if done is None:
         return {"bundle": bundle_id, "skipped": "already done"}
