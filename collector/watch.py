@@ -14,9 +14,10 @@ bundle: the whole queue waits, with a growing delay (``BACKOFF_FIRST``
 doubling up to ``backoff_max``), logged once when the outage starts and
 once when it ends, and the bundle that failed goes first afterwards. The
 daemon keeps scanning meanwhile. Any other failure is the bundle's own: it
-is logged, and the bundle is offered again after ``retry_after``, as is a
-bundle handed over but not done by then (a message lost with its broker);
-the analysis is idempotent by bundle, so a re-submit never records twice.
+is logged, and the next scan offers the bundle again. A bundle handed over
+but not done after ``retry_after`` (a message lost with its broker) is
+handed over again; the analysis is idempotent by bundle, so a re-submit
+never records twice.
 
 A dump directory may be writable by the users whose programs crash there,
 so its listing only chooses names: each core is opened once, relative to
@@ -272,8 +273,10 @@ class Collector:
                 self._held = bundle
                 self._back_off(exc)
                 continue
-            except Exception as exc:  # the bundle's own failure: offered again after retry_after
+            except Exception as exc:  # the bundle's own failure: the next scan offers it again
                 self._forget(bundle)
+                with self._lock:
+                    self._submitted.pop(bundle.name, None)
                 log.error("bundle %s not handed over: %s", bundle.name, _line(exc))
                 continue
             self._forget(bundle)
