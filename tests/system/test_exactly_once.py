@@ -4,7 +4,8 @@ records exactly, after the queue has gone quiet (no message waiting, none
 unacknowledged), so a late duplicate would be seen.
 
 - a worker killed with kill -9 (its whole process group) while gdb analyzes
-  the core: the crash is recorded once, by a second worker, within 60 s;
+  the core: the crash is recorded once, within 60 s, by a second worker
+  that was running, or by one started after the kill;
 - the workers down for longer than the collector's retry_after, which
   re-submits every bundle several times: each crash recorded once;
 - Redis stopped for 20 s while crashes arrive: the collector backs off once
@@ -209,6 +210,26 @@ def test_a_worker_killed_mid_analysis_is_recorded_once_by_another_within_60_s(se
     assert store.crash(crash_id).signature["text"] == samples("thread").expected_signature
     assert gdb_of(second.pid) is None and not Path(f"/proc/{gdb}").exists()  # the stopped gdb died with worker a
     print(f"recorded {took:.1f} s after the kill")
+
+
+def test_a_killed_worker_s_task_goes_to_a_worker_started_after_it_within_60_s(setup, samples, tmp_path):
+    """No worker survives: the one started after the kill takes the message back."""
+    config, store, worker = setup
+    first, _ = worker("a")
+    bundle = bundle_of(samples, tmp_path, config, "double_free")
+    hand_off(config)(bundle.name)
+    gdb = wait_for(lambda: gdb_of(first.pid), "worker a's gdb on the core", 60)
+    os.kill(gdb, signal.SIGSTOP)
+    os.killpg(first.pid, signal.SIGKILL)
+    killed = time.monotonic()
+    first.wait()
+    worker("b")
+    wait_for(lambda: crash_rows(store), "the crash recorded by the restarted worker", 60)
+    took = time.monotonic() - killed
+    quiet(config)
+    rows = crash_rows(store)
+    assert len(rows) == 1 and rows[0][1] == bundle.name and rows[0][2] is not None, rows
+    print(f"recorded {took:.1f} s after the kill, by a worker started after it")
 
 
 def test_workers_down_longer_than_retry_after_still_record_each_crash_once(setup, samples, tmp_path):
