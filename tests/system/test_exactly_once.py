@@ -19,7 +19,6 @@ unacknowledged), so a late duplicate would be seen.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
@@ -240,7 +239,7 @@ def test_workers_down_longer_than_retry_after_still_record_each_crash_once(setup
         client = redis_client(config)
         # every bundle handed over again and again while no worker runs
         wait_for(lambda: client.llen(QUEUE) >= 3 * len(bundles), "three hand-offs of each bundle", 60)
-        first, _ = worker("a")
+        worker("a")
         wait_for(lambda: len(crash_rows(store)) >= 3, "the three crashes", 120)
         wait_for(lambda: all(spool.is_done(b) for b in bundles), "every bundle done", 60)
     finally:
