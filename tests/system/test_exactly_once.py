@@ -11,7 +11,8 @@ unacknowledged), so a late duplicate would be seen.
 - Redis stopped for 20 s while crashes arrive: the collector backs off once
   (one log line, a handful of quick hand-off attempts, not one stall per
   bundle) and every crash is recorded once after Redis returns;
-- the same bundle delivered to two workers at once: one record;
+- the same bundle delivered to two workers at once, and a long analysis
+  handed out again by Redis while it still runs: one record;
 - a bundle processed again after its crash was stored and its core moved
   (a worker killed before it marked the bundle done), and a bundle claimed
   in the database by a worker elsewhere: no second record, no analysis.
@@ -338,6 +339,31 @@ def test_the_same_bundle_given_to_two_workers_at_once_is_recorded_once(setup, sa
     rows = crash_rows(store)
     assert len(rows) == 1 and rows[0][1] == bundle.name and rows[0][2] is not None, rows
     assert client.llen(QUEUE) == 0
+
+
+def test_a_long_analysis_handed_out_again_while_it_runs_is_recorded_once(setup, samples, tmp_path):
+    """Redis gives a message unacknowledged for longer than its visibility
+    timeout to another worker, though its analysis still runs: that worker
+    finds the bundle held and looks again later."""
+    from coretriage.tasks import VISIBILITY_TIMEOUT
+
+    config, store, worker = setup
+    a, log_a = worker("a")
+    b, log_b = worker("b")
+    bundle = bundle_of(samples, tmp_path, config, "assert_balance")
+    hand_off(config)(bundle.name)
+    gdb = wait_for(lambda: gdb_of(a.pid) or gdb_of(b.pid), "a gdb on the core", 60)
+    runner, other = (log_a, log_b) if gdb in descendants(a.pid) else (log_b, log_a)
+    os.kill(gdb, signal.SIGSTOP)  # an analysis longer than the visibility timeout
+    wait_for(lambda: b"received" in other.read_bytes(), "the message handed out again", VISIBILITY_TIMEOUT + 30)
+    wait_for(lambda: b"retry: Retry in" in other.read_bytes() + runner.read_bytes(),
+             "the second delivery to find the bundle held", 30)
+    assert crash_rows(store) == []
+    os.kill(gdb, signal.SIGCONT)
+    wait_for(lambda: crash_rows(store), "the crash", 120)
+    quiet(config)
+    rows = crash_rows(store)
+    assert len(rows) == 1 and rows[0][1] == bundle.name and rows[0][2] is not None, rows
 
 
 # -- without workers: the store's side of it, on both databases ----------------------
