@@ -166,8 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--json", action="store_true")
     a.set_defaults(func=cmd_hostsetup_doctor)
 
-    s = sub.add_parser("worker", help="a Celery worker analyzing this host's crashes")
-    s.add_argument("--concurrency", type=int, default=2)
+    s = sub.add_parser("worker", help="a Celery worker analyzing the crashes of the queue_name queue")
+    s.add_argument("--concurrency", type=int, default=None,
+                   help="analyses at a time (default: the worker_concurrency setting, 2)")
     s.set_defaults(func=cmd_worker)
 
     s = sub.add_parser("run", help="the whole service on this host: collector, analysis and web UI")

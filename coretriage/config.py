@@ -25,6 +25,11 @@ class Config:
     data_dir: Path
     database_url: str  # any SQLAlchemy URL; SQLite in the data dir by default
     broker_url: str | None = None  # Redis for Celery; None analyzes in-process
+    # the Celery queue the collector sends to and `coretriage worker` consumes: this host's by
+    # default (uname's node name is gethostname() without importing socket, 5 ms of the CLI's
+    # start-up); one name for a central deployment whose workers on any machine take every crash
+    queue_name: str = field(default_factory=lambda: f"coretriage.{os.uname().nodename}")
+    worker_concurrency: int = 2  # analyses one `coretriage worker` runs at a time (each one gdb)
     dump_dirs: tuple[str, ...] = ()  # directories a file core_pattern or a volume writes cores to
     gdb_timeout: float = 120.0
     gdb_memory: int = 4 << 30
@@ -134,6 +139,9 @@ def load_config(data_dir: Path | str | None = None) -> Config:
             values["dump_dirs"] = tuple(d for d in values["dump_dirs"].split(":") if d)
         elif "dump_dirs" in values:
             values["dump_dirs"] = tuple(values["dump_dirs"])
+        _check_queue(values.get("queue_name"))
+        if values.get("worker_concurrency") == 0:
+            raise ValueError("worker_concurrency must be at least 1")
     except ValueError as exc:
         raise ConfigError(f"bad setting: {exc}") from None
     values.pop("data_dir", None)
@@ -164,3 +172,12 @@ def _bool(name: str, value) -> bool:
     if text in ("0", "false", "no", "off", ""):
         return False
     raise ValueError(f"{name} must be true or false, not {value!r}")
+
+
+def _check_queue(name) -> None:
+    """A queue name is a Redis key and a Celery routing key: printable, no
+    spaces, not empty."""
+    if name is None:
+        return
+    if not isinstance(name, str) or not name or len(name) > 200 or not name.isprintable() or " " in name:
+        raise ValueError(f"queue_name must be a non-empty name without spaces, not {name!r}")

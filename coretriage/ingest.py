@@ -300,18 +300,25 @@ def _stored(store: Store, crash_id: str) -> Ingested | None:
         row = store.crash(crash_id)
     except NotFound:
         return None
+    return as_ingested(row)
+
+
+def as_ingested(row: CrashRow) -> Ingested:
+    """A crash already stored, as ingest would have returned it (not new)."""
     return Ingested(row, False, Analysis.from_dict(row.analysis), Signature(**_tuples(row.signature)))
 
 
 def ingest(config, store: Store | Callable[[], Store], core: Path, exe: Path | None = None,
            sysroot: Path | None = None, meta: dict | None = None, crashed_at: float | None = None,
-           compressed: Path | None = None, gdb: Sandbox | None = None) -> Ingested:
+           compressed: Path | None = None, gdb: Sandbox | None = None, bundle_id: str | None = None
+           ) -> Ingested:
     """Analyze ``core`` and file it. ``store`` may be a function that returns
     the store: a cold CLI opens it (importing SQLAlchemy is most of its
     start-up) while gdb runs, and so looks for the same core already stored
     after the analysis rather than before it. ``gdb``: the analysis sandbox
     (``analyzer.sandbox.analysis_sandbox``) started early, for the analysis
-    to use (the caller closes it)."""
+    to use (the caller closes it). ``bundle_id``: the spool bundle the core
+    came from; a bundle is stored once (``Store.add_crash``)."""
     core = Path(core)
     if not core.is_file():
         raise IngestError(f"{core}: no such file")
@@ -353,13 +360,13 @@ def ingest(config, store: Store | Callable[[], Store], core: Path, exe: Path | N
         id=crash_id, crashed_at=float(when), analyzed=analyzed(analysis, signature),
         core_file=core_file, exe_file=exe_file, sysroot=str(sysroot) if sysroot else None,
         host=meta.get("host"), container=meta.get("container"), image=meta.get("image"), meta=meta,
-        analysis_seconds=seconds))
+        analysis_seconds=seconds, bundle_id=bundle_id))
     return Ingested(row, new, analysis, signature)
 
 
 def ingest_metadata(config, store: Store, crash_id: str, *, executable: str | None, signal: int | None,
                     command_line: str | None, pid: int | None, reason: str, meta: dict,
-                    crashed_at: float) -> Ingested:
+                    crashed_at: float, bundle_id: str | None = None) -> Ingested:
     """Record a crash whose core was not kept (size limit, crash storm, a
     policy of no cores): it still counts, in a group by program and signal."""
     from analyzer.model import SignalInfo
@@ -375,7 +382,8 @@ def ingest_metadata(config, store: Store, crash_id: str, *, executable: str | No
     signature = _signature(config, analysis)
     row, new = store.add_crash(CrashRecord(
         id=crash_id, crashed_at=crashed_at, analyzed=analyzed(analysis, signature, quality=0.0),
-        host=meta.get("host"), container=meta.get("container"), image=meta.get("image"), meta=meta))
+        host=meta.get("host"), container=meta.get("container"), image=meta.get("image"), meta=meta,
+        bundle_id=bundle_id))
     return Ingested(row, new, analysis, signature)
 
 

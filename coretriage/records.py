@@ -42,6 +42,7 @@ class CrashRecord:
     image: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)  # collector metadata
     analysis_seconds: float | None = None  # how long the analysis took (/metrics' histogram)
+    bundle_id: str | None = None  # the spool bundle it came from: stored once per bundle
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,7 @@ class CrashRow:
     rules_version: str | None = None
     analysis_seconds: float | None = None
     dropped: str | None = None  # coretriage.drops.REASONS
+    bundle_id: str | None = None
 
     @property
     def group_ref(self) -> str:

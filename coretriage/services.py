@@ -102,16 +102,16 @@ def cmd_collector_run(args) -> int:
 
 
 def cmd_worker(args) -> int:
-    from coretriage.tasks import host_queue
-
     wiring = wiring_for(args)
-    if not wiring.config.broker_url:
+    config = wiring.config
+    if not config.broker_url:
         raise UserError("no broker_url configured (coretriage.toml or CORETRIAGE_BROKER_URL); "
                         "without one the collector analyzes in-process")
     _fork_alert_sender(wiring)
     app = wiring.celery()  # importing coretriage.tasks registered the task
-    app.worker_main(["worker", "--loglevel=INFO", f"--concurrency={args.concurrency}",
-                     "-Q", host_queue(), "--without-gossip", "--without-mingle"])
+    concurrency = args.concurrency or config.worker_concurrency
+    app.worker_main(["worker", "--loglevel=INFO", f"--concurrency={concurrency}",
+                     "-Q", config.queue_name, "--without-gossip", "--without-mingle"])
     return 0
 
 

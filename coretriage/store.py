@@ -79,7 +79,9 @@ crashes = sa.Table(
     sa.Column("rules_version", sa.Text),  # signature rule set the crash was grouped with
     sa.Column("analysis_seconds", sa.Float),  # how long its analysis took; null: metadata only
     sa.Column("dropped", sa.String(16)),  # why its full core was not kept (coretriage.drops.REASONS)
+    sa.Column("bundle_id", sa.String(64)),  # the spool bundle it was stored from (null: ingested by hand)
     sa.Index("ix_crashes_group", "group_id", "crashed_at"),
+    sa.Index("ux_crashes_bundle", "bundle_id", unique=True),
     # (group_id, x) cover the per-group facets without reading the rows;
     # (x, group_id) serve the filters
     sa.Index("ix_crashes_group_host", "group_id", "host"),
@@ -200,6 +202,13 @@ hosts = sa.Table(  # hosts that upload (coretriage.hosts); only their token's ha
     sa.Column("last_crash_at", sa.Float),
 )
 
+bundle_claims = sa.Table(  # a worker's hold on the bundle it analyzes (coretriage.claims)
+    "bundle_claims", metadata,
+    sa.Column("bundle_id", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(128), nullable=False),
+    sa.Column("expires", sa.Float, nullable=False),
+)
+
 STATES = ("new", "acknowledged", "resolved", "regressed", "ignored")
 
 
@@ -275,9 +284,26 @@ class Store:
     # -- writing ---------------------------------------------------------
     def add_crash(self, record: CrashRecord) -> tuple[CrashRow, bool]:
         """Store one crash in its group. Returns the row and whether it was new."""
+        try:
+            return self._add_crash(record)
+        except sa.exc.IntegrityError as exc:
+            # another worker stored this core or this bundle in the meantime: theirs stands
+            found = self.crash_of_bundle(record.bundle_id) if record.bundle_id else None
+            if found is None:
+                try:
+                    found = self.crash(record.id)
+                except NotFound:
+                    raise exc from None  # some other conflict
+            return found, False
+
+    def _add_crash(self, record: CrashRecord) -> tuple[CrashRow, bool]:
         a = record.analyzed
         with self.engine.begin() as db:
-            existing = db.execute(sa.select(crashes).where(crashes.c.id == record.id)).first()
+            existing = None
+            if record.bundle_id:  # a bundle is stored once, whatever its core has become since
+                existing = db.execute(sa.select(crashes).where(crashes.c.bundle_id == record.bundle_id)).first()
+            if existing is None:
+                existing = db.execute(sa.select(crashes).where(crashes.c.id == record.id)).first()
             if existing is not None:
                 return _crash(existing), False
             group_id, created = self._group_for(db, a.signature, a.executable, a.signal, a.quality,
@@ -298,7 +324,7 @@ class Store:
                 sysroot=record.sysroot, analysis=json.dumps(a.analysis),
                 signature=json.dumps(a.signature_data), meta=json.dumps(record.meta or {}),
                 rules_version=a.rules_version, analysis_seconds=record.analysis_seconds,
-                dropped=drop_reason(record.meta or {})))
+                dropped=drop_reason(record.meta or {}), bundle_id=record.bundle_id))
             self._touch(db, group_id, record.crashed_at, +1)
             self._raise_alerts(db, group_id, record.id, record.crashed_at, created, state_before)
             row = db.execute(sa.select(crashes).where(crashes.c.id == record.id)).one()
@@ -712,6 +738,45 @@ class Store:
         if row is None:
             raise NotFound(f"no crash {crash_id}")
         return _crash(row)
+
+    def crash_of_bundle(self, bundle_id: str) -> CrashRow | None:
+        """The crash stored from spool bundle ``bundle_id``, if any."""
+        with self.engine.connect() as db:
+            row = db.execute(sa.select(crashes).where(crashes.c.bundle_id == bundle_id)).first()
+        return _crash(row) if row is not None else None
+
+    # -- bundle claims (coretriage.claims) ---------------------------------
+    def claim_bundle(self, bundle_id: str, holder: str, lease: float, now: float | None = None) -> bool:
+        """Hold ``bundle_id`` for ``lease`` seconds: True when it was free,
+        its claim ran out, or ``holder`` already has it. A compare-and-set,
+        so two workers never both get it."""
+        now = time.time() if now is None else now
+        b = bundle_claims.c
+        with self.engine.begin() as db:
+            taken = db.execute(bundle_claims.update().where(
+                b.bundle_id == bundle_id, sa.or_(b.expires < now, b.holder == holder))
+                .values(holder=holder, expires=now + lease)).rowcount
+            if taken:
+                return True
+            try:
+                with db.begin_nested():
+                    db.execute(bundle_claims.insert().values(bundle_id=bundle_id, holder=holder,
+                                                             expires=now + lease))
+                return True
+            except sa.exc.IntegrityError:  # someone else holds it, and not for long enough to take over
+                return False
+
+    def renew_claim(self, bundle_id: str, holder: str, lease: float) -> bool:
+        """Extend ``holder``'s claim; False when it lost it."""
+        b = bundle_claims.c
+        with self.engine.begin() as db:
+            return bool(db.execute(bundle_claims.update().where(b.bundle_id == bundle_id, b.holder == holder)
+                                   .values(expires=time.time() + lease)).rowcount)
+
+    def release_claim(self, bundle_id: str, holder: str) -> None:
+        b = bundle_claims.c
+        with self.engine.begin() as db:
+            db.execute(bundle_claims.delete().where(b.bundle_id == bundle_id, b.holder == holder))
 
     def crashes_of(self, group_id: int, limit: int = 1000) -> list[CrashRow]:
         with self.engine.connect() as db:

@@ -87,9 +87,10 @@ class Wiring:
 
         return container_info(container_id)
 
-    def process_bundle(self, bundle_dir: Path) -> "Ingested":
+    def process_bundle(self, bundle_dir: Path) -> "Ingested | None":
         """One finished spool bundle analyzed and filed: the same code for the
-        collector's in-process path and the Celery worker."""
+        collector's in-process path and the Celery worker. None for a bundle
+        done before; ``BundleBusy`` while another process analyzes it."""
         from coretriage.pipeline import process_bundle
 
         return process_bundle(self.config, self.store, Path(bundle_dir), enrich=self.enrich)
@@ -98,26 +99,27 @@ class Wiring:
                ) -> Callable[[Path], None]:
         """How the collector hands a bundle over: an upload to the central
         server when ``server_url`` is set (``collector.upload``), a Celery task
-        on this host's queue when a broker is configured, else the analysis
-        right here."""
+        on the ``queue_name`` queue when a broker is configured (a broker that
+        cannot be reached raises ``collector.watch.HandoffError``), else the
+        analysis right here."""
         if self.config.server_url:
             return self.uploader().submit
         if self.config.broker_url:
-            from coretriage.tasks import host_queue, make_celery
+            from coretriage.tasks import hand_off
 
-            app = make_celery(self.config)
+            send = hand_off(self.config)
 
             def queue(bundle: Path) -> None:
-                # retry=False: a dead broker fails at once; the bundle stays in
-                # the spool and the next scan offers it again
-                app.send_task("coretriage.analyze_bundle", args=[Path(bundle).name], queue=host_queue(),
-                              retry=False)
+                send(Path(bundle).name)
                 log(f"queued {Path(bundle).name}")
             return queue
 
         def analyze_here(bundle: Path) -> None:
             done = self.process_bundle(bundle)
-            log(f"{Path(bundle).name} -> {done.crash.id} in {done.crash.group_ref}: {done.signature.text}")
+            if done is None:
+                log(f"{Path(bundle).name}: already done")
+            else:
+                log(f"{Path(bundle).name} -> {done.crash.id} in {done.crash.group_ref}: {done.signature.text}")
         return analyze_here
 
     def uploader(self):

@@ -8,7 +8,7 @@ Everything comes from the store or the disk, never from this process's
 memory: the analyses run in the collector or the workers, not here. The
 analysis histogram reads each crash's ``analysis_seconds``; dropped cores
 each crash's ``dropped`` reason (``coretriage.drops``: size, rate, space,
-policy, other). The queue depth is the length of this host's Celery queue
+policy, other). The queue depth is the length of the queue_name Celery queue
 in Redis when a broker is configured (asked with a half-second timeout:
 ``coretriage_queue_up`` is 0 and the depth absent when Redis does not
 answer), else the bundles waiting in the spool.
@@ -111,13 +111,11 @@ class _StoreCollector:
     def _queue(self, spool_waiting: int):
         from prometheus_client.core import GaugeMetricFamily
 
-        depth = GaugeMetricFamily("coretriage_queue_depth", "Bundles waiting for analysis: this host's Celery "
-                                  "queue in Redis, or the spool without a broker", labels=["source"])
+        depth = GaugeMetricFamily("coretriage_queue_depth", "Bundles waiting for analysis: the queue_name "
+                                  "Celery queue in Redis, or the spool without a broker", labels=["source"])
         broker = self.config.broker_url
         if broker and broker.startswith(("redis://", "rediss://", "unix://")):
-            from coretriage.tasks import host_queue
-
-            found = _redis_depth(broker, host_queue())
+            found = _redis_depth(broker, self.config.queue_name)
             if found is not None:
                 depth.add_metric(["redis"], found)
             up = found is not None

@@ -134,14 +134,14 @@ def test_analysis_histogram_drops_and_queue_match_the_store(collector_installed,
     assert [(s.labels["source"], s.value) for s in queue] == [("spool", 0)]
     assert found["coretriage_queue_up"].samples[0].value == 1
 
-    # a broker: this host's Celery queue in Redis, and a dead Redis costs a scrape no more than its timeout
-    from coretriage.tasks import host_queue
+    # a broker: the queue_name Celery queue in Redis, and a dead Redis costs a scrape no more than its timeout
+    from coretriage.config import load_config
 
     port = free_port()
     redis = start_redis(port)
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-            s.sendall(f"RPUSH {host_queue()} a b c d\r\n".encode())
+            s.sendall(f"RPUSH {load_config(data).queue_name} a b c d\r\n".encode())
             assert s.recv(100) == b":4\r\n"
         (data / "coretriage.toml").write_text(f'broker_url = "redis://127.0.0.1:{port}/0"\n')
         with web_server(data, tmp_path / "web2.log") as base:
