@@ -5,16 +5,15 @@ spool; this thread then gives it to ``Wiring.submit()``: the analysis in
 this process, or a Celery task when a broker is configured. A hand-over
 that fails (a dead broker) is tried again after a pause. On start it offers
 every received bundle not yet done, so a server stopped between the commit
-and the analysis loses nothing. The bundle directory is ``flock``'ed while
-it is handed over, so several server processes (gunicorn workers) sharing a
-data dir never analyze one bundle twice at the same time.
+and the analysis loses nothing. Several server processes (gunicorn workers)
+sharing a data dir may offer one bundle each: the analysis takes one bundle
+once (``coretriage.claims``), and a second offer finds it busy (and looks
+again later, in case its holder dies) or done.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 import queue
 import threading
 import time
@@ -77,23 +76,16 @@ class Handover:
 
     def _hand_over(self, bundle: Path) -> bool:
         from collector.spool import is_done
+        from coretriage.claims import BundleBusy
 
-        try:
-            fd = os.open(bundle, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except FileNotFoundError:
+        if not bundle.is_dir() or is_done(bundle):
             return True
+        if self._submit is None:
+            self._submit = self._submit_of()
+        started = time.monotonic()
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True  # another server process has it
-            if is_done(bundle):
-                return True
-            if self._submit is None:
-                self._submit = self._submit_of()
-            started = time.monotonic()
             self._submit(bundle)
-            log.info("handed over %s in %.1f s", bundle.name, time.monotonic() - started)
-            return True
-        finally:
-            os.close(fd)
+        except BundleBusy:
+            return False  # another server process analyzes it now: look again after the pause
+        log.info("handed over %s in %.1f s", bundle.name, time.monotonic() - started)
+        return True
