@@ -108,7 +108,7 @@ def build_image(workdir: Path) -> CentralImage:
     base = ensure_base(log)
     wheels = build_context(workdir / "context", log)
     before = image_id(IMAGE)
-    _logged([docker_cli(), "build", "--network", "host", "--build-arg", f"BASE={base}", "--tag", IMAGE,
+    _logged([docker_cli(), "build", "--force-rm", "--network", "host", "--build-arg", f"BASE={base}", "--tag", IMAGE,
              workdir / "context"], log, BUILD_TIMEOUT, f"docker build of {IMAGE}",
             env={**os.environ, "DOCKER_BUILDKIT": "0"})  # the classic builder: no buildx plugin here
     made = image_id(IMAGE)

@@ -219,3 +219,35 @@ def test_the_compose_file_is_valid_and_limits_every_role(tmp_path):
     refused = subprocess.run([exe, "-f", str(ROOT / "deploy" / "docker-compose.yml"), "config"], capture_output=True,
                              text=True, timeout=120, env=bare, cwd=tmp_path)
     assert refused.returncode != 0 and "set POSTGRES_PASSWORD" in refused.stderr
+
+
+def test_the_systemd_units_of_the_central_roles_verify(tmp_path):
+    """systemd-analyze verify: every key known, every command there (the
+    venv's coretriage stands in for /opt/coretriage's)."""
+    import configparser
+    import sys
+
+    units = sorted((ROOT / "deploy" / "systemd").glob("*.service"))
+    assert [u.name for u in units] == ["coretriage-db-upgrade.service", "coretriage-web.service",
+                                       "coretriage-worker.service"]
+    command = Path(sys.executable).parent / "coretriage"
+    for unit in units:
+        text = unit.read_text()
+        assert "ExecStart=/opt/coretriage/bin/coretriage " in text, unit.name
+        (tmp_path / unit.name).write_text(text.replace("/opt/coretriage/bin/coretriage", str(command)))
+    done = subprocess.run(["systemd-analyze", "verify", *[f"./{u.name}" for u in units]], capture_output=True,
+                          text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0 and not done.stderr.strip() and not done.stdout.strip(), done.stderr + done.stdout
+
+    def service(name: str) -> dict:
+        parser = configparser.ConfigParser(strict=False, interpolation=None)
+        parser.optionxform = str
+        parser.read_string((ROOT / "deploy" / "systemd" / name).read_text())
+        return dict(parser["Service"])
+
+    upgrade, web, worker = (service(u.name) for u in units)
+    assert upgrade["Type"] == "oneshot" and upgrade["ExecStart"].endswith("coretriage db upgrade")
+    assert web["ExecStart"].split()[1] == "web" and worker["ExecStart"].split()[1] == "worker"
+    assert worker["CPUQuota"] == "150%" and worker["MemoryMax"] == "3G" and int(worker["Nice"]) > 0
+    for role in (upgrade, web, worker):
+        assert role["User"] == "coretriage" and role["NoNewPrivileges"] == "yes"
