@@ -117,3 +117,34 @@ def build_image(workdir: Path) -> CentralImage:
     if before and before != made:
         docker("rmi", before, check=False)  # the previous run's image, now untagged
     return CentralImage(IMAGE, made, base, wheels, time.monotonic() - t0)
+
+
+# ---- PostgreSQL and Redis for the Compose file's own services ----
+
+SERVICES_BASE = "coretriage-test/services-base:bookworm"
+SERVICES = "coretriage-test/services:bookworm"
+SERVICES_DIR = Path(__file__).parent / "images" / "services"
+
+
+def build_services(workdir: Path) -> str:
+    """Debian's PostgreSQL 15 and Redis in one image with an entry point
+    that takes what deploy/docker-compose.yml gives the official images
+    (tests/system/images/services/). The base is built once; the small
+    layer on it is rebuilt from Docker's cache."""
+    log = workdir / "build-services.log"
+    if not image_id(SERVICES_BASE):
+        sys.path.insert(0, str(ROOT / "sample-cores" / "images"))
+        try:
+            import build_haproxy_image as builder
+        finally:
+            sys.path.pop(0)
+        _logged([sys.executable, builder.__file__, "--name", SERVICES_BASE, "--docker", docker_cli(),
+                 "--packages", "postgresql-15,redis-server",
+                 "--expect", "/usr/lib/postgresql/15/bin/postgres,/usr/bin/redis-server"],
+                log, BUILD_TIMEOUT, f"building the base {SERVICES_BASE}")
+    _logged([docker_cli(), "build", "--force-rm", "--network", "none", "--build-arg", f"BASE={SERVICES_BASE}",
+             "--tag", SERVICES, SERVICES_DIR], log, 600, f"docker build of {SERVICES}",
+            env={**os.environ, "DOCKER_BUILDKIT": "0"})
+    if not image_id(SERVICES):
+        pytest.fail(f"no {SERVICES} after building it:\n{tail(log)}")
+    return SERVICES

@@ -4,7 +4,9 @@ a real PostgreSQL and Redis on this host. The web container serves the login
 page and, after ``coretriage user add`` run inside it, a logged-in group
 list; a real kernel crash's bundle, sent through Redis, is analyzed by the
 worker container and appears in the web container's API. The Compose file
-is checked by ``docker-compose config``.
+is checked by ``docker-compose config`` and run by ``docker-compose up``
+(PostgreSQL and Redis from Debian's packages in an image that takes the
+official images' settings), with a crash analyzed the same way there.
 
 The containers share this host's network (the test dockerd has no bridge)
 and the PostgreSQL unix socket directory; the data dir is a host directory
@@ -28,7 +30,7 @@ from pathlib import Path
 import pytest
 
 import crashkit
-from centralimage import ROOT, UID, build_image
+from centralimage import ROOT, UID, build_image, build_services
 from dockerhost import LABEL, docker, dockerd  # noqa: F401 (fixture)
 from fleetnet import core_router, fleet
 from handlerkit import bundle_of, crash
@@ -251,3 +253,92 @@ def test_the_systemd_units_of_the_central_roles_verify(tmp_path):
     assert worker["CPUQuota"] == "150%" and worker["MemoryMax"] == "3G" and int(worker["Nice"]) > 0
     for role in (upgrade, web, worker):
         assert role["User"] == "coretriage" and role["NoNewPrivileges"] == "yes"
+
+
+def docker_time(text: str) -> float:
+    """Docker's RFC 3339 times (nanoseconds, trailing zeros cut) as seconds."""
+    from datetime import datetime, timezone
+
+    whole, _, fraction = text.rstrip("Z").partition(".")
+    return datetime.fromisoformat(whole).replace(tzinfo=timezone.utc).timestamp() + float(f"0.{fraction or 0}")
+
+
+def compose(project: str, env: dict, *args: str, check: bool = True, timeout: float = 300,
+            input: str | None = None) -> subprocess.CompletedProcess:
+    exe = shutil.which("docker-compose")
+    if exe is None:
+        pytest.fail("no docker-compose: apt-get install docker-compose (make test installs it)")
+    done = subprocess.run([exe, "--project-name", project, "--file", str(ROOT / "deploy" / "docker-compose.yml"),
+                           *args], capture_output=True, text=True, timeout=timeout, env=env, input=input)
+    if check and done.returncode:
+        pytest.fail(f"docker-compose {' '.join(args)} exited {done.returncode}: {done.stderr[-3000:]}")
+    return done
+
+
+def test_compose_up_runs_the_central_side(central_image, tmp_path):
+    services = build_services(tmp_path)
+    project = f"ctc{os.getpid()}"
+    port = free_port()
+    env = {**os.environ, "CORETRIAGE_IMAGE": central_image.name, "POSTGRES_IMAGE": services,
+           "REDIS_IMAGE": services, "POSTGRES_PASSWORD": f"pw-{os.urandom(6).hex()}", "CORETRIAGE_PORT": str(port)}
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    bundle = real_bundle(data, tmp_path)
+    subprocess.run(["chown", "-R", f"{UID}:{UID}", str(data)], check=True)
+    try:
+        compose(project, env, "up", "--detach", "--no-build", timeout=600)
+
+        def container(service: str) -> str:
+            return compose(project, env, "ps", "-q", service).stdout.strip()
+
+        def state(service: str) -> dict:
+            return json.loads(docker("inspect", "-f", "{{json .State}}", container(service)).stdout)
+
+        # migrate ran once and succeeded before web and worker started
+        migrate = state("migrate")
+        assert not migrate["Running"] and migrate["ExitCode"] == 0
+        assert docker_time(state("web")["StartedAt"]) > docker_time(migrate["FinishedAt"])
+        for service, cpus, memory in (("web", 2, 1 << 30), ("worker", 2, 3 << 30), ("migrate", 1, 512 << 20)):
+            host = json.loads(docker("inspect", "-f", "{{json .HostConfig}}", container(service)).stdout)
+            assert host["NanoCpus"] == cpus * 10**9 and host["Memory"] == memory, (service, host["NanoCpus"])
+        for service in ("web", "worker"):
+            user = docker("inspect", "-f", "{{.Config.User}}", container(service)).stdout.strip()
+            assert user == "coretriage", (service, user)
+
+        base = f"http://127.0.0.1:{port}"
+
+        def login_page():
+            with contextlib.suppress(OSError):
+                return Client(base).get("/login", timeout=5).status == 200
+        wait_for(login_page, timeout=90, what=f"the login page on port {port}:\n"
+                                              f"{compose(project, env, 'logs', '--tail', '30', 'web').stdout}")
+        compose(project, env, "exec", "-T", "web", "coretriage", "user", "add", "alice", "--role", "admin",
+                "--password-stdin", input=PASSWORD + "\n")
+        client = Client(base)
+        assert client.login("alice", PASSWORD).status == 302
+        assert "No crash groups" in client.get("/").text
+        token = compose(project, env, "exec", "-T", "web", "coretriage", "token", "add", "alice"
+                        ).stdout.strip().splitlines()[-1]
+
+        # the bundle into the shared data volume (as the image's user), its id through Compose's Redis
+        packed = subprocess.run(["tar", "-C", str(data), "-c", "."], capture_output=True, check=True).stdout
+        unpacked = subprocess.run(["docker", "exec", "-i", container("worker"), "tar", "-x", "-C", DATA,
+                                   "--no-same-owner"], input=packed, capture_output=True, timeout=60)
+        assert unpacked.returncode == 0, unpacked.stderr
+        send = ("from celery import Celery; from coretriage.tasks import host_queue; import sys; "
+                "Celery('coretriage', broker='redis://redis:6379/0').send_task("
+                "'coretriage.analyze_bundle', args=[sys.argv[1]], queue=host_queue())")
+        compose(project, env, "exec", "-T", "web", "python", "-c", send, bundle.name)
+
+        def stored():
+            answer = Client(base).get("/api/v1/groups", headers={"Authorization": f"Bearer {token}"}).json()
+            return answer if answer["total"] else None
+        groups = wait_for(stored, timeout=180, what="the crash in the API; worker:\n" +
+                          compose(project, env, "logs", "--tail", "40", "worker").stdout)["groups"]
+        assert len(groups) == 1 and groups[0]["signature"].split(" | ")[:3] == SIGNATURE_START, groups
+        assert [h["value"] for h in groups[0]["host"]] == ["edge1"]
+    finally:
+        down = compose(project, env, "down", "--volumes", "--remove-orphans", check=False, timeout=300)
+        left = docker("ps", "--all", "--quiet", "--filter", f"label=com.docker.compose.project={project}").stdout
+        shutil.rmtree(data, ignore_errors=True)
+        assert down.returncode == 0 and not left.strip(), down.stderr[-2000:]
