@@ -12,8 +12,9 @@ system tests, with no registry:
   (``python -m build``, then ``pip wheel`` for the dependencies from the
   local index);
 - the image: ``docker build --network host`` (the Dockerfile's apt-get
-  reaches the host's Debian mirror; the apt layer stays cached, so only the
-  wheels' layers are rebuilt on the next run).
+  reaches the host's Debian mirror). Docker's cache keeps the apt layer, and
+  the wheels' layers while the checkout's source is unchanged (the wheel is
+  built reproducibly).
 
 Everything fails loudly with the log's tail.
 """
@@ -90,7 +91,10 @@ def build_context(ctx: Path, log: Path) -> tuple[str, ...]:
     wheels = ctx / "wheels"
     wheels.mkdir(parents=True)
     shutil.copyfile(DOCKERFILE, ctx / "Dockerfile")
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    # a fixed SOURCE_DATE_EPOCH makes the wheel the same bytes for the same source, so Docker's
+    # cache keeps the install layer until the checkout changes
+    env = {**{k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")},
+           "SOURCE_DATE_EPOCH": "315532800"}
     # no flags: the sdist, then the wheel from it (nothing is written into the checkout)
     _logged([sys.executable, "-m", "build", "--outdir", wheels, ROOT], log, 600, "building the wheel",
             cwd=ctx, env=env)
