@@ -2,8 +2,10 @@
 
 ``fleet(["host1", "host2", "host3"])`` makes, with iproute2 and util-linux:
 
-- a bridge in the root namespace (no address: the simulated hosts reach each
-  other, never this machine's own addresses);
+- a bridge in the root namespace, with no address unless ``reach=True``
+  (then ``SUBNET.254``, so this test process reaches every node, e.g. the
+  central web server, directly; the nodes still have no route beyond the
+  subnet);
 - a ``central`` node and one node per host name, each an ``ip netns``
   network namespace (loopback up, ``eth0`` a veth on the bridge, an address
   in ``SUBNET``) and a persistent UTS namespace of its own whose hostname is
@@ -171,8 +173,11 @@ def _teardown(fleet_procs: list[subprocess.Popen], made: list) -> list[str]:
 
 
 @contextlib.contextmanager
-def fleet(hosts: Sequence[str] = ("host1", "host2", "host3"), subnet: str = SUBNET) -> Iterator[Fleet]:
-    """A central node and one node per host name; all gone after the block."""
+def fleet(hosts: Sequence[str] = ("host1", "host2", "host3"), subnet: str = SUBNET,
+          reach: bool = False) -> Iterator[Fleet]:
+    """A central node and one node per host name; all gone after the block.
+    ``reach``: give the bridge ``SUBNET.254`` so the caller reaches the nodes
+    (one such fleet per subnet at a time)."""
     if os.geteuid() != 0:
         pytest.fail("the fleet harness needs root (ip netns, unshare, core_pattern)")
     if CENTRAL in hosts or len(set(hosts)) != len(hosts) or len(hosts) > 200:
@@ -184,6 +189,8 @@ def fleet(hosts: Sequence[str] = ("host1", "host2", "host3"), subnet: str = SUBN
     try:
         _run(["ip", "link", "add", bridge, "type", "bridge"])
         made.append(("link", bridge))
+        if reach:
+            _run(["ip", "addr", "add", f"{subnet}.254/{PREFIX}", "dev", bridge])
         _run(["ip", "link", "set", bridge, "up"])
         central = _make_node(tag, bridge, 0, CENTRAL, f"{subnet}.1", made)
         nodes = {name: _make_node(tag, bridge, i + 1, name, f"{subnet}.{11 + i}", made)

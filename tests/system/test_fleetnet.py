@@ -106,3 +106,15 @@ def test_teardown_after_a_failure_leaves_nothing(tmp_path):
                 if ns.startswith(f"ctfleet-{tag}-")]
     assert f"ctf{tag}" not in subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     assert not list(Path("/run/coretriage-fleet").glob(f"{tag}-*"))
+
+
+def test_reach_lets_this_process_talk_to_a_node(tmp_path):
+    with fleet(("solo",), reach=True) as fl:
+        server = fl.popen(CENTRAL, [sys.executable, "-c", SERVER, fl.central.address, str(PORT), "1"],
+                          stdout=subprocess.PIPE, text=True)
+        assert server.stdout.readline().strip() == "listening"
+        here = subprocess.run([sys.executable, "-c", CLIENT, fl.central.address, str(PORT)], capture_output=True,
+                              text=True, timeout=30)
+        assert here.returncode == 0 and here.stdout.split() == [CENTRAL, "10.213.0.254"], here.stderr
+    # the address went with the bridge
+    assert "10.213.0.254" not in subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True).stdout
