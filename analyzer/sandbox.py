@@ -627,7 +627,9 @@ def _child(box: Sandbox, uid: int, gid: int, job_r: int, result_w: int, scratch_
         detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         hint = ""
         if os.geteuid() != 0 and step == "creating its namespaces":
-            hint = " (unprivileged user namespaces are off on this host: run as root, or enable them)"
+            hint = (" (unprivileged user namespaces are off on this host, or a container's seccomp profile "
+                    "forbids them: run as root, enable them, or run the container with --security-opt "
+                    "seccomp=unconfined --security-opt systempaths=unconfined)")
         answer({"error": f"cannot build the analysis sandbox while {step}: {detail}{hint}"}, EXIT_SETUP)
         return
 

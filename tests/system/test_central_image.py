@@ -43,6 +43,15 @@ pytestmark = pytest.mark.timeout(1500)
 DATA = "/var/lib/coretriage"  # the image's data volume
 PASSWORD = "central-side-password-1"
 SIGNATURE_START = ["header_length", "parse_request", "main"]
+NO_SANDBOX = """
+from pathlib import Path
+from analyzer.sandbox import Sandbox, SandboxError, SandboxPolicy
+data = Path("/var/lib/coretriage")
+try:
+    Sandbox(SandboxPolicy.default(data, data / "tmp"), "posixpath:basename").call({})
+except SandboxError as exc:
+    print(f"SandboxError: {exc}")
+"""
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +103,13 @@ def test_the_central_image_runs_web_worker_and_db_upgrade(central_image, tmp_pat
     bundle = real_bundle(data, tmp_path)
     # the data volume belongs to the image's user, as a named volume would
     subprocess.run(["chown", "-R", f"{UID}:{UID}", str(data)], check=True)
+
+    # without what the sandbox needs, Docker's defaults refuse it: one line that says what to grant
+    refused = docker("run", "--rm", "--network", "none", "--volume", f"{data}:{DATA}", "--entrypoint", "python",
+                     image, "-c", NO_SANDBOX, check=False)
+    assert refused.returncode == 0 and len(refused.stdout.strip().splitlines()) == 1, refused.stderr[-2000:]
+    assert refused.stdout.startswith("SandboxError: cannot build the analysis sandbox") and \
+        "--security-opt seccomp=unconfined --security-opt systempaths=unconfined" in refused.stdout, refused.stdout
 
     redis_port, web_port = free_port(), free_port()
     redis = start_redis(redis_port)
