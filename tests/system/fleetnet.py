@@ -17,7 +17,8 @@
 Everything is torn down when the block ends, whatever happened in it:
 processes started through ``Fleet.popen`` are killed, then anything still
 in a namespace of ours (only our commands can be there), the namespaces, the
-veths and the bridge. Names carry this process's pid, so two runs never meet.
+veths and the bridge. Names carry this process's pid, so two runs never meet;
+what a killed run left is swept when the next fleet starts (``sweep_stale``).
 
 ``core_router(fleet, {"host1": data1, ...})``: the kernel's core_pattern is
 one setting for the whole machine, so each simulated host cannot install its
@@ -172,6 +173,42 @@ def _teardown(fleet_procs: list[subprocess.Popen], made: list) -> list[str]:
     return problems
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def sweep_stale() -> list[str]:
+    """What a run killed before its teardown left (its pid is gone): empty
+    namespaces, their UTS files and its bridge. A namespace that still holds a
+    process is left alone and named."""
+    import re
+
+    left = []
+    for ns in _run(["ip", "netns", "list"], check=False).stdout.split():
+        m = re.fullmatch(r"ctfleet-(\d+)-\S+", ns)
+        if m and not _pid_alive(int(m[1])):
+            if _run(["ip", "netns", "pids", ns], check=False).stdout.split():
+                left.append(ns)
+            else:
+                _run(["ip", "netns", "delete", ns], check=False)
+    for uts in UTS_DIR.glob("*-*") if UTS_DIR.is_dir() else ():
+        tag = uts.name.split("-", 1)[0]
+        if tag.isdigit() and not _pid_alive(int(tag)):
+            subprocess.run(["umount", str(uts)], capture_output=True, check=False)
+            uts.unlink(missing_ok=True)
+    for line in _run(["ip", "-o", "link", "show", "type", "bridge"], check=False).stdout.splitlines():
+        m = re.match(r"\d+: ctf(\d+)br[:@]", line)
+        if m and not _pid_alive(int(m[1])):
+            _run(["ip", "link", "delete", f"ctf{m[1]}br"], check=False)
+    return left
+
+
 @contextlib.contextmanager
 def fleet(hosts: Sequence[str] = ("host1", "host2", "host3"), subnet: str = SUBNET,
           reach: bool = False) -> Iterator[Fleet]:
@@ -182,6 +219,7 @@ def fleet(hosts: Sequence[str] = ("host1", "host2", "host3"), subnet: str = SUBN
         pytest.fail("the fleet harness needs root (ip netns, unshare, core_pattern)")
     if CENTRAL in hosts or len(set(hosts)) != len(hosts) or len(hosts) > 200:
         pytest.fail(f"host names must be distinct, at most 200, and not {CENTRAL!r}: {list(hosts)}")
+    sweep_stale()
     tag = str(os.getpid())
     bridge = f"ctf{tag}br"
     made: list = []

@@ -118,3 +118,19 @@ def test_reach_lets_this_process_talk_to_a_node(tmp_path):
         assert here.returncode == 0 and here.stdout.split() == [CENTRAL, "10.213.0.254"], here.stderr
     # the address went with the bridge
     assert "10.213.0.254" not in subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True).stdout
+
+
+def test_what_a_killed_run_left_is_swept():
+    # a run killed before its teardown: its pid is gone, its namespace and bridge are not
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    ns, bridge = f"ctfleet-{dead.pid}-host1", f"ctf{dead.pid}br"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
+    try:
+        with fleet(("solo",)):
+            assert ns not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+            assert bridge not in subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    finally:
+        subprocess.run(["ip", "netns", "delete", ns], capture_output=True)
+        subprocess.run(["ip", "link", "delete", bridge], capture_output=True)
