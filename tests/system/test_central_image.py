@@ -178,10 +178,10 @@ def test_the_central_image_runs_web_worker_and_db_upgrade(central_image, tmp_pat
             # the bundle id through Redis, as a collector with this broker_url sends it
             from celery import Celery
 
-            from coretriage.tasks import host_queue
             app = Celery("coretriage", broker=settings["CORETRIAGE_BROKER_URL"])
             app.conf.update(task_serializer="json", accept_content=["json"])
-            app.send_task("coretriage.analyze_bundle", args=[bundle.name], queue=host_queue(worker_host))
+            # the worker's queue_name: its default, coretriage.<its hostname>
+            app.send_task("coretriage.analyze_bundle", args=[bundle.name], queue=f"coretriage.{worker_host}")
 
             def stored():
                 if not running(worker):
@@ -230,7 +230,7 @@ def test_the_compose_file_is_valid_and_limits_every_role(tmp_path):
         env_ = services[role]["environment"]
         assert env_["CORETRIAGE_DATABASE_URL"].startswith("postgresql+psycopg://coretriage:compose-test@postgres/")
         assert env_["CORETRIAGE_BROKER_URL"] == "redis://redis:6379/0"
-    assert services["worker"]["hostname"] == services["web"]["hostname"]  # one queue name
+        assert env_["CORETRIAGE_QUEUE_NAME"] == "coretriage.central"  # one queue for web and workers
     # without the password it refuses, in one line, before anything starts
     bare = {k: v for k, v in env.items() if k != "POSTGRES_PASSWORD"}
     refused = subprocess.run([exe, "-f", str(ROOT / "deploy" / "docker-compose.yml"), "config"], capture_output=True,
@@ -340,9 +340,9 @@ def test_compose_up_runs_the_central_side(central_image, tmp_path):
         unpacked = subprocess.run(["docker", "exec", "-i", container("worker"), "tar", "-x", "-C", DATA,
                                    "--no-same-owner"], input=packed, capture_output=True, timeout=60)
         assert unpacked.returncode == 0, unpacked.stderr
-        send = ("from celery import Celery; from coretriage.tasks import host_queue; import sys; "
+        send = ("from celery import Celery; from coretriage.config import load_config; import sys; "
                 "Celery('coretriage', broker='redis://redis:6379/0').send_task("
-                "'coretriage.analyze_bundle', args=[sys.argv[1]], queue=host_queue())")
+                "'coretriage.analyze_bundle', args=[sys.argv[1]], queue=load_config().queue_name)")
         compose(project, env, "exec", "-T", "web", "python", "-c", send, bundle.name)
 
         def stored():
