@@ -25,9 +25,10 @@ from analyzer.corenotes import CoreNotes, NotACore, read_core
 from analyzer.enrichers import ENRICHERS, Target, enrich_all
 from analyzer import problems as P
 from analyzer.gdb import MULTIARCH, EarlyGdb, Gdb, GdbBudget, GdbError, GdbTimeout, mi_quote
-from analyzer.model import (Analysis, Frame, Instruction, Module, Recursion,
+from analyzer.model import (Analysis, Frame, Instruction, Module, PythonState, Recursion,
                             SignalInfo, Thread)
 from analyzer.problems import Problem
+from analyzer.python import PythonStacksError, interpreter_of, read_stacks
 from analyzer.secrets import DEFAULT_SECRET_NAMES, mask_psargs
 from analyzer.sandbox import Sandbox, SandboxError, SandboxPolicy, analysis_sandbox
 from analyzer.sandbox import request as sandbox_request
@@ -37,6 +38,7 @@ from analyzer.stack import find_cycle
 MAX_FRAMES = 256  # innermost frames kept per thread
 OUTER_FRAMES = 16  # outermost frames kept when a thread is deeper than that
 DEPTH_CAP = 250_000  # never unwind further than this
+PYTHON_MIN_SECONDS = 30  # PyStack's time when gdb spent nearly all of the budget
 REGISTERS = 24  # shown for an architecture analyzer.arch has no register list for
 
 _SAFE_PATH = re.compile(r"^[\w./+@-]+$")
@@ -279,6 +281,7 @@ class _Analyzer:
         self.gdb = gdb
         self.options = options
         self.problems: list[Problem] = []
+        self._links: Path | None | bool = False  # not made yet
         if notes.truncated:
             self.problem(P.TRUNCATED_CORE, "core is truncated: memory beyond the cut is missing")
         self.exe_path = notes.executable
@@ -391,17 +394,41 @@ class _Analyzer:
         if n.arch is not None and not n.arch.native and Path(self.gdb.gdb).name != MULTIARCH:
             self.problem(P.FOREIGN_ARCH, f"an {n.arch.name} core and no gdb-multiarch to read it "
                          "(apt-get install gdb-multiarch)")
-        try:
-            with ExitStack() as stack:
+        with ExitStack() as stack:
+            try:
                 core_arg = self._safe(self.core, stack)
                 with self.gdb as gdb:
                     self._load(gdb, core_arg, stack)
                     result.update(self._inspect(gdb, signal))
-        except GdbTimeout as exc:
-            self.problem(P.GDB_TIMEOUT, f"{exc}: backtraces are incomplete")
-        except GdbError as exc:
-            self.problem(P.GDB_FAILED, f"gdb failed: {exc}")
+            except GdbTimeout as exc:
+                self.problem(P.GDB_TIMEOUT, f"{exc}: backtraces are incomplete")
+            except GdbError as exc:
+                self.problem(P.GDB_FAILED, f"gdb failed: {exc}")
+            result["python"] = self._python(stack)
         return Analysis(**result, problems=tuple(dict.fromkeys(self.problems)))
+
+    def _python(self, stack: ExitStack) -> PythonState | None:
+        """The Python stacks, when the process ran an interpreter: read by
+        PyStack within gdb's budget (what is left of its time, at least
+        ``PYTHON_MIN_SECONDS``; the same memory cap). A core it cannot read
+        is one problem; the native frames stand."""
+        interpreter = interpreter_of(self.exe_path, [m.path for m in self.modules])
+        if interpreter is None:
+            return None
+        if self.exe_file is None:
+            self.problem(P.PYTHON_UNREADABLE, f"Python stacks not read: the executable {self.exe_path} "
+                         "was not found")
+            return None
+        budget = self.gdb.budget
+        timeout = min(budget.timeout, max(self.gdb.remaining(), PYTHON_MIN_SECONDS))
+        try:
+            return read_stacks(self.core, Path(self.exe_file), self._solib_links(stack), interpreter,
+                               timeout, budget.memory)
+        except PythonStacksError as exc:
+            self.problem(P.PYTHON_UNREADABLE, f"Python stacks not read by PyStack: {exc}")
+        except OSError as exc:  # no process or pipe left for the reader
+            self.problem(P.PYTHON_UNREADABLE, f"Python stacks not read: {exc.strerror or exc}")
+        return None
 
     @staticmethod
     def _safe(path: Path, stack: ExitStack) -> str:
@@ -430,6 +457,19 @@ class _Analyzer:
         # core says /usr/lib/...): let it find them by name where we did
         # and by their soname (liblua5.3.so.0 where the file is liblua5.3.so.0.0.0):
         # a directory of links under both names, and nothing else
+        links = self._solib_links(stack)
+        if links is not None:
+            gdb.console(f"set solib-search-path {self._safe(links, stack)}")
+        if self.exe_file:
+            gdb.mi(f"-file-exec-and-symbols {mi_quote(str(self.exe_file))}")
+        gdb.mi(f"-target-select core {core_arg}")
+
+    def _solib_links(self, stack: ExitStack) -> Path | None:
+        """A directory of links to the libraries found and checked, under
+        their file names and sonames (gdb's and PyStack's search path);
+        None when there are none. Made once per analysis."""
+        if self._links is not False:
+            return self._links
         libs = [m for m in self.modules if m.found_at and m.path != self.exe_path]
         links = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="coretriage-solib-")))
         for m in libs:
@@ -437,11 +477,8 @@ class _Analyzer:
                 if name and "/" not in name and name not in (".", "..") \
                         and not (links / name).is_symlink():
                     (links / name).symlink_to(Path(m.found_at).absolute())
-        if libs:
-            gdb.console(f"set solib-search-path {self._safe(links, stack)}")
-        if self.exe_file:
-            gdb.mi(f"-file-exec-and-symbols {mi_quote(str(self.exe_file))}")
-        gdb.mi(f"-target-select core {core_arg}")
+        self._links = links if libs else None
+        return self._links
 
     def _checked_root(self, stack: ExitStack) -> Path:
         """A sysroot of links to the modules found and checked, at the paths the core maps them."""
