@@ -1,0 +1,94 @@
+"""Python processes that segfault in native code, crashed for real through
+the kernel's pipe handler: the analysis reads their Python stacks (PyStack),
+the crash page on the real web server shows the Python frames with their
+files and lines, the text export shows them as a traceback does, and the
+signature is named by the Python function that made the crashing call."""
+
+import html
+import json
+import re
+
+from handlerkit import crash
+from hostfixtures import cli
+from pythoncrash import CTYPES_APP, EXTENSION_APP, PYTHON, build_extension, collect, line_of, write
+from webclient import Client
+from webserver import add_user, web_server
+
+CTYPES_INIT = "/usr/lib/python3.11/ctypes/__init__.py"
+
+
+def _groups(store):
+    """{signature: [crash rows]}"""
+    out = {}
+    for g in store.groups():
+        out[g.signature] = store.crashes_of(g.id)
+    return out
+
+
+def _page(data_dir, tmp_path, crash_id):
+    add_user(data_dir, "viewer", "viewer", "correct horse battery")
+    with web_server(data_dir, tmp_path / "web.log") as base:
+        client = Client(base)
+        assert client.login("viewer", "correct horse battery").status in (302, 303)
+        page = client.get(f"/crashes/{crash_id}")
+        api = client.get(f"/api/v1/crashes/{crash_id}")
+    assert page.status == 200 and api.status == 200
+    return html.unescape(page.text), api.json()
+
+
+def test_ctypes_crashes_group_by_python_function(collector_installed, tmp_path):
+    data = collector_installed
+    app = write(tmp_path, "invoices.py", CTYPES_APP)
+
+    def crashes():
+        for kind in ("invoice", "batch", "receipt"):
+            crash([PYTHON, str(app), kind], cwd=tmp_path)
+
+    store = collect(data, 3, crashes)
+    groups = _groups(store)
+    # load_invoice from handle_request and from batch_job: one group; load_receipt: another
+    assert sorted(groups) == ["strlen | ctypes.string_at | invoices.load_invoice",
+                              "strlen | ctypes.string_at | invoices.load_receipt"], sorted(groups)
+    invoice = groups["strlen | ctypes.string_at | invoices.load_invoice"]
+    assert len(invoice) == 2
+
+    crash_id = invoice[0].id
+    text = cli(data, "export", crash_id, "--format", "text").stdout
+    string_at = f'File "{CTYPES_INIT}", line '
+    assert string_at in text and ", in string_at" in text
+    assert f'File "{app}", line {line_of(CTYPES_APP, "return ctypes.string_at(n)")}, in load_invoice' in text
+    assert re.search(r"Thread 1 \(LWP \d+\) - crashed \[Python, has the GIL\]", text), text
+    assert "_PyEval_EvalFrameDefault" not in text  # replaced by the frames that ran there
+
+    page, api = _page(data, tmp_path, crash_id)
+    assert "load_invoice" in page and str(app) in page and "has the GIL" in page
+    assert f"{app}:{line_of(CTYPES_APP, 'return ctypes.string_at(n)')}" in page
+    assert f"{CTYPES_INIT}:" in page
+    assert api["analysis"]["python"]["version"] == "3.11"
+    python_frames = [f for f in api["mixed_stack"] if f["python"]]
+    assert [f["function"] for f in python_frames][:2] == ["string_at", "load_invoice"]
+    assert python_frames[1]["file"] == str(app)
+    assert python_frames[1]["line"] == line_of(CTYPES_APP, "return ctypes.string_at(n)")
+
+
+def test_c_extension_crash_names_the_python_caller(collector_installed, tmp_path):
+    data = collector_installed
+    build_extension(tmp_path)
+    app = write(tmp_path, "shop.py", EXTENSION_APP)
+
+    store = collect(data, 1, lambda: crash([PYTHON, str(app), str(tmp_path)], cwd=tmp_path))
+    groups = _groups(store)
+    assert list(groups) == ["invoice_total | shop.render_invoice"], list(groups)
+    crash_id = groups["invoice_total | shop.render_invoice"][0].id
+
+    shown = json.loads(cli(data, "show", crash_id, "--json").stdout)
+    assert not shown["analysis"]["problems"], shown["analysis"]["problems"]
+    assert shown["analysis"]["signal"]["name"] == "SIGSEGV"
+    assert shown["analysis"]["signal"]["fault_address"] == 0x10
+    text = cli(data, "export", crash_id, "--format", "text").stdout
+    line = line_of(EXTENSION_APP, "return billing.invoice_total()")
+    assert f'File "{app}", line {line}, in render_invoice' in text
+    assert f'File "{app}", line {line_of(EXTENSION_APP, "    render_invoice()")}, in main' in text
+
+    page, _ = _page(data, tmp_path, crash_id)
+    assert "invoice_total" in page and "render_invoice" in page and f"{app}:{line}" in page
