@@ -20,7 +20,7 @@ import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
-from analyzer import elfid, elfinfo
+from analyzer import elfid, elfinfo, sigframe
 from analyzer.corenotes import CoreNotes, NotACore, read_core
 from analyzer.enrichers import ENRICHERS, Target, enrich_all
 from analyzer import problems as P
@@ -519,6 +519,10 @@ class _Analyzer:
         if siginfo is not None:
             out["signal"] = siginfo
             signal = siginfo
+        caught = self._caught(gdb, current, threads[0] if threads and threads[0].crashed else None, signal)
+        if caught is not None:  # registers and code where the fault was, not in the handler
+            out["signal"], out["died_of"], sel = caught[0], signal, f"--thread {current} --frame {caught[1]}"
+            signal = caught[0]
         out["registers"] = self._registers(gdb, sel)
         out["disassembly"] = self._disassembly(gdb, sel)
         if signal is not None and signal.name == "SIGABRT":
@@ -562,6 +566,31 @@ class _Analyzer:
         if thread.truncated:  # the frames not fetched are (nearly all) the cycle too
             repeats = max(repeats, (depth - OUTER_FRAMES) // len(cycle))
         return Recursion(cycle=cycle, repeats=repeats, depth=depth)
+
+    def _caught(self, gdb: Gdb, thread: str, crashed: Thread | None,
+                core_signal: SignalInfo | None) -> tuple[SignalInfo, int] | None:
+        """A crash handler (uwsgi's, Python's faulthandler) caught a fault and
+        then killed the process itself (abort, raise): the fault it caught,
+        from the signal frame, and the level of the frame that faulted.
+        Only for a core whose signal the process sent itself: a real fault
+        inside a handler is that fault."""
+        if crashed is None or core_signal is None or (core_signal.code or 0) > 0:
+            return None
+        level = next((f.index for f in crashed.frames if f.function == "<signal handler called>"), None)
+        arch = self.notes.arch.name if self.notes.arch else None
+        if level is None or arch not in sigframe.WANTED:
+            return None
+        found = gdb.try_mi(f"-data-read-memory-bytes --thread {thread} --frame {level} $sp "
+                           f"{sigframe.WANTED[arch]}") or {}
+        memory = found.get("memory") or [{}]
+        try:
+            data = bytes.fromhex(memory[0].get("contents", ""))
+        except (ValueError, AttributeError):
+            return None
+        caught = sigframe.caught_signal(arch, data)
+        if caught is None or caught == core_signal:
+            return None
+        return caught, level + 1
 
     def _siginfo(self, gdb: Gdb, sel: str) -> SignalInfo | None:
         found = gdb.try_mi(f"-data-evaluate-expression {sel} $_siginfo")

@@ -71,10 +71,38 @@ def _python_frame(index: int, p: PythonFrame) -> Frame:
     return Frame(index=index, pc=None, function=p.function, file=p.file, line=p.line, python=True)
 
 
-def mixed_threads(threads: tuple[Thread, ...], python: PythonState) -> tuple[Thread, ...]:
-    out = []
+def pair(threads: tuple[Thread, ...], python: PythonState) -> dict[int, PythonThread]:
+    """gdb's thread number -> the Python thread that ran on it. By thread id;
+    then, for a process forked after its interpreter started (uwsgi's and
+    gunicorn's workers, without lazy-apps), whose thread states still carry
+    the parent's thread id: the Python thread holding the GIL to the crashed
+    thread if that ran the eval loop, and a last one left to the last such
+    thread left."""
+    out: dict[int, PythonThread] = {}
+    used: set[int] = set()
     for t in threads:
         py = python.thread(t.lwp)
+        if py is not None:
+            out[t.number] = py
+            used.add(id(py))
+    left = [p for p in python.threads if id(p) not in used and p.frames]
+    evals = [t for t in threads if t.number not in out and any(is_eval(f) for f in t.frames)]
+    crashed = next((t for t in evals if t.crashed), None)
+    holder = next((p for p in left if p.holds_gil), None)
+    if crashed is not None and holder is not None:
+        out[crashed.number] = holder
+        left.remove(holder)
+        evals.remove(crashed)
+    if len(left) == 1 and len(evals) == 1:
+        out[evals[0].number] = left[0]
+    return out
+
+
+def mixed_threads(threads: tuple[Thread, ...], python: PythonState) -> tuple[Thread, ...]:
+    out = []
+    paired = pair(threads, python)
+    for t in threads:
+        py = paired.get(t.number)
         if py is None or not py.frames or any(f.python for f in t.frames):
             out.append(t)
             continue

@@ -186,6 +186,10 @@ class Analysis:
     # the Python stacks of an interpreter's threads (PyStack); None: no
     # interpreter, or its stacks could not be read (a problem says why)
     python: PythonState | None = None
+    # when the program's own crash handler caught ``signal`` (the fault read
+    # from its signal frame, analyzer.sigframe) and then aborted or raised
+    # again: the signal the process died of, the one the core records
+    died_of: SignalInfo | None = None
 
     def __post_init__(self):
         # callers that still pass plain strings get them coded by their wording
@@ -253,6 +257,7 @@ _NESTED = {
     ("Analysis", "context"): ("Context",),
     ("Thread", "frames"): ("Frame",),
     ("Analysis", "python"): "PythonState",
+    ("Analysis", "died_of"): "SignalInfo",
     ("PythonState", "threads"): ("PythonThread",),
     ("PythonThread", "frames"): ("PythonFrame",),
 }

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
+from analyzer.mixed import pair
 from analyzer.model import Analysis, Frame
 from analyzer.secrets import DEFAULT_SECRET_NAMES
 from coretriage.masking import masked_row
@@ -86,6 +87,9 @@ def _summary(row: CrashRow, a: Analysis) -> list[tuple[str, str]]:
     for key, label in (("host", "Host"), ("container", "Container"), ("image", "Image")):
         if getattr(row, key):
             lines.append((label, getattr(row, key)))
+    if a.died_of:
+        lines.append(("Died of", f"{a.died_of.describe()}, after its own crash handler caught {a.signal.name}"
+                                 if a.signal else a.died_of.describe()))
     if a.abort_message:
         lines.append(("Abort message", a.abort_message))
     if a.assertion:
@@ -108,7 +112,7 @@ def _summary(row: CrashRow, a: Analysis) -> list[tuple[str, str]]:
 
 def python_status(a: Analysis, t) -> str:
     """" [Python, has the GIL]" for a thread that ran Python, as PyStack says it."""
-    py = a.python.thread(t.lwp) if a.python else None
+    py = pair(a.threads, a.python).get(t.number) if a.python else None
     if py is None:
         return ""
     words = ["Python"] + (["has the GIL"] if py.holds_gil else []) + (["collecting garbage"] if py.gc_collecting else [])

@@ -4,9 +4,12 @@ segfaults when a Python function calls it."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 PYTHON = "/usr/bin/python3"  # Debian's interpreter, as a service on the host runs it
@@ -134,3 +137,103 @@ def collect(data_dir: Path, count: int, crash, timeout: float = 180.0):
     assert len(store.crash_ids()) == count, f"{len(store.crash_ids())} crashes stored, not {count}"
     return store
 
+
+
+WSGI_APP = """\
+import billing
+
+
+def render_invoice(environ):
+    return billing.invoice_total()
+
+
+def application(environ, start_response):
+    if environ["PATH_INFO"] == "/invoice/crash":
+        render_invoice(environ)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+"""
+
+NGINX_CONF = """\
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/nginx-error.log;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            include /etc/nginx/uwsgi_params;
+            uwsgi_pass 127.0.0.1:{upstream};
+        }}
+    }}
+}}
+"""
+
+
+def uwsgi_argv(directory: Path, port: int, use_abort: bool = True) -> list[str]:
+    """uwsgi's master and two workers serving WSGI_APP, seed 004's way."""
+    argv = ["/usr/bin/uwsgi", "--plugin", "python3", "--master", "--processes", "2",
+            "--socket", f"127.0.0.1:{port}", "--pythonpath", str(directory), "--wsgi-file",
+            str(directory / "wsgiapp.py"), "--logto", str(directory / "uwsgi.log"), "--die-on-term"]
+    return argv + (["--use-abort"] if use_abort else [])
+
+
+@contextlib.contextmanager
+def served(directory: Path, use_abort: bool = True):
+    """nginx in front of uwsgi (uwsgi_pass) serving WSGI_APP with the billing
+    extension: yields nginx's base URL; both stopped after."""
+    import crashkit
+    from webserver import free_port
+
+    build_extension(directory)
+    write(directory, "wsgiapp.py", WSGI_APP)
+    upstream, port = free_port(), free_port()
+    conf = write(directory, "nginx.conf", NGINX_CONF.format(dir=directory, port=port, upstream=upstream))
+    procs = []
+    try:
+        procs.append(subprocess.Popen(uwsgi_argv(directory, upstream, use_abort), preexec_fn=crashkit.allow_cores,
+                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL, cwd=directory, env={"PATH": "/usr/bin:/bin"}))
+        procs.append(subprocess.Popen(["/usr/sbin/nginx", "-c", str(conf), "-p", str(directory)],
+                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL))
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:  # up when a request goes through both
+            try:
+                with urllib.request.urlopen(base + "/", timeout=5) as answer:
+                    if answer.read() == b"ok":
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                log = directory / "uwsgi.log"
+                raise AssertionError(f"uwsgi behind nginx did not answer: "
+                                     f"{log.read_text()[-2000:] if log.exists() else 'no uwsgi log'}")
+            time.sleep(0.1)
+        yield base
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def request(url: str) -> int:
+    """The HTTP status of a GET (502 when the worker died)."""
+    try:
+        with urllib.request.urlopen(url, timeout=30) as answer:
+            return answer.status
+    except urllib.error.HTTPError as exc:
+        return exc.code

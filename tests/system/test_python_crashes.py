@@ -10,7 +10,8 @@ import re
 
 from handlerkit import crash
 from hostfixtures import cli
-from pythoncrash import CTYPES_APP, EXTENSION_APP, PYTHON, build_extension, collect, line_of, write
+from pythoncrash import (CTYPES_APP, EXTENSION_APP, PYTHON, WSGI_APP, build_extension, collect, line_of, request,
+                         served, write)
 from webclient import Client
 from webserver import add_user, web_server
 
@@ -92,3 +93,35 @@ def test_c_extension_crash_names_the_python_caller(collector_installed, tmp_path
 
     page, _ = _page(data, tmp_path, crash_id)
     assert "invoice_total" in page and "render_invoice" in page and f"{app}:{line}" in page
+
+
+def test_uwsgi_worker_behind_nginx(collector_installed, tmp_path):
+    """Seed 004's stack: nginx -> uwsgi_pass -> a uwsgi worker (python3
+    plugin, --use-abort) whose WSGI app calls the extension on one URL."""
+    data = collector_installed
+    statuses = []
+
+    def crashes():
+        with served(tmp_path) as base:
+            statuses.append(request(base + "/"))
+            statuses.append(request(base + "/invoice/crash"))
+
+    store = collect(data, 1, crashes)
+    assert statuses == [200, 502]
+    groups = _groups(store)
+    assert list(groups) == ["invoice_total | wsgiapp.render_invoice"], list(groups)
+    crash_id = groups["invoice_total | wsgiapp.render_invoice"][0].id
+    analysis = json.loads(cli(data, "show", crash_id, "--json").stdout)["analysis"]
+    # through uwsgi's SIGSEGV handler and its abort() to the fault itself
+    assert analysis["signal"]["name"] == "SIGSEGV" and analysis["signal"]["code_name"] == "SEGV_MAPERR"
+    assert analysis["signal"]["fault_address"] == 0x10
+    assert analysis["died_of"]["name"] == "SIGABRT"
+    assert not analysis["problems"], analysis["problems"]
+    text = cli(data, "export", crash_id, "--format", "text").stdout
+    app = tmp_path / "wsgiapp.py"
+    line = line_of(WSGI_APP, "return billing.invoice_total()")
+    assert f'File "{app}", line {line}, in render_invoice' in text
+    assert f'File "{app}", line {line_of(WSGI_APP, "        render_invoice(environ)")}, in application' in text
+    page, _ = _page(data, tmp_path, crash_id)
+    assert f"{app}:{line}" in page and "application" in page
+    assert "Died of" in page and "SIGABRT" in page and "SEGV_MAPERR" in page
