@@ -6,6 +6,7 @@ DATA    ?= $(CURDIR)/.coretriage-data
 APT_PKGS := gdb elfutils zstd libc6-dbg musl-tools g++ \
             haproxy liblua5.3-dev lua5.3 postgresql postgresql-server-dev-all curl redis-server \
             docker.io debootstrap python3-aiosmtpd \
+            python3-dev uwsgi uwsgi-plugin-python3 nginx \
             chromium fonts-dejavu-core \
             gdb-multiarch qemu-user gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf \
             libc6-arm64-cross libc6-armhf-cross libc6-dev-arm64-cross libc6-dev-armhf-cross

@@ -421,9 +421,12 @@ class _Analyzer:
             return None
         budget = self.gdb.budget
         timeout = min(budget.timeout, max(self.gdb.remaining(), PYTHON_MIN_SECONDS))
+        # PyStack finds the executable's maps by its name: the core's, not the staged copy's
+        named = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="coretriage-exe-")))
+        exe = named / (Path(self.exe_path).name if self.exe_path else "executable")
         try:
-            return read_stacks(self.core, Path(self.exe_file), self._solib_links(stack), interpreter,
-                               timeout, budget.memory)
+            exe.symlink_to(Path(self.exe_file).absolute())
+            return read_stacks(self.core, exe, self._solib_links(stack), interpreter, timeout, budget.memory)
         except PythonStacksError as exc:
             self.problem(P.PYTHON_UNREADABLE, f"Python stacks not read by PyStack: {exc}")
         except OSError as exc:  # no process or pipe left for the reader
