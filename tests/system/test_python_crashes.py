@@ -125,3 +125,46 @@ def test_uwsgi_worker_behind_nginx(collector_installed, tmp_path):
     page, _ = _page(data, tmp_path, crash_id)
     assert f"{app}:{line}" in page and "application" in page
     assert "Died of" in page and "SIGABRT" in page and "SEGV_MAPERR" in page
+
+
+def test_doctor_finds_uwsgi_masters_without_use_abort(tmp_path):
+    """Two real uwsgi masters: one without use-abort, one with it in its ini file."""
+    import signal
+    import subprocess
+    import time
+
+    from collector.hostsetup import checks as C
+    from collector.hostsetup.doctor import run_checks
+    from webserver import free_port
+
+    write(tmp_path, "wsgiapp.py", "def application(environ, start_response):\n"
+                                  "    start_response('200 OK', [])\n    return [b'ok']\n")
+    write(tmp_path, "with-abort.ini", f"[uwsgi]\nplugin = python3\nmaster = true\nprocesses = 1\n"
+                                      f"socket = 127.0.0.1:{free_port()}\nwsgi-file = wsgiapp.py\n"
+                                      "use-abort = true\n")
+    plain = ["/usr/bin/uwsgi", "--plugin", "python3", "--master", "--processes", "1", "--socket",
+             f"127.0.0.1:{free_port()}", "--wsgi-file", "wsgiapp.py"]
+    procs = [subprocess.Popen(argv, cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, env={"PATH": "/usr/bin:/bin"})
+             for argv in (plain, ["/usr/bin/uwsgi", "--ini", "with-abort.ini"])]
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            got = {c.name: c for c in run_checks(tmp_path / "data", docker=lambda: [], clock=None)}
+            if all(f"uwsgi master {p.pid}" in got for p in procs) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGINT)  # uwsgi reloads on SIGTERM, stops on SIGINT
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+    without, with_abort = (got[f"uwsgi master {p.pid}"] for p in procs)
+    assert without.status == C.WARN and "without use-abort" in without.message and "--use-abort" in without.fix
+    assert with_abort.status == C.OK, with_abort
+    reported = {int(c.split()[-1]) for c in got if c.startswith("uwsgi master ")}
+    assert {p.pid for p in procs} <= reported  # the masters; their workers are not masters
