@@ -39,6 +39,7 @@ bench: system-deps $(STAMP)
 	$(PY) bench/analysis.py
 	$(PY) bench/capture.py
 	$(PY) bench/stackcore.py
+	$(PY) bench/python.py
 	$(PY) bench/cli.py
 	$(PY) bench/webui.py
 

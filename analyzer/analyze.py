@@ -255,8 +255,9 @@ def analyze_here(core: Path, executable: Path | None = None, sysroot: Path | Non
                  gdb: Gdb | None = None) -> Analysis:
     """The analysis itself, in this process, unconfined: only for the
     sandbox's child. ``gdb``: a session started early; closed here.
-    ``options``: ``show_literals`` (enrichers) and ``secret_names``, the
-    patterns the core's command line is masked with (``analyzer.secrets``)."""
+    ``options``: ``show_literals`` (enrichers), ``secret_names``, the
+    patterns the core's command line is masked with (``analyzer.secrets``),
+    and ``python_stacks`` (False: no PyStack, the native analysis only)."""
     core = Path(core)
     gdb = gdb or Gdb(budget)
     try:
@@ -413,7 +414,7 @@ class _Analyzer:
         ``PYTHON_MIN_SECONDS``; the same memory cap). A core it cannot read
         is one problem; the native frames stand."""
         interpreter = interpreter_of(self.exe_path, [m.path for m in self.modules])
-        if interpreter is None:
+        if interpreter is None or self.options.get("python_stacks") is False:
             return None
         if self.exe_file is None:
             self.problem(P.PYTHON_UNREADABLE, f"Python stacks not read: the executable {self.exe_path} "
