@@ -45,6 +45,8 @@ _SAFE_PATH = re.compile(r"^[\w./+@-]+$")
 _STRING_VALUE = re.compile(r"""^0x[0-9a-f]+(?: <[^>]*>)? (["'].*)$""", re.DOTALL)
 _ASSERT = re.compile(r"Assertion [`'](.*)' failed")
 _LWP = re.compile(r"LWP (\d+)")
+# NT_FILE names for memory that is no file's data: shared anonymous memory
+_SHARED_MEMORY = re.compile(r"^/(dev/zero|SYSV[0-9a-f]+|memfd:|anon_hugepage|dev/shm/)")
 
 
 def analyze_core(core: Path, executable: Path | None = None, sysroot: Path | None = None,
@@ -536,7 +538,10 @@ class _Analyzer:
                 found = _ASSERT.search(msg)
                 if found:
                     out["assertion"] = found.group(1)
-        target = Target(self.exe_path, self.exe_file, tuple(m.path for m in self.modules), self.options)
+        target = Target(self.exe_path, self.exe_file, tuple(m.path for m in self.modules), self.options,
+                        core=self.core, pid=self.notes.pid,
+                        file_ranges=tuple((m.start, m.end) for m in self.notes.mappings
+                                          if not _SHARED_MEMORY.match(m.path)))
         contexts, problems = enrich_all(target, _Probe(gdb, sel))
         out["context"] = contexts
         self.problems.extend(problems)

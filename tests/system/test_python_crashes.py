@@ -10,8 +10,8 @@ import re
 
 from handlerkit import crash
 from hostfixtures import cli
-from pythoncrash import (CTYPES_APP, EXTENSION_APP, PYTHON, WSGI_APP, build_extension, collect, line_of, request,
-                         served, write)
+from pythoncrash import (CTYPES_APP, EXTENSION_APP, PYTHON, WSGI_APP, build_extension, collect, line_of, ours,
+                         request, served, write)
 from webclient import Client
 from webserver import add_user, web_server
 
@@ -19,10 +19,10 @@ CTYPES_INIT = "/usr/lib/python3.11/ctypes/__init__.py"
 
 
 def _groups(store):
-    """{signature: [crash rows]}"""
+    """{signature: [crash rows]} of our programs' crashes"""
     out = {}
-    for g in store.groups():
-        out[g.signature] = store.crashes_of(g.id)
+    for row in ours(store):
+        out.setdefault(row.signature["text"], []).append(row)
     return out
 
 
@@ -125,6 +125,12 @@ def test_uwsgi_worker_behind_nginx(collector_installed, tmp_path):
     page, _ = _page(data, tmp_path, crash_id)
     assert f"{app}:{line}" in page and "application" in page
     assert "Died of" in page and "SIGABRT" in page and "SEGV_MAPERR" in page
+    # which worker and which request, from the core's memory; uwsgi's own log says the same
+    spawned = re.search(rf"spawned uWSGI worker (\d+) \(pid: {analysis['pid']},", (tmp_path / "uwsgi.log").read_text())
+    assert spawned, (tmp_path / "uwsgi.log").read_text()
+    context = {k: v for ctx in analysis["context"] if ctx["program"] == "uwsgi" for k, v in ctx["fields"]}
+    assert context == {"worker": spawned.group(1), "request": "GET /invoice/crash"}
+    assert f"uwsgi worker" in page and "GET /invoice/crash" in page
 
 
 def test_doctor_finds_uwsgi_masters_without_use_abort(tmp_path):
