@@ -26,14 +26,22 @@ def _groups(store):
     return out
 
 
-def _page(data_dir, tmp_path, crash_id):
+def _page(data_dir, tmp_path, crash_id, group_id=None):
+    """The crash page and the API's crash on the real web server; with a
+    group id, the group page too, whose latest crash shares the crash's
+    two innermost Python frames."""
     add_user(data_dir, "viewer", "viewer", "correct horse battery")
     with web_server(data_dir, tmp_path / "web.log") as base:
         client = Client(base)
         assert client.login("viewer", "correct horse battery").status in (302, 303)
         page = client.get(f"/crashes/{crash_id}")
         api = client.get(f"/api/v1/crashes/{crash_id}")
+        group = client.get(f"/groups/{group_id}") if group_id is not None else None
     assert page.status == 200 and api.status == 200
+    if group is not None:
+        assert group.status == 200
+        for f in [f for f in api.json()["mixed_stack"] if f["python"]][:2]:
+            assert f"{f['file']}:{f['line']}" in html.unescape(group.text)
     return html.unescape(page.text), api.json()
 
 
@@ -61,7 +69,7 @@ def test_ctypes_crashes_group_by_python_function(collector_installed, tmp_path):
     assert re.search(r"Thread 1 \(LWP \d+\) - crashed \[Python, has the GIL\]", text), text
     assert "_PyEval_EvalFrameDefault" not in text  # replaced by the frames that ran there
 
-    page, api = _page(data, tmp_path, crash_id)
+    page, api = _page(data, tmp_path, crash_id, invoice[0].group_id)
     assert "load_invoice" in page and str(app) in page and "has the GIL" in page
     assert f"{app}:{line_of(CTYPES_APP, 'return ctypes.string_at(n)')}" in page
     assert f"{CTYPES_INIT}:" in page
