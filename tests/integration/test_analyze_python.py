@@ -144,3 +144,20 @@ def test_pystack_gets_gdbs_memory_cap(crashed):
     a = analyze_core(sample.core, sample.exe, budget=GdbBudget(memory=24 << 20))
     found = [p for p in a.problems if p.code == P.PYTHON_UNREADABLE]
     assert len(found) == 1 and a.python is None, a.problems
+
+
+def test_pystack_past_its_deadline_is_killed(crashed):
+    """The reader is a process of its own: past the deadline it is killed
+    and the answer is one line, whatever PyStack was doing."""
+    import os
+    import time
+
+    from analyzer.python import PythonStacksError, read_stacks
+
+    sample, _ = crashed("python_ctypes")
+    start = time.monotonic()
+    with pytest.raises(PythonStacksError, match=r"^PyStack did not finish within 0.01 s$"):
+        read_stacks(sample.core, sample.exe, None, "/usr/bin/python3.11", timeout=0.01, memory=4 << 30)
+    assert time.monotonic() - start < 5
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)  # the reader was reaped, nothing left behind
