@@ -25,19 +25,23 @@ from analyzer.corenotes import CoreNotes, NotACore, read_core
 from analyzer.enrichers import ENRICHERS, Target, enrich_all
 from analyzer import problems as P
 from analyzer.gdb import MULTIARCH, EarlyGdb, Gdb, GdbBudget, GdbError, GdbTimeout, mi_quote
-from analyzer.model import (Analysis, Frame, Instruction, Module, PythonState, Recursion,
+from analyzer.model import (Analysis, CxxException, Frame, Instruction, Module, PythonState, Recursion,
                             SignalInfo, Thread)
 from analyzer.problems import Problem
 from analyzer.python import PythonStacksError, interpreter_of, read_stacks
-from analyzer.secrets import DEFAULT_SECRET_NAMES, mask_psargs
+from analyzer.secrets import DEFAULT_SECRET_NAMES, mask_psargs, mask_text
 from analyzer.sandbox import Sandbox, SandboxError, SandboxPolicy, analysis_sandbox
 from analyzer.sandbox import request as sandbox_request
-from analyzer.signals import FAULTS, code_name, signal_name
+from analyzer import cxxexception as cxx
+from analyzer.signals import FAULTS, SI_KERNEL, RawSiginfo, code_name, parse_siginfo, signal_name
 from analyzer.stack import find_cycle
 
 MAX_FRAMES = 256  # innermost frames kept per thread
 OUTER_FRAMES = 16  # outermost frames kept when a thread is deeper than that
-DEPTH_CAP = 250_000  # never unwind further than this
+# Never unwind further than this: gdb spends ~45 us and ~11 KB per frame, so
+# an 8 MiB stack's overflow (~90,000 frames) took seconds and a 64 MiB one's
+# ~40 s and 2.7 GB. Deeper stacks report "at least DEPTH_CAP frames".
+DEPTH_CAP = 10_000
 PYTHON_MIN_SECONDS = 30  # PyStack's time when gdb spent nearly all of the budget
 REGISTERS = 24  # shown for an architecture analyzer.arch has no register list for
 
@@ -386,8 +390,9 @@ class _Analyzer:
         n = self.notes
         signal = None
         if n.signal:
-            signal = SignalInfo(n.signal, signal_name(n.signal), n.si_code, code_name(n.signal, n.si_code),
-                                n.fault_address if n.signal in FAULTS else None, n.sender_pid)
+            # no NT_SIGINFO (qemu's cores): the number alone
+            signal = (signal_info(RawSiginfo(n.signal, n.si_code, n.fault_address, n.sender_pid, n.sender_uid),
+                                  n.pid) if n.si_code is not None else SignalInfo(n.signal, signal_name(n.signal)))
         # psargs is the command line as the process left it: mask it as the handler masks argv
         names = self.options.get("secret_names", DEFAULT_SECRET_NAMES)
         command_line = mask_psargs(n.psargs, names) if n.psargs else n.psargs
@@ -507,12 +512,15 @@ class _Analyzer:
         recursion = None
         for t in info.get("threads", []):
             crashed = t.get("id") == current
-            frames, depth = self._frames(gdb, t["id"], crashed)
+            frames, depth, capped = self._frames(gdb, t["id"], crashed)
             lwp = _LWP.search(t.get("target-id", ""))
             thread = Thread(number=int(t["id"]), lwp=int(lwp.group(1)) if lwp else None, crashed=crashed,
-                            frames=frames, depth=depth, name=t.get("name"))
+                            frames=frames, depth=depth, name=t.get("name"), depth_is_minimum=capped and crashed)
             if crashed:
                 recursion = self._recursion(thread)
+                if capped and recursion is None:
+                    self.problem(P.STACK_TOO_DEEP, f"thread {t['id']} is deeper than {DEPTH_CAP} frames and "
+                                 "repeats no cycle of frames; unwinding stopped there")
                 threads.insert(0, thread)
             else:
                 threads.append(thread)
@@ -523,14 +531,20 @@ class _Analyzer:
         sel = f"--thread {current} --frame 0"
         siginfo = self._siginfo(gdb, sel)
         if siginfo is not None:
+            # the program's own crash handler re-raised the signal, or crashed
+            # itself: the fault it was handed is the crash
+            handled = self._handled_fault(gdb, threads[0] if threads and threads[0].crashed else None, siginfo)
+            if handled is not None:
+                siginfo = dataclasses.replace(signal_info(handled[0], self.notes.pid), reraised=siginfo)
+                sel = f"--thread {current} --frame {handled[1]}"  # registers and code where the fault was
+        if siginfo is not None:
             out["signal"] = siginfo
             signal = siginfo
-        caught = self._caught(gdb, current, threads[0] if threads and threads[0].crashed else None, signal)
-        if caught is not None:  # registers and code where the fault was, not in the handler
-            out["signal"], out["died_of"], sel = caught[0], signal, f"--thread {current} --frame {caught[1]}"
-            signal = caught[0]
         out["registers"] = self._registers(gdb, sel)
         out["disassembly"] = self._disassembly(gdb, sel)
+        crashed = threads[0] if threads and threads[0].crashed else None
+        if crashed is not None and cxx.unwinding(f.function for f in crashed.frames):
+            out["exception"] = self._cxx_exception(gdb, sel)
         if signal is not None and signal.name == "SIGABRT":
             msg = self._string(gdb, "*(char **)&__abort_msg + 4")
             if msg:
@@ -547,21 +561,23 @@ class _Analyzer:
         self.problems.extend(problems)
         return out
 
-    def _frames(self, gdb: Gdb, thread: str, crashed: bool) -> tuple[tuple[Frame, ...], int | None]:
+    def _frames(self, gdb: Gdb, thread: str, crashed: bool) -> tuple[tuple[Frame, ...], int | None, bool]:
+        """(innermost frames, and the outermost when the crashing thread is
+        deeper than that; its depth when more exist than were kept; whether
+        that depth is only a minimum because unwinding stopped at the cap)."""
         limit = MAX_FRAMES if crashed else MAX_FRAMES // 2
         raw = gdb.mi(f"-stack-list-frames --thread {thread} 0 {limit - 1}").get("stack", [])
         frames = [self._frame(f) for f in raw]
-        depth = None
+        depth, capped = None, False
         if len(frames) >= limit:
             cap = DEPTH_CAP if crashed else limit + 1
             depth = int(gdb.mi(f"-stack-info-depth --thread {thread} {cap}").get("depth", len(frames)))
-            if crashed and depth > limit:
+            capped = depth >= cap
+            if crashed and limit < depth < cap:  # at the cap the frames there are not the outermost
                 low = max(limit, depth - OUTER_FRAMES)
                 outer = gdb.mi(f"-stack-list-frames --thread {thread} {low} {depth - 1}").get("stack", [])
                 frames.extend(self._frame(f) for f in outer)
-            if depth >= cap:
-                self.problem(P.STACK_TOO_DEEP, f"thread {thread} is deeper than {cap} frames; unwinding stopped there")
-        return tuple(frames), depth
+        return tuple(frames), depth, capped
 
     @staticmethod
     def _recursion(thread: Thread) -> Recursion | None:
@@ -574,47 +590,117 @@ class _Analyzer:
         depth = thread.depth or len(thread.frames)
         if thread.truncated:  # the frames not fetched are (nearly all) the cycle too
             repeats = max(repeats, (depth - OUTER_FRAMES) // len(cycle))
-        return Recursion(cycle=cycle, repeats=repeats, depth=depth)
-
-    def _caught(self, gdb: Gdb, thread: str, crashed: Thread | None,
-                core_signal: SignalInfo | None) -> tuple[SignalInfo, int] | None:
-        """A crash handler (uwsgi's, Python's faulthandler) caught a fault and
-        then killed the process itself (abort, raise): the fault it caught,
-        from the signal frame, and the level of the frame that faulted.
-        Only for a core whose signal the process sent itself: a real fault
-        inside a handler is that fault."""
-        if crashed is None or core_signal is None or (core_signal.code or 0) > 0:
-            return None
-        level = next((f.index for f in crashed.frames if f.function == "<signal handler called>"), None)
-        arch = self.notes.arch.name if self.notes.arch else None
-        if level is None or arch not in sigframe.WANTED:
-            return None
-        found = gdb.try_mi(f"-data-read-memory-bytes --thread {thread} --frame {level} $sp "
-                           f"{sigframe.WANTED[arch]}") or {}
-        memory = found.get("memory") or [{}]
-        try:
-            data = bytes.fromhex(memory[0].get("contents", ""))
-        except (ValueError, AttributeError):
-            return None
-        caught = sigframe.caught_signal(arch, data)
-        if caught is None or caught == core_signal:
-            return None
-        return caught, level + 1
+        return Recursion(cycle=cycle, repeats=repeats, depth=depth, depth_is_minimum=thread.depth_is_minimum)
 
     def _siginfo(self, gdb: Gdb, sel: str) -> SignalInfo | None:
         found = gdb.try_mi(f"-data-evaluate-expression {sel} $_siginfo")
         text = (found or {}).get("value", "")
         signo = re.search(r"si_signo = (-?\d+)", text)
-        if not signo:
-            return None
-        number = int(signo.group(1))
         code = re.search(r"si_code = (-?\d+)", text)
-        code = int(code.group(1)) if code else None
+        if not signo or not code:
+            return None
+        number, code = int(signo.group(1)), int(code.group(1))
         addr = re.search(r"_sigfault = \{si_addr = (0x[0-9a-f]+)", text)
-        sender = re.search(r"_kill = \{si_pid = (\d+)", text)
-        return SignalInfo(number, signal_name(number), code, code_name(number, code),
-                          int(addr.group(1), 16) if addr and number in FAULTS else None,
-                          int(sender.group(1)) if sender and number not in FAULTS else None)
+        sender = re.search(r"_kill = \{si_pid = (-?\d+), si_uid = (\d+)", text)
+        if code <= 0:
+            raw = RawSiginfo(number, code, sender_pid=int(sender.group(1)) if sender else None,
+                             sender_uid=int(sender.group(2)) if sender else None)
+        else:
+            raw = RawSiginfo(number, code, int(addr.group(1), 16) if addr and number in FAULTS
+                             and code != SI_KERNEL else None)
+        return signal_info(raw, self.notes.pid)
+
+    def _cxx_exception(self, gdb: Gdb, sel: str) -> CxxException | None:
+        """The uncaught C++ exception's type and what(), read from memory
+        (``analyzer.cxxexception``): x86-64 and a shared libstdc++ only."""
+        arch = self.notes.arch
+        if arch is None or arch.name != "x86-64":
+            return None
+        try:
+            tls = cxx.tls_location(gdb.console("disassemble __cxa_get_globals"))
+        except GdbTimeout:
+            raise
+        except GdbError:
+            return None
+        fs = re.search(r"0x[0-9a-f]+|\d+", (gdb.try_mi(f"-data-evaluate-expression {sel} $fs_base") or {})
+                       .get("value", ""))
+        if tls is None or fs is None:
+            return None
+
+        def read(address: int, size: int) -> bytes | None:
+            found = (gdb.try_mi(f"-data-read-memory-bytes {address:#x} {size}") or {}).get("memory") or []
+            try:
+                data = bytes.fromhex(found[0]["contents"]) if found else b""
+            except (KeyError, TypeError, ValueError):
+                return None
+            return data if len(data) == size else None
+
+        def word(address: int) -> int | None:
+            data = read(address, 8)
+            return int.from_bytes(data, "little") if data else None
+
+        def byte(address: int) -> int | None:
+            data = read(address, 1)
+            return data[0] if data else None
+
+        def string(address: int) -> str | None:
+            return self._string(gdb, f"(char *){address:#x}")
+
+        def symbol_at(address: int) -> str:
+            try:
+                return gdb.console(f"info symbol {address:#x}")
+            except GdbError:
+                return ""
+
+        def demangle(mangled: str) -> str | None:
+            if not re.fullmatch(r"[\w$.]+", mangled):
+                return None  # never a gdb command from the core's bytes
+            try:
+                text = gdb.console(f"demangle -l c++ -- _ZTS{mangled}").strip()
+            except GdbError:
+                return None
+            return text.removeprefix("typeinfo name for ") if text.startswith("typeinfo name for ") else None
+
+        value = fs.group(0)
+        found = cxx.uncaught(word, byte, string, int(value, 16) if value.startswith("0x") else int(value), tls,
+                             symbol_at, demangle)
+        if found is not None and found.what:  # a message may carry a connection string or a token
+            names = self.options.get("secret_names", DEFAULT_SECRET_NAMES)
+            found = dataclasses.replace(found, what=mask_text(found.what, names))
+        return found
+
+    def _handled_fault(self, gdb: Gdb, thread: Thread | None,
+                       core_signal: SignalInfo) -> tuple[RawSiginfo, int] | None:
+        """The fault the kernel handed the program's own handler, when the
+        crash went through one (``<signal handler called>`` on the crashing
+        stack), and the level of the frame that faulted: read from the
+        signal frame, where the kernel put it. A handler without SA_SIGINFO
+        (uwsgi's, faulthandler) has no siginfo there: then the saved
+        registers' trap says which fault, when the process went on to kill
+        itself (abort, raise)."""
+        arch = self.notes.arch
+        if thread is None or arch is None or arch.name not in sigframe.WANTED:
+            return None
+        level = next((f.index for f in thread.frames if f.function == "<signal handler called>"), None)
+        if level is None:
+            return None
+        found = gdb.try_mi(f"-data-read-memory-bytes --thread {thread.number} --frame {level} $sp "
+                           f"{sigframe.WANTED[arch.name]}") or {}
+        memory = found.get("memory") or []
+        contents = memory[0].get("contents", "") if memory and isinstance(memory[0], dict) else ""
+        try:
+            data = bytes.fromhex(contents)
+        except ValueError:
+            return None
+        info = parse_siginfo(sigframe.siginfo_bytes(arch.name, data), arch.bits)
+        # a fault the kernel raised: a handler for SIGCHLD or a timer is no crash handler
+        if info is not None and not info.sent and info.signo in FAULTS:
+            return info, level + 1
+        if core_signal.sender_is_self:
+            info = sigframe.sigcontext_fault(arch.name, data)
+            if info is not None:
+                return info, level + 1
+        return None
 
     def _registers(self, gdb: Gdb, sel: str) -> tuple[tuple[str, str], ...]:
         names = (gdb.try_mi("-data-list-register-names") or {}).get("register-names", [])
@@ -683,6 +769,13 @@ def _number(text: str | None, base: int) -> int | None:
         return int(text, base) if text is not None else None
     except ValueError:
         return None
+
+
+def signal_info(raw: RawSiginfo, pid: int | None) -> SignalInfo:
+    """The model's view of a raw siginfo: named, with the sender or the address."""
+    return SignalInfo(raw.signo, signal_name(raw.signo), raw.code, code_name(raw.signo, raw.code),
+                      raw.address, raw.sender_pid, raw.sender_uid,
+                      sender_is_self=raw.sender_pid is not None and raw.sender_pid == pid)
 
 
 def parse_frame(raw: dict) -> dict:

@@ -20,6 +20,7 @@ from elftools.elf.elffile import ELFFile
 
 from analyzer.arch import Arch, NotELF, architecture
 from analyzer.elfid import build_id
+from analyzer.signals import parse_siginfo
 
 AT_ENTRY = 9
 AT_EXECFN = 31
@@ -55,6 +56,7 @@ class CoreNotes:
     build_ids: tuple[tuple[str, str], ...]  # (path, build-id) read from core memory
     arch: Arch | None = None
     execfn: str | None = None  # AT_EXECFN's string, read from core memory when no NT_FILE names the program
+    sender_uid: int | None = None
 
     @property
     def executable(self) -> str | None:
@@ -80,15 +82,10 @@ def _cstr(raw: bytes) -> str:
 
 
 def _siginfo(desc: bytes, bits: int = 64):
-    signo, _errno, code = struct.unpack_from("<iii", desc, 0)
-    addr = sender = None
-    # the union follows the three ints, aligned to the word size
-    union = 16 if bits == 64 else 12
-    if signo in (4, 7, 8, 11):  # SIGILL SIGBUS SIGFPE SIGSEGV: si_addr
-        (addr,) = struct.unpack_from("<Q" if bits == 64 else "<I", desc, union)
-    elif code <= 0 or signo in (6,):  # sent by a process (kill, tgkill, abort)
-        (sender,) = struct.unpack_from("<i", desc, union)
-    return signo, code, addr, sender
+    info = parse_siginfo(desc, bits)
+    if info is None:
+        return None, None, None, None, None
+    return info.signo, info.code, info.address, info.sender_pid, info.sender_uid
 
 
 def _auxv(desc: bytes, bits: int = 64) -> dict[int, int]:
@@ -166,7 +163,7 @@ def read_core(stream) -> CoreNotes:
     bits = arch.bits
 
     pid = uid = fname = psargs = None
-    signo = code = addr = sender = None
+    signo = code = addr = sender = sender_uid = None
     aux: dict[int, int] = {}
     lwps: list[int] = []
     status_signal = None  # the first thread's pr_cursig, for cores without NT_SIGINFO (qemu's)
@@ -195,7 +192,7 @@ def read_core(stream) -> CoreNotes:
                 if status_signal is None and cursig > 0:
                     status_signal = cursig
             elif kind == "NT_SIGINFO" and isinstance(desc, bytes) and len(desc) >= 24:
-                signo, code, addr, sender = _siginfo(desc, bits)
+                signo, code, addr, sender, sender_uid = _siginfo(desc, bits)
             elif kind == "NT_AUXV" and isinstance(desc, bytes):
                 aux = _auxv(desc, bits)
             elif kind == "NT_FILE":
@@ -221,7 +218,7 @@ def read_core(stream) -> CoreNotes:
         raw = memory.read_upto(aux[AT_EXECFN], 256)
         execfn = _cstr(raw) if b"\0" in raw else None
     return CoreNotes(pid=pid, uid=uid, fname=fname, psargs=psargs, signal=signo, si_code=code,
-                     fault_address=addr, sender_pid=sender, entry=aux.get(AT_ENTRY),
+                     fault_address=addr, sender_pid=sender, sender_uid=sender_uid, entry=aux.get(AT_ENTRY),
                      execfn_addr=aux.get(AT_EXECFN), thread_lwps=tuple(lwps),
                      mappings=tuple(mappings), truncated=truncated, build_ids=tuple(build_ids), arch=arch,
                      execfn=execfn or None)

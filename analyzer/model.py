@@ -61,10 +61,16 @@ class Thread:
     frames: tuple[Frame, ...]
     depth: int | None = None  # total frames when more exist than were kept
     name: str | None = None
+    depth_is_minimum: bool = False  # unwinding stopped at the cap: at least ``depth`` frames
 
     @property
     def truncated(self) -> bool:
         return self.depth is not None and self.depth > len(self.frames)
+
+    @property
+    def depth_text(self) -> str:
+        depth = self.depth or len(self.frames)
+        return f"at least {depth:,} frames" if self.depth_is_minimum else f"{depth:,} frames"
 
 
 @dataclass(frozen=True)
@@ -85,8 +91,14 @@ class SignalInfo:
     name: str
     code: int | None = None
     code_name: str | None = None
-    fault_address: int | None = None
-    sender_pid: int | None = None
+    fault_address: int | None = None  # only for a fault the kernel raised (si_code > 0)
+    sender_pid: int | None = None  # only for a signal a process sent (si_code <= 0), in its pid namespace
+    sender_uid: int | None = None
+    sender_is_self: bool = False  # the crashed process sent it (raise, abort, kill(getpid()))
+    # When the program's own handler re-raised the signal, or crashed itself:
+    # this is the fault the kernel handed the handler, and ``reraised`` the
+    # signal that ended the process.
+    reraised: "SignalInfo | None" = None
 
     def describe(self) -> str:
         text = self.name
@@ -94,7 +106,27 @@ class SignalInfo:
             text += f" ({self.code_name})"
         if self.fault_address is not None:
             text += f" at {self.fault_address:#x}"
+        if self.sender_pid is not None:
+            who = (["itself"] if self.sender_is_self else []) + (
+                [f"uid {self.sender_uid}"] if self.sender_uid is not None else [])
+            text += f" sent by pid {self.sender_pid}" + (f" ({', '.join(who)})" if who else "")
+        if self.reraised is not None:
+            if self.reraised.sender_pid is not None:
+                text += f"; re-raised by the program's handler as {self.reraised.describe()}"
+            else:
+                text += f"; the program's handler then crashed: {self.reraised.describe()}"
         return text
+
+
+@dataclass(frozen=True)
+class CxxException:
+    """A C++ exception nobody caught (``analyzer.cxxexception``)."""
+
+    type: str  # demangled, e.g. std::out_of_range
+    what: str | None = None  # for the standard classes and those derived from them
+
+    def describe(self) -> str:
+        return f"{self.type}: {self.what}" if self.what is not None else self.type
 
 
 @dataclass(frozen=True)
@@ -113,6 +145,11 @@ class Recursion:
     cycle: tuple[str, ...]
     repeats: int
     depth: int  # total frames of the thread
+    depth_is_minimum: bool = False  # deeper than analysis unwinds: at least ``depth``
+
+    @property
+    def depth_text(self) -> str:
+        return f"at least {self.depth:,} frames" if self.depth_is_minimum else f"{self.depth:,} frames"
 
 
 @dataclass(frozen=True)
@@ -175,6 +212,7 @@ class Analysis:
     disassembly: tuple[Instruction, ...] = ()
     abort_message: str | None = None
     assertion: str | None = None
+    exception: CxxException | None = None  # an uncaught C++ exception's type and what()
     recursion: Recursion | None = None
     context: tuple[Context, ...] = ()
     # why parts are missing (truncated core, executable not found, ...)
@@ -186,10 +224,6 @@ class Analysis:
     # the Python stacks of an interpreter's threads (PyStack); None: no
     # interpreter, or its stacks could not be read (a problem says why)
     python: PythonState | None = None
-    # when the program's own crash handler caught ``signal`` (the fault read
-    # from its signal frame, analyzer.sigframe) and then aborted or raised
-    # again: the signal the process died of, the one the core records
-    died_of: SignalInfo | None = None
 
     def __post_init__(self):
         # callers that still pass plain strings get them coded by their wording
@@ -250,14 +284,15 @@ def _build(cls, data):
 
 _NESTED = {
     ("Analysis", "signal"): "SignalInfo",
+    ("SignalInfo", "reraised"): "SignalInfo",
     ("Analysis", "threads"): ("Thread",),
     ("Analysis", "modules"): ("Module",),
     ("Analysis", "disassembly"): ("Instruction",),
     ("Analysis", "recursion"): "Recursion",
+    ("Analysis", "exception"): "CxxException",
     ("Analysis", "context"): ("Context",),
     ("Thread", "frames"): ("Frame",),
     ("Analysis", "python"): "PythonState",
-    ("Analysis", "died_of"): "SignalInfo",
     ("PythonState", "threads"): ("PythonThread",),
     ("PythonThread", "frames"): ("PythonFrame",),
 }

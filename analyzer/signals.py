@@ -1,8 +1,12 @@
-"""Names for signal numbers and si_code values (Linux, from <asm/siginfo.h>)."""
+"""Names for signal numbers and si_code values (Linux, from <asm/siginfo.h>),
+and the reading of a raw ``siginfo_t``: the core's NT_SIGINFO note, or the
+one the kernel put in a signal frame for the program's own handler."""
 
 from __future__ import annotations
 
 import signal as _signal
+import struct
+from dataclasses import dataclass
 
 _GENERIC = {0: "SI_USER", 0x80: "SI_KERNEL", -1: "SI_QUEUE", -2: "SI_TIMER",
             -3: "SI_MESGQ", -4: "SI_ASYNCIO", -5: "SI_SIGIO", -6: "SI_TKILL"}
@@ -37,3 +41,44 @@ def code_name(signo: int, code: int | None) -> str | None:
     if code > 0 and code != 0x80 and signo in _BY_SIGNAL:
         return _BY_SIGNAL[signo].get(code)
     return _GENERIC.get(code)
+
+
+SI_KERNEL = 0x80
+
+# Where the kernel's rt_sigframe keeps the siginfo it handed the handler:
+# analyzer.sigframe. Other machines are added when a test has read one of
+# their real signal frames.
+
+
+@dataclass(frozen=True)
+class RawSiginfo:
+    signo: int
+    code: int
+    address: int | None = None  # si_addr, for a fault the kernel raised
+    sender_pid: int | None = None  # for a signal a process sent (kill, tgkill, sigqueue)
+    sender_uid: int | None = None
+
+    @property
+    def sent(self) -> bool:
+        """Sent by a process (si_code <= 0: SI_USER, SI_QUEUE, SI_TKILL, ...)
+        rather than raised by the kernel for a fault."""
+        return self.code <= 0
+
+
+def parse_siginfo(raw: bytes, bits: int = 64) -> RawSiginfo | None:
+    """A little-endian ``siginfo_t``; None when too short or not a signal.
+    si_code decides what the union holds: a sender's pid and uid when a
+    process sent it, the fault address when the kernel raised a fault."""
+    union = 16 if bits == 64 else 12  # the union follows three ints, aligned to the word size
+    if len(raw) < union + 8:
+        return None
+    signo, _errno, code = struct.unpack_from("<iii", raw, 0)
+    if not 0 < signo < 128:
+        return None
+    if code <= 0:
+        pid, uid = struct.unpack_from("<iI", raw, union)
+        return RawSiginfo(signo, code, sender_pid=pid, sender_uid=uid)
+    if code != SI_KERNEL and signo in FAULTS:
+        (addr,) = struct.unpack_from("<Q" if bits == 64 else "<I", raw, union)
+        return RawSiginfo(signo, code, address=addr)
+    return RawSiginfo(signo, code)

@@ -16,6 +16,7 @@ import os
 import shutil
 import stat
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -325,7 +326,9 @@ def ingest(config, store: Store | Callable[[], Store], core: Path, exe: Path | N
     if not callable(store) and (done := _stored(store, crash_id)):
         return done  # already stored: ingesting is idempotent
 
+    started = time.monotonic()
     analysis = _analyze(config, core, exe, sysroot, gdb)
+    seconds = time.monotonic() - started  # kept with the crash: /metrics runs in another process
     if compressed is not None:  # ``core`` is a temporary copy: the record names where it came from
         analysis = dataclasses.replace(analysis, core=str(compressed))
     signature = _signature(config, analysis)
@@ -349,7 +352,8 @@ def ingest(config, store: Store | Callable[[], Store], core: Path, exe: Path | N
     row, new = store.add_crash(CrashRecord(
         id=crash_id, crashed_at=float(when), analyzed=analyzed(analysis, signature),
         core_file=core_file, exe_file=exe_file, sysroot=str(sysroot) if sysroot else None,
-        host=meta.get("host"), container=meta.get("container"), image=meta.get("image"), meta=meta))
+        host=meta.get("host"), container=meta.get("container"), image=meta.get("image"), meta=meta,
+        analysis_seconds=seconds))
     return Ingested(row, new, analysis, signature)
 
 
@@ -377,9 +381,15 @@ def ingest_metadata(config, store: Store, crash_id: str, *, executable: str | No
 
 def reprocess(config, store: Store, progress=lambda crash_id, sig: None) -> dict[str, int]:
     """Analyze every stored core again and regroup. A group whose crashes all
-    get the same new signature keeps its id."""
+    get the same new signature keeps its id. A group made here raises
+    ``new`` only when none of its crashes was alerted under its old group
+    (``coretriage.alerts.new_after_reprocess``)."""
+    from coretriage.alerts import new_after_reprocess
+
     results: dict[str, tuple[int, Analysis, Signature]] = {}
-    for crash_id, group_id in store.crash_ids():
+    listed = store.crash_ids()
+    before = {group_id for _, group_id in listed}
+    for crash_id, group_id in listed:
         row = store.crash(crash_id)
         exe = Path(row.exe_file) if row.exe_file and Path(row.exe_file).is_file() else None
         if row.core_file and (config.data_dir / row.core_file).is_file():
@@ -402,10 +412,14 @@ def reprocess(config, store: Store, progress=lambda crash_id, sig: None) -> dict
     for group_id, sigs in sorted(by_group.items()):
         if len(sigs) == 1:
             store.rename_group(group_id, next(iter(sigs)))
+    alerted = store.alerted_groups(before)  # before any crash moves and emptied groups go
     moved = 0
+    moves: dict[str, tuple[int, int]] = {}
     for crash_id, (group_id, analysis, signature) in results.items():
         store.update_analysis(crash_id, analyzed(analysis, signature))
-        if store.crash(crash_id).group_id != group_id:
+        moves[crash_id] = (group_id, store.crash(crash_id).group_id)
+        if moves[crash_id][1] != group_id:
             moved += 1
     store.recount()
-    return {"crashes": len(results), "moved": moved}
+    raised = sum(store.raise_new(gid, crash_id) for gid, crash_id in new_after_reprocess(moves, before, alerted).items())
+    return {"crashes": len(results), "moved": moved, "alerts": raised}

@@ -48,10 +48,15 @@ def mask_meta(meta: dict | None, names: Iterable[str] = DEFAULT_SECRET_NAMES) ->
 
 
 def mask_analysis(analysis: dict, names: Iterable[str] = DEFAULT_SECRET_NAMES) -> dict:
-    """An ``Analysis.to_dict()``, its command line masked."""
-    if not analysis.get("command_line"):
-        return analysis
-    return {**analysis, "command_line": mask_psargs(str(analysis["command_line"]), tuple(names))}
+    """An ``Analysis.to_dict()``, its command line and exception message masked."""
+    names = tuple(names)
+    out = dict(analysis)
+    if out.get("command_line"):
+        out["command_line"] = mask_psargs(str(out["command_line"]), names)
+    exception = out.get("exception")
+    if isinstance(exception, dict) and exception.get("what"):
+        out["exception"] = {**exception, "what": mask_text(str(exception["what"]), names)}
+    return out
 
 
 def masked_row(row: CrashRow, names: Iterable[str] = DEFAULT_SECRET_NAMES) -> CrashRow:

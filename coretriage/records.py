@@ -41,6 +41,7 @@ class CrashRecord:
     container: str | None = None
     image: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)  # collector metadata
+    analysis_seconds: float | None = None  # how long the analysis took (/metrics' histogram)
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,8 @@ class CrashRow:
     signature: dict[str, Any]
     meta: dict[str, Any]
     rules_version: str | None = None
+    analysis_seconds: float | None = None
+    dropped: str | None = None  # coretriage.drops.REASONS
 
     @property
     def group_ref(self) -> str:

@@ -87,16 +87,15 @@ def _summary(row: CrashRow, a: Analysis) -> list[tuple[str, str]]:
     for key, label in (("host", "Host"), ("container", "Container"), ("image", "Image")):
         if getattr(row, key):
             lines.append((label, getattr(row, key)))
-    if a.died_of:
-        lines.append(("Died of", f"{a.died_of.describe()}, after its own crash handler caught {a.signal.name}"
-                                 if a.signal else a.died_of.describe()))
     if a.abort_message:
         lines.append(("Abort message", a.abort_message))
     if a.assertion:
         lines.append(("Assertion", a.assertion))
+    if a.exception:
+        lines.append(("Exception", a.exception.describe()))
     if a.recursion:
         lines.append(("Recursion", f"{' > '.join(a.recursion.cycle)} x{a.recursion.repeats}, "
-                                   f"{a.recursion.depth} frames"))
+                                   f"{a.recursion.depth_text}"))
     for ctx in a.context:
         for k, v in ctx.fields:
             lines.append((f"{ctx.program} {k}", v))
@@ -134,7 +133,8 @@ def _thread_lines(a: Analysis, key: set[int], all_frames: bool) -> list[str]:
             out.append(f"  {mark}{f.describe()}")
             prev = f.index
         if len(frames) < len(t.frames) or t.truncated:
-            out.append(f"     ... {(t.depth or len(t.frames)) - (prev + 1 if prev is not None else 0)} more frames")
+            more = (t.depth or len(t.frames)) - (prev + 1 if prev is not None else 0)
+            out.append(f"     ... {'at least ' if t.depth_is_minimum else ''}{more} more frames")
         out.append("")
     return out
 

@@ -24,7 +24,7 @@ import crashkit  # noqa: E402
 BUNDLES = {
     # name: (source, argv tail, expected signature)
     "musl-memcpy": ("musl.c", ["payload"], "memcpy | compress_block | main"),
-    "musl-recursion": ("recursion.c", ["0"], "walk_tree | main"),
+    "musl-recursion": ("recursion.c", ["0"], "walk_tree"),
 }
 
 

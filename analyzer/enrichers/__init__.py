@@ -17,7 +17,8 @@ from typing import Protocol
 from analyzer.model import Context
 from analyzer.problems import ENRICHER_FAILED, Problem
 
-ENRICHERS = ("analyzer.enrichers.postgres", "analyzer.enrichers.haproxy", "analyzer.enrichers.uwsgi")
+ENRICHERS = ("analyzer.enrichers.postgres", "analyzer.enrichers.haproxy", "analyzer.enrichers.redis",
+             "analyzer.enrichers.uwsgi")
 
 
 @dataclass(frozen=True)

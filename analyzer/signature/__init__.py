@@ -35,9 +35,10 @@ LIST_NAMES = ("skip.txt", "prefix.txt", "system_modules.txt", "python_skip.txt",
 # order, SIGNATURE_FRAMES, names.py, the frameless labels in problems.py):
 # the lists' hash cannot see code.
 # 2: aarch64 and arm ifunc names; library prefix frames are never key frames
-# 3: Python crashes: the mixed stack, interpreter machinery skipped, Python
+# 3: a stack overflow's signature ends with its cycle
+# 4: Python crashes: the mixed stack, interpreter machinery skipped, Python
 #    frames up to the program's own function
-RULES_CODE_VERSION = 3
+RULES_CODE_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -158,14 +159,22 @@ def frame_name(frame: Frame, rules: Rules | None = None) -> tuple[str, bool]:
 
 # -- the rules, in order ---------------------------------------------------
 
+def handler_frames(candidates) -> int:
+    """How many frames a program's own crash handler put on top of the
+    crash: up to and including the first signal trampoline, else none."""
+    for i, c in enumerate(candidates):
+        if c.name == "<signal handler called>":
+            return i + 1
+    return 0
+
+
 def rule_below_signal_handler(state: State, rules: Rules, analysis: Analysis) -> State:
     """A program's own crash handler ran on top of the crash: the bug is
     below the signal trampoline."""
-    for i, c in enumerate(state.frames):
-        if c.name == "<signal handler called>":
-            return state.drop(list(state.frames[i + 1:]),
-                              [(d, "crash handler above the signal") for d in state.frames[:i + 1]])
-    return state
+    cut = handler_frames(state.frames)
+    if not cut:
+        return state
+    return state.drop(list(state.frames[cut:]), [(d, "crash handler above the signal") for d in state.frames[:cut]])
 
 
 def rule_skip_listed(state: State, rules: Rules, analysis: Analysis) -> State:
@@ -217,6 +226,11 @@ def rule_leading_library(state: State, rules: Rules, analysis: Analysis) -> Stat
 
 
 def rule_collapse_recursion(state: State, rules: Rules, analysis: Analysis) -> State:
+    """A run of the same cycle is one occurrence of it. A stack overflow
+    (a recursion deeper than the frames kept) ends its signature with the
+    cycle: the frames below it are known only when the stack is shallow
+    enough to unwind to the bottom, so keeping them would give the same bug
+    a group per stack size."""
     names = [c.name for c in state.frames]
     collapsed, removed = collapse_repeats(names)
     if not removed:
@@ -228,10 +242,18 @@ def rule_collapse_recursion(state: State, rules: Rules, analysis: Analysis) -> S
             j += 1
         else:
             dropped.append((c, "recursion"))
+    skipped = ((f"{removed} frames", "recursion"),)
+    recursion = analysis.recursion
+    thread = analysis.crashing_thread
     note = f"recursion collapsed ({removed} repeated frames)"
-    if analysis.recursion:
-        note = f"recursion of {' > '.join(analysis.recursion.cycle)}, {analysis.recursion.depth} frames deep"
-    return State(tuple(keep), state.skipped + ((f"{removed} frames", "recursion"),), state.notes + (note,))
+    if recursion:
+        note = f"recursion of {' > '.join(recursion.cycle)}, {recursion.depth_text} deep"
+        last = max((i for i, c in enumerate(keep) if c.name in recursion.cycle), default=None)
+        if last is not None and thread is not None and thread.truncated and last + 1 < len(keep):
+            below = keep[last + 1:]
+            keep = keep[:last + 1]
+            skipped += ((f"{len(below)} frames", "below a stack overflow's cycle"),)
+    return State(tuple(keep), state.skipped + skipped, state.notes + (note,))
 
 
 def rule_take(state: State, rules: Rules, analysis: Analysis) -> State:
@@ -285,11 +307,11 @@ def generate(analysis: Analysis, rules: Rules | None = None) -> Signature:
 def key_frames(candidates: list[Candidate], rules: Rules) -> tuple[int, ...]:
     """The first frames that belong to the program, not to its runtime: a
     statically linked libc's strlen is in the program's file, but is no
-    more the program's than a shared libc's."""
+    more the program's than a shared libc's. A crash handler's frames are
+    left out as the signature leaves them out."""
     out = []
-    for c in candidates:
-        if c.system or c.machinery or c.library or matches(rules.skip, c.name) \
-                or c.name == "<signal handler called>":
+    for c in candidates[handler_frames(candidates):]:
+        if c.system or c.machinery or c.library or matches(rules.skip, c.name):
             continue
         if matches(rules.prefix, c.name) and not c.frame.file:
             continue

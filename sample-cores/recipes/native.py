@@ -54,7 +54,7 @@ def assert_queue(workdir: Path, variant: int = 0) -> Sample:
 def recursion(workdir: Path, variant: int = 0) -> Sample:
     exe = _build(workdir, "recursion.c", "recursion")
     core = crashkit.crash([str(exe), str(variant)], workdir / "cores", expect_signal=signal.SIGSEGV)
-    return Sample("recursion", core, exe, expected_signature="walk_tree | main", expected_signal="SIGSEGV")
+    return Sample("recursion", core, exe, expected_signature="walk_tree", expected_signal="SIGSEGV")
 
 
 def thread(workdir: Path, variant: int = 0) -> Sample:
@@ -90,5 +90,14 @@ def musl(workdir: Path, variant: int = 0) -> Sample:
                   expected_signal="SIGSEGV", extra={"libc": "musl"})
 
 
+def reraise(workdir: Path, variant: int = 0) -> Sample:
+    """A program whose own SIGSEGV handler sends the signal to itself: the
+    core holds the handler, and the fault it was handed in its signal frame."""
+    exe = _build(workdir, "reraise.c", "reraise")
+    argv = [str(exe)] + ["x"] * (variant % 2)
+    core = crashkit.crash(argv, workdir / "cores", expect_signal=signal.SIGSEGV)
+    return Sample("reraise", core, exe, expected_signature="lookup_key | main", expected_signal="SIGSEGV")
+
+
 RECIPES = {f.__name__: f for f in (segv, double_free, assert_balance, assert_queue, recursion, thread,
-                                   cxx_exception, stripped, musl)}
+                                   cxx_exception, stripped, musl, reraise)}

@@ -12,7 +12,7 @@ from analyzer.analyze import analyze_core
 from analyzer.gdb import GdbBudget
 
 NATIVE = ["segv", "double_free", "assert_balance", "assert_queue", "recursion", "thread",
-          "cxx_exception", "stripped", "musl"]
+          "cxx_exception", "stripped", "musl", "reraise"]
 
 
 @pytest.mark.parametrize("name", NATIVE)
@@ -76,13 +76,46 @@ def test_worker_thread_is_marked_crashed(analyzed):
 
 
 def test_stack_overflow_is_bounded_and_recursion_reported(analyzed):
+    from analyzer.analyze import DEPTH_CAP
+
     _, a, sig = analyzed("recursion")
     t = a.crashing_thread
-    assert t.depth > 10_000 and t.truncated
-    assert len(t.frames) <= 256 + 16
-    assert t.frames[-1].function == "main"  # the outermost frames are kept
-    assert a.recursion.cycle == ("walk_tree",) and a.recursion.depth == t.depth
-    assert a.recursion.repeats > 10_000
+    assert t.depth == DEPTH_CAP and t.depth_is_minimum and t.truncated  # ~87,000 frames: not all unwound
+    assert len(t.frames) <= 256 and t.depth_text == f"at least {DEPTH_CAP:,} frames"
+    assert a.recursion.cycle == ("walk_tree",) and a.recursion.depth_is_minimum
+    assert a.recursion.repeats > 9_000
+    assert sig.text == "walk_tree" and "at least" in " ".join(sig.notes)
+    assert P.STACK_TOO_DEEP not in codes(a)  # the recursion explains the depth
+
+
+def test_stack_overflow_groups_alike_whatever_the_stack_size(samples, tmp_path):
+    """8 MiB and 64 MiB stacks: ~87,000 and ~700,000 frames of the same bug."""
+    import resource
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from analyzer.signature import generate
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "sample-cores"))
+    import crashkit
+
+    exe = samples("recursion").exe
+    got = {}
+    for mib in (8, 64):
+        def limits(mib=mib):
+            crashkit.allow_cores()
+            resource.setrlimit(resource.RLIMIT_STACK, (mib << 20, mib << 20))
+
+        cores = tmp_path / f"cores{mib}"
+        with crashkit.cores_into(cores):
+            proc = subprocess.Popen([str(exe)], preexec_fn=limits, stdout=subprocess.DEVNULL)
+            assert proc.wait(timeout=60) < 0
+            core = crashkit.wait_for_core(cores, proc.pid)
+        assert core.stat().st_size > (mib - 1) << 20  # the whole stack is in the core
+        a = analyze_core(core, exe)
+        got[mib] = (generate(a).text, a.crashing_thread.depth_text, len(a.crashing_thread.frames))
+    assert got[8] == got[64] and got[8][0] == "walk_tree" and got[8][1].startswith("at least")
 
 
 def test_stripped_binary_has_no_symbols_recorded(analyzed):

@@ -89,7 +89,8 @@ def test_faulthandler_is_seen_through(crashed):
     analysis reads the fault it caught from the signal frame."""
     sample, a = crashed("python_faulthandler")
     _, plain = crashed("python_ctypes")
-    assert a.died_of is not None and a.died_of.name == "SIGSEGV" and a.died_of.code_name == "SI_TKILL"
+    assert a.signal.reraised is not None and a.signal.reraised.name == "SIGSEGV"
+    assert a.signal.reraised.code_name == "SI_TKILL" and a.signal.reraised.sender_is_self
     assert a.signal.name == "SIGSEGV" and a.signal.code_name == "SEGV_MAPERR"
     assert a.signal.fault_address == plain.signal.fault_address == 0
     assert generate(a).text == generate(plain).text == sample.expected_signature

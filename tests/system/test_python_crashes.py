@@ -123,7 +123,7 @@ def test_uwsgi_worker_behind_nginx(collector_installed, tmp_path):
     # through uwsgi's SIGSEGV handler and its abort() to the fault itself
     assert analysis["signal"]["name"] == "SIGSEGV" and analysis["signal"]["code_name"] == "SEGV_MAPERR"
     assert analysis["signal"]["fault_address"] == 0x10
-    assert analysis["died_of"]["name"] == "SIGABRT"
+    assert analysis["signal"]["reraised"]["name"] == "SIGABRT"
     assert not analysis["problems"], analysis["problems"]
     text = cli(data, "export", crash_id, "--format", "text").stdout
     app = tmp_path / "wsgiapp.py"
@@ -132,7 +132,7 @@ def test_uwsgi_worker_behind_nginx(collector_installed, tmp_path):
     assert f'File "{app}", line {line_of(WSGI_APP, "        render_invoice(environ)")}, in application' in text
     page, _ = _page(data, tmp_path, crash_id)
     assert f"{app}:{line}" in page and "application" in page
-    assert "Died of" in page and "SIGABRT" in page and "SEGV_MAPERR" in page
+    assert "SIGSEGV (SEGV_MAPERR) at 0x10; re-raised by the program's handler as SIGABRT" in page
     # which worker and which request, from the core's memory; uwsgi's own log says the same
     spawned = re.search(rf"spawned uWSGI worker (\d+) \(pid: {analysis['pid']},", (tmp_path / "uwsgi.log").read_text())
     assert spawned, (tmp_path / "uwsgi.log").read_text()

@@ -42,7 +42,7 @@ def test_unknown_machine_and_non_elf():
 
 def test_32_bit_notes():
     # arm's siginfo: si_addr right after the three ints; auxv of 4-byte words
-    assert _siginfo(struct.pack("<iiiI", 11, 0, 1, 0xDEAD) + b"\0" * 112, bits=32) == (11, 1, 0xDEAD, None)
+    assert _siginfo(struct.pack("<iiiI", 11, 0, 1, 0xDEAD) + b"\0" * 112, bits=32) == (11, 1, 0xDEAD, None, None)
     assert _auxv(struct.pack("<IIIII", 9, 0x10400, 31, 0x7E00, 0), bits=32) == {9: 0x10400, 31: 0x7E00}
     prstatus = struct.pack("<iiih", 0, 0, 0, 11) + b"\0" * 10 + struct.pack("<i", 4242) + b"\0" * 100
     assert _prstatus(prstatus, 32) == (11, 4242)

@@ -1,6 +1,8 @@
 """Signature rules on hand-built frame lists (the integration tests run
 the same rules on real cores)."""
 
+from dataclasses import replace
+
 from analyzer import problems as P
 from analyzer.model import Analysis, Frame, Recursion, SignalInfo, Thread
 from analyzer.problems import Problem
@@ -44,11 +46,18 @@ def test_unsymbolized_frames_use_module_offset_not_address():
 
 
 def test_recursion_depth_does_not_change_signature():
-    shallow = analysis(frames(*(["recurse"] * 300 + ["main"])))
+    # a stack overflow keeps its innermost frames, and its outermost only
+    # when it was shallow enough to unwind: its signature ends with the cycle
     deep = analysis(frames(*(["recurse"] * 256 + ["recurse"] * 16 + ["main"])),
                     recursion=Recursion(("recurse",), 30000, 30017))
-    assert generate(shallow).text == generate(deep).text == "recurse | main"
-    assert any("recursion" in n for n in generate(deep).notes)
+    deeper = analysis(frames(*(["recurse"] * 256)), recursion=Recursion(("recurse",), 9984, 10000, True))
+    deep = replace(deep, threads=(replace(deep.threads[0], depth=30017),))
+    deeper = replace(deeper, threads=(replace(deeper.threads[0], depth=10000, depth_is_minimum=True),))
+    assert generate(deep).text == generate(deeper).text == "recurse"
+    assert any("recursion of recurse, at least 10,000 frames deep" in n for n in generate(deeper).notes)
+    # a shallow recursion that crashed is not an overflow: its callers stay
+    shallow = analysis(frames(*(["recurse"] * 9 + ["handle", "main"])), recursion=Recursion(("recurse",), 9, 11))
+    assert generate(shallow).text == "recurse | handle | main"
 
 
 def test_crash_handler_frames_above_signal_are_dropped():
