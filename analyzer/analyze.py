@@ -627,13 +627,7 @@ class _Analyzer:
         if tls is None or fs is None:
             return None
 
-        def read(address: int, size: int) -> bytes | None:
-            found = (gdb.try_mi(f"-data-read-memory-bytes {address:#x} {size}") or {}).get("memory") or []
-            try:
-                data = bytes.fromhex(found[0]["contents"]) if found else b""
-            except (KeyError, TypeError, ValueError):
-                return None
-            return data if len(data) == size else None
+        read = _Probe(gdb, sel).read
 
         def word(address: int) -> int | None:
             data = read(address, 8)
@@ -829,6 +823,15 @@ class _Probe:
 
     def string(self, expression: str) -> str | None:
         return _Analyzer._string(self._gdb, expression, self._sel)
+
+    def read(self, address: int, size: int) -> bytes | None:
+        """``size`` bytes of the core's memory, or None when not all are there."""
+        found = (self._gdb.try_mi(f"-data-read-memory-bytes {int(address):#x} {int(size)}") or {}).get("memory")
+        try:
+            data = bytes.fromhex(found[0]["contents"]) if found and len(found) == 1 else b""
+        except (KeyError, TypeError, ValueError):
+            return None
+        return data if len(data) == size else None
 
 
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "'": "'", "a": "\a",

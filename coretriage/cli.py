@@ -11,7 +11,8 @@ import os
 import sys
 
 from analyzer.errors import CoretriageError
-from coretriage.commands import (EXIT_ERROR, cmd_db_upgrade, cmd_demo, cmd_export, cmd_gdb, cmd_ingest,
+from coretriage.commands import (EXIT_ERROR, cmd_db_upgrade, cmd_demo, cmd_export, cmd_gdb, cmd_host_add,
+                                 cmd_host_list, cmd_host_revoke, cmd_ingest,
                                  cmd_list, cmd_notify, cmd_prune, cmd_reprocess, cmd_show, cmd_token_add, cmd_token_list,
                                  cmd_token_revoke, cmd_user_add)
 from coretriage.services import (cmd_collector_run, cmd_hostsetup_doctor, cmd_hostsetup_install,
@@ -105,6 +106,18 @@ def build_parser() -> argparse.ArgumentParser:
     a = s.add_parser("revoke", help="revoke an API token at once, by the id `token list` shows")
     a.add_argument("id")
     a.set_defaults(func=cmd_token_revoke)
+
+    s = sub.add_parser("host", help="hosts that upload their crashes here").add_subparsers(
+        dest="host_command", required=True)
+    a = s.add_parser("add", help="register a host; prints its token alone on the last line (shown once)")
+    a.add_argument("name")
+    a.set_defaults(func=cmd_host_add)
+    a = s.add_parser("list", help="hosts: last heartbeat, version, core_pattern, spool, last crash, markers")
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(func=cmd_host_list)
+    a = s.add_parser("revoke", help="refuse a host's token from now on")
+    a.add_argument("name")
+    a.set_defaults(func=cmd_host_revoke)
 
     s = sub.add_parser("notify", help="alert channels: webhooks and email").add_subparsers(
         dest="notify_command", required=True)

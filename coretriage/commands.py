@@ -348,3 +348,38 @@ def cmd_notify(args) -> int:
     send_test(config, found[0])  # a DeliveryError is the one-line error
     print(f"test alert sent to {args.name}")
     return 0
+
+
+# ---- hosts that upload here (coretriage.hosts) --------------------------------
+
+def cmd_host_add(args) -> int:
+    from coretriage.hosts import check_name, new_host_token
+    from coretriage.users import token_hash
+
+    _, store = _context(args)
+    name = check_name(args.name)
+    token = new_host_token()
+    store.add_host(name, token_hash(token))
+    print(f"host {name} registered; on it, put in DATA/coretriage.toml: server_url = \"<this server's URL>\" "
+          "and server_token = the token below (shown once; only its hash is kept)")
+    print(token)
+    return 0
+
+
+def cmd_host_list(args) -> int:
+    import json
+
+    from coretriage.hosts import format_hosts
+
+    _, store = _context(args)
+    rows = store.hosts()
+    print(json.dumps([r.to_json() for r in rows], indent=1) if args.json else format_hosts(rows))
+    return 0
+
+
+def cmd_host_revoke(args) -> int:
+    _, store = _context(args)
+    if not store.revoke_host(args.name):
+        raise UserError(f"no host {args.name} (or it is revoked already); see coretriage host list")
+    print(f"host {args.name} revoked: its token is refused from now on")
+    return 0

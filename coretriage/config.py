@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from analyzer.errors import CoretriageError
@@ -47,6 +47,19 @@ class Config:
     spike_factor: float = 10.0  # crashes in a window over the group's trailing average per window
     spike_minimum: int = 10  # crashes in a window, at least, for a spike
     metrics_token: str | None = None  # when set, GET /metrics needs "Authorization: Bearer <it>"
+    # -- a host that uploads to a central coretriage (collector.upload) --
+    server_url: str | None = None  # the central server; set, `collector run` uploads instead of analyzing
+    server_token: str | None = field(default=None, repr=False)  # this host's token (`coretriage host add`)
+    server_ca: str | None = None  # a CA bundle (PEM) for a server whose certificate a private CA signed
+    upload_bandwidth: int = 0  # bytes/s for all uploads together; 0 = unlimited
+    upload_concurrency: int = 2  # bundles uploaded at once
+    upload_max_core: int = 1 << 30  # compressed core.zst bytes; a bigger core travels as its stack-only core
+    heartbeat_interval: float = 60.0  # seconds between a host's heartbeats
+    # -- the central side's ingest API (webui/ingest.py, coretriage.receive) --
+    ingest_max_file: int = 2 << 30  # bytes of one captured file
+    ingest_max_core: int = 64 << 30  # uncompressed bytes of one core, whatever its meta says
+    ingest_min_free: int = 256 << 20  # bytes the data dir keeps free; below, uploads answer 507
+    ingest_backlog: int = 1000  # bundles waiting for the analysis before commits answer 503
 
     @property
     def cores_dir(self) -> Path:

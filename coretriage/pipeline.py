@@ -156,11 +156,13 @@ def retention_references(config, store):
 
 
 def prune_once(config, store, log=None):
-    """One retention pass with the limits of collector.toml's ``[retention]``."""
-    from collector.pruning import load_limits, prune
+    """One retention pass with the limits of collector.toml's ``[retention]``.
+    ``store`` None: a host that uploads keeps no crashes, so nothing stored
+    needs its files (the server has them)."""
+    from collector.pruning import References, load_limits, prune
 
     limits = load_limits(config.data_dir)
-    done = prune(config.data_dir, retention_references(config, store), limits)
+    done = prune(config.data_dir, retention_references(config, store) if store is not None else References(), limits)
     if log is not None and (done.bundles or done.files or done.over):
         log(f"retention: removed {len(done.bundles)} done bundles and {len(done.files)} captured files "
             f"({done.freed / (1 << 20):.1f} MiB)" + (

@@ -76,17 +76,28 @@ def cmd_collector_run(args) -> int:
         signal.signal(sig, lambda *_: stop.set())
     collector = Collector(config.spool_dir, wiring.submit(), dump_dirs)
     from coretriage.pipeline import retention_loop
-    threading.Thread(target=retention_loop, args=(config, lambda: wiring.store, stop, logging.getLogger(
-        "coretriage.retention").info), name="retention", daemon=True).start()
-    start_alerts(wiring, stop)
+    uploading = bool(config.server_url)
+    # a host that uploads holds no store: the central server analyzes, stores and alerts
+    threading.Thread(target=retention_loop, args=(config, (lambda: None) if uploading else (lambda: wiring.store),
+                                                   stop, logging.getLogger("coretriage.retention").info),
+                     name="retention", daemon=True).start()
+    if uploading:
+        wiring.uploader().start(heartbeat=True)
+    else:
+        start_alerts(wiring, stop)
     if args.socket:
         from collector.socket_server import SOCKET_NAME, serve
         path = str(config.data_dir / SOCKET_NAME)
         threading.Thread(target=serve, args=(path, str(config.data_dir), stop), daemon=True).start()
         print(f"listening for cores on {path} (core_pattern @{path})", flush=True)
     print(f"collecting from {config.spool_dir}" + "".join(f" and {d}" for d in dump_dirs)
-          + (" via the queue" if config.broker_url else ", analyzing here"), flush=True)
-    collector.run(stop)
+          + (f", uploading to {config.server_url}" if uploading else
+             " via the queue" if config.broker_url else ", analyzing here"), flush=True)
+    try:
+        collector.run(stop)
+    finally:
+        if uploading:
+            wiring.uploader().close()
     return 0
 
 

@@ -189,6 +189,17 @@ alert_digest_items = sa.Table(  # which events each digest carried
     sa.Index("ix_alert_digest_items_open", "channel", "digest_id", "queued"),
 )
 
+hosts = sa.Table(  # hosts that upload (coretriage.hosts); only their token's hash is kept
+    "hosts", metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("revoked_at", sa.Float),
+    sa.Column("last_heartbeat", sa.Float),
+    sa.Column("report", sa.Text),
+    sa.Column("last_crash_at", sa.Float),
+)
+
 STATES = ("new", "acknowledged", "resolved", "regressed", "ignored")
 
 
@@ -492,6 +503,62 @@ class Store:
         with self.engine.begin() as db:
             db.execute(tokens.delete().where(tokens.c.token_hash.startswith(short_id)))
         return found[0]
+
+    # -- hosts that upload (coretriage.hosts) --------------------------------
+    def add_host(self, name: str, token_hash: str) -> None:
+        """Register a host; a name in use (revoked or not) is refused."""
+        from coretriage.hosts import HostError
+
+        with self.engine.begin() as db:
+            if db.execute(sa.select(hosts.c.name).where(hosts.c.name == name)).first():
+                raise HostError(f"a host named {name!r} exists already (revoked hosts keep their name)")
+            db.execute(hosts.insert().values(name=name, token_hash=token_hash, created=time.time()))
+
+    def host_for_token(self, token_hash: str) -> str | None:
+        """The name of the host whose token this is, unless it was revoked."""
+        h = hosts.c
+        with self.engine.connect() as db:
+            return db.execute(sa.select(h.name).where(h.token_hash == token_hash, h.revoked_at.is_(None))).scalar()
+
+    def revoke_host(self, name: str) -> bool:
+        with self.engine.begin() as db:
+            return bool(db.execute(hosts.update().where(hosts.c.name == name, hosts.c.revoked_at.is_(None))
+                                   .values(revoked_at=time.time())).rowcount)
+
+    def host_heartbeat(self, name: str, report: dict, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        values = {"last_heartbeat": now, "report": json.dumps(report, sort_keys=True)}
+        with self.engine.begin() as db:
+            db.execute(hosts.update().where(hosts.c.name == name).values(**values))
+            crashed = report.get("last_crash_at")
+            if isinstance(crashed, (int, float)):
+                self._host_crash(db, name, float(crashed))
+
+    def host_crashed(self, name: str, at: float) -> None:
+        with self.engine.begin() as db:
+            self._host_crash(db, name, at)
+
+    @staticmethod
+    def _host_crash(db, name: str, at: float) -> None:
+        h = hosts.c
+        db.execute(hosts.update().where(h.name == name, sa.or_(h.last_crash_at.is_(None), h.last_crash_at < at))
+                   .values(last_crash_at=at))
+
+    def hosts(self) -> list:
+        from coretriage.hosts import HostRow
+
+        with self.engine.connect() as db:
+            rows = db.execute(sa.select(hosts).order_by(hosts.c.name)).all()
+        out = []
+        for r in rows:
+            try:
+                report = json.loads(r.report) if r.report else None
+            except ValueError:
+                report = None
+            out.append(HostRow(name=r.name, created=r.created, revoked_at=r.revoked_at,
+                               last_heartbeat=r.last_heartbeat, report=report if isinstance(report, dict) else None,
+                               last_crash_at=r.last_crash_at))
+        return out
 
     def add_session(self, id_hash: str, user: str, csrf: str, now: float) -> None:
         with self.engine.begin() as db:

@@ -41,6 +41,8 @@ class Probe(Protocol):
 
     def string(self, expression: str) -> str | None: ...
 
+    def read(self, address: int, size: int) -> bytes | None: ...
+
 
 def search_file(path: Path | None, pattern: bytes) -> tuple[str, ...] | None:
     """Search an executable's bytes (version strings live in .rodata).
