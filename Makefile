@@ -6,6 +6,7 @@ DATA    ?= $(CURDIR)/.coretriage-data
 APT_PKGS := gdb elfutils zstd libc6-dbg musl-tools g++ make \
             haproxy liblua5.3-dev lua5.3 postgresql postgresql-server-dev-all curl redis-server \
             docker.io docker-compose debootstrap iproute2 systemd python3-aiosmtpd \
+            python3-dev uwsgi uwsgi-plugin-python3 nginx \
             chromium fonts-dejavu-core \
             gdb-multiarch qemu-user gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf \
             libc6-arm64-cross libc6-armhf-cross libc6-dev-arm64-cross libc6-dev-armhf-cross
@@ -38,6 +39,7 @@ bench: system-deps $(STAMP)
 	$(PY) bench/analysis.py
 	$(PY) bench/capture.py
 	$(PY) bench/stackcore.py
+	$(PY) bench/python.py
 	$(PY) bench/cli.py
 	$(PY) bench/webui.py
 

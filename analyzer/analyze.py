@@ -20,20 +20,20 @@ import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
-from analyzer import elfid, elfinfo
+from analyzer import elfid, elfinfo, sigframe
 from analyzer.corenotes import CoreNotes, NotACore, read_core
 from analyzer.enrichers import ENRICHERS, Target, enrich_all
 from analyzer import problems as P
 from analyzer.gdb import MULTIARCH, EarlyGdb, Gdb, GdbBudget, GdbError, GdbTimeout, mi_quote
-from analyzer.model import (Analysis, CxxException, Frame, Instruction, Module, Recursion,
+from analyzer.model import (Analysis, CxxException, Frame, Instruction, Module, PythonState, Recursion,
                             SignalInfo, Thread)
 from analyzer.problems import Problem
+from analyzer.python import PythonStacksError, interpreter_of, read_stacks
 from analyzer.secrets import DEFAULT_SECRET_NAMES, mask_psargs, mask_text
 from analyzer.sandbox import Sandbox, SandboxError, SandboxPolicy, analysis_sandbox
 from analyzer.sandbox import request as sandbox_request
 from analyzer import cxxexception as cxx
-from analyzer.signals import (FAULTS, SI_KERNEL, SIGFRAME_SIGINFO, SIGINFO_SIZE, RawSiginfo, code_name,
-                              parse_siginfo, signal_name)
+from analyzer.signals import FAULTS, SI_KERNEL, RawSiginfo, code_name, parse_siginfo, signal_name
 from analyzer.stack import find_cycle
 
 MAX_FRAMES = 256  # innermost frames kept per thread
@@ -42,12 +42,15 @@ OUTER_FRAMES = 16  # outermost frames kept when a thread is deeper than that
 # an 8 MiB stack's overflow (~90,000 frames) took seconds and a 64 MiB one's
 # ~40 s and 2.7 GB. Deeper stacks report "at least DEPTH_CAP frames".
 DEPTH_CAP = 10_000
+PYTHON_MIN_SECONDS = 30  # PyStack's time when gdb spent nearly all of the budget
 REGISTERS = 24  # shown for an architecture analyzer.arch has no register list for
 
 _SAFE_PATH = re.compile(r"^[\w./+@-]+$")
 _STRING_VALUE = re.compile(r"""^0x[0-9a-f]+(?: <[^>]*>)? (["'].*)$""", re.DOTALL)
 _ASSERT = re.compile(r"Assertion [`'](.*)' failed")
 _LWP = re.compile(r"LWP (\d+)")
+# NT_FILE names for memory that is no file's data: shared anonymous memory
+_SHARED_MEMORY = re.compile(r"^/(dev/zero|SYSV[0-9a-f]+|memfd:|anon_hugepage|dev/shm/)")
 
 
 def analyze_core(core: Path, executable: Path | None = None, sysroot: Path | None = None,
@@ -258,8 +261,9 @@ def analyze_here(core: Path, executable: Path | None = None, sysroot: Path | Non
                  gdb: Gdb | None = None) -> Analysis:
     """The analysis itself, in this process, unconfined: only for the
     sandbox's child. ``gdb``: a session started early; closed here.
-    ``options``: ``show_literals`` (enrichers) and ``secret_names``, the
-    patterns the core's command line is masked with (``analyzer.secrets``)."""
+    ``options``: ``show_literals`` (enrichers), ``secret_names``, the
+    patterns the core's command line is masked with (``analyzer.secrets``),
+    and ``python_stacks`` (False: no PyStack, the native analysis only)."""
     core = Path(core)
     gdb = gdb or Gdb(budget)
     try:
@@ -284,6 +288,7 @@ class _Analyzer:
         self.gdb = gdb
         self.options = options
         self.problems: list[Problem] = []
+        self._links: Path | None | bool = False  # not made yet
         if notes.truncated:
             self.problem(P.TRUNCATED_CORE, "core is truncated: memory beyond the cut is missing")
         self.exe_path = notes.executable
@@ -397,17 +402,44 @@ class _Analyzer:
         if n.arch is not None and not n.arch.native and Path(self.gdb.gdb).name != MULTIARCH:
             self.problem(P.FOREIGN_ARCH, f"an {n.arch.name} core and no gdb-multiarch to read it "
                          "(apt-get install gdb-multiarch)")
-        try:
-            with ExitStack() as stack:
+        with ExitStack() as stack:
+            try:
                 core_arg = self._safe(self.core, stack)
                 with self.gdb as gdb:
                     self._load(gdb, core_arg, stack)
                     result.update(self._inspect(gdb, signal))
-        except GdbTimeout as exc:
-            self.problem(P.GDB_TIMEOUT, f"{exc}: backtraces are incomplete")
-        except GdbError as exc:
-            self.problem(P.GDB_FAILED, f"gdb failed: {exc}")
+            except GdbTimeout as exc:
+                self.problem(P.GDB_TIMEOUT, f"{exc}: backtraces are incomplete")
+            except GdbError as exc:
+                self.problem(P.GDB_FAILED, f"gdb failed: {exc}")
+            result["python"] = self._python(stack)
         return Analysis(**result, problems=tuple(dict.fromkeys(self.problems)))
+
+    def _python(self, stack: ExitStack) -> PythonState | None:
+        """The Python stacks, when the process ran an interpreter: read by
+        PyStack within gdb's budget (what is left of its time, at least
+        ``PYTHON_MIN_SECONDS``; the same memory cap). A core it cannot read
+        is one problem; the native frames stand."""
+        interpreter = interpreter_of(self.exe_path, [m.path for m in self.modules])
+        if interpreter is None or self.options.get("python_stacks") is False:
+            return None
+        if self.exe_file is None:
+            self.problem(P.PYTHON_UNREADABLE, f"Python stacks not read: the executable {self.exe_path} "
+                         "was not found")
+            return None
+        budget = self.gdb.budget
+        timeout = min(budget.timeout, max(self.gdb.remaining(), PYTHON_MIN_SECONDS))
+        # PyStack finds the executable's maps by its name: the core's, not the staged copy's
+        named = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="coretriage-exe-")))
+        exe = named / (Path(self.exe_path).name if self.exe_path else "executable")
+        try:
+            exe.symlink_to(Path(self.exe_file).absolute())
+            return read_stacks(self.core, exe, self._solib_links(stack), interpreter, timeout, budget.memory)
+        except PythonStacksError as exc:
+            self.problem(P.PYTHON_UNREADABLE, f"Python stacks not read by PyStack: {exc}")
+        except OSError as exc:  # no process or pipe left for the reader
+            self.problem(P.PYTHON_UNREADABLE, f"Python stacks not read: {exc.strerror or exc}")
+        return None
 
     @staticmethod
     def _safe(path: Path, stack: ExitStack) -> str:
@@ -436,6 +468,19 @@ class _Analyzer:
         # core says /usr/lib/...): let it find them by name where we did
         # and by their soname (liblua5.3.so.0 where the file is liblua5.3.so.0.0.0):
         # a directory of links under both names, and nothing else
+        links = self._solib_links(stack)
+        if links is not None:
+            gdb.console(f"set solib-search-path {self._safe(links, stack)}")
+        if self.exe_file:
+            gdb.mi(f"-file-exec-and-symbols {mi_quote(str(self.exe_file))}")
+        gdb.mi(f"-target-select core {core_arg}")
+
+    def _solib_links(self, stack: ExitStack) -> Path | None:
+        """A directory of links to the libraries found and checked, under
+        their file names and sonames (gdb's and PyStack's search path);
+        None when there are none. Made once per analysis."""
+        if self._links is not False:
+            return self._links
         libs = [m for m in self.modules if m.found_at and m.path != self.exe_path]
         links = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="coretriage-solib-")))
         for m in libs:
@@ -443,11 +488,8 @@ class _Analyzer:
                 if name and "/" not in name and name not in (".", "..") \
                         and not (links / name).is_symlink():
                     (links / name).symlink_to(Path(m.found_at).absolute())
-        if libs:
-            gdb.console(f"set solib-search-path {self._safe(links, stack)}")
-        if self.exe_file:
-            gdb.mi(f"-file-exec-and-symbols {mi_quote(str(self.exe_file))}")
-        gdb.mi(f"-target-select core {core_arg}")
+        self._links = links if libs else None
+        return self._links
 
     def _checked_root(self, stack: ExitStack) -> Path:
         """A sysroot of links to the modules found and checked, at the paths the core maps them."""
@@ -491,9 +533,10 @@ class _Analyzer:
         if siginfo is not None:
             # the program's own crash handler re-raised the signal, or crashed
             # itself: the fault it was handed is the crash
-            handled = self._handled_fault(gdb, threads[0] if threads and threads[0].crashed else None)
+            handled = self._handled_fault(gdb, threads[0] if threads and threads[0].crashed else None, siginfo)
             if handled is not None:
-                siginfo = dataclasses.replace(signal_info(handled, self.notes.pid), reraised=siginfo)
+                siginfo = dataclasses.replace(signal_info(handled[0], self.notes.pid), reraised=siginfo)
+                sel = f"--thread {current} --frame {handled[1]}"  # registers and code where the fault was
         if siginfo is not None:
             out["signal"] = siginfo
             signal = siginfo
@@ -509,7 +552,10 @@ class _Analyzer:
                 found = _ASSERT.search(msg)
                 if found:
                     out["assertion"] = found.group(1)
-        target = Target(self.exe_path, self.exe_file, tuple(m.path for m in self.modules), self.options)
+        target = Target(self.exe_path, self.exe_file, tuple(m.path for m in self.modules), self.options,
+                        core=self.core, pid=self.notes.pid,
+                        file_ranges=tuple((m.start, m.end) for m in self.notes.mappings
+                                          if not _SHARED_MEMORY.match(m.path)))
         contexts, problems = enrich_all(target, _Probe(gdb, sel))
         out["context"] = contexts
         self.problems.extend(problems)
@@ -617,30 +663,38 @@ class _Analyzer:
             found = dataclasses.replace(found, what=mask_text(found.what, names))
         return found
 
-    def _handled_fault(self, gdb: Gdb, thread: Thread | None) -> RawSiginfo | None:
+    def _handled_fault(self, gdb: Gdb, thread: Thread | None,
+                       core_signal: SignalInfo) -> tuple[RawSiginfo, int] | None:
         """The fault the kernel handed the program's own handler, when the
         crash went through one (``<signal handler called>`` on the crashing
-        stack): read from the signal frame, where the kernel put it."""
+        stack), and the level of the frame that faulted: read from the
+        signal frame, where the kernel put it. A handler without SA_SIGINFO
+        (uwsgi's, faulthandler) has no siginfo there: then the saved
+        registers' trap says which fault, when the process went on to kill
+        itself (abort, raise)."""
         arch = self.notes.arch
-        offset = SIGFRAME_SIGINFO.get(arch.name) if arch else None
-        if thread is None or offset is None:
+        if thread is None or arch is None or arch.name not in sigframe.WANTED:
             return None
         level = next((f.index for f in thread.frames if f.function == "<signal handler called>"), None)
         if level is None:
             return None
-        sp = (gdb.try_mi(f"-data-evaluate-expression --thread {thread.number} --frame {level} $sp") or {})
-        found = re.search(r"0x[0-9a-f]+", sp.get("value", ""))
-        if not found:
-            return None
-        where = int(found.group(0), 16) + offset
-        memory = (gdb.try_mi(f"-data-read-memory-bytes {where:#x} {SIGINFO_SIZE}") or {}).get("memory") or []
+        found = gdb.try_mi(f"-data-read-memory-bytes --thread {thread.number} --frame {level} $sp "
+                           f"{sigframe.WANTED[arch.name]}") or {}
+        memory = found.get("memory") or []
         contents = memory[0].get("contents", "") if memory and isinstance(memory[0], dict) else ""
         try:
-            info = parse_siginfo(bytes.fromhex(contents), arch.bits)
+            data = bytes.fromhex(contents)
         except ValueError:
             return None
+        info = parse_siginfo(sigframe.siginfo_bytes(arch.name, data), arch.bits)
         # a fault the kernel raised: a handler for SIGCHLD or a timer is no crash handler
-        return info if info is not None and not info.sent and info.signo in FAULTS else None
+        if info is not None and not info.sent and info.signo in FAULTS:
+            return info, level + 1
+        if core_signal.sender_is_self:
+            info = sigframe.sigcontext_fault(arch.name, data)
+            if info is not None:
+                return info, level + 1
+        return None
 
     def _registers(self, gdb: Gdb, sel: str) -> tuple[tuple[str, str], ...]:
         names = (gdb.try_mi("-data-list-register-names") or {}).get("register-names", [])

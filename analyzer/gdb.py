@@ -99,6 +99,12 @@ class Gdb:
                                           stderr=subprocess.DEVNULL, start_new_session=True, **spawn)
         return self
 
+    def remaining(self) -> float:
+        """Seconds left of the session's budget (all of it before start)."""
+        if not self._deadline:
+            return self.budget.timeout
+        return max(0.0, self._deadline - time.monotonic())
+
     @property
     def pid(self) -> int | None:
         """gdb's process id while it runs (prlimit execs gdb: the same process)."""

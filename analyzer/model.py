@@ -29,6 +29,9 @@ class Frame:
     # fields gdb reported as <unavailable> or <optimized out>, or left out
     # where a frame always has one ("pc", "function", "line")
     unavailable: tuple[str, ...] = ()
+    # a Python function that ran in the interpreter's eval loop here (the
+    # mixed stack, ``Analysis.mixed``): function, file and line are Python's
+    python: bool = False
 
     @property
     def module_name(self) -> str | None:
@@ -39,7 +42,11 @@ class Frame:
         return UNAVAILABLE if self.pc is None else f"{self.pc:#018x}"
 
     def describe(self) -> str:
-        """One line, like gdb's backtrace but with module+offset."""
+        """One line, like gdb's backtrace but with module+offset; a Python
+        frame as Python's own traceback shows it."""
+        if self.python:
+            line = self.line if self.line is not None else UNAVAILABLE
+            return f'#{self.index:<3} File "{self.file or UNAVAILABLE}", line {line}, in {self.function or "??"}'
         where = f" at {self.file}:{self.line if self.line is not None else UNAVAILABLE}" if self.file else ""
         mod = f" ({self.module_name}+{self.offset:#x})" if self.module and self.offset is not None else ""
         function = self.function or (UNAVAILABLE if "function" in self.unavailable else "??")
@@ -157,6 +164,40 @@ class Context:
 
 
 @dataclass(frozen=True)
+class PythonFrame:
+    function: str  # the code object's name, as in a traceback
+    file: str
+    line: int | None = None
+    # the first frame an eval-loop call ran (called from C); the frames
+    # after it, up to the next entry, ran in that same native eval frame
+    entry: bool = True
+
+
+@dataclass(frozen=True)
+class PythonThread:
+    tid: int  # the thread's LWP: what ``Thread.lwp`` matches
+    frames: tuple[PythonFrame, ...]  # innermost first, like ``Thread.frames``
+    holds_gil: bool = False
+    gc_collecting: bool = False
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class PythonState:
+    """What PyStack read of an interpreter in the core."""
+
+    interpreter: str  # the module that is the interpreter (python3.11, libpython3.11.so.1.0)
+    version: str | None = None  # "3.11", from the interpreter's own memory
+    threads: tuple[PythonThread, ...] = ()
+
+    def thread(self, lwp: int | None) -> PythonThread | None:
+        for t in self.threads:
+            if lwp is not None and t.tid == lwp:
+                return t
+        return None
+
+
+@dataclass(frozen=True)
 class Analysis:
     core: str
     executable: str | None = None
@@ -180,6 +221,9 @@ class Analysis:
     # "x86-64", "aarch64", "arm", ... (analyzer.arch) from the core's ELF
     # header; None in analyses stored before it was recorded
     architecture: str | None = None
+    # the Python stacks of an interpreter's threads (PyStack); None: no
+    # interpreter, or its stacks could not be read (a problem says why)
+    python: PythonState | None = None
 
     def __post_init__(self):
         # callers that still pass plain strings get them coded by their wording
@@ -207,6 +251,17 @@ class Analysis:
             if m.start <= pc < m.end:
                 return m
         return None
+
+    def mixed(self) -> "Analysis":
+        """This analysis with each thread's interpreter-eval frames replaced
+        by the Python frames that ran there (``analyzer.mixed``); itself
+        when there are no Python stacks. For showing and for signatures:
+        what is stored keeps the native frames."""
+        if self.python is None:
+            return self
+        from analyzer.mixed import mixed_threads
+
+        return dataclasses.replace(self, threads=mixed_threads(self.threads, self.python))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # problems become {"code", "message"}
@@ -237,6 +292,9 @@ _NESTED = {
     ("Analysis", "exception"): "CxxException",
     ("Analysis", "context"): ("Context",),
     ("Thread", "frames"): ("Frame",),
+    ("Analysis", "python"): "PythonState",
+    ("PythonState", "threads"): ("PythonThread",),
+    ("PythonThread", "frames"): ("PythonFrame",),
 }
 
 

@@ -45,13 +45,9 @@ def code_name(signo: int, code: int | None) -> str | None:
 
 SI_KERNEL = 0x80
 
-# Where the kernel's rt_sigframe keeps the siginfo it handed the handler,
-# from the stack pointer gdb gives the ``<signal handler called>`` frame:
-# x86-64 puts the return address, then the ucontext (304 bytes), then the
-# siginfo, and gdb's $sp there is past the return address. Other machines
-# are added when a test has read one of their real signal frames.
-SIGFRAME_SIGINFO = {"x86-64": 304}
-SIGINFO_SIZE = 128
+# Where the kernel's rt_sigframe keeps the siginfo it handed the handler:
+# analyzer.sigframe. Other machines are added when a test has read one of
+# their real signal frames.
 
 
 @dataclass(frozen=True)

@@ -239,7 +239,7 @@ def _tuples(data: dict) -> dict:
 
 def group_fields(analysis: Analysis, signature: Signature) -> dict:
     """What the group list shows and searches, from the latest crash."""
-    thread = analysis.crashing_thread
+    thread = analysis.mixed().crashing_thread  # key frames index the mixed stack
     frames = thread.frames if thread else ()
     by_index = {f.index: f for f in frames}
     key = [by_index[i] for i in signature.key_frames if i in by_index]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
+from analyzer.mixed import pair
 from analyzer.model import Analysis, Frame
 from analyzer.secrets import DEFAULT_SECRET_NAMES
 from coretriage.masking import masked_row
@@ -28,6 +29,9 @@ def crash_json(row: CrashRow, secret_names: tuple[str, ...] = DEFAULT_SECRET_NAM
     row = masked_row(row, secret_names)
     sig = row.signature
     kind, size, _ = core_kind(row)
+    # through the model: analyses stored before problems had codes read the same as new ones
+    analysis = Analysis.from_dict(row.analysis)
+    mixed = analysis.mixed().crashing_thread
     return {
         "crash_id": row.id, "group_id": row.group_ref, "signature": sig.get("text"),
         "signature_quality": sig.get("quality"), "key_frames": key_frame_list(row),
@@ -35,9 +39,11 @@ def crash_json(row: CrashRow, secret_names: tuple[str, ...] = DEFAULT_SECRET_NAM
         "crashed_at": row.crashed_at, "ingested_at": row.ingested_at,
         "executable": row.executable, "host": row.host, "container": row.container, "image": row.image,
         "core_file": row.core_file, "core_kind": kind, "core_size": size, "meta": row.meta,
-        # through the model: analyses stored before problems had codes read the same as new ones
-        "signature_details": sig, "analysis": Analysis.from_dict(row.analysis).to_dict(),
+        "signature_details": sig, "analysis": analysis.to_dict(),
         "rules_version": row.rules_version,
+        # the crashing thread with its Python frames in place of the eval loop's
+        # (the native frames are in "analysis"; its "python" holds every thread's Python stack)
+        "mixed_stack": [_frame_json(f) for f in (mixed.frames if mixed else ())],
     }
 
 
@@ -59,7 +65,7 @@ def core_kind(row: CrashRow) -> tuple[str, int, str | None]:
 
 def key_frame_list(row: CrashRow) -> list[dict]:
     analysis = Analysis.from_dict(row.analysis)
-    thread = analysis.crashing_thread
+    thread = analysis.mixed().crashing_thread  # key frames index the mixed stack
     wanted = set(row.signature.get("key_frames") or ())
     if thread is None:
         return []
@@ -69,7 +75,7 @@ def key_frame_list(row: CrashRow) -> list[dict]:
 def _frame_json(f: Frame) -> dict:
     return {"index": f.index, "function": f.function, "module": f.module, "offset": f.offset,
             "build_id": f.build_id, "file": f.file, "line": f.line, "pc": f.pc,
-            "unavailable": list(f.unavailable)}
+            "unavailable": list(f.unavailable), "python": f.python}
 
 
 def _summary(row: CrashRow, a: Analysis) -> list[tuple[str, str]]:
@@ -93,6 +99,9 @@ def _summary(row: CrashRow, a: Analysis) -> list[tuple[str, str]]:
     for ctx in a.context:
         for k, v in ctx.fields:
             lines.append((f"{ctx.program} {k}", v))
+    if a.python is not None:
+        lines.append(("Python", f"{a.python.version or '?'} ({a.python.interpreter}), "
+                                f"{len(a.python.threads)} thread(s) with Python frames"))
     if a.modules_without_symbols:
         lines.append(("No symbols", ", ".join(a.modules_without_symbols)))
     for p in a.problems:
@@ -100,10 +109,20 @@ def _summary(row: CrashRow, a: Analysis) -> list[tuple[str, str]]:
     return lines
 
 
+def python_status(a: Analysis, t) -> str:
+    """" [Python, has the GIL]" for a thread that ran Python, as PyStack says it."""
+    py = pair(a.threads, a.python).get(t.number) if a.python else None
+    if py is None:
+        return ""
+    words = ["Python"] + (["has the GIL"] if py.holds_gil else []) + (["collecting garbage"] if py.gc_collecting else [])
+    return f" [{', '.join(words)}]"
+
+
 def _thread_lines(a: Analysis, key: set[int], all_frames: bool) -> list[str]:
     out = []
     for t in a.threads:
         title = f"Thread {t.number}" + (f" (LWP {t.lwp})" if t.lwp else "") + (" - crashed" if t.crashed else "")
+        title += python_status(a, t)
         out.append(title + ":")
         frames = t.frames if (t.crashed or all_frames) else t.frames[:OTHER_THREAD_FRAMES]
         prev = None
@@ -123,7 +142,7 @@ def _thread_lines(a: Analysis, key: set[int], all_frames: bool) -> list[str]:
 def crash_report(row: CrashRow, fmt: str = "text", secret_names: tuple[str, ...] = DEFAULT_SECRET_NAMES) -> str:
     if fmt == "json":
         return json.dumps(crash_json(row, secret_names), indent=2)
-    a = Analysis.from_dict(masked_row(row, secret_names).analysis)
+    a = Analysis.from_dict(masked_row(row, secret_names).analysis).mixed()
     key = set(row.signature.get("key_frames") or ())
     summary = _summary(row, a)
     threads = _thread_lines(a, key, all_frames=False)

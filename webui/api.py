@@ -119,7 +119,12 @@ OPENAPI = {
             "responses": {"200": {"description": "the group"}, "400": _ERR, "401": _ERR, "403": _ERR,
                           "404": _ERR}}},
         "/api/v1/crashes/{ref}": {"get": {"summary": "One crash with its full analysis", "parameters": [_REF],
-                                          "responses": {"200": {"description": "the crash"}, "404": _ERR, "401": _ERR}}},
+                                          "responses": {"200": {"description": "the crash; for a Python "
+                                                                "process also analysis.python (every thread's "
+                                                                "Python stack) and mixed_stack (the crashing "
+                                                                "thread, Python frames in place of the eval "
+                                                                "loop's)"},
+                                                        "404": _ERR, "401": _ERR}}},
         "/api/v1/export/{ref}": {"get": {"summary": "A report for a crash or group, as the CLI's export",
                                          "parameters": [_REF, {"name": "format", "in": "query", "schema": {
                                              "type": "string", "enum": list(FORMATS)}}],

@@ -31,7 +31,7 @@ def detail(crash_id: str):
     row = _crash(crash_id)
     restricted = is_restricted(row.meta)
     row = masked_row(visible(row), host_secret_names())
-    analysis = Analysis.from_dict(row.analysis)
+    analysis = Analysis.from_dict(row.analysis).mixed()  # Python frames in place of the eval loop's
     meta = row.meta or {}
     skew = None
     if meta.get("host_time") is not None and meta.get("crash_time") is not None:

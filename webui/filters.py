@@ -7,6 +7,8 @@ from datetime import datetime, timezone
 
 from markupsafe import Markup
 
+from coretriage.reports import python_status
+
 
 def when(ts) -> str:
     if ts is None:
@@ -68,3 +70,4 @@ def fold(frames, keep: int = 3) -> list[tuple[str, object]]:
 
 def register(app) -> None:
     app.jinja_env.filters.update(when=when, ago=ago, sparkline=sparkline, hexaddr=hexaddr, fold=fold)
+    app.jinja_env.globals.update(python_status=python_status)

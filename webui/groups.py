@@ -80,7 +80,7 @@ def detail(group_id: int):
     latest = store().crash(crashes[0]["id"]) if crashes else None
     hidden = RESTRICTED_REASON if latest is not None and is_restricted(latest.meta) else None
     latest = visible(latest) if latest is not None else None
-    analysis = Analysis.from_dict(latest.analysis) if latest else None
+    analysis = Analysis.from_dict(latest.analysis).mixed() if latest else None
     return render_template("groups/detail.html", group=group, crashes=crashes, latest=latest,
                            analysis=analysis, hidden=hidden, architectures=architectures, latest_hidden=bool(hidden) and not is_admin(),
                            facets=store().facets([group_id])[group_id], states=STATES, may_triage=is_admin(),

@@ -17,7 +17,8 @@ from typing import Protocol
 from analyzer.model import Context
 from analyzer.problems import ENRICHER_FAILED, Problem
 
-ENRICHERS = ("analyzer.enrichers.postgres", "analyzer.enrichers.haproxy", "analyzer.enrichers.redis")
+ENRICHERS = ("analyzer.enrichers.postgres", "analyzer.enrichers.haproxy", "analyzer.enrichers.redis",
+             "analyzer.enrichers.uwsgi")
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,9 @@ class Target:
     executable_file: Path | None  # where it could be read here
     modules: tuple[str, ...]
     options: dict  # e.g. {"show_literals": False}
+    core: Path | None = None  # the core file, for an enricher that searches its memory
+    pid: int | None = None
+    file_ranges: tuple[tuple[int, int], ...] = ()  # addresses mapped from files (NT_FILE)
 
     @property
     def name(self) -> str:

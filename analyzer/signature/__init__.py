@@ -22,19 +22,23 @@ from pathlib import Path
 
 from analyzer.model import Analysis, Frame, Signature
 from analyzer.problems import UNKNOWN, Problem
-from analyzer.signature.names import normalize_function
+from analyzer.python import interpreter_of
+from analyzer.signature.names import normalize_function, python_name
 from analyzer.stack import collapse_repeats
 
 LISTS = Path(__file__).with_name("lists")
 SIGNATURE_FRAMES = 3  # program frames after any prefix
 KEY_FRAMES = 3
 SEPARATOR = " | "
-LIST_NAMES = ("skip.txt", "prefix.txt", "system_modules.txt")
+LIST_NAMES = ("skip.txt", "prefix.txt", "system_modules.txt", "python_skip.txt", "python_library.txt")
 # Bump when the pipeline below changes what a signature is (a rule, its
 # order, SIGNATURE_FRAMES, names.py, the frameless labels in problems.py):
 # the lists' hash cannot see code.
-RULES_CODE_VERSION = 3  # 2: aarch64 and arm ifunc names; library prefix frames are never key frames;
+# 2: aarch64 and arm ifunc names; library prefix frames are never key frames
 # 3: a stack overflow's signature ends with its cycle
+# 4: Python crashes: the mixed stack, interpreter machinery skipped, Python
+#    frames up to the program's own function
+RULES_CODE_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,8 @@ class Rules:
     skip: tuple[re.Pattern, ...]
     prefix: tuple[re.Pattern, ...]
     system_modules: tuple[re.Pattern, ...]
+    python_skip: tuple[re.Pattern, ...] = ()
+    python_library: tuple[re.Pattern, ...] = ()  # matched at the start of a path, not in full
     version: str = ""  # "<RULES_CODE_VERSION>-<hash of the lists>"
 
 
@@ -121,6 +127,8 @@ class Candidate:
     symbolized: bool
     system: bool  # in the C/C++ runtime or loader
     prefix: bool = False
+    machinery: bool = False  # the interpreter's own (python_skip.txt)
+    library: bool = False  # a Python frame of the standard library or an installed package
 
 
 @dataclass(frozen=True)
@@ -134,8 +142,10 @@ class State:
         return State(tuple(keep), skipped, self.notes + ((note,) if note else ()))
 
 
-def frame_name(frame: Frame) -> tuple[str, bool]:
+def frame_name(frame: Frame, rules: Rules | None = None) -> tuple[str, bool]:
     """The name a frame contributes, and whether it came from a symbol."""
+    if frame.python:
+        return python_name(frame.file, frame.function, rules.python_library if rules else ())[0], True
     if frame.function:
         return normalize_function(frame.function), True
     if frame.module and frame.offset is not None:
@@ -172,9 +182,27 @@ def rule_skip_listed(state: State, rules: Rules, analysis: Analysis) -> State:
     for c in state.frames:
         if matches(rules.skip, c.name):
             dropped.append((c, "raising, aborting or unwinding (skip.txt)"))
+        elif c.machinery:
+            dropped.append((c, "interpreter machinery (python_skip.txt)"))
         else:
             keep.append(c)
     return state.drop(keep, dropped)
+
+
+def rule_python_caller(state: State, rules: Rules, analysis: Analysis) -> State:
+    """A Python crash is the program's Python function that made the call,
+    wherever it was called from: frames up to the first Python frame that
+    is not library code (python_library.txt) and none of its callers, so
+    one function's crash through two call paths is one group, and two
+    functions crashing in the same C call are two."""
+    for i, c in enumerate(state.frames):
+        if c.frame.python and not c.library:
+            rest = state.frames[i + 1:]
+            if not rest:
+                return state
+            return State(state.frames[:i + 1], state.skipped + ((f"{len(rest)} frames", "callers of the "
+                         "program's Python function"),), state.notes)
+    return state
 
 
 def rule_leading_library(state: State, rules: Rules, analysis: Analysis) -> State:
@@ -240,18 +268,24 @@ def rule_take(state: State, rules: Rules, analysis: Analysis) -> State:
 
 
 RULES = (rule_below_signal_handler, rule_skip_listed, rule_leading_library,
-         rule_collapse_recursion, rule_take)
+         rule_collapse_recursion, rule_python_caller, rule_take)
 
 
 def generate(analysis: Analysis, rules: Rules | None = None) -> Signature:
     rules = rules or load_rules()
+    analysis = analysis.mixed()  # a Python crash: its Python frames in the stack
     thread = analysis.crashing_thread
     if thread is None or not thread.frames:
         return _no_frames(analysis, rules)
+    python = analysis.python is not None or interpreter_of(
+        analysis.executable, [m.path for m in analysis.modules]) is not None
     candidates = []
     for f in thread.frames:
-        name, symbolized = frame_name(f)
-        candidates.append(Candidate(f, name, symbolized, matches(rules.system_modules, f.module_name)))
+        name, symbolized = frame_name(f, rules)
+        library = f.python and python_name(f.file, f.function, rules.python_library)[1]
+        candidates.append(Candidate(f, name, symbolized, matches(rules.system_modules, f.module_name),
+                                    machinery=python and not f.python and matches(rules.python_skip, name),
+                                    library=library))
     state = State(tuple(candidates))
     for rule in RULES:
         try:
@@ -277,7 +311,7 @@ def key_frames(candidates: list[Candidate], rules: Rules) -> tuple[int, ...]:
     left out as the signature leaves them out."""
     out = []
     for c in candidates[handler_frames(candidates):]:
-        if c.system or matches(rules.skip, c.name):
+        if c.system or c.machinery or c.library or matches(rules.skip, c.name):
             continue
         if matches(rules.prefix, c.name) and not c.frame.file:
             continue

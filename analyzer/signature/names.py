@@ -73,3 +73,31 @@ def _collapse_templates(name: str) -> str:
         elif depth == 0:
             out.append(ch)
     return "".join(out)
+
+
+_FROZEN = re.compile(r"<frozen ([\w.]+)>")
+
+
+def python_name(file: str | None, function: str | None, roots) -> tuple[str, bool]:
+    """A Python frame's name in a signature, and whether it is library code.
+    ``roots``: patterns matched at the start of the path (python_library.txt);
+    the longest match is the root the module name counts from
+    (``/usr/lib/python3.11/ctypes/__init__.py`` -> ``ctypes``). A file under
+    none is the program's: named by its file name (``/srv/app/views.py`` ->
+    ``views``), since where its sys.path root is cannot be known. A code
+    object without a file (``<string>``, ``<stdin>``) gives ``file:function``."""
+    function = function or "??"
+    file = file or ""
+    frozen = _FROZEN.fullmatch(file)
+    if frozen:
+        return f"{frozen.group(1)}.{function}", True
+    if not file.endswith(".py"):
+        return f"{file or '??'}:{function}", False
+    end = max((m.end() for m in (p.match(file) for p in roots) if m), default=None)
+    rest = file[end:] if end is not None else file.rsplit("/", 1)[-1]
+    parts = [p for p in rest[:-3].split("/") if p]
+    if parts and parts[-1] == "__init__":
+        parts.pop()
+    if not parts:  # an /.../__init__.py of the program's: its directory's name
+        parts = [file.rsplit("/", 2)[-2]] if file.count("/") >= 2 else ["??"]
+    return ".".join(parts + [function]), end is not None

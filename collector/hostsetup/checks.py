@@ -137,6 +137,24 @@ def container_checks(c: ContainerInfo, info: HostProcess | None, p: CorePattern)
     return out
 
 
+def uwsgi_check(pid: int, argv: list[str], uses_abort: bool | None, configs: list[str]) -> Check:
+    """A running uwsgi master: without use-abort its SIGSEGV handler logs a
+    backtrace and the worker dies without a core."""
+    name = f"uwsgi master {pid}"
+    where = f" ({', '.join(configs)})" if configs else ""
+    if uses_abort:
+        return Check(name, OK, f"uwsgi master (pid {pid}) runs with use-abort: a crashing worker leaves a core")
+    fix = (f"add `use-abort = true` to the [uwsgi] section of its config{where} or `--use-abort` to its "
+           "command line, then restart uwsgi")
+    if uses_abort is None:
+        return Check(name, WARN, f"uwsgi master (pid {pid}) names a config that could not be read{where}: "
+                                 "whether it runs with use-abort is unknown; without it a crashing worker "
+                                 "leaves no core", fix)
+    return Check(name, WARN, f"uwsgi master (pid {pid}) runs without use-abort: its SIGSEGV handler logs a "
+                             "backtrace and the worker dies without a core, so its crashes are never "
+                             "captured", fix)
+
+
 def no_containers_check(source: str) -> Check:
     return Check("containers", OK, f"no running containers ({source})")
 

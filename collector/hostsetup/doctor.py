@@ -9,10 +9,11 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from collector.hostsetup import procfs, record
+from collector.hostsetup import procfs, record, uwsgi
 from collector.hostsetup.checks import (FAIL, OK, WARN, Check, checks_json, clock_check, container_checks,
                               core_pattern_check, core_pipe_limit_check, daemon_limit_check, exit_code,
-                              format_checks, free_space_check, no_containers_check, suid_dumpable_check)
+                              format_checks, free_space_check, no_containers_check, suid_dumpable_check,
+                              uwsgi_check)
 from collector.hostsetup.clock import ClockStatus, clock_status
 from collector.hostsetup.containers import ContainerInfo, docker_cli_containers, scan_proc_containers
 from collector.corepattern import classify
@@ -70,6 +71,9 @@ def run_checks(data_dir: Path, *, proc: Path = Path("/proc"), root: Path = Path(
         checks.append(no_containers_check(source))
     for c in containers:
         checks.extend(container_checks(c, procfs.proc_info(proc, c.pid), pattern))
+
+    for pid in uwsgi.masters(proc):  # servers whose own crash handler keeps cores from being written
+        checks.append(uwsgi_check(pid, *uwsgi.master_facts(proc, pid)))
 
     checks.append(_free_space_check(data_dir))
     if clock is not None:

@@ -11,7 +11,8 @@ FILES = sorted(LISTS.glob("*.txt"))
 
 
 def test_lists_exist():
-    assert {p.name for p in FILES} == {"skip.txt", "prefix.txt", "system_modules.txt"}
+    assert {p.name for p in FILES} == {"skip.txt", "prefix.txt", "system_modules.txt", "python_skip.txt",
+                                       "python_library.txt"}
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)

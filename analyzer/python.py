@@ -1,0 +1,168 @@
+"""The Python stacks of an interpreter in a core, read by PyStack.
+
+``interpreter_of`` (pure) says whether a crashed process ran Python: its
+executable or one of its mapped modules is python3.x or libpython (python3,
+uwsgi's python3 plugin, gunicorn, Celery, an embedded interpreter).
+``read_stacks`` runs PyStack's Python API on the core in a child process of
+its own, forked inside the analysis sandbox, under the same wall-clock limit
+and address-space cap as gdb: PyStack parses the same hostile memory and
+ELF files, and a core that makes it loop or balloon must cost no more than
+gdb may. Whatever goes wrong comes back as one line; the native analysis
+stands without the Python frames.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import resource
+import select
+import signal
+import time
+from pathlib import Path
+
+from analyzer.model import PythonFrame, PythonState, PythonThread
+
+_INTERPRETER = re.compile(r"(lib)?python[23](\.\d+)?[a-z]*(\.so(\.[\d.]+)?|-config)?")
+MAX_THREADS = 1024
+MAX_FRAMES = 256  # innermost Python frames kept per thread
+MAX_TEXT = 1024  # characters of a file or function name
+MAX_ANSWER = 64 << 20  # bytes of JSON from the reader
+
+
+class PythonStacksError(Exception):
+    """PyStack could not read the core; the message is one line."""
+
+
+def interpreter_of(executable: str | None, modules) -> str | None:
+    """The path of the interpreter's module: a libpython the process mapped
+    (an embedding program's), else the executable when it is python3.x."""
+    for path in modules:
+        name = path.rsplit("/", 1)[-1]
+        if name.startswith("libpython") and _INTERPRETER.fullmatch(name):
+            return path
+    if executable and _INTERPRETER.fullmatch(executable.rsplit("/", 1)[-1]):
+        return executable
+    return None
+
+
+def read_stacks(core: Path, executable: Path, libraries: Path | None, interpreter: str,
+                timeout: float, memory: int) -> PythonState:
+    """Every thread's Python stack; raises ``PythonStacksError``.
+    ``libraries``: a directory of the checked modules by file name (PyStack
+    looks there first, before the path the core names)."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the reader: limits of its own, one JSON answer, never returns
+        code = 0
+        try:
+            os.close(read_fd)
+            resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+            answer = _read(core, executable, libraries)
+        except BaseException as exc:  # noqa: BLE001 - everything becomes the one line
+            answer = {"error": _one_line(exc)}
+        try:
+            data = json.dumps(answer).encode()
+            view = memoryview(data)
+            while view:
+                view = view[os.write(write_fd, view):]
+        except BaseException:  # noqa: BLE001
+            code = 1
+        os._exit(code)
+    os.close(write_fd)
+    try:
+        data = _collect(read_fd, pid, timeout)
+    finally:
+        os.close(read_fd)
+    try:
+        answer = json.loads(data)
+    except ValueError:
+        raise PythonStacksError("PyStack's reader ended without an answer") from None
+    if not isinstance(answer, dict):
+        raise PythonStacksError("PyStack's reader answered nonsense")
+    if "error" in answer:
+        raise PythonStacksError(str(answer["error"])[:300])
+    return state_from(answer, interpreter)
+
+
+def _collect(fd: int, pid: int, timeout: float) -> bytes:
+    deadline = time.monotonic() + timeout
+    chunks, size = [], 0
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise PythonStacksError(f"PyStack did not finish within {timeout:g} s")
+            ready, _, _ = select.select([fd], [], [], remaining)
+            if not ready:
+                continue
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > MAX_ANSWER:
+                raise PythonStacksError("PyStack's answer is too large")
+            chunks.append(chunk)
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status) and os.WTERMSIG(status) != signal.SIGKILL:
+        raise PythonStacksError(f"PyStack died of signal {os.WTERMSIG(status)}")
+    return b"".join(chunks)
+
+
+def _read(core: Path, executable: Path, libraries: Path | None) -> dict:
+    """In the reader: PyStack's threads as plain data."""
+    from pystack.engine import NativeReportingMode, get_process_threads_for_core
+
+    threads = get_process_threads_for_core(str(core), str(executable),
+                                           str(libraries) if libraries else None,
+                                           native_mode=NativeReportingMode.OFF)
+    out = []
+    version = None
+    for t in list(threads)[:MAX_THREADS]:
+        version = version or t.python_version
+        frames = [f for f in t.all_frames if not f.is_shim]  # outermost first
+        frames.reverse()
+        out.append({"tid": t.tid, "holds_gil": bool(t.holds_the_gil), "gc": bool(t.is_gc_collecting),
+                    "name": t.name,
+                    "frames": [{"function": f.code.scope, "file": f.code.filename,
+                                "line": f.code.location.lineno, "entry": bool(f.is_entry)}
+                               for f in frames[:MAX_FRAMES]]})
+    return {"version": ".".join(map(str, version)) if version else None, "threads": out}
+
+
+def state_from(answer: dict, interpreter: str) -> PythonState:
+    """The reader's JSON as records; anything malformed is an error (the
+    reader ran on hostile memory)."""
+    try:
+        threads = []
+        for t in answer.get("threads") or ():
+            frames = tuple(PythonFrame(function=_text(f["function"]), file=_text(f["file"]),
+                                       line=f["line"] if type(f.get("line")) is int else None,
+                                       entry=bool(f.get("entry")))
+                           for f in t["frames"])
+            threads.append(PythonThread(tid=int(t["tid"]), frames=frames, holds_gil=bool(t.get("holds_gil")),
+                                        gc_collecting=bool(t.get("gc")),
+                                        name=_text(t["name"]) if t.get("name") else None))
+        version = answer.get("version")
+        return PythonState(interpreter=interpreter, version=_text(version) if version else None,
+                           threads=tuple(threads))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PythonStacksError(f"PyStack's answer is malformed ({type(exc).__name__})") from None
+
+
+def _text(value) -> str:
+    if not isinstance(value, str):
+        raise TypeError("not text")
+    return value[:MAX_TEXT]
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:300]

@@ -1,0 +1,249 @@
+"""Python programs that crash for real, for the Python system tests and the
+bench: a script using ctypes, and a C extension module built here that
+segfaults when a Python function calls it."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+PYTHON = "/usr/bin/python3"  # Debian's interpreter, as a service on the host runs it
+
+EXTENSION = r"""
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+
+/* writes through a pointer it was never given: the bug under test */
+static PyObject *invoice_total(PyObject *self, PyObject *args) {
+    volatile long *lines = (volatile long *)(uintptr_t)0x10;
+    *lines = 42;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"invoice_total", invoice_total, METH_NOARGS, "crash"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "billing", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit_billing(void) { return PyModule_Create(&module); }
+"""
+
+
+def build_extension(directory: Path) -> Path:
+    """``billing`` (billing*.so) in ``directory``, built with Debian's python3 headers."""
+    include = subprocess.run([PYTHON, "-c", "import sysconfig; print(sysconfig.get_paths()['include'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    suffix = subprocess.run([PYTHON, "-c", "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    src = directory / "billing.c"
+    src.write_text(EXTENSION)
+    out = directory / f"billing{suffix}"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-g", "-O0", f"-I{include}", "-o", str(out), str(src)], check=True)
+    return out
+
+
+CTYPES_APP = """\
+import ctypes
+
+
+def load_invoice(n):
+    return ctypes.string_at(n)
+
+
+def load_receipt(n):
+    return ctypes.string_at(n)
+
+
+def handle_request(kind):
+    if kind == "receipt":
+        return load_receipt(0)
+    return load_invoice(0)
+
+
+def batch_job():
+    return load_invoice(0)
+
+
+if __name__ == "__main__":
+    import sys
+    if sys.argv[1] == "batch":
+        batch_job()
+    else:
+        handle_request(sys.argv[1])
+"""
+
+EXTENSION_APP = """\
+import sys
+sys.path.insert(0, sys.argv[1])
+import billing
+
+
+def render_invoice():
+    return billing.invoice_total()
+
+
+def main():
+    render_invoice()
+
+
+main()
+"""
+
+
+def write(directory: Path, name: str, text: str) -> Path:
+    path = directory / name
+    path.write_text(text)
+    return path
+
+
+def line_of(text: str, needle: str) -> int:
+    """The 1-based line of ``text`` that contains ``needle`` (the first)."""
+    for n, line in enumerate(text.splitlines(), 1):
+        if needle in line:
+            return n
+    raise AssertionError(f"{needle!r} not in the program")
+
+
+PROGRAMS = ("/usr/bin/python3.11", "/usr/bin/uwsgi-core")
+
+
+def ours(store) -> list:
+    """The stored crashes of the programs these tests crash: the machine is
+    shared, and another test's crash may reach the handler meanwhile."""
+    rows = [store.crash(crash_id) for crash_id, _ in store.crash_ids()]
+    return [r for r in rows if r.executable in PROGRAMS]
+
+
+def collect(data_dir: Path, count: int, crash, timeout: float = 180.0):
+    """Run the collector (analysis here) while ``crash()`` crashes programs,
+    until ``count`` crashes of ours are stored; the store."""
+    from collector.watch import Collector
+    from coretriage.config import load_config
+    from coretriage.store import Store
+    from coretriage.wiring import Wiring
+
+    config = load_config(data_dir)
+    store = Store(config.database_url)
+    stop = threading.Event()
+    collector = Collector(config.spool_dir, Wiring(config).submit(), rescan=0.5)
+    thread = threading.Thread(target=collector.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        crash()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and len(ours(store)) < count:
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    assert len(ours(store)) == count, f"{len(ours(store))} crashes of ours stored, not {count}"
+    return store
+
+
+
+WSGI_APP = """\
+import billing
+
+
+def render_invoice(environ):
+    return billing.invoice_total()
+
+
+def application(environ, start_response):
+    if environ["PATH_INFO"] == "/invoice/crash":
+        render_invoice(environ)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+"""
+
+NGINX_CONF = """\
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/nginx-error.log;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            include /etc/nginx/uwsgi_params;
+            uwsgi_pass 127.0.0.1:{upstream};
+        }}
+    }}
+}}
+"""
+
+
+def uwsgi_argv(directory: Path, port: int, use_abort: bool = True) -> list[str]:
+    """uwsgi's master and two workers serving WSGI_APP, seed 004's way."""
+    argv = ["/usr/bin/uwsgi", "--plugin", "python3", "--master", "--processes", "2",
+            "--socket", f"127.0.0.1:{port}", "--pythonpath", str(directory), "--wsgi-file",
+            str(directory / "wsgiapp.py"), "--logto", str(directory / "uwsgi.log"), "--die-on-term"]
+    return argv + (["--use-abort"] if use_abort else [])
+
+
+@contextlib.contextmanager
+def served(directory: Path, use_abort: bool = True):
+    """nginx in front of uwsgi (uwsgi_pass) serving WSGI_APP with the billing
+    extension: yields nginx's base URL; both stopped after."""
+    import crashkit
+    from webserver import free_port
+
+    build_extension(directory)
+    write(directory, "wsgiapp.py", WSGI_APP)
+    upstream, port = free_port(), free_port()
+    conf = write(directory, "nginx.conf", NGINX_CONF.format(dir=directory, port=port, upstream=upstream))
+    procs = []
+    try:
+        procs.append(subprocess.Popen(uwsgi_argv(directory, upstream, use_abort), preexec_fn=crashkit.allow_cores,
+                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL, cwd=directory, env={"PATH": "/usr/bin:/bin"}))
+        procs.append(subprocess.Popen(["/usr/sbin/nginx", "-c", str(conf), "-p", str(directory)],
+                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL))
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:  # up when a request goes through both
+            try:
+                with urllib.request.urlopen(base + "/", timeout=5) as answer:
+                    if answer.read() == b"ok":
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                log = directory / "uwsgi.log"
+                raise AssertionError(f"uwsgi behind nginx did not answer: "
+                                     f"{log.read_text()[-2000:] if log.exists() else 'no uwsgi log'}")
+            time.sleep(0.1)
+        yield base
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def request(url: str) -> int:
+    """The HTTP status of a GET (502 when the worker died)."""
+    try:
+        with urllib.request.urlopen(url, timeout=30) as answer:
+            return answer.status
+    except urllib.error.HTTPError as exc:
+        return exc.code

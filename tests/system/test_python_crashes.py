@@ -1,0 +1,184 @@
+"""Python processes that segfault in native code, crashed for real through
+the kernel's pipe handler: the analysis reads their Python stacks (PyStack),
+the crash page on the real web server shows the Python frames with their
+files and lines, the text export shows them as a traceback does, and the
+signature is named by the Python function that made the crashing call."""
+
+import html
+import json
+import re
+
+from handlerkit import crash
+from hostfixtures import cli
+from pythoncrash import (CTYPES_APP, EXTENSION_APP, PYTHON, WSGI_APP, build_extension, collect, line_of, ours,
+                         request, served, write)
+from webclient import Client
+from webserver import add_user, web_server
+
+CTYPES_INIT = "/usr/lib/python3.11/ctypes/__init__.py"
+
+
+def _groups(store):
+    """{signature: [crash rows]} of our programs' crashes"""
+    out = {}
+    for row in ours(store):
+        out.setdefault(row.signature["text"], []).append(row)
+    return out
+
+
+def _page(data_dir, tmp_path, crash_id, group_id=None):
+    """The crash page and the API's crash on the real web server; with a
+    group id, the group page too, whose latest crash shares the crash's
+    two innermost Python frames."""
+    add_user(data_dir, "viewer", "viewer", "correct horse battery")
+    with web_server(data_dir, tmp_path / "web.log") as base:
+        client = Client(base)
+        assert client.login("viewer", "correct horse battery").status in (302, 303)
+        page = client.get(f"/crashes/{crash_id}")
+        api = client.get(f"/api/v1/crashes/{crash_id}")
+        group = client.get(f"/groups/{group_id}") if group_id is not None else None
+    assert page.status == 200 and api.status == 200
+    if group is not None:
+        assert group.status == 200
+        for f in [f for f in api.json()["mixed_stack"] if f["python"]][:2]:
+            assert f"{f['file']}:{f['line']}" in html.unescape(group.text)
+    return html.unescape(page.text), api.json()
+
+
+def test_ctypes_crashes_group_by_python_function(collector_installed, tmp_path):
+    data = collector_installed
+    app = write(tmp_path, "invoices.py", CTYPES_APP)
+
+    def crashes():
+        for kind in ("invoice", "batch", "receipt"):
+            crash([PYTHON, str(app), kind], cwd=tmp_path)
+
+    store = collect(data, 3, crashes)
+    groups = _groups(store)
+    # load_invoice from handle_request and from batch_job: one group; load_receipt: another
+    assert sorted(groups) == ["strlen | ctypes.string_at | invoices.load_invoice",
+                              "strlen | ctypes.string_at | invoices.load_receipt"], sorted(groups)
+    invoice = groups["strlen | ctypes.string_at | invoices.load_invoice"]
+    assert len(invoice) == 2
+
+    crash_id = invoice[0].id
+    text = cli(data, "export", crash_id, "--format", "text").stdout
+    string_at = f'File "{CTYPES_INIT}", line '
+    assert string_at in text and ", in string_at" in text
+    assert f'File "{app}", line {line_of(CTYPES_APP, "return ctypes.string_at(n)")}, in load_invoice' in text
+    assert re.search(r"Thread 1 \(LWP \d+\) - crashed \[Python, has the GIL\]", text), text
+    assert "_PyEval_EvalFrameDefault" not in text  # replaced by the frames that ran there
+
+    page, api = _page(data, tmp_path, crash_id, invoice[0].group_id)
+    assert "load_invoice" in page and str(app) in page and "has the GIL" in page
+    assert f"{app}:{line_of(CTYPES_APP, 'return ctypes.string_at(n)')}" in page
+    assert f"{CTYPES_INIT}:" in page
+    assert api["analysis"]["python"]["version"] == "3.11"
+    python_frames = [f for f in api["mixed_stack"] if f["python"]]
+    assert [f["function"] for f in python_frames][:2] == ["string_at", "load_invoice"]
+    assert python_frames[1]["file"] == str(app)
+    assert python_frames[1]["line"] == line_of(CTYPES_APP, "return ctypes.string_at(n)")
+
+
+def test_c_extension_crash_names_the_python_caller(collector_installed, tmp_path):
+    data = collector_installed
+    build_extension(tmp_path)
+    app = write(tmp_path, "shop.py", EXTENSION_APP)
+
+    store = collect(data, 1, lambda: crash([PYTHON, str(app), str(tmp_path)], cwd=tmp_path))
+    groups = _groups(store)
+    assert list(groups) == ["invoice_total | shop.render_invoice"], list(groups)
+    crash_id = groups["invoice_total | shop.render_invoice"][0].id
+
+    shown = json.loads(cli(data, "show", crash_id, "--json").stdout)
+    assert not shown["analysis"]["problems"], shown["analysis"]["problems"]
+    assert shown["analysis"]["signal"]["name"] == "SIGSEGV"
+    assert shown["analysis"]["signal"]["fault_address"] == 0x10
+    text = cli(data, "export", crash_id, "--format", "text").stdout
+    line = line_of(EXTENSION_APP, "return billing.invoice_total()")
+    assert f'File "{app}", line {line}, in render_invoice' in text
+    assert f'File "{app}", line {line_of(EXTENSION_APP, "    render_invoice()")}, in main' in text
+
+    page, _ = _page(data, tmp_path, crash_id)
+    assert "invoice_total" in page and "render_invoice" in page and f"{app}:{line}" in page
+
+
+def test_uwsgi_worker_behind_nginx(collector_installed, tmp_path):
+    """Seed 004's stack: nginx -> uwsgi_pass -> a uwsgi worker (python3
+    plugin, --use-abort) whose WSGI app calls the extension on one URL."""
+    data = collector_installed
+    statuses = []
+
+    def crashes():
+        with served(tmp_path) as base:
+            statuses.append(request(base + "/"))
+            statuses.append(request(base + "/invoice/crash"))
+
+    store = collect(data, 1, crashes)
+    assert statuses == [200, 502]
+    groups = _groups(store)
+    assert list(groups) == ["invoice_total | wsgiapp.render_invoice"], list(groups)
+    crash_id = groups["invoice_total | wsgiapp.render_invoice"][0].id
+    analysis = json.loads(cli(data, "show", crash_id, "--json").stdout)["analysis"]
+    # through uwsgi's SIGSEGV handler and its abort() to the fault itself
+    assert analysis["signal"]["name"] == "SIGSEGV" and analysis["signal"]["code_name"] == "SEGV_MAPERR"
+    assert analysis["signal"]["fault_address"] == 0x10
+    assert analysis["signal"]["reraised"]["name"] == "SIGABRT"
+    assert not analysis["problems"], analysis["problems"]
+    text = cli(data, "export", crash_id, "--format", "text").stdout
+    app = tmp_path / "wsgiapp.py"
+    line = line_of(WSGI_APP, "return billing.invoice_total()")
+    assert f'File "{app}", line {line}, in render_invoice' in text
+    assert f'File "{app}", line {line_of(WSGI_APP, "        render_invoice(environ)")}, in application' in text
+    page, _ = _page(data, tmp_path, crash_id)
+    assert f"{app}:{line}" in page and "application" in page
+    assert "SIGSEGV (SEGV_MAPERR) at 0x10; re-raised by the program's handler as SIGABRT" in page
+    # which worker and which request, from the core's memory; uwsgi's own log says the same
+    spawned = re.search(rf"spawned uWSGI worker (\d+) \(pid: {analysis['pid']},", (tmp_path / "uwsgi.log").read_text())
+    assert spawned, (tmp_path / "uwsgi.log").read_text()
+    context = {k: v for ctx in analysis["context"] if ctx["program"] == "uwsgi" for k, v in ctx["fields"]}
+    assert context == {"worker": spawned.group(1), "request": "GET /invoice/crash"}
+    assert f"uwsgi worker" in page and "GET /invoice/crash" in page
+
+
+def test_doctor_finds_uwsgi_masters_without_use_abort(tmp_path):
+    """Two real uwsgi masters: one without use-abort, one with it in its ini file."""
+    import signal
+    import subprocess
+    import time
+
+    from collector.hostsetup import checks as C
+    from collector.hostsetup.doctor import run_checks
+    from webserver import free_port
+
+    write(tmp_path, "wsgiapp.py", "def application(environ, start_response):\n"
+                                  "    start_response('200 OK', [])\n    return [b'ok']\n")
+    write(tmp_path, "with-abort.ini", f"[uwsgi]\nplugin = python3\nmaster = true\nprocesses = 1\n"
+                                      f"socket = 127.0.0.1:{free_port()}\nwsgi-file = wsgiapp.py\n"
+                                      "use-abort = true\n")
+    plain = ["/usr/bin/uwsgi", "--plugin", "python3", "--master", "--processes", "1", "--socket",
+             f"127.0.0.1:{free_port()}", "--wsgi-file", "wsgiapp.py"]
+    procs = [subprocess.Popen(argv, cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, env={"PATH": "/usr/bin:/bin"})
+             for argv in (plain, ["/usr/bin/uwsgi", "--ini", "with-abort.ini"])]
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            got = {c.name: c for c in run_checks(tmp_path / "data", docker=lambda: [], clock=None)}
+            if all(f"uwsgi master {p.pid}" in got for p in procs) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGINT)  # uwsgi reloads on SIGTERM, stops on SIGINT
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+    without, with_abort = (got[f"uwsgi master {p.pid}"] for p in procs)
+    assert without.status == C.WARN and "without use-abort" in without.message and "--use-abort" in without.fix
+    assert with_abort.status == C.OK, with_abort
+    reported = {int(c.split()[-1]) for c in got if c.startswith("uwsgi master ")}
+    assert {p.pid for p in procs} <= reported  # the masters; their workers are not masters
