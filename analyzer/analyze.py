@@ -29,7 +29,7 @@ from analyzer.model import (Analysis, CxxException, Frame, Instruction, Module, 
                             SignalInfo, Thread)
 from analyzer.problems import Problem
 from analyzer.secrets import DEFAULT_SECRET_NAMES, mask_psargs, mask_text
-from analyzer.sandbox import Sandbox, SandboxError, SandboxPolicy, analysis_sandbox
+from analyzer.sandbox import INPUTS, Sandbox, SandboxError, SandboxPolicy, analysis_sandbox
 from analyzer.sandbox import request as sandbox_request
 from analyzer import cxxexception as cxx
 from analyzer.signals import (FAULTS, SI_KERNEL, SIGFRAME_SIGINFO, SIGINFO_SIZE, RawSiginfo, code_name,
@@ -52,7 +52,8 @@ _LWP = re.compile(r"LWP (\d+)")
 
 def analyze_core(core: Path, executable: Path | None = None, sysroot: Path | None = None,
                  budget: GdbBudget = GdbBudget(), options: dict | None = None,
-                 gdb: Sandbox | Gdb | None = None, sandbox: SandboxPolicy | None = None) -> Analysis:
+                 gdb: Sandbox | Gdb | None = None, sandbox: SandboxPolicy | None = None,
+                 symbols=None) -> Analysis:
     """Analyze ``core`` in a sandbox (``analyzer.sandbox``): gdb and every
     ELF/DWARF parser run as an unprivileged user, with no network unless
     debuginfod is configured, writing nowhere but a scratch directory. The
@@ -61,12 +62,17 @@ def analyze_core(core: Path, executable: Path | None = None, sysroot: Path | Non
     ``gdb``: a sandbox the caller started early (``analysis_sandbox``), so
     that its set-up and gdb's start-up overlap the caller's own; it is used
     and closed here. (A plain ``Gdb`` is not confined: it is closed unused.)
+    ``symbols(build_id) -> (path or None, note or None)``: where the caller
+    finds a separate debug file the analysis lacks (its symbol store,
+    debuginfod); run here, outside the sandbox, the file copied in.
+
     Raises ``SandboxError`` when the sandbox cannot be built: never falls
     back to analyzing unconfined."""
     if isinstance(gdb, Gdb):
         gdb.close()
         gdb = None
     box = gdb or analysis_sandbox(budget, sandbox)
+    box.symbols = symbols
     try:
         return _in_sandbox(box, Path(core), executable, sysroot, options or {})
     finally:
@@ -217,6 +223,8 @@ def _grant_host_file(box: Sandbox, request) -> dict | None:
     opened; nothing under the directories the sandbox hides (the data dir)
     is given. The build-id is read by ``analyzer.elfid`` (a few fixed-size
     structs): nothing else of the file is parsed outside the sandbox."""
+    if isinstance(request, dict) and "debug_file" in request:
+        return _grant_debug_file(box, request["debug_file"])
     path = request.get("host_file") if isinstance(request, dict) else None
     build_id = request.get("build_id") if isinstance(request, dict) else None
     if not (isinstance(path, str) and path.startswith("/") and "\0" not in path and len(path) < 4096
@@ -253,6 +261,41 @@ def _grant_host_file(box: Sandbox, request) -> dict | None:
         os.close(fd)
 
 
+def _debug_file(build_id: str | None) -> tuple[Path | None, str | None]:
+    """From inside the sandbox: the separate debug file of ``build_id`` the
+    parent has (its symbol store, debuginfod), copied in; and a note when a
+    symbol server could not be used. Outside a sandbox: (None, None)."""
+    if not build_id or not _BUILD_ID.fullmatch(build_id):
+        return None, None
+    reply = sandbox_request({"debug_file": build_id})
+    if not isinstance(reply, dict):
+        return None, None
+    found, note = reply.get("path"), reply.get("note")
+    return (Path(found) if isinstance(found, str) and found.startswith(str(INPUTS) + "/") else None,
+            " ".join(note.split())[:300] if isinstance(note, str) else None)
+
+
+def _grant_debug_file(box: Sandbox, build_id) -> dict | None:
+    """The parent's answer to ``_debug_file``: asks ``box.symbols`` (the
+    caller's sources) and copies the file it names in, within the byte budget."""
+    source = getattr(box, "symbols", None)
+    if source is None or not isinstance(build_id, str) or not _BUILD_ID.fullmatch(build_id):
+        return None
+    try:
+        found, note = source(build_id)
+    except Exception as exc:  # noqa: BLE001 - a broken source costs the symbols, never the analysis
+        found, note = None, f"symbols for {build_id[:12]} not looked for: {type(exc).__name__}: {exc}"
+    reply: dict = {"note": note} if note else {}
+    if found is not None:
+        try:
+            size = os.stat(found).st_size
+            if box.staged_bytes + size <= HOST_FILE_BYTES:
+                reply["path"] = box.stage_file(found, f"debug-{build_id}")
+        except (OSError, ValueError):
+            pass
+    return reply or None
+
+
 def analyze_here(core: Path, executable: Path | None = None, sysroot: Path | None = None,
                  budget: GdbBudget = GdbBudget(), options: dict | None = None,
                  gdb: Gdb | None = None) -> Analysis:
@@ -284,6 +327,8 @@ class _Analyzer:
         self.gdb = gdb
         self.options = options
         self.problems: list[Problem] = []
+        self.symbol_notes: list[Problem] = []  # after every other problem: never a frameless group's reason
+        self.debug_dir: Path | None = None  # links .build-id/xx/rest.debug to the debug files handed in
         if notes.truncated:
             self.problem(P.TRUNCATED_CORE, "core is truncated: memory beyond the cut is missing")
         self.exe_path = notes.executable
@@ -339,6 +384,8 @@ class _Analyzer:
                     roots = (self.sysroot / "usr/lib/debug",) if self.sysroot else ()
                     if symbols != "debug" and elfinfo.debug_file_for(build_id, roots + (elfinfo.DEBUG_ROOT,)):
                         symbols = "debug"
+                    if symbols != "debug" and self._handed_debug_file(build_id):
+                        symbols = "debug"
             elif is_exe:
                 self.problem(P.MISSING_EXECUTABLE, f"executable {path} not found: its frames have no symbols "
                              "(pass --exe or --sysroot)")
@@ -349,6 +396,22 @@ class _Analyzer:
         if not self.notes.mappings and self.exe_file is not None and self.exe_path:
             out.extend(self._unmapped_exe())
         return tuple(out)
+
+    def _handed_debug_file(self, build_id: str | None) -> bool:
+        """Ask the parent for the debug file (``_debug_file``); link it where
+        gdb's debug-file-directory looks it up by build-id."""
+        found, note = _debug_file(build_id)
+        if note:
+            self.symbol_notes.append(Problem(P.SYMBOLS_UNAVAILABLE, note))
+        if found is None:
+            return False
+        if self.debug_dir is None:
+            self.debug_dir = Path(tempfile.mkdtemp(prefix="coretriage-debug-"))
+        link = self.debug_dir / ".build-id" / build_id[:2] / f"{build_id[2:]}.debug"
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.is_symlink():
+            link.symlink_to(found)
+        return True
 
     def _unmapped_exe(self) -> list[Module]:
         """A core without NT_FILE (qemu's) maps no file: a non-PIE program
@@ -407,7 +470,7 @@ class _Analyzer:
             self.problem(P.GDB_TIMEOUT, f"{exc}: backtraces are incomplete")
         except GdbError as exc:
             self.problem(P.GDB_FAILED, f"gdb failed: {exc}")
-        return Analysis(**result, problems=tuple(dict.fromkeys(self.problems)))
+        return Analysis(**result, problems=tuple(dict.fromkeys(self.problems + self.symbol_notes)))
 
     @staticmethod
     def _safe(path: Path, stack: ExitStack) -> str:
@@ -431,6 +494,8 @@ class _Analyzer:
         debug_dirs = [str(elfinfo.DEBUG_ROOT)]
         if self.sysroot:
             debug_dirs.insert(0, f"{sysroot}/usr/lib/debug")
+        if self.debug_dir is not None:  # the symbol store's and debuginfod's, handed in
+            debug_dirs.insert(0, self._safe(self.debug_dir, stack))
         gdb.console(f"set debug-file-directory {':'.join(debug_dirs)}")
         # gdb names libraries by their link-map path (/lib/... where the
         # core says /usr/lib/...): let it find them by name where we did

@@ -23,6 +23,7 @@ NO_CODE_AT_PC = "no_code_at_pc"  # nothing to disassemble at the crashing pc
 ENRICHER_FAILED = "enricher_failed"
 CORE_NOT_KEPT = "core_not_kept"  # metadata only: the collector dropped the core
 FOREIGN_ARCH = "foreign_arch"  # a core of another architecture and no gdb-multiarch to read it
+SYMBOLS_UNAVAILABLE = "symbols_unavailable"  # a symbol server could not be used (time limit, garbage)
 UNKNOWN = "unknown"  # an old stored string that matched no known wording
 
 # The readable words a frameless crash's group shows for each code. These are
@@ -41,6 +42,7 @@ LABELS = {
     ENRICHER_FAILED: "enricher failed",
     CORE_NOT_KEPT: "core not kept",
     FOREIGN_ARCH: "no gdb for this architecture",
+    SYMBOLS_UNAVAILABLE: "symbols unavailable",
 }
 CODES = frozenset(LABELS) | {UNKNOWN}
 

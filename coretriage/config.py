@@ -47,6 +47,11 @@ class Config:
     spike_factor: float = 10.0  # crashes in a window over the group's trailing average per window
     spike_minimum: int = 10  # crashes in a window, at least, for a spike
     metrics_token: str | None = None  # when set, GET /metrics needs "Authorization: Bearer <it>"
+    # -- symbols (coretriage.symbols, coretriage.debuginfod) --
+    debuginfod_urls: str | None = None  # servers, space-separated, or "auto"; unset: $DEBUGINFOD_URLS
+    debuginfod_timeout: float = 10.0  # seconds one analysis may spend fetching, all servers together
+    symbol_cache_size: int = 2 << 30  # bytes of DATA/symbols before fetched files are evicted
+    symbol_miss_ttl: float = 86400.0  # seconds a build-id a server did not have is not asked for again
 
     @property
     def cores_dir(self) -> Path:
@@ -66,6 +71,11 @@ class Config:
     @property
     def rules_dir(self) -> Path:
         return self.data_dir / "rules"
+
+    @property
+    def symbols_dir(self) -> Path:
+        """The local symbol store (``coretriage.symbols``): gdb's .build-id layout."""
+        return self.data_dir / "symbols"
 
     @property
     def tmp_dir(self) -> Path:

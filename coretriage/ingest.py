@@ -272,9 +272,16 @@ def sandbox_policy(config):
     return SandboxPolicy.default(config.data_dir, config.tmp_dir, config.gdb_memory)
 
 
-def _analyze(config, core: Path, exe: Path | None, sysroot: Path | None, gdb: Sandbox | None = None) -> Analysis:
+def _analyze(config, core: Path, exe: Path | None, sysroot: Path | None, gdb: Sandbox | None = None,
+             symbols=None) -> Analysis:
+    """``symbols``: a ``coretriage.debuginfod.SymbolSource`` (the store and
+    debuginfod); one for the data dir's settings when None."""
+    from coretriage.debuginfod import source_for
+
     options = {"show_literals": config.show_literals, "secret_names": secret_names(config.data_dir)}
-    return analyze_core(core, exe, sysroot, config.gdb_budget(), options, gdb, sandbox_policy(config))
+    symbols = symbols if symbols is not None else source_for(config, None)
+    return analyze_core(core, exe, sysroot, config.gdb_budget(), options, gdb, sandbox_policy(config),
+                        symbols=symbols)
 
 
 def keep_core(core: Path, dest: Path, compressed: Path | None) -> None:
@@ -325,7 +332,10 @@ def ingest(config, store: Store | Callable[[], Store], core: Path, exe: Path | N
     if not callable(store) and (done := _stored(store, crash_id)):
         return done  # already stored: ingesting is idempotent
 
-    analysis = _analyze(config, core, exe, sysroot, gdb)
+    from coretriage.debuginfod import source_for
+
+    symbols = source_for(config, (meta or {}).get("os_release"))
+    analysis = _analyze(config, core, exe, sysroot, gdb, symbols)
     if compressed is not None:  # ``core`` is a temporary copy: the record names where it came from
         analysis = dataclasses.replace(analysis, core=str(compressed))
     signature = _signature(config, analysis)
@@ -350,6 +360,10 @@ def ingest(config, store: Store | Callable[[], Store], core: Path, exe: Path | N
         id=crash_id, crashed_at=float(when), analyzed=analyzed(analysis, signature),
         core_file=core_file, exe_file=exe_file, sysroot=str(sysroot) if sysroot else None,
         host=meta.get("host"), container=meta.get("container"), image=meta.get("image"), meta=meta))
+    if new:  # symbols that arrived with this crash name its build's other crashes too
+        from coretriage.resymbol import after_ingest
+
+        after_ingest(config, store, row, analysis, symbols.arrived)
     return Ingested(row, new, analysis, signature)
 
 
