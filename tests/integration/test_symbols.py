@@ -110,7 +110,8 @@ def test_a_dbgsym_package_merges_two_groups_into_the_older(tmp_path, data):
 
 def test_bad_symbol_input_is_one_line_and_stores_nothing(tmp_path, data):
     build = symbolkit.split_build(tmp_path / "b")
-    other = symbolkit.split_build(tmp_path / "o", flags=("-DOTHER",))
+    other = symbolkit.split_build(tmp_path / "o", flags=("-O1",))
+    assert other.build_id != build.build_id
     _ingest(data, symbolkit.crash(build, tmp_path / "cores"))
     corrupt = tmp_path / "broken_1.0_amd64.deb"
     good = symbolkit.dbgsym_deb(tmp_path, build)
@@ -211,15 +212,16 @@ def test_a_known_miss_is_not_asked_again_within_its_ttl(tmp_path, data):
         # within the TTL the server is not asked: put the file there now, it is not fetched
         (empty / "segv.debug").write_bytes(build.debug.read_bytes())
         symbolkit.wait_served(url, build.build_id)
-        assert _ingest(data, symbolkit.crash(build, tmp_path / "cores", 2))[2].startswith("strlen | segv+0x")
+        first_group = _ingest(data, symbolkit.crash(build, tmp_path / "cores", 2))
+        assert first_group[2].startswith("strlen | segv+0x")
         # past it (an old miss), it is, and the earlier crashes of the build are named too
         os.utime(miss, (time.time() - 2 * 86400,) * 2)
         crash_id, gid, sig = _ingest(data, symbolkit.crash(build, tmp_path / "cores", 4))
-    assert sig == NAMED
+    assert sig == NAMED and gid > first_group[1]
     config, store = _store(data)
-    try:
-        assert {store.crash(c).group_id for c, _ in store.crash_ids()} == {gid}
-        assert store.group(gid).count == 3
+    try:  # the new crash's group met the older one: the older id stays
+        assert {store.crash(c).group_id for c, _ in store.crash_ids()} == {first_group[1]}
+        assert store.group(first_group[1]).count == 3 and store.group(first_group[1]).signature == NAMED
     finally:
         store.close()
 
