@@ -54,6 +54,8 @@ def create_app(test_config: dict | None = None):
     app.register_blueprint(api.bp)
     app.register_blueprint(metrics.bp)
     app.register_blueprint(alerts.bp)
+    from webui import debuginfod
+    app.register_blueprint(debuginfod.bp)
     from webui import filters
     filters.register(app)
     _errors_and_icon(app)
