@@ -400,7 +400,9 @@ def reprocess(config, store: Store, progress=lambda crash_id, sig: None) -> dict
             size = row.meta.get("core_size") if isinstance(row.meta.get("core_size"), int) else None
             with crash_sysroot(config, row.sysroot, row.meta.get("files")) as sysroot, \
                     decompressed(config.data_dir / row.core_file, config.tmp_dir, size) as core:
-                analysis = _analyze(config, core, exe, sysroot)
+                from coretriage.debuginfod import source_for
+
+                analysis = _analyze(config, core, exe, sysroot, None, source_for(config, row.meta.get("os_release")))
                 if sysroot is not None and str(sysroot) != row.sysroot:
                     analysis = _found_in_store(config, analysis, sysroot, row.meta.get("files") or {})
             analysis = dataclasses.replace(analysis, core=row.analysis.get("core", analysis.core))
