@@ -112,6 +112,13 @@ def _group_with(store, signature: str) -> int | None:
         return db.execute(sa.select(groups.c.id).where(groups.c.signature == signature)).scalar()
 
 
+# unstripped builds this process looked for stripped crashes of, and when:
+# a storm of one -g build's crashes searches the store once a minute, not per crash
+_CHECKED: dict[str, float] = {}
+_CHECKED_MAX = 4096
+_CHECK_EVERY = 60.0
+
+
 def after_ingest(config, store, row, analysis: Analysis, fetched: list[str]) -> dict[str, int] | None:
     """After a new crash is stored: the build-ids it brought symbols for
     (fetched from debuginfod while it was analyzed, or its own unstripped
@@ -128,8 +135,13 @@ def after_ingest(config, store, row, analysis: Analysis, fetched: list[str]) -> 
         if unstripped:
             symbols = store_of(config)
             for build_id, module in unstripped.items():
-                if build_id in arrived or symbols.lookup(build_id) is not None:
+                now = time.monotonic()
+                if build_id in arrived or now - _CHECKED.get(build_id, -_CHECK_EVERY) < _CHECK_EVERY \
+                        or symbols.lookup(build_id) is not None:
                     continue
+                if len(_CHECKED) >= _CHECKED_MAX:
+                    _CHECKED.clear()
+                _CHECKED[build_id] = now
                 if not candidates(store, {build_id}, {row.id}):
                     continue  # no other crash needs it: nothing is copied
                 try:

@@ -246,3 +246,31 @@ def test_a_captured_unstripped_build_names_the_stripped_crashes_of_that_build(tm
         assert store.group(gid).renamed_from == sig
     finally:
         store.close()
+
+
+def test_fetched_files_are_a_cache_with_a_size_limit_and_uploads_stay(tmp_path):
+    """Real debug files (libc6-dbg's): over the limit the oldest fetched go
+    first; an upload is never evicted; a symlink or a non-ELF is refused."""
+    from coretriage.symbols import SymbolError, SymbolStore
+
+    files = sorted((p for p in __import__("pathlib").Path("/usr/lib/debug/.build-id").rglob("*.debug")
+                    if p.is_file() and not p.is_symlink() and 20_000 < p.stat().st_size < 4 << 20),
+                   key=lambda p: p.name)[:3]
+    assert len(files) == 3, "libc6-dbg is not installed"
+    store = SymbolStore(tmp_path / "symbols", max_bytes=10 << 20)
+    upload = store.add_path(files[0], "upload")[0]
+    first = store.add_path(files[1], "debuginfod")[0]
+    meta = first.path.with_name(first.path.name + ".meta")
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "added": 1.0}))  # fetched long ago
+    store.max_bytes = upload.size + files[2].stat().st_size + 1  # room for the upload and one fetched file
+    second = store.add_path(files[2], "debuginfod")[0]
+    left = {e.build_id for e in store.entries()}
+    assert left == {upload.build_id, second.build_id}  # the oldest fetched went
+    assert store.lookup(upload.build_id) == upload.path
+    link = tmp_path / "link.debug"
+    link.symlink_to(files[0])
+    text = tmp_path / "x.debug"
+    text.write_text("no")
+    for bad in (link, text):
+        with pytest.raises(SymbolError):
+            store.add_path(bad, "upload")
