@@ -274,3 +274,32 @@ def test_fetched_files_are_a_cache_with_a_size_limit_and_uploads_stay(tmp_path):
     for bad in (link, text):
         with pytest.raises(SymbolError):
             store.add_path(bad, "upload")
+
+
+def test_the_pages_show_the_os_and_the_rename(tmp_path, data):
+    """The crash page shows the crashed root's OS; the group page says when
+    symbols arrived and what the group was called before."""
+    import re
+
+    from coretriage.users import hash_password
+    from webui import create_app
+
+    build = symbolkit.split_build(tmp_path / "b")
+    config, store = _store(data)
+    try:
+        done = ingest(config, store, symbolkit.crash(build, tmp_path / "cores"),
+                      meta={"os_release": {"ID": "debian", "PRETTY_NAME": "Debian GNU/Linux 12 (bookworm)"}})
+    finally:
+        store.close()
+    old = done.signature.text
+    coretriage(data, "symbols", "add", str(build.debug))
+    app = create_app({"DATA_DIR": str(data), "TESTING": True})
+    app.extensions["store"].add_user("ann", hash_password("viewer-pass"), "viewer")
+    c = app.test_client()
+    token = re.search(r'name="csrf_token" value="([^"]+)"', c.get("/login").text).group(1)
+    c.post("/login", data={"username": "ann", "password": "viewer-pass", "csrf_token": token})
+    crash_page = c.get(f"/crashes/{done.crash.id}").text
+    assert "Debian GNU/Linux 12 (bookworm)" in crash_page
+    group_page = c.get(f"/groups/{done.crash.group_id}").text
+    assert "symbols arrived on" in group_page and "renamed from" in group_page
+    assert old.split(" | ")[1] in group_page
