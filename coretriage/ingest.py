@@ -335,7 +335,7 @@ def ingest(config, store: Store | Callable[[], Store], core: Path, exe: Path | N
     from coretriage.debuginfod import source_for
 
     symbols = source_for(config, (meta or {}).get("os_release"))
-    analysis = _analyze(config, core, exe, sysroot, gdb, symbols)
+    analysis = _analyze(config, core, exe, sysroot, gdb, symbols=symbols)
     if compressed is not None:  # ``core`` is a temporary copy: the record names where it came from
         analysis = dataclasses.replace(analysis, core=str(compressed))
     signature = _signature(config, analysis)
