@@ -198,6 +198,7 @@ def _job(started: EarlyGdb, job: dict) -> dict:
 
 _BUILD_ID = re.compile(r"[0-9a-f]{16,80}")
 HOST_FILE_BYTES = 4 << 30  # what one analysis may have copied in from the host
+DEBUG_REQUESTS = 256  # modules one analysis asks the parent debug files for
 
 
 def _host_file(path: str, build_id: str | None) -> tuple[Path | None, str | None]:
@@ -329,6 +330,7 @@ class _Analyzer:
         self.problems: list[Problem] = []
         self.symbol_notes: list[Problem] = []  # after every other problem: never a frameless group's reason
         self.debug_dir: Path | None = None  # links .build-id/xx/rest.debug to the debug files handed in
+        self.debug_asked = 0
         if notes.truncated:
             self.problem(P.TRUNCATED_CORE, "core is truncated: memory beyond the cut is missing")
         self.exe_path = notes.executable
@@ -400,6 +402,9 @@ class _Analyzer:
     def _handed_debug_file(self, build_id: str | None) -> bool:
         """Ask the parent for the debug file (``_debug_file``); link it where
         gdb's debug-file-directory looks it up by build-id."""
+        self.debug_asked += 1
+        if self.debug_asked > DEBUG_REQUESTS:  # the sandbox answers MAX_REQUESTS requests in all
+            return False
         found, note = _debug_file(build_id)
         if note:
             self.symbol_notes.append(Problem(P.SYMBOLS_UNAVAILABLE, note))

@@ -22,11 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from coretriage.symbols import BUILD_ID, DEBUGINFO, SymbolError, SymbolStore, elf_kind
@@ -88,6 +85,10 @@ def fetch(server: str, build_id: str, kind: str, into: Path, timeout: float,
     """GET ``server/buildid/ID/kind`` into a new temporary file in ``into``
     within ``timeout`` seconds (the whole transfer, not each read). Raises
     FetchMiss (404) or FetchError; the caller checks and removes the file."""
+    import socket  # here: a cold `coretriage ingest` with no server configured never loads HTTP
+    import urllib.error
+    import urllib.request
+
     if not BUILD_ID.fullmatch(build_id):
         raise FetchError(f"bad build-id {build_id!r}")
     deadline = time.monotonic() + timeout
