@@ -99,3 +99,61 @@ def test_an_engineers_gdb_gets_the_program_of_a_crash_whose_files_are_gone(tmp_p
     assert "header_length" in out and "parse_request" in out, out[-3000:]
     fetched = {p.name for p in (tmp_path / "client-cache" / build.build_id).iterdir()}
     assert {"executable", "debuginfo"} <= fetched  # from coretriage, through the token
+
+
+GREET = '#include <string.h>\nsize_t greet_len(const char *who) { return strlen(who) + 7; }\n' \
+        'size_t greet(const char *who) { return greet_len(who); }\n'
+MAIN = '#include <stdio.h>\nsize_t greet(const char *who);\n' \
+       'int main(int argc, char **argv) { printf("%zu\\n", greet(argc > 5 ? argv[1] : NULL)); return 0; }\n'
+
+
+def test_gdb_gets_a_crashed_programs_library_after_it_is_gone(tmp_path):
+    """A library the crashed process mapped, captured with the crash: once
+    it is gone from disk (the container is gone), an engineer's gdb asks
+    coretriage for it by build-id and gets the very bytes that crashed.
+    (gdb 13.1, Debian bookworm's, downloads it but does not load a
+    downloaded library of a core; debuginfod-find and later gdbs use it.)"""
+    import hashlib
+    import signal as signals
+
+    import crashkit
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "greet.c").write_text(GREET)
+    (src / "main.c").write_text(MAIN)
+    lib_dir = tmp_path / "container-lib"
+    lib_dir.mkdir()
+    lib = lib_dir / "libgreet.so"
+    subprocess.run(["gcc", "-g", "-O0", "-shared", "-fPIC", "-o", str(lib), str(src / "greet.c")], check=True)
+    app = tmp_path / "app"
+    subprocess.run(["gcc", "-g", "-O0", "-o", str(app), str(src / "main.c"), f"-L{lib_dir}", "-lgreet",
+                    f"-Wl,-rpath,{lib_dir}"], check=True)
+    core = crashkit.crash([str(app)], tmp_path / "cores", expect_signal=signals.SIGSEGV)
+    lib_id, lib_sha = symbolkit.build_id_of(lib), hashlib.sha256(lib.read_bytes()).hexdigest()
+
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    config = load_config(data)
+    store = Store(config.database_url)
+    try:
+        files = {str(p): keep_file(config.files_dir, p).name for p in (app, lib)}
+        done = ingest(config, store, core, meta={"files": files})
+        assert done.signature.text.startswith("strlen | greet_len | greet | main"), done.signature.text
+    finally:
+        store.close()
+    webserver.add_user(data, "bob", "viewer", "correct horse battery")
+    headers = tmp_path / "headers"
+    headers.write_text(f"Authorization: Bearer {webserver.cli(data, 'token', 'add', 'bob').strip()}\n")
+    shutil.rmtree(lib_dir)
+    with webserver.web_server(data, tmp_path / "web.log") as url:
+        env = _client_env(tmp_path, url, headers)
+        done = subprocess.run(["gdb", "-nx", "-batch", "-iex", "set debuginfod enabled on", "-ex", "bt",
+                               str(app), "-c", str(core)], env=env, capture_output=True, text=True, timeout=120)
+        assert f"Downloading executable for {lib}" in done.stdout + done.stderr, done.stdout[-2000:]
+        fetched = tmp_path / "client-cache" / lib_id / "executable"
+        assert hashlib.sha256(fetched.read_bytes()).hexdigest() == lib_sha
+        found = subprocess.run(["debuginfod-find", "debuginfo", lib_id], env=dict(
+            env, DEBUGINFOD_CACHE_PATH=str(tmp_path / "cache2")), capture_output=True, text=True, timeout=60)
+        assert found.returncode == 0 and \
+            hashlib.sha256(open(found.stdout.strip(), "rb").read()).hexdigest() == lib_sha  # unstripped: both
