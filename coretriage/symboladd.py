@@ -49,7 +49,7 @@ def _walk(root: Path):
             yield path
 
 
-def _check(path: Path, name: str) -> ElfKind | None:
+def _check(path: Path) -> ElfKind | None:
     fd, kind = open_elf(path)
     os.close(fd)
     if kind is not None and not (kind.debug or kind.code):
@@ -74,11 +74,10 @@ def _unpack(package: Path, into: Path) -> Path:
     return dest
 
 
-def gather(paths: list[Path], tmp: Path) -> tuple[list[Candidate], list[str]]:
-    """Every symbol file in ``paths`` and a list of what was skipped and why.
-    A file named on its own that is not one is an error."""
+def gather(paths: list[Path], tmp: Path) -> list[Candidate]:
+    """Every symbol file in ``paths``. A file named on its own that is not
+    one, or a package or tree that holds none, is an error."""
     out: list[Candidate] = []
-    skipped: list[str] = []
     for given in paths:
         if given.is_symlink() and not given.exists():
             raise SymbolError(f"{given}: a dangling symlink")
@@ -90,7 +89,7 @@ def gather(paths: list[Path], tmp: Path) -> tuple[list[Candidate], list[str]]:
             tree, label = _unpack(given, tmp), str(given)
         else:
             given = given.resolve()  # named by the user: a link to it (as in /usr/lib/debug) is meant
-            kind = _check(given, str(given))
+            kind = _check(given)
             if kind is None:
                 raise SymbolError(f"{given}: not an ELF file with a GNU build-id and symbols")
             out.append(Candidate(given, given.name, kind))
@@ -98,7 +97,7 @@ def gather(paths: list[Path], tmp: Path) -> tuple[list[Candidate], list[str]]:
         found = 0
         for path in _walk(tree):
             try:
-                kind = _check(path, label)
+                kind = _check(path)
             except SymbolError:
                 kind = None
             if kind is None:
@@ -107,7 +106,7 @@ def gather(paths: list[Path], tmp: Path) -> tuple[list[Candidate], list[str]]:
             out.append(Candidate(path, f"{Path(label).name}:{path.name}", kind))
         if not found:
             raise SymbolError(f"{given}: holds no ELF file with a build-id and symbols")
-    return out, skipped
+    return out
 
 
 def used_build_ids(store, build_ids: set[str]) -> set[str]:
@@ -122,7 +121,7 @@ def add(config, store, paths: list[Path], any_build: bool = False, log=print) ->
     private_dirs(config.tmp_dir)
     tmp = Path(tempfile.mkdtemp(dir=config.tmp_dir, prefix="symbols-"))
     try:
-        found, _ = gather([Path(p) for p in paths], tmp)
+        found = gather([Path(p) for p in paths], tmp)
         ids = {c.kind.build_id for c in found}
         used = used_build_ids(store, ids)
         if not any_build:
