@@ -303,3 +303,32 @@ def test_the_pages_show_the_os_and_the_rename(tmp_path, data):
     group_page = c.get(f"/groups/{done.crash.group_id}").text
     assert "symbols arrived on" in group_page and "renamed from" in group_page
     assert old.split(" | ")[1] in group_page
+
+
+def test_auto_asks_the_server_of_the_crashed_roots_distribution(tmp_path, data, monkeypatch):
+    """debuginfod_urls = "auto": the crash's os-release (from its bundle)
+    picks the server; here the table's Debian entry points at a real local
+    debuginfod, and a crash from an OS the table does not know asks nobody."""
+    import coretriage.debuginfod as debuginfod
+
+    build = symbolkit.split_build(tmp_path / "b")
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "segv.debug").write_bytes(build.debug.read_bytes())
+    with symbolkit.debuginfod_server(served, tmp_path) as (url, _):
+        symbolkit.wait_served(url, build.build_id)
+        monkeypatch.setitem(debuginfod.PUBLIC_SERVERS, "debian", url)
+        (data / "coretriage.toml").write_text('debuginfod_urls = "auto"\n')
+        config, store = _store(data)
+        try:
+            unknown = ingest(config, store, symbolkit.crash(build, tmp_path / "cores"),
+                             meta={"os_release": {"ID": "plan9"}})
+            assert unknown.signature.text.startswith("strlen | segv+0x")
+            assert not (data / "symbols/misses" / build.build_id).exists()  # nobody was asked
+            debian = ingest(config, store, symbolkit.crash(build, tmp_path / "cores", 6),
+                            meta={"os_release": {"ID": "debian", "VERSION_ID": "12"}})
+            assert debian.signature.text == NAMED
+            # and the first crash of that build, fetched for by the second, is named too
+            assert store.group(store.crash(unknown.crash.id).group_id).signature == NAMED
+        finally:
+            store.close()
