@@ -3,9 +3,9 @@ VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 DATA    ?= $(CURDIR)/.coretriage-data
-APT_PKGS := gdb elfutils debuginfod zstd libc6-dbg musl-tools g++ \
+APT_PKGS := gdb elfutils debuginfod zstd libc6-dbg musl-tools g++ make \
             haproxy liblua5.3-dev lua5.3 postgresql postgresql-server-dev-all curl redis-server \
-            docker.io debootstrap python3-aiosmtpd \
+            docker.io docker-compose debootstrap iproute2 systemd python3-aiosmtpd \
             chromium fonts-dejavu-core \
             gdb-multiarch qemu-user gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf \
             libc6-arm64-cross libc6-armhf-cross libc6-dev-arm64-cross libc6-dev-armhf-cross

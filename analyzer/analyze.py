@@ -55,8 +55,8 @@ def analyze_core(core: Path, executable: Path | None = None, sysroot: Path | Non
                  gdb: Sandbox | Gdb | None = None, sandbox: SandboxPolicy | None = None,
                  symbols=None) -> Analysis:
     """Analyze ``core`` in a sandbox (``analyzer.sandbox``): gdb and every
-    ELF/DWARF parser run as an unprivileged user, with no network unless
-    debuginfod is configured, writing nowhere but a scratch directory. The
+    ELF/DWARF parser run as an unprivileged user, with no network (debug
+    files come from ``symbols``, outside), writing nowhere but a scratch directory. The
     inputs are copied in; the paths in the answer are the caller's.
 
     ``gdb``: a sandbox the caller started early (``analysis_sandbox``), so
@@ -558,8 +558,9 @@ class _Analyzer:
             return out
         sel = f"--thread {current} --frame 0"
         siginfo = self._siginfo(gdb, sel)
-        if siginfo is not None and siginfo.sender_pid is not None:
-            # raise/kill from a crash handler: the fault it was handling is the crash
+        if siginfo is not None:
+            # the program's own crash handler re-raised the signal, or crashed
+            # itself: the fault it was handed is the crash
             handled = self._handled_fault(gdb, threads[0] if threads and threads[0].crashed else None)
             if handled is not None:
                 siginfo = dataclasses.replace(signal_info(handled, self.notes.pid), reraised=siginfo)
@@ -650,13 +651,7 @@ class _Analyzer:
         if tls is None or fs is None:
             return None
 
-        def read(address: int, size: int) -> bytes | None:
-            found = (gdb.try_mi(f"-data-read-memory-bytes {address:#x} {size}") or {}).get("memory") or []
-            try:
-                data = bytes.fromhex(found[0]["contents"]) if found else b""
-            except (KeyError, TypeError, ValueError):
-                return None
-            return data if len(data) == size else None
+        read = _Probe(gdb, sel).read
 
         def word(address: int) -> int | None:
             data = read(address, 8)
@@ -714,7 +709,8 @@ class _Analyzer:
             info = parse_siginfo(bytes.fromhex(contents), arch.bits)
         except ValueError:
             return None
-        return info if info is not None and not info.sent else None
+        # a fault the kernel raised: a handler for SIGCHLD or a timer is no crash handler
+        return info if info is not None and not info.sent and info.signo in FAULTS else None
 
     def _registers(self, gdb: Gdb, sel: str) -> tuple[tuple[str, str], ...]:
         names = (gdb.try_mi("-data-list-register-names") or {}).get("register-names", [])
@@ -843,6 +839,15 @@ class _Probe:
 
     def string(self, expression: str) -> str | None:
         return _Analyzer._string(self._gdb, expression, self._sel)
+
+    def read(self, address: int, size: int) -> bytes | None:
+        """``size`` bytes of the core's memory, or None when not all are there."""
+        found = (self._gdb.try_mi(f"-data-read-memory-bytes {int(address):#x} {int(size)}") or {}).get("memory")
+        try:
+            data = bytes.fromhex(found[0]["contents"]) if found and len(found) == 1 else b""
+        except (KeyError, TypeError, ValueError):
+            return None
+        return data if len(data) == size else None
 
 
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "'": "'", "a": "\a",

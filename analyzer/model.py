@@ -88,8 +88,9 @@ class SignalInfo:
     sender_pid: int | None = None  # only for a signal a process sent (si_code <= 0), in its pid namespace
     sender_uid: int | None = None
     sender_is_self: bool = False  # the crashed process sent it (raise, abort, kill(getpid()))
-    # When the program's own handler re-raised: this is the fault the kernel
-    # handed the handler, and ``reraised`` the signal that ended the process.
+    # When the program's own handler re-raised the signal, or crashed itself:
+    # this is the fault the kernel handed the handler, and ``reraised`` the
+    # signal that ended the process.
     reraised: "SignalInfo | None" = None
 
     def describe(self) -> str:
@@ -103,7 +104,10 @@ class SignalInfo:
                 [f"uid {self.sender_uid}"] if self.sender_uid is not None else [])
             text += f" sent by pid {self.sender_pid}" + (f" ({', '.join(who)})" if who else "")
         if self.reraised is not None:
-            text += f"; re-raised by the program's handler as {self.reraised.describe()}"
+            if self.reraised.sender_pid is not None:
+                text += f"; re-raised by the program's handler as {self.reraised.describe()}"
+            else:
+                text += f"; the program's handler then crashed: {self.reraised.describe()}"
         return text
 
 

@@ -310,12 +310,13 @@ class Sandbox:
         scratch_fd = os.open(self.scratch, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         self.scratch_path = str(self.scratch.resolve())
         self._started = time.monotonic()
+        caller = os.getpid()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child; tested through its behaviour
             try:
                 os.close(job_w)
                 os.close(result_r)
-                _child(self, uid, gid, job_r, result_w, scratch_fd)
+                _child(self, uid, gid, job_r, result_w, scratch_fd, caller)
             finally:
                 os._exit(EXIT_SETUP)
         os.close(job_r)
@@ -546,7 +547,7 @@ def _copy_tree(source: Path, dest: Path, depth: int = 0) -> None:
 
 # -- the child's side -----------------------------------------------------
 
-def _child(box: Sandbox, uid: int, gid: int, job_r: int, result_w: int, scratch_fd: int) -> None:
+def _child(box: Sandbox, uid: int, gid: int, job_r: int, result_w: int, scratch_fd: int, caller: int) -> None:
     """Fork-side entry. Never returns: exits with the handler's answer written.
 
     The order is for speed without a gap: ``prepare`` (gdb's start-up) runs
@@ -567,7 +568,9 @@ def _child(box: Sandbox, uid: int, gid: int, job_r: int, result_w: int, scratch_
     step = "setting up"
     try:
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() == 1:  # the caller is already gone
+        # the caller already gone (reparented); not "ppid is 1": a caller that
+        # is PID 1 itself, as a worker in a container without --init, is fine
+        if os.getppid() != caller:
             os._exit(EXIT_SETUP)
         _only_fds(job_r, result_w, scratch_fd)
         policy = box.policy
@@ -626,7 +629,9 @@ def _child(box: Sandbox, uid: int, gid: int, job_r: int, result_w: int, scratch_
         detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         hint = ""
         if os.geteuid() != 0 and step == "creating its namespaces":
-            hint = " (unprivileged user namespaces are off on this host: run as root, or enable them)"
+            hint = (" (unprivileged user namespaces are off on this host, or a container's seccomp profile "
+                    "forbids them: run as root, enable them, or run the container with --security-opt "
+                    "seccomp=unconfined --security-opt systempaths=unconfined)")
         answer({"error": f"cannot build the analysis sandbox while {step}: {detail}{hint}"}, EXIT_SETUP)
         return
 

@@ -153,6 +153,11 @@ class BundleMeta:
     delete_core_after_analysis: str | None = None
     problems: tuple[str, ...] = ()
     handler_seconds: float | None = None  # handler start to meta written
+    # set by a central server that received the bundle from a host (coretriage.receive):
+    # hostname is then the host's registered name, and this what the host said it was
+    claimed_hostname: str | None = None
+    uploaded_by: str | None = None  # the registered name of the host whose token sent it
+    uploaded_at: float | None = None
     os_release: dict[str, str] | None = None  # the crashed root's os-release (collector.osrelease)
     schema: int = SCHEMA
 

@@ -8,6 +8,17 @@ failed (a dead broker), is lost. ``submit(bundle_dir)`` is given by the
 caller: the analysis in-process, or a Celery task; the collector never
 imports the analyzer.
 
+A hand-off that cannot reach the analysis at all (``submit`` raises
+``HandoffError``: the broker or the server is down) says nothing about the
+bundle: the whole queue waits, with a growing delay (``BACKOFF_FIRST``
+doubling up to ``backoff_max``), logged once when the outage starts and
+once when it ends, and the bundle that failed goes first afterwards. The
+daemon keeps scanning meanwhile. Any other failure is the bundle's own: it
+is logged, and the next scan offers the bundle again. A bundle handed over
+but not done after ``retry_after`` (a message lost with its broker) is
+handed over again; the analysis is idempotent by bundle, so a re-submit
+never records twice.
+
 A dump directory may be writable by the users whose programs crash there,
 so its listing only chooses names: each core is opened once, relative to
 the directory's fd, and read only if it is a regular file with one link
@@ -27,6 +38,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from analyzer.errors import CoretriageError
 from collector import spool
 from collector.bundle import Bundle, BundleMeta, bundle_id
 from collector.dumpdir import DumpRefused, Identity, open_dump, unlink_if_same
@@ -35,6 +47,12 @@ from collector.pathtrust import untrusted_path
 log = logging.getLogger("coretriage.collector")
 CHUNK = 1 << 20
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+BACKOFF_FIRST = 1.0  # seconds the queue waits after the first failed hand-off of an outage
+
+
+class HandoffError(CoretriageError):
+    """The analysis could not be reached (broker or server down): nothing is
+    wrong with the bundle, and the collector backs off its whole queue."""
 
 
 def writers_of(path: Path, proc: Path = Path("/proc")) -> bool:
@@ -98,14 +116,21 @@ def take_dump(dir_fd: int, name: str, fd: int, st: os.stat_result, spool_dir: Pa
 
 class Collector:
     def __init__(self, spool_dir: Path, submit: Callable[[Path], None], dump_dirs: tuple[Path, ...] = (),
-                 *, stable: float = 2.0, rescan: float = 30.0, retry_after: float = 300.0):
+                 *, stable: float = 2.0, rescan: float = 30.0, retry_after: float = 300.0,
+                 backoff_max: float = 60.0):
         self.spool_dir = Path(spool_dir)
         self.dump_dirs = tuple(Path(d) for d in dump_dirs)
         self.submit = submit
         self.stable = stable
         self.rescan_every = rescan
         self.retry_after = retry_after
+        self.backoff_max = backoff_max
         self._pending: queue.Queue[Path] = queue.Queue()
+        self._queued: set[str] = set()  # bundle ids in _pending or _held: offered once at a time
+        self._held: Path | None = None  # its hand-off failed: first in line after the back-off
+        self._delay = 0.0  # the current back-off; 0 when the hand-off works
+        self._resume_at = 0.0  # monotonic time the back-off ends
+        self._outage_since: float | None = None
         self._submitted: dict[str, float] = {}  # bundle id -> when handed over
         self._sizes: dict[Path, tuple[Identity, float]] = {}  # dump file -> (inode and size, since)
         self._refused: dict[Path, Identity] = {}  # dump files not to take (logged once)
@@ -117,9 +142,10 @@ class Collector:
     def offer(self, bundle: Path) -> None:
         with self._lock:
             last = self._submitted.get(bundle.name)
-            if last is not None and time.monotonic() - last < self.retry_after:
+            if bundle.name in self._queued or (last is not None and time.monotonic() - last < self.retry_after):
                 return
             self._submitted[bundle.name] = time.monotonic()
+            self._queued.add(bundle.name)
         self._pending.put(bundle)
 
     def scan(self) -> None:
@@ -215,23 +241,68 @@ class Collector:
                     self.offer(path)
 
     # -- handing over ----------------------------------------------------------
+    @property
+    def backing_off(self) -> bool:
+        return time.monotonic() < self._resume_at
+
     def drain(self, timeout: float = 0.5) -> int:
-        """Hand pending bundles to ``submit``; a failure is logged and retried later."""
+        """Hand pending bundles to ``submit``, waiting at most ``timeout``
+        for the first. A failed hand-off backs the whole queue off (see the
+        module docstring); a failure of one bundle is logged and it is
+        offered again later."""
         handed = 0
         while True:
-            try:
-                bundle = self._pending.get(timeout=timeout if handed == 0 else 0)
-            except queue.Empty:
+            wait = self._resume_at - time.monotonic()
+            if wait > 0:  # backing off: nothing is handed over, the caller goes on scanning
+                if handed == 0:
+                    time.sleep(min(timeout, wait))
                 return handed
+            if self._held is not None:
+                bundle, self._held = self._held, None
+            else:
+                try:
+                    bundle = self._pending.get(timeout=timeout if handed == 0 else 0)
+                except queue.Empty:
+                    return handed
             if spool.is_done(bundle):
+                self._forget(bundle)
                 continue
             try:
                 self.submit(bundle)
-                handed += 1
-            except Exception as exc:  # analysis or broker failure: the bundle stays for the next scan
+            except HandoffError as exc:
+                self._held = bundle
+                self._back_off(exc)
+                continue
+            except Exception as exc:  # the bundle's own failure: the next scan offers it again
+                self._forget(bundle)
                 with self._lock:
                     self._submitted.pop(bundle.name, None)
-                log.error("bundle %s not handed over: %s", bundle.name, str(exc).splitlines()[0] if str(exc) else exc)
+                log.error("bundle %s not handed over: %s", bundle.name, _line(exc))
+                continue
+            self._forget(bundle)
+            with self._lock:
+                self._submitted[bundle.name] = time.monotonic()  # retry_after counts from the hand-off
+            handed += 1
+            self._recovered()
+
+    def _forget(self, bundle: Path) -> None:
+        with self._lock:
+            self._queued.discard(bundle.name)
+
+    def _back_off(self, exc: Exception) -> None:
+        now = time.monotonic()
+        self._delay = min(self.backoff_max, self._delay * 2 if self._delay else BACKOFF_FIRST)
+        self._resume_at = now + self._delay
+        if self._outage_since is None:  # once per outage
+            self._outage_since = now
+            log.error("hand-off failed: %s; %d bundles wait, tried again with back-off (at most every %.0f s)",
+                      _line(exc), len(self._queued), self.backoff_max)
+
+    def _recovered(self) -> None:
+        if self._outage_since is not None:
+            log.warning("hand-off works again after %.0f s", time.monotonic() - self._outage_since)
+        self._outage_since = None
+        self._delay = 0.0
 
     def run(self, stop: threading.Event) -> None:
         from watchdog.events import FileSystemEventHandler
@@ -273,3 +344,7 @@ class Collector:
         finally:
             observer.stop()
             observer.join(timeout=5)
+
+
+def _line(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

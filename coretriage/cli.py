@@ -11,7 +11,8 @@ import os
 import sys
 
 from analyzer.errors import CoretriageError
-from coretriage.commands import (EXIT_ERROR, cmd_db_upgrade, cmd_demo, cmd_export, cmd_gdb, cmd_ingest,
+from coretriage.commands import (EXIT_ERROR, cmd_db_upgrade, cmd_demo, cmd_export, cmd_gdb, cmd_host_add,
+                                 cmd_host_list, cmd_host_revoke, cmd_ingest,
                                  cmd_list, cmd_notify, cmd_prune, cmd_reprocess, cmd_show, cmd_symbols,
                                  cmd_token_add, cmd_token_list, cmd_token_revoke, cmd_user_add)
 from coretriage.services import (cmd_collector_run, cmd_hostsetup_doctor, cmd_hostsetup_install,
@@ -106,6 +107,18 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("id")
     a.set_defaults(func=cmd_token_revoke)
 
+    s = sub.add_parser("host", help="hosts that upload their crashes here").add_subparsers(
+        dest="host_command", required=True)
+    a = s.add_parser("add", help="register a host; prints its token alone on the last line (shown once)")
+    a.add_argument("name")
+    a.set_defaults(func=cmd_host_add)
+    a = s.add_parser("list", help="hosts: last heartbeat, version, core_pattern, spool, last crash, markers")
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(func=cmd_host_list)
+    a = s.add_parser("revoke", help="refuse a host's token from now on")
+    a.add_argument("name")
+    a.set_defaults(func=cmd_host_revoke)
+
     s = sub.add_parser("notify", help="alert channels: webhooks and email").add_subparsers(
         dest="notify_command", required=True)
     a = s.add_parser("add", help="add a channel, or replace the one of that name")
@@ -119,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--image", metavar="GLOB", help="only crashes in containers of matching images")
     a.add_argument("--quiet", metavar="SECONDS", type=float, default=0.0,
                    help="after an alert of a group, none of that group to this channel for so long")
+    a.add_argument("--digest", metavar="PERIOD", default="0",
+                   help="collect the events and send one message per PERIOD (e.g. 1h, 15m, 3600)")
     a.set_defaults(func=cmd_notify)
     a = s.add_parser("list", help="the channels")
     a.add_argument("--json", action="store_true")
@@ -164,8 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--json", action="store_true")
     a.set_defaults(func=cmd_hostsetup_doctor)
 
-    s = sub.add_parser("worker", help="a Celery worker analyzing this host's crashes")
-    s.add_argument("--concurrency", type=int, default=2)
+    s = sub.add_parser("worker", help="a Celery worker analyzing the crashes of the queue_name queue")
+    s.add_argument("--concurrency", type=int, default=None,
+                   help="analyses at a time (default: the worker_concurrency setting, 2)")
     s.set_defaults(func=cmd_worker)
 
     s = sub.add_parser("run", help="the whole service on this host: collector, analysis and web UI")

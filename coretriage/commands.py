@@ -176,7 +176,8 @@ def cmd_reprocess(args) -> int:
 
     config, store = _context(args)
     result = reprocess(config, store, progress=lambda cid, sig: print(f"{cid}: {sig}") if args.verbose else None)
-    print(f"reprocessed {result['crashes']} crashes; {result['moved']} moved to another group")
+    print(f"reprocessed {result['crashes']} crashes; {result['moved']} moved to another group"
+          + (f"; {result['alerts']} new group(s) alerted" if result["alerts"] else ""))
     return 0
 
 
@@ -307,26 +308,16 @@ def cmd_db_upgrade(args) -> int:
 
 def cmd_notify(args) -> int:
     """Alert channels: ``notify add|list|remove|test`` (coretriage.alerts, coretriage.notify)."""
-    from coretriage.alerts import Channel, parse_events
+    from coretriage.alerts import make_channel
 
     config, store = _context(args)
     if args.notify_command == "add":
-        if bool(args.webhook) == bool(args.email):
-            raise UserError("give one of --webhook URL or --email ADDRESS")
-        if args.webhook and not args.webhook.startswith(("http://", "https://")):
-            raise UserError(f"--webhook must be an http:// or https:// URL, not {args.webhook!r}")
-        if args.email and ("@" not in args.email or any(c in args.email for c in "\r\n ,")):
-            raise UserError(f"--email must be one address, not {args.email!r}")
-        if args.secret and not args.webhook:
-            raise UserError("--secret signs webhook requests; email channels have none")
         try:
-            events = parse_events(args.events)
+            channel = make_channel(args.name, webhook=args.webhook, email=args.email, secret=args.secret,
+                                   events=args.events, executable=args.executable, host=args.host,
+                                   image=args.image, quiet=max(args.quiet, 0.0), digest=args.digest)
         except ValueError as exc:
             raise UserError(str(exc)) from None
-        channel = Channel(name=args.name, kind="webhook" if args.webhook else "email",
-                          target=args.webhook or args.email, secret=args.secret or None, events=events,
-                          executable=args.executable, host=args.host, image=args.image,
-                          quiet=max(args.quiet, 0.0))
         new = store.add_channel(channel)
         print(f"channel {args.name} {'added' if new else 'replaced'}: {channel.kind} {channel.target}")
         return 0
@@ -335,11 +326,12 @@ def cmd_notify(args) -> int:
         if args.json:
             print(json.dumps([{"name": c.name, "kind": c.kind, "target": c.target, "signed": bool(c.secret),
                                "events": list(c.events), "executable": c.executable, "host": c.host,
-                               "image": c.image, "quiet": c.quiet} for c in rows], indent=2))
+                               "image": c.image, "quiet": c.quiet, "digest": c.digest} for c in rows], indent=2))
             return 0
         for c in rows:
             filters = " ".join(f"{k}={v}" for k, v in (("executable", c.executable), ("host", c.host),
-                                                        ("image", c.image), ("quiet", c.quiet)) if v)
+                                                        ("image", c.image), ("quiet", c.quiet),
+                                                        ("digest", c.digest)) if v)
             print(f"{c.name}  {c.kind}  {c.target}  {','.join(c.events)}" + ("  signed" if c.secret else "")
                   + (f"  {filters}" if filters else ""))
         return 0
@@ -355,6 +347,41 @@ def cmd_notify(args) -> int:
         raise UserError(f"no channel {args.name}")
     send_test(config, found[0])  # a DeliveryError is the one-line error
     print(f"test alert sent to {args.name}")
+    return 0
+
+
+# ---- hosts that upload here (coretriage.hosts) --------------------------------
+
+def cmd_host_add(args) -> int:
+    from coretriage.hosts import check_name, new_host_token
+    from coretriage.users import token_hash
+
+    _, store = _context(args)
+    name = check_name(args.name)
+    token = new_host_token()
+    store.add_host(name, token_hash(token))
+    print(f"host {name} registered; on it, put in DATA/coretriage.toml: server_url = \"<this server's URL>\" "
+          "and server_token = the token below (shown once; only its hash is kept)")
+    print(token)
+    return 0
+
+
+def cmd_host_list(args) -> int:
+    import json
+
+    from coretriage.hosts import format_hosts
+
+    _, store = _context(args)
+    rows = store.hosts()
+    print(json.dumps([r.to_json() for r in rows], indent=1) if args.json else format_hosts(rows))
+    return 0
+
+
+def cmd_host_revoke(args) -> int:
+    _, store = _context(args)
+    if not store.revoke_host(args.name):
+        raise UserError(f"no host {args.name} (or it is revoked already); see coretriage host list")
+    print(f"host {args.name} revoked: its token is refused from now on")
     return 0
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from analyzer.errors import CoretriageError
@@ -25,6 +25,11 @@ class Config:
     data_dir: Path
     database_url: str  # any SQLAlchemy URL; SQLite in the data dir by default
     broker_url: str | None = None  # Redis for Celery; None analyzes in-process
+    # the Celery queue the collector sends to and `coretriage worker` consumes: this host's by
+    # default (uname's node name is gethostname() without importing socket, 5 ms of the CLI's
+    # start-up); one name for a central deployment whose workers on any machine take every crash
+    queue_name: str = field(default_factory=lambda: f"coretriage.{os.uname().nodename}")
+    worker_concurrency: int = 2  # analyses one `coretriage worker` runs at a time (each one gdb)
     dump_dirs: tuple[str, ...] = ()  # directories a file core_pattern or a volume writes cores to
     gdb_timeout: float = 120.0
     gdb_memory: int = 4 << 30
@@ -47,6 +52,19 @@ class Config:
     spike_factor: float = 10.0  # crashes in a window over the group's trailing average per window
     spike_minimum: int = 10  # crashes in a window, at least, for a spike
     metrics_token: str | None = None  # when set, GET /metrics needs "Authorization: Bearer <it>"
+    # -- a host that uploads to a central coretriage (collector.upload) --
+    server_url: str | None = None  # the central server; set, `collector run` uploads instead of analyzing
+    server_token: str | None = field(default=None, repr=False)  # this host's token (`coretriage host add`)
+    server_ca: str | None = None  # a CA bundle (PEM) for a server whose certificate a private CA signed
+    upload_bandwidth: int = 0  # bytes/s for all uploads together; 0 = unlimited
+    upload_concurrency: int = 2  # bundles uploaded at once
+    upload_max_core: int = 1 << 30  # compressed core.zst bytes; a bigger core travels as its stack-only core
+    heartbeat_interval: float = 60.0  # seconds between a host's heartbeats
+    # -- the central side's ingest API (webui/ingest.py, coretriage.receive) --
+    ingest_max_file: int = 2 << 30  # bytes of one captured file
+    ingest_max_core: int = 64 << 30  # uncompressed bytes of one core, whatever its meta says
+    ingest_min_free: int = 256 << 20  # bytes the data dir keeps free; below, uploads answer 507
+    ingest_backlog: int = 1000  # bundles waiting for the analysis before commits answer 503
     # -- symbols (coretriage.symbols, coretriage.debuginfod) --
     debuginfod_urls: str | None = None  # servers, space-separated, or "auto"; unset: $DEBUGINFOD_URLS
     debuginfod_timeout: float = 10.0  # seconds one analysis may spend fetching, all servers together
@@ -131,6 +149,9 @@ def load_config(data_dir: Path | str | None = None) -> Config:
             values["dump_dirs"] = tuple(d for d in values["dump_dirs"].split(":") if d)
         elif "dump_dirs" in values:
             values["dump_dirs"] = tuple(values["dump_dirs"])
+        _check_queue(values.get("queue_name"))
+        if values.get("worker_concurrency") == 0:
+            raise ValueError("worker_concurrency must be at least 1")
     except ValueError as exc:
         raise ConfigError(f"bad setting: {exc}") from None
     values.pop("data_dir", None)
@@ -161,3 +182,12 @@ def _bool(name: str, value) -> bool:
     if text in ("0", "false", "no", "off", ""):
         return False
     raise ValueError(f"{name} must be true or false, not {value!r}")
+
+
+def _check_queue(name) -> None:
+    """A queue name is a Redis key and a Celery routing key: printable, no
+    spaces, not empty."""
+    if name is None:
+        return
+    if not isinstance(name, str) or not name or len(name) > 200 or not name.isprintable() or " " in name:
+        raise ValueError(f"queue_name must be a non-empty name without spaces, not {name!r}")

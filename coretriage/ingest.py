@@ -16,6 +16,7 @@ import os
 import shutil
 import stat
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -306,18 +307,25 @@ def _stored(store: Store, crash_id: str) -> Ingested | None:
         row = store.crash(crash_id)
     except NotFound:
         return None
+    return as_ingested(row)
+
+
+def as_ingested(row: CrashRow) -> Ingested:
+    """A crash already stored, as ingest would have returned it (not new)."""
     return Ingested(row, False, Analysis.from_dict(row.analysis), Signature(**_tuples(row.signature)))
 
 
 def ingest(config, store: Store | Callable[[], Store], core: Path, exe: Path | None = None,
            sysroot: Path | None = None, meta: dict | None = None, crashed_at: float | None = None,
-           compressed: Path | None = None, gdb: Sandbox | None = None) -> Ingested:
+           compressed: Path | None = None, gdb: Sandbox | None = None, bundle_id: str | None = None
+           ) -> Ingested:
     """Analyze ``core`` and file it. ``store`` may be a function that returns
     the store: a cold CLI opens it (importing SQLAlchemy is most of its
     start-up) while gdb runs, and so looks for the same core already stored
     after the analysis rather than before it. ``gdb``: the analysis sandbox
     (``analyzer.sandbox.analysis_sandbox``) started early, for the analysis
-    to use (the caller closes it)."""
+    to use (the caller closes it). ``bundle_id``: the spool bundle the core
+    came from; a bundle is stored once (``Store.add_crash``)."""
     core = Path(core)
     if not core.is_file():
         raise IngestError(f"{core}: no such file")
@@ -335,7 +343,9 @@ def ingest(config, store: Store | Callable[[], Store], core: Path, exe: Path | N
     from coretriage.debuginfod import source_for
 
     symbols = source_for(config, (meta or {}).get("os_release"))
+    started = time.monotonic()
     analysis = _analyze(config, core, exe, sysroot, gdb, symbols=symbols)
+    seconds = time.monotonic() - started  # kept with the crash: /metrics runs in another process
     if compressed is not None:  # ``core`` is a temporary copy: the record names where it came from
         analysis = dataclasses.replace(analysis, core=str(compressed))
     signature = _signature(config, analysis)
@@ -359,7 +369,8 @@ def ingest(config, store: Store | Callable[[], Store], core: Path, exe: Path | N
     row, new = store.add_crash(CrashRecord(
         id=crash_id, crashed_at=float(when), analyzed=analyzed(analysis, signature),
         core_file=core_file, exe_file=exe_file, sysroot=str(sysroot) if sysroot else None,
-        host=meta.get("host"), container=meta.get("container"), image=meta.get("image"), meta=meta))
+        host=meta.get("host"), container=meta.get("container"), image=meta.get("image"), meta=meta,
+        analysis_seconds=seconds, bundle_id=bundle_id))
     if new:  # symbols that arrived with this crash name its build's other crashes too
         from coretriage.resymbol import after_ingest
 
@@ -369,7 +380,7 @@ def ingest(config, store: Store | Callable[[], Store], core: Path, exe: Path | N
 
 def ingest_metadata(config, store: Store, crash_id: str, *, executable: str | None, signal: int | None,
                     command_line: str | None, pid: int | None, reason: str, meta: dict,
-                    crashed_at: float) -> Ingested:
+                    crashed_at: float, bundle_id: str | None = None) -> Ingested:
     """Record a crash whose core was not kept (size limit, crash storm, a
     policy of no cores): it still counts, in a group by program and signal."""
     from analyzer.model import SignalInfo
@@ -385,15 +396,22 @@ def ingest_metadata(config, store: Store, crash_id: str, *, executable: str | No
     signature = _signature(config, analysis)
     row, new = store.add_crash(CrashRecord(
         id=crash_id, crashed_at=crashed_at, analyzed=analyzed(analysis, signature, quality=0.0),
-        host=meta.get("host"), container=meta.get("container"), image=meta.get("image"), meta=meta))
+        host=meta.get("host"), container=meta.get("container"), image=meta.get("image"), meta=meta,
+        bundle_id=bundle_id))
     return Ingested(row, new, analysis, signature)
 
 
 def reprocess(config, store: Store, progress=lambda crash_id, sig: None) -> dict[str, int]:
     """Analyze every stored core again and regroup. A group whose crashes all
-    get the same new signature keeps its id."""
+    get the same new signature keeps its id. A group made here raises
+    ``new`` only when none of its crashes was alerted under its old group
+    (``coretriage.alerts.new_after_reprocess``)."""
+    from coretriage.alerts import new_after_reprocess
+
     results: dict[str, tuple[int, Analysis, Signature]] = {}
-    for crash_id, group_id in store.crash_ids():
+    listed = store.crash_ids()
+    before = {group_id for _, group_id in listed}
+    for crash_id, group_id in listed:
         row = store.crash(crash_id)
         exe = Path(row.exe_file) if row.exe_file and Path(row.exe_file).is_file() else None
         if row.core_file and (config.data_dir / row.core_file).is_file():
@@ -418,10 +436,14 @@ def reprocess(config, store: Store, progress=lambda crash_id, sig: None) -> dict
     for group_id, sigs in sorted(by_group.items()):
         if len(sigs) == 1:
             store.rename_group(group_id, next(iter(sigs)))
+    alerted = store.alerted_groups(before)  # before any crash moves and emptied groups go
     moved = 0
+    moves: dict[str, tuple[int, int]] = {}
     for crash_id, (group_id, analysis, signature) in results.items():
         store.update_analysis(crash_id, analyzed(analysis, signature))
-        if store.crash(crash_id).group_id != group_id:
+        moves[crash_id] = (group_id, store.crash(crash_id).group_id)
+        if moves[crash_id][1] != group_id:
             moved += 1
     store.recount()
-    return {"crashes": len(results), "moved": moved}
+    raised = sum(store.raise_new(gid, crash_id) for gid, crash_id in new_after_reprocess(moves, before, alerted).items())
+    return {"crashes": len(results), "moved": moved, "alerts": raised}

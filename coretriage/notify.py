@@ -7,6 +7,15 @@ one sender, each channel it reached is recorded, and a sender killed in the
 middle leaves the lease to expire and the next one to send what is left.
 Receivers deduplicate by the event id (``X-Coretriage-Event`` header, ``id``
 field), which never changes for an event.
+
+A channel with a digest period takes no event on its own: each is collected
+(``Store.queue_for_digest``, which also counts it as delivered to that
+channel), and once the oldest has waited a period the sender cuts a digest
+of all collected (``Store.cut_digest``: the database says which events each
+digest carried, so an event is in exactly one) and sends it as one message:
+a webhook gets ``{"id": "digest-N", "event": "digest", "events": [...],
+"text": ...}`` with each event's body in ``events``, an email one mail.
+Digests are leased, retried and given up like events, under their own id.
 """
 
 from __future__ import annotations
@@ -87,7 +96,7 @@ def send_email(smtp_url: str | None, sender: str, to: str, body: dict, timeout: 
         raise DeliveryError(f"smtp_url must be smtp://host[:port] or smtps://, not {smtp_url!r}")
     msg = EmailMessage()
     msg["From"], msg["To"] = sender, to
-    msg["Subject"] = f"[coretriage] {body['text'][:150]}"
+    msg["Subject"] = f"[coretriage] {body['text'].splitlines()[0][:150]}"
     msg["X-Coretriage-Event"] = str(body["id"])
     msg.set_content(body["text"] + "\n\n" + json.dumps(body, indent=2) + "\n")
     try:
@@ -137,6 +146,9 @@ def deliver_due(config, store, now: float | None = None, log=lambda line: None) 
             if ch.quiet and (last := store.last_sent(ch.name, group.id)) is not None and last > now - ch.quiet:
                 store.mark_delivered(event["id"], ch.name, skipped=True)  # within the channel's quiet period
                 continue
+            if ch.digest:
+                store.queue_for_digest(event["id"], ch.name, now)  # sent with the channel's next digest
+                continue
             if ch.name in down:
                 errors.append(f"{ch.name}: {down[ch.name]}")
                 continue
@@ -156,7 +168,64 @@ def deliver_due(config, store, now: float | None = None, log=lambda line: None) 
         store.finish_event(event["id"], done=give_up, next_try=now + backoff(attempts), error="; ".join(errors))
         log(f"alert {event['id']} ({event['kind']} g{event['group_id']}): " + "; ".join(errors)
             + (" — given up" if give_up else f"; tried again in {backoff(attempts):.0f}s"))
-    return finished
+    return finished + deliver_digests(config, store, channels, now, down, log)
+
+
+DIGEST_LINES = 50  # events listed in a digest's text; its ``events`` list has them all
+
+
+def digest_body(digest_id: int, channel: str, bodies: list[dict]) -> dict:
+    kinds: dict[str, int] = {}
+    for b in bodies:
+        kinds[b["event"]] = kinds.get(b["event"], 0) + 1
+    head = (f"coretriage digest: {len(bodies)} alert(s) ("
+            + ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())) + ")")
+    lines = [head] + [f"• {b['text']}" for b in bodies[:DIGEST_LINES]]
+    if len(bodies) > DIGEST_LINES:
+        lines.append(f"… and {len(bodies) - DIGEST_LINES} more")
+    return {"id": f"digest-{digest_id}", "event": "digest", "channel": channel, "count": len(bodies),
+            "events": bodies, "text": "\n".join(lines)}
+
+
+def deliver_digests(config, store, channels, now: float, down: dict[str, str], log=lambda line: None) -> int:
+    """Cut the digests that are due and send every leased one; returns how many were sent."""
+    from coretriage.store import NotFound
+
+    by_name = {ch.name: ch for ch in channels}
+    for ch in channels:  # also a channel whose digest was turned off: what it had collected goes now
+        store.cut_digest(ch.name, ch.digest, now)
+    sent = 0
+    for digest in store.claim_digests(now, LEASE):
+        ch = by_name.get(digest["channel"])
+        if ch is None:
+            store.finish_digest(digest["id"], done=True, error="its channel was removed")
+            continue
+        bodies = []
+        for event in store.digest_events(digest["id"]):
+            try:
+                group, crash = store.group(event["group_id"]), store.crash(event["crash_id"])
+            except NotFound:
+                continue
+            if group.state != "ignored":  # ignored since it was collected: muted
+                bodies.append(payload(event, group, crash, config.public_url))
+        if not bodies:
+            store.finish_digest(digest["id"], done=True, error="nothing left to send")
+            continue
+        try:
+            if ch.name in down:
+                raise DeliveryError(down[ch.name])
+            send(config, ch, digest_body(digest["id"], ch.name, bodies))
+        except DeliveryError as exc:
+            down[ch.name] = str(exc)
+            attempts = digest["attempts"] + 1
+            give_up = attempts >= config.alert_retries
+            store.finish_digest(digest["id"], done=give_up, next_try=now + backoff(attempts), error=str(exc))
+            log(f"digest {digest['id']} to {ch.name}: {exc}"
+                + (" — given up" if give_up else f"; tried again in {backoff(attempts):.0f}s"))
+            continue
+        store.finish_digest(digest["id"], done=True)
+        sent += 1
+    return sent
 
 
 def alert_loop(config, store_of, stop, log=print, interval: float = 1.0) -> None:

@@ -68,13 +68,44 @@ def kind_reason(kind: str, meta, bundle) -> str | None:
 
 def process_bundle(config, store, bundle_dir: Path, enrich=None):
     """Analyze one bundle and mark it done. ``enrich(container_id)`` may add
-    container name, image and labels (the Docker API). Idempotent."""
+    container name, image and labels (the Docker API).
+
+    Idempotent by bundle: a bundle already done, or whose crash is stored
+    (a worker killed between storing and marking it done), gives the stored
+    crash back (None for a done bundle stored before crashes recorded their
+    bundle) and is not analyzed again; a bundle another process is analyzing
+    raises ``coretriage.claims.BundleBusy`` (try later)."""
+    from coretriage.claims import bundle_held
+
+    bundle_dir = Path(bundle_dir)
+    if (found := _already(store, bundle_dir)) is not False:
+        return found
+    with bundle_held(store, bundle_dir):
+        if (found := _already(store, bundle_dir)) is not False:  # done while we waited for the lock
+            return found
+        return _process(config, store, bundle_dir, enrich)
+
+
+def _already(store, bundle_dir: Path):
+    """The stored crash of a bundle processed before (None when it is done
+    but its crash does not say so), or False when it still has to be."""
+    from coretriage.ingest import as_ingested
+    from collector.spool import is_done, mark_done
+
+    row = store.crash_of_bundle(bundle_dir.name)
+    if row is not None:
+        if not is_done(bundle_dir):
+            mark_done(bundle_dir)
+        return as_ingested(row)
+    return None if is_done(bundle_dir) else False
+
+
+def _process(config, store, bundle_dir: Path, enrich):
     from coretriage.ingest import decompressed, ingest, ingest_metadata
     from collector.bundle import Bundle
     from collector.spool import mark_done, read_meta
     from collector.sysroot import read_manifest
 
-    bundle_dir = Path(bundle_dir)
     meta = read_meta(bundle_dir)
     data = store_meta(meta)
     try:
@@ -97,7 +128,8 @@ def process_bundle(config, store, bundle_dir: Path, enrich=None):
         # a stack core is analyzed like a full one: the same gdb path, its missing memory said so
         with decompressed(core_path, config.tmp_dir, size or None) as core:
             done = ingest(config, store, core, sysroot=sysroot if sysroot.is_dir() else None,
-                          meta=data, crashed_at=float(meta.crash_time), compressed=core_path)
+                          meta=data, crashed_at=float(meta.crash_time), compressed=core_path,
+                          bundle_id=bundle.id)
     else:
         crash_id = "c" + hashlib.sha256(meta.id.encode()).hexdigest()[:12]
         done = ingest_metadata(config, store, crash_id, executable=meta.exe, signal=meta.signal,
@@ -105,7 +137,7 @@ def process_bundle(config, store, bundle_dir: Path, enrich=None):
                                reason=meta.dropped or ("evicted to make room in the spool"
                                                        if bundle.was_evicted()
                                                        else "no core in the bundle"), meta=data,
-                               crashed_at=float(meta.crash_time))
+                               crashed_at=float(meta.crash_time), bundle_id=bundle.id)
     stored = done.crash.core_file and (config.data_dir / done.crash.core_file).is_file()
     if meta.delete_core_after_analysis and core_path is not None:  # set-uid or non-dumpable: analyzed, then gone
         _delete_core(config, store, done.crash, core_path)
@@ -156,11 +188,13 @@ def retention_references(config, store):
 
 
 def prune_once(config, store, log=None):
-    """One retention pass with the limits of collector.toml's ``[retention]``."""
-    from collector.pruning import load_limits, prune
+    """One retention pass with the limits of collector.toml's ``[retention]``.
+    ``store`` None: a host that uploads keeps no crashes, so nothing stored
+    needs its files (the server has them)."""
+    from collector.pruning import References, load_limits, prune
 
     limits = load_limits(config.data_dir)
-    done = prune(config.data_dir, retention_references(config, store), limits)
+    done = prune(config.data_dir, retention_references(config, store) if store is not None else References(), limits)
     if log is not None and (done.bundles or done.files or done.over):
         log(f"retention: removed {len(done.bundles)} done bundles and {len(done.files)} captured files "
             f"({done.freed / (1 << 20):.1f} MiB)" + (

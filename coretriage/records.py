@@ -41,6 +41,8 @@ class CrashRecord:
     container: str | None = None
     image: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)  # collector metadata
+    analysis_seconds: float | None = None  # how long the analysis took (/metrics' histogram)
+    bundle_id: str | None = None  # the spool bundle it came from: stored once per bundle
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,9 @@ class CrashRow:
     signature: dict[str, Any]
     meta: dict[str, Any]
     rules_version: str | None = None
+    analysis_seconds: float | None = None
+    dropped: str | None = None  # coretriage.drops.REASONS
+    bundle_id: str | None = None
 
     @property
     def group_ref(self) -> str:

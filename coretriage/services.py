@@ -76,31 +76,42 @@ def cmd_collector_run(args) -> int:
         signal.signal(sig, lambda *_: stop.set())
     collector = Collector(config.spool_dir, wiring.submit(), dump_dirs)
     from coretriage.pipeline import retention_loop
-    threading.Thread(target=retention_loop, args=(config, lambda: wiring.store, stop, logging.getLogger(
-        "coretriage.retention").info), name="retention", daemon=True).start()
-    start_alerts(wiring, stop)
+    uploading = bool(config.server_url)
+    # a host that uploads holds no store: the central server analyzes, stores and alerts
+    threading.Thread(target=retention_loop, args=(config, (lambda: None) if uploading else (lambda: wiring.store),
+                                                   stop, logging.getLogger("coretriage.retention").info),
+                     name="retention", daemon=True).start()
+    if uploading:
+        wiring.uploader().start(heartbeat=True)
+    else:
+        start_alerts(wiring, stop)
     if args.socket:
         from collector.socket_server import SOCKET_NAME, serve
         path = str(config.data_dir / SOCKET_NAME)
         threading.Thread(target=serve, args=(path, str(config.data_dir), stop), daemon=True).start()
         print(f"listening for cores on {path} (core_pattern @{path})", flush=True)
     print(f"collecting from {config.spool_dir}" + "".join(f" and {d}" for d in dump_dirs)
-          + (" via the queue" if config.broker_url else ", analyzing here"), flush=True)
-    collector.run(stop)
+          + (f", uploading to {config.server_url}" if uploading else
+             " via the queue" if config.broker_url else ", analyzing here"), flush=True)
+    try:
+        collector.run(stop)
+    finally:
+        if uploading:
+            wiring.uploader().close()
     return 0
 
 
 def cmd_worker(args) -> int:
-    from coretriage.tasks import host_queue
-
     wiring = wiring_for(args)
-    if not wiring.config.broker_url:
+    config = wiring.config
+    if not config.broker_url:
         raise UserError("no broker_url configured (coretriage.toml or CORETRIAGE_BROKER_URL); "
                         "without one the collector analyzes in-process")
     _fork_alert_sender(wiring)
     app = wiring.celery()  # importing coretriage.tasks registered the task
-    app.worker_main(["worker", "--loglevel=INFO", f"--concurrency={args.concurrency}",
-                     "-Q", host_queue(), "--without-gossip", "--without-mingle"])
+    concurrency = args.concurrency or config.worker_concurrency
+    app.worker_main(["worker", "--loglevel=INFO", f"--concurrency={concurrency}",
+                     "-Q", config.queue_name, "--without-gossip", "--without-mingle"])
     return 0
 
 

@@ -30,6 +30,7 @@ import sqlalchemy as sa
 
 from analyzer.errors import CoretriageError
 from coretriage import migrations
+from coretriage.drops import drop_reason
 from coretriage.records import (Analyzed, CrashRecord, CrashRow, GroupQuery, GroupRow, SessionRow,  # noqa: F401
                                 TokenRow, User)
 from coretriage.users import DEFAULT_TOKEN_DAYS, token_id
@@ -57,6 +58,7 @@ groups = sa.Table(
     sa.Index("ix_groups_first_seen", "first_seen"),
     sa.Index("ix_groups_executable", "executable"),
     sa.Index("ix_groups_signal", "signal"),
+    sqlite_autoincrement=True,  # migration 0008: an id is never reused
 )
 
 crashes = sa.Table(
@@ -77,7 +79,11 @@ crashes = sa.Table(
     sa.Column("signature", sa.Text, nullable=False),  # Signature as JSON
     sa.Column("meta", sa.Text, nullable=False, default="{}"),  # collector metadata
     sa.Column("rules_version", sa.Text),  # signature rule set the crash was grouped with
+    sa.Column("analysis_seconds", sa.Float),  # how long its analysis took; null: metadata only
+    sa.Column("dropped", sa.String(16)),  # why its full core was not kept (coretriage.drops.REASONS)
+    sa.Column("bundle_id", sa.String(64)),  # the spool bundle it was stored from (null: ingested by hand)
     sa.Index("ix_crashes_group", "group_id", "crashed_at"),
+    sa.Index("ux_crashes_bundle", "bundle_id", unique=True),
     # (group_id, x) cover the per-group facets without reading the rows;
     # (x, group_id) serve the filters
     sa.Index("ix_crashes_group_host", "group_id", "host"),
@@ -135,6 +141,7 @@ alert_channels = sa.Table(
     sa.Column("image", sa.Text),
     sa.Column("quiet", sa.Float, nullable=False, server_default="0"),
     sa.Column("created", sa.Float, nullable=False),
+    sa.Column("digest", sa.Float, nullable=False, server_default="0"),  # seconds; 0: no digest
 )
 
 alert_events = sa.Table(  # the outbox (coretriage.alerts decides, coretriage.notify sends)
@@ -162,6 +169,46 @@ alert_deliveries = sa.Table(
     sa.Column("channel", sa.String(64), primary_key=True),
     sa.Column("sent", sa.Float, nullable=False),
     sa.Column("skipped", sa.Boolean, nullable=False, server_default=sa.false()),
+)
+
+alert_digests = sa.Table(  # one message carrying a channel's collected events (migration 0008)
+    "alert_digests", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("channel", sa.String(64), nullable=False),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_try", sa.Float, nullable=False),
+    sa.Column("lease", sa.Float),
+    sa.Column("done", sa.Float),
+    sa.Column("error", sa.Text),
+    sa.Index("ix_alert_digests_due", "done", "next_try"),
+)
+
+alert_digest_items = sa.Table(  # which events each digest carried
+    "alert_digest_items", metadata,
+    sa.Column("channel", sa.String(64), primary_key=True),
+    sa.Column("event_id", sa.Integer, primary_key=True),
+    sa.Column("queued", sa.Float, nullable=False),
+    sa.Column("digest_id", sa.Integer),
+    sa.Index("ix_alert_digest_items_open", "channel", "digest_id", "queued"),
+)
+
+hosts = sa.Table(  # hosts that upload (coretriage.hosts); only their token's hash is kept
+    "hosts", metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("revoked_at", sa.Float),
+    sa.Column("last_heartbeat", sa.Float),
+    sa.Column("report", sa.Text),
+    sa.Column("last_crash_at", sa.Float),
+)
+
+bundle_claims = sa.Table(  # a worker's hold on the bundle it analyzes (coretriage.claims)
+    "bundle_claims", metadata,
+    sa.Column("bundle_id", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(128), nullable=False),
+    sa.Column("expires", sa.Float, nullable=False),
 )
 
 STATES = ("new", "acknowledged", "resolved", "regressed", "ignored")
@@ -239,14 +286,35 @@ class Store:
     # -- writing ---------------------------------------------------------
     def add_crash(self, record: CrashRecord) -> tuple[CrashRow, bool]:
         """Store one crash in its group. Returns the row and whether it was new."""
+        try:
+            return self._add_crash(record)
+        except sa.exc.IntegrityError as exc:
+            # another worker stored this core or this bundle in the meantime: theirs stands
+            found = self.crash_of_bundle(record.bundle_id) if record.bundle_id else None
+            if found is None:
+                try:
+                    found = self.crash(record.id)
+                except NotFound:
+                    raise exc from None  # some other conflict
+            return found, False
+
+    def _add_crash(self, record: CrashRecord) -> tuple[CrashRow, bool]:
         a = record.analyzed
         with self.engine.begin() as db:
-            existing = db.execute(sa.select(crashes).where(crashes.c.id == record.id)).first()
+            existing = None
+            if record.bundle_id:  # a bundle is stored once, whatever its core has become since
+                existing = db.execute(sa.select(crashes).where(crashes.c.bundle_id == record.bundle_id)).first()
+            if existing is None:
+                existing = db.execute(sa.select(crashes).where(crashes.c.id == record.id)).first()
             if existing is not None:
                 return _crash(existing), False
-            known = db.execute(sa.select(groups.c.id, groups.c.state).where(groups.c.signature == a.signature)).first()
-            group_id = self._group_for(db, a.signature, a.executable, a.signal, a.quality, record.crashed_at)
+            group_id, created = self._group_for(db, a.signature, a.executable, a.signal, a.quality,
+                                                record.crashed_at)
             g = groups.c
+            # the group's row locked (PostgreSQL) until this crash is stored: a
+            # second worker's crash of the group waits here, then sees this one
+            # (one regression, spike windows that count both)
+            state_before = db.execute(sa.select(g.state).where(g.id == group_id).with_for_update()).scalar()
             db.execute(groups.update().where(g.id == group_id).values(
                 key_frame=a.key_frame, search_text=a.search_text[:4000],
                 # a crash in a resolved group is a regression
@@ -257,10 +325,10 @@ class Store:
                 image=record.image, core_file=record.core_file, exe_file=record.exe_file,
                 sysroot=record.sysroot, analysis=json.dumps(a.analysis),
                 signature=json.dumps(a.signature_data), meta=json.dumps(record.meta or {}),
-                rules_version=a.rules_version))
+                rules_version=a.rules_version, analysis_seconds=record.analysis_seconds,
+                dropped=drop_reason(record.meta or {}), bundle_id=record.bundle_id))
             self._touch(db, group_id, record.crashed_at, +1)
-            self._raise_alerts(db, group_id, record.id, record.crashed_at, known is None,
-                               known.state if known is not None else "new")
+            self._raise_alerts(db, group_id, record.id, record.crashed_at, created, state_before)
             row = db.execute(sa.select(crashes).where(crashes.c.id == record.id)).one()
             return _crash(row), True
 
@@ -284,27 +352,64 @@ class Store:
         if open_spike is not None and spiking(seen, policy):  # the spike goes on: one alert for all of it
             db.execute(alert_events.update().where(e.id == open_spike).values(
                 until=sa.case((e.until < at + policy.window, at + policy.window), else_=e.until)))
-        now = time.time()
         for kind in decide(seen, policy):
             key = dedup_key(kind, group_id, crash_id)
             if db.execute(sa.select(e.id).where(e.dedup == key)).first() is not None:
                 continue
-            try:
-                with db.begin_nested():  # another worker's same event: keep theirs
-                    db.execute(alert_events.insert().values(
-                        kind=kind, dedup=key, group_id=group_id, crash_id=crash_id, at=at,
-                        until=at + policy.window if kind == "spike" else None, created=now, attempts=0, next_try=now))
-            except sa.exc.IntegrityError:
-                pass
+            self._insert_event(db, kind, key, group_id, crash_id, at, at + policy.window if kind == "spike" else None)
 
-    def _group_for(self, db, signature, executable, signal, quality, seen) -> int:
+    @staticmethod
+    def _insert_event(db, kind: str, key: str, group_id: int, crash_id: str, at: float, until: float | None) -> bool:
+        now = time.time()
+        try:
+            with db.begin_nested():  # another worker's same event: keep theirs
+                db.execute(alert_events.insert().values(
+                    kind=kind, dedup=key, group_id=group_id, crash_id=crash_id, at=at, until=until,
+                    created=now, attempts=0, next_try=now))
+            return True
+        except sa.exc.IntegrityError:
+            return False
+
+    def alerted_groups(self, group_ids) -> set[int]:
+        """Those of the groups that raised a ``new`` event, or are ignored (coretriage.alerts.new_after_reprocess)."""
+        ids = list(group_ids)
+        e, g = alert_events.c, groups.c
+        with self.engine.connect() as db:
+            told = set(db.execute(sa.select(e.group_id).where(e.kind == "new", e.group_id.in_(ids))).scalars())
+            muted = set(db.execute(sa.select(g.id).where(g.state == "ignored", g.id.in_(ids))).scalars())
+        return told | muted
+
+    def raise_new(self, group_id: int, crash_id: str) -> bool:
+        """A ``new`` event for a group made by a reprocess; False when it had one (or the group is gone)."""
+        from coretriage.alerts import dedup_key
+
+        with self.engine.begin() as db:
+            at = db.execute(sa.select(crashes.c.crashed_at).where(crashes.c.id == crash_id,
+                                                                  crashes.c.group_id == group_id)).scalar()
+            if at is None:
+                return False
+            return self._insert_event(db, "new", dedup_key("new", group_id, crash_id), group_id, crash_id, at, None)
+
+    def _group_for(self, db, signature, executable, signal, quality, seen) -> tuple[int, bool]:
+        """The group of ``signature``, made when missing: (id, whether this call made it).
+        Two workers may both find none and insert it (PostgreSQL, READ
+        COMMITTED): the second insert waits for the first transaction and
+        fails on the unique signature; its savepoint rolls back and it takes
+        the group the first one committed, which made it and raised its ``new``."""
         found = db.execute(sa.select(groups.c.id).where(groups.c.signature == signature)).scalar()
         if found is not None:
-            return found
-        result = db.execute(groups.insert().values(
-            signature=signature, executable=executable, signal=signal, count=0,
-            first_seen=seen, last_seen=seen, quality=quality, state="new", note=""))
-        return result.inserted_primary_key[0]
+            return found, False
+        try:
+            with db.begin_nested():
+                result = db.execute(groups.insert().values(
+                    signature=signature, executable=executable, signal=signal, count=0,
+                    first_seen=seen, last_seen=seen, quality=quality, state="new", note=""))
+            return result.inserted_primary_key[0], True
+        except sa.exc.IntegrityError:
+            found = db.execute(sa.select(groups.c.id).where(groups.c.signature == signature)).scalar()
+            if found is None:  # not a duplicate signature after all
+                raise
+            return found, False
 
     def _touch(self, db, group_id: int, seen: float, delta: int) -> None:
         g = groups.c
@@ -321,7 +426,7 @@ class Store:
                 executable=a.executable, signal=a.signal, rules_version=a.rules_version))
             old = db.execute(sa.select(crashes.c.group_id, crashes.c.crashed_at)
                              .where(crashes.c.id == crash_id)).one()
-            target = self._group_for(db, a.signature, a.executable, a.signal, a.quality, old.crashed_at)
+            target, _ = self._group_for(db, a.signature, a.executable, a.signal, a.quality, old.crashed_at)
             if target != old.group_id:
                 db.execute(crashes.update().where(crashes.c.id == crash_id).values(group_id=target))
             db.execute(groups.update().where(groups.c.id == target).values(
@@ -456,6 +561,62 @@ class Store:
         with self.engine.begin() as db:
             db.execute(tokens.delete().where(tokens.c.token_hash.startswith(short_id)))
         return found[0]
+
+    # -- hosts that upload (coretriage.hosts) --------------------------------
+    def add_host(self, name: str, token_hash: str) -> None:
+        """Register a host; a name in use (revoked or not) is refused."""
+        from coretriage.hosts import HostError
+
+        with self.engine.begin() as db:
+            if db.execute(sa.select(hosts.c.name).where(hosts.c.name == name)).first():
+                raise HostError(f"a host named {name!r} exists already (revoked hosts keep their name)")
+            db.execute(hosts.insert().values(name=name, token_hash=token_hash, created=time.time()))
+
+    def host_for_token(self, token_hash: str) -> str | None:
+        """The name of the host whose token this is, unless it was revoked."""
+        h = hosts.c
+        with self.engine.connect() as db:
+            return db.execute(sa.select(h.name).where(h.token_hash == token_hash, h.revoked_at.is_(None))).scalar()
+
+    def revoke_host(self, name: str) -> bool:
+        with self.engine.begin() as db:
+            return bool(db.execute(hosts.update().where(hosts.c.name == name, hosts.c.revoked_at.is_(None))
+                                   .values(revoked_at=time.time())).rowcount)
+
+    def host_heartbeat(self, name: str, report: dict, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        values = {"last_heartbeat": now, "report": json.dumps(report, sort_keys=True)}
+        with self.engine.begin() as db:
+            db.execute(hosts.update().where(hosts.c.name == name).values(**values))
+            crashed = report.get("last_crash_at")
+            if isinstance(crashed, (int, float)):
+                self._host_crash(db, name, float(crashed))
+
+    def host_crashed(self, name: str, at: float) -> None:
+        with self.engine.begin() as db:
+            self._host_crash(db, name, at)
+
+    @staticmethod
+    def _host_crash(db, name: str, at: float) -> None:
+        h = hosts.c
+        db.execute(hosts.update().where(h.name == name, sa.or_(h.last_crash_at.is_(None), h.last_crash_at < at))
+                   .values(last_crash_at=at))
+
+    def hosts(self) -> list:
+        from coretriage.hosts import HostRow
+
+        with self.engine.connect() as db:
+            rows = db.execute(sa.select(hosts).order_by(hosts.c.name)).all()
+        out = []
+        for r in rows:
+            try:
+                report = json.loads(r.report) if r.report else None
+            except ValueError:
+                report = None
+            out.append(HostRow(name=r.name, created=r.created, revoked_at=r.revoked_at,
+                               last_heartbeat=r.last_heartbeat, report=report if isinstance(report, dict) else None,
+                               last_crash_at=r.last_crash_at))
+        return out
 
     def add_session(self, id_hash: str, user: str, csrf: str, now: float) -> None:
         with self.engine.begin() as db:
@@ -610,6 +771,45 @@ class Store:
             raise NotFound(f"no crash {crash_id}")
         return _crash(row)
 
+    def crash_of_bundle(self, bundle_id: str) -> CrashRow | None:
+        """The crash stored from spool bundle ``bundle_id``, if any."""
+        with self.engine.connect() as db:
+            row = db.execute(sa.select(crashes).where(crashes.c.bundle_id == bundle_id)).first()
+        return _crash(row) if row is not None else None
+
+    # -- bundle claims (coretriage.claims) ---------------------------------
+    def claim_bundle(self, bundle_id: str, holder: str, lease: float, now: float | None = None) -> bool:
+        """Hold ``bundle_id`` for ``lease`` seconds: True when it was free,
+        its claim ran out, or ``holder`` already has it. A compare-and-set,
+        so two workers never both get it."""
+        now = time.time() if now is None else now
+        b = bundle_claims.c
+        with self.engine.begin() as db:
+            taken = db.execute(bundle_claims.update().where(
+                b.bundle_id == bundle_id, sa.or_(b.expires < now, b.holder == holder))
+                .values(holder=holder, expires=now + lease)).rowcount
+            if taken:
+                return True
+            try:
+                with db.begin_nested():
+                    db.execute(bundle_claims.insert().values(bundle_id=bundle_id, holder=holder,
+                                                             expires=now + lease))
+                return True
+            except sa.exc.IntegrityError:  # someone else holds it, and not for long enough to take over
+                return False
+
+    def renew_claim(self, bundle_id: str, holder: str, lease: float) -> bool:
+        """Extend ``holder``'s claim; False when it lost it."""
+        b = bundle_claims.c
+        with self.engine.begin() as db:
+            return bool(db.execute(bundle_claims.update().where(b.bundle_id == bundle_id, b.holder == holder)
+                                   .values(expires=time.time() + lease)).rowcount)
+
+    def release_claim(self, bundle_id: str, holder: str) -> None:
+        b = bundle_claims.c
+        with self.engine.begin() as db:
+            db.execute(bundle_claims.delete().where(b.bundle_id == bundle_id, b.holder == holder))
+
     def crashes_of(self, group_id: int, limit: int = 1000) -> list[CrashRow]:
         with self.engine.connect() as db:
             rows = db.execute(sa.select(crashes).where(crashes.c.group_id == group_id)
@@ -665,7 +865,7 @@ class Store:
         """Add or replace a channel (coretriage.alerts.Channel); whether it was new."""
         values = dict(kind=channel.kind, target=channel.target, secret=channel.secret,
                       events=",".join(channel.events), executable=channel.executable, host=channel.host,
-                      image=channel.image, quiet=channel.quiet)
+                      image=channel.image, quiet=channel.quiet, digest=channel.digest)
         with self.engine.begin() as db:
             found = db.execute(alert_channels.update().where(alert_channels.c.name == channel.name)
                                .values(**values)).rowcount
@@ -680,10 +880,13 @@ class Store:
             rows = db.execute(sa.select(alert_channels).order_by(alert_channels.c.name)).all()
         return [Channel(name=r.name, kind=r.kind, target=r.target, secret=r.secret,
                         events=tuple(r.events.split(",")), executable=r.executable, host=r.host,
-                        image=r.image, quiet=r.quiet) for r in rows]
+                        image=r.image, quiet=r.quiet, digest=r.digest) for r in rows]
 
     def remove_channel(self, name: str) -> bool:
+        """Remove a channel, and the events it had collected for a digest not cut yet."""
+        i = alert_digest_items.c
         with self.engine.begin() as db:
+            db.execute(alert_digest_items.delete().where(i.channel == name, i.digest_id.is_(None)))
             return bool(db.execute(alert_channels.delete().where(alert_channels.c.name == name)).rowcount)
 
     def alert_events(self, kind: str | None = None) -> list[dict]:
@@ -746,6 +949,89 @@ class Store:
         with self.engine.begin() as db:
             db.execute(alert_events.update().where(e.id == event_id).values(**values))
 
+    # -- digests (coretriage.notify.deliver_digests) ---------------------------
+    def queue_for_digest(self, event_id: int, channel: str, now: float) -> None:
+        """Collect an event for the channel's next digest and count it as
+        delivered to the channel: both or neither, and a repeat is a no-op."""
+        with self.engine.begin() as db:
+            for table, values in ((alert_digest_items, dict(channel=channel, event_id=event_id, queued=now)),
+                                  (alert_deliveries, dict(event_id=event_id, channel=channel, sent=now,
+                                                          skipped=False))):
+                try:
+                    with db.begin_nested():
+                        db.execute(table.insert().values(**values))
+                except sa.exc.IntegrityError:
+                    pass
+
+    def cut_digest(self, channel: str, period: float, now: float) -> int | None:
+        """A digest of the channel's collected events, once the oldest has
+        waited ``period`` seconds; None when none is due. Each event goes to
+        one digest: two senders cutting at once both claim the open items
+        with one UPDATE, and the one that got none drops its empty digest."""
+        i, d = alert_digest_items.c, alert_digests.c
+        with self.engine.begin() as db:
+            oldest = db.execute(sa.select(sa.func.min(i.queued)).where(
+                i.channel == channel, i.digest_id.is_(None))).scalar()
+            if oldest is None or oldest > now - period:
+                return None
+            digest_id = db.execute(alert_digests.insert().values(
+                channel=channel, created=now, attempts=0, next_try=now)).inserted_primary_key[0]
+            taken = db.execute(alert_digest_items.update().where(
+                i.channel == channel, i.digest_id.is_(None), i.queued <= now).values(digest_id=digest_id)).rowcount
+            if not taken:
+                db.execute(alert_digests.delete().where(d.id == digest_id))
+                return None
+            return digest_id
+
+    def claim_digests(self, now: float, lease: float, limit: int = 20) -> list[dict]:
+        """Due digests, each leased to this sender (as ``claim_events``)."""
+        d = alert_digests.c
+        with self.engine.begin() as db:
+            rows = db.execute(sa.select(alert_digests).where(
+                d.done.is_(None), d.next_try <= now, sa.or_(d.lease.is_(None), d.lease < now))
+                .order_by(d.id).limit(limit)).all()
+            held = []
+            for r in rows:
+                if db.execute(alert_digests.update().where(d.id == r.id, sa.or_(d.lease.is_(None), d.lease == r.lease))
+                              .values(lease=now + lease)).rowcount:
+                    held.append(dict(r._mapping))
+            return held
+
+    def digest_events(self, digest_id: int) -> list[dict]:
+        """The events a digest carries, oldest first."""
+        i, e = alert_digest_items.c, alert_events.c
+        with self.engine.connect() as db:
+            return [dict(r._mapping) for r in db.execute(
+                sa.select(alert_events).join(alert_digest_items, i.event_id == e.id)
+                .where(i.digest_id == digest_id).order_by(e.id)).all()]
+
+    def digests(self, channel: str | None = None) -> list[dict]:
+        d = alert_digests.c
+        q = sa.select(alert_digests).order_by(d.id)
+        if channel:
+            q = q.where(d.channel == channel)
+        with self.engine.connect() as db:
+            return [dict(r._mapping) for r in db.execute(q).all()]
+
+    def recent_digests(self, limit: int = 20) -> list[dict]:
+        """The latest digests, each with how many events it carried."""
+        d, i = alert_digests.c, alert_digest_items.c
+        carried = sa.select(sa.func.count()).where(i.digest_id == d.id).scalar_subquery().label("events")
+        with self.engine.connect() as db:
+            return [dict(r._mapping) for r in db.execute(
+                sa.select(alert_digests, carried).order_by(d.id.desc()).limit(limit)).all()]
+
+    def finish_digest(self, digest_id: int, *, done: bool, next_try: float | None = None,
+                      error: str | None = None) -> None:
+        d = alert_digests.c
+        values = {"lease": None, "error": error, "attempts": d.attempts + 1}
+        if done:
+            values["done"] = time.time()
+        else:
+            values["next_try"] = next_try
+        with self.engine.begin() as db:
+            db.execute(alert_digests.update().where(d.id == digest_id).values(**values))
+
     # -- metrics -----------------------------------------------------------
     def crash_totals(self) -> list[tuple]:
         """(executable, host, signal, group state, count): /metrics' crash counter."""
@@ -764,6 +1050,24 @@ class Store:
             failed = db.execute(sa.select(sa.func.count()).where(e.done.is_not(None), e.error.is_not(None),
                                                                  e.error != "group ignored")).scalar()
         return pending, failed
+
+    def analysis_histogram(self, bounds: tuple[float, ...]) -> tuple[list[int], int, float]:
+        """(cumulative count at or under each bound, count, sum of seconds) of
+        the stored crashes' analysis times: one query, however many crashes."""
+        c = crashes.c
+        timed = c.analysis_seconds.is_not(None)
+        columns = [sa.func.sum(sa.case((sa.and_(timed, c.analysis_seconds <= b), 1), else_=0)) for b in bounds]
+        columns += [sa.func.sum(sa.case((timed, 1), else_=0)), sa.func.sum(c.analysis_seconds)]
+        with self.engine.connect() as db:
+            row = db.execute(sa.select(*columns)).one()
+        return [int(v or 0) for v in row[:len(bounds)]], int(row[-2] or 0), float(row[-1] or 0.0)
+
+    def drops_by_reason(self) -> dict[str, int]:
+        """Crashes stored without their full core, by coretriage.drops reason."""
+        c = crashes.c
+        with self.engine.connect() as db:
+            return dict(db.execute(sa.select(c.dropped, sa.func.count()).where(c.dropped.is_not(None))
+                                   .group_by(c.dropped)).all())
 
     def groups_by_state(self) -> dict[str, int]:
         with self.engine.connect() as db:

@@ -30,6 +30,7 @@ class Wiring:
         self._store_error: BaseException | None = None
         self._opening: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._uploader = None
 
     @classmethod
     def load(cls, data_dir: Path | str | None = None) -> "Wiring":
@@ -86,34 +87,53 @@ class Wiring:
 
         return container_info(container_id)
 
-    def process_bundle(self, bundle_dir: Path) -> "Ingested":
+    def process_bundle(self, bundle_dir: Path) -> "Ingested | None":
         """One finished spool bundle analyzed and filed: the same code for the
-        collector's in-process path and the Celery worker."""
+        collector's in-process path and the Celery worker. None for a bundle
+        done before; ``BundleBusy`` while another process analyzes it."""
         from coretriage.pipeline import process_bundle
 
         return process_bundle(self.config, self.store, Path(bundle_dir), enrich=self.enrich)
 
     def submit(self, log: Callable[[str], None] = lambda line: print(line, flush=True)
                ) -> Callable[[Path], None]:
-        """How the collector hands a bundle over: a Celery task on this host's
-        queue when a broker is configured, else the analysis right here."""
+        """How the collector hands a bundle over: an upload to the central
+        server when ``server_url`` is set (``collector.upload``), a Celery task
+        on the ``queue_name`` queue when a broker is configured (a broker that
+        cannot be reached raises ``collector.watch.HandoffError``), else the
+        analysis right here."""
+        if self.config.server_url:
+            return self.uploader().submit
         if self.config.broker_url:
-            from coretriage.tasks import host_queue, make_celery
+            from coretriage.tasks import hand_off
 
-            app = make_celery(self.config)
+            send = hand_off(self.config)
 
             def queue(bundle: Path) -> None:
-                # retry=False: a dead broker fails at once; the bundle stays in
-                # the spool and the next scan offers it again
-                app.send_task("coretriage.analyze_bundle", args=[Path(bundle).name], queue=host_queue(),
-                              retry=False)
+                send(Path(bundle).name)
                 log(f"queued {Path(bundle).name}")
             return queue
 
         def analyze_here(bundle: Path) -> None:
             done = self.process_bundle(bundle)
-            log(f"{Path(bundle).name} -> {done.crash.id} in {done.crash.group_ref}: {done.signature.text}")
+            if done is None:
+                log(f"{Path(bundle).name}: already done")
+            else:
+                log(f"{Path(bundle).name} -> {done.crash.id} in {done.crash.group_ref}: {done.signature.text}")
         return analyze_here
+
+    def uploader(self):
+        """This host's uploader (one per process: one queue, one back-off)."""
+        with self._lock:
+            if self._uploader is None:
+                from collector.upload import Uploader, UploadSettings
+
+                c = self.config
+                self._uploader = Uploader(UploadSettings(
+                    url=c.server_url, token=c.server_token or "", data_dir=c.data_dir, ca=c.server_ca,
+                    bandwidth=c.upload_bandwidth, concurrency=c.upload_concurrency, max_core=c.upload_max_core,
+                    heartbeat_interval=c.heartbeat_interval))
+            return self._uploader
 
     def celery(self):
         from coretriage.tasks import make_celery

@@ -1,5 +1,6 @@
 """The web UI: ``create_app(test_config=None)`` builds a Flask app with one
-blueprint per area (auth, groups, crashes, api). Nothing is created at import."""
+blueprint per area (auth, groups, crashes, api, alerts, hosts, metrics,
+and ingest: where hosts upload). Nothing is created at import."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def create_app(test_config: dict | None = None):
     app.extensions["coretriage"] = config
     app.extensions["store"] = wiring.store
 
-    from webui import alerts, api, auth, crashes, groups, metrics
+    from webui import alerts, api, auth, crashes, groups, hosts, ingest, metrics
     from webui.security import install
 
     install(app)
@@ -54,6 +55,8 @@ def create_app(test_config: dict | None = None):
     app.register_blueprint(api.bp)
     app.register_blueprint(metrics.bp)
     app.register_blueprint(alerts.bp)
+    app.register_blueprint(hosts.bp)
+    ingest.register(app, wiring)  # hosts upload here (webui/ingest.py)
     from webui import debuginfod
     app.register_blueprint(debuginfod.bp)
     from webui import filters
@@ -70,7 +73,7 @@ def _errors_and_icon(app) -> None:
     def error_page(exc: HTTPException):
         # keep what the exception adds (Allow on a 405, Retry-After on a 429)
         headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]
-        if request.path.startswith("/api/"):  # the API answers errors in JSON
+        if request.path.startswith(("/api/", "/ingest/")):  # the APIs answer errors in JSON
             from flask import jsonify
             return jsonify(error=exc.description or exc.name), exc.code, headers
         return render_template("error.html", error=exc), exc.code, headers

@@ -3,6 +3,15 @@
 Labels are bounded: executable, host, signal and group state; never a crash
 or group id. Open by default, as exporters usually are; the
 ``metrics_token`` setting makes it ask for ``Authorization: Bearer <token>``.
+
+Everything comes from the store or the disk, never from this process's
+memory: the analyses run in the collector or the workers, not here. The
+analysis histogram reads each crash's ``analysis_seconds``; dropped cores
+each crash's ``dropped`` reason (``coretriage.drops``: size, rate, space,
+policy, other). The queue depth is the length of the queue_name Celery queue
+in Redis when a broker is configured (asked with a half-second timeout:
+``coretriage_queue_up`` is 0 and the depth absent when Redis does not
+answer), else the bundles waiting in the spool.
 """
 
 from __future__ import annotations
@@ -15,24 +24,45 @@ from flask import Blueprint, Response, abort, current_app, request
 bp = Blueprint("metrics", __name__)
 
 
+ANALYSIS_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)  # seconds
+REDIS_TIMEOUT = 0.5  # seconds: a scrape never waits on a dead broker for longer
+
+
 def _spool(spool_dir) -> tuple[int, int]:
-    """(bundles waiting, bytes) in the spool: one directory level and its files."""
-    bundles = size = 0
+    """(bundles waiting for analysis, bytes on disk) in the spool: every
+    file under it, a file hard-linked twice counted once, no symlink followed."""
+    from collector.spool import finished_bundles
+
     try:
-        entries = list(os.scandir(spool_dir))
+        waiting = sum(1 for _ in finished_bundles(spool_dir))
     except OSError:
-        return 0, 0
-    for entry in entries:
-        if not entry.is_dir(follow_symlinks=False) or entry.name.startswith("."):
-            continue
-        bundles += 1
+        waiting = 0
+    size, seen = 0, set()
+    for top, dirs, files in os.walk(spool_dir):
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(top, name))
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                size += st.st_blocks * 512
+    return waiting, size
+
+
+def _redis_depth(broker_url: str, queue: str) -> int | None:
+    """LLEN of the Celery queue, or None when Redis does not answer in time."""
+    import redis
+
+    try:
+        client = redis.Redis.from_url(broker_url, socket_timeout=REDIS_TIMEOUT,
+                                      socket_connect_timeout=REDIS_TIMEOUT, retry_on_timeout=False)
         try:
-            for f in os.scandir(entry.path):
-                if f.is_file(follow_symlinks=False):
-                    size += f.stat(follow_symlinks=False).st_blocks * 512
-        except OSError:
-            continue
-    return bundles, size
+            return int(client.llen(queue))
+        finally:
+            client.close()
+    except (redis.RedisError, OSError, ValueError):
+        return None
 
 
 class _StoreCollector:
@@ -61,6 +91,42 @@ class _StoreCollector:
         yield GaugeMetricFamily("coretriage_spool_bundles", "Crash bundles waiting in the spool (not yet "
                                 "analyzed, or failing analysis)", value=bundles)
         yield GaugeMetricFamily("coretriage_spool_bytes", "Bytes on disk in the spool", value=size)
+
+        from prometheus_client.core import HistogramMetricFamily
+
+        under, count, total = self.store.analysis_histogram(ANALYSIS_BUCKETS)
+        yield HistogramMetricFamily(
+            "coretriage_analysis_seconds", "Time the analysis (gdb) of each stored crash took",
+            buckets=[(str(b), n) for b, n in zip(ANALYSIS_BUCKETS, under)] + [("+Inf", count)], sum_value=total)
+        from coretriage.drops import REASONS
+
+        dropped = CounterMetricFamily("coretriage_cores_dropped", "Crashes stored without their full core, by "
+                                      "why it was not kept", labels=["reason"])
+        by_reason = self.store.drops_by_reason()
+        for reason in REASONS:
+            dropped.add_metric([reason], by_reason.get(reason, 0))
+        yield dropped
+        yield from self._queue(bundles)
+
+    def _queue(self, spool_waiting: int):
+        from prometheus_client.core import GaugeMetricFamily
+
+        depth = GaugeMetricFamily("coretriage_queue_depth", "Bundles waiting for analysis: the queue_name "
+                                  "Celery queue in Redis, or the spool without a broker", labels=["source"])
+        broker = self.config.broker_url
+        if broker and broker.startswith(("redis://", "rediss://", "unix://")):
+            found = _redis_depth(broker, self.config.queue_name)
+            if found is not None:
+                depth.add_metric(["redis"], found)
+            up = found is not None
+        elif broker:
+            up = False  # a broker this exporter cannot ask
+        else:
+            depth.add_metric(["spool"], spool_waiting)
+            up = True
+        yield depth
+        yield GaugeMetricFamily("coretriage_queue_up", "1 when the queue depth could be read (0: the broker "
+                                "did not answer within its timeout)", value=1 if up else 0)
 
 
 @bp.route("/metrics")

@@ -1,6 +1,8 @@
 """Who is asking, and may they: sessions for people (``webui.sessions``),
 bearer tokens for the API, CSRF tokens on every form, admin-only actions,
-and the security headers on every response."""
+and the security headers on every response. A host's token (``cth_...``)
+is refused here everywhere (403): hosts upload through ``webui.ingest``,
+which takes no user token or session; an unknown bearer token is 401."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import hmac
 from flask import abort, current_app, g, redirect, request, session, url_for
 
 from coretriage.access import shown
+from coretriage.hosts import is_host_token
 from coretriage.users import token_hash
 from webui import sessions
 
@@ -33,10 +36,17 @@ def store():
 def _load_user() -> None:
     g.user = None
     g.via_token = False
+    if request.blueprint == "ingest":
+        return  # hosts: their own tokens only (webui.ingest), never a user's token or session
     auth = request.headers.get("Authorization", "")
     if auth.startswith("Bearer "):
-        g.user = store().user_for_token(token_hash(auth[7:].strip()))
+        token = auth[7:].strip()
+        if is_host_token(token):
+            abort(403, description="a host token can only upload (/ingest/v1); it reads nothing")
+        g.user = store().user_for_token(token_hash(token))
         g.via_token = g.user is not None
+        if g.user is None and request.endpoint != "metrics.metrics":
+            abort(401, description="unknown or expired bearer token")
         return
     name = session.user
     if name:
@@ -46,7 +56,7 @@ def _load_user() -> None:
 
 def _check_csrf():
     # API calls with a token carry no cookie to forge; forms must prove origin
-    if request.method in ("GET", "HEAD", "OPTIONS") or g.get("via_token"):
+    if request.method in ("GET", "HEAD", "OPTIONS") or g.get("via_token") or request.blueprint == "ingest":
         return None
     if request.endpoint == "auth.logout" and session.sid is None:
         return None  # nothing to end: logging out of an expired session just goes to the login page

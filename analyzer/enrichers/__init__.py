@@ -17,7 +17,7 @@ from typing import Protocol
 from analyzer.model import Context
 from analyzer.problems import ENRICHER_FAILED, Problem
 
-ENRICHERS = ("analyzer.enrichers.postgres", "analyzer.enrichers.haproxy")
+ENRICHERS = ("analyzer.enrichers.postgres", "analyzer.enrichers.haproxy", "analyzer.enrichers.redis")
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,8 @@ class Probe(Protocol):
     def evaluate(self, expression: str) -> str | None: ...
 
     def string(self, expression: str) -> str | None: ...
+
+    def read(self, address: int, size: int) -> bytes | None: ...
 
 
 def search_file(path: Path | None, pattern: bytes) -> tuple[str, ...] | None:

@@ -4,12 +4,15 @@ Docker registry: a Debian root made with debootstrap from the host's own
 Debian mirror, imported with ``docker import``.
 
     build_haproxy_image.py [--name coretriage-test/haproxy:bookworm] [--suite bookworm]
-                           [--mirror URL] [--force]
+                           [--mirror URL] [--force] [--packages P,P,...] [--expect PATH,...]
 
 The image holds only Debian's haproxy and liblua5.3-0 (``--variant=minbase``);
 the buggy Lua module, the Lua script and haproxy.cfg are bind-mounted at run
 time (see tests/system/dockerhost.py), so the image never needs rebuilding
 when they change. Without ``--force`` an existing image of that name is kept.
+``--packages`` (with ``--expect``, the files debootstrap must have left) makes
+another base from the same mirror: the central image's test base
+(tests/system/centralimage.py) is made this way.
 The mirror defaults to the first Debian mirror in the host's apt sources
 (http://deb.debian.org/debian if none is found).
 
@@ -74,7 +77,10 @@ def _run(cmd: list[str], timeout: float, **kw) -> None:
 
 
 def build(name: str = NAME, suite: str = SUITE, mirror: str | None = None, force: bool = False,
-          docker: str = "docker", workdir: Path | None = None) -> str:
+          docker: str = "docker", workdir: Path | None = None, packages: tuple[str, ...] = PACKAGES,
+          expect: tuple[str, ...] = ("usr/sbin/haproxy",), copy: tuple[tuple[str, str], ...] = ()) -> str:
+    """``copy``: (host dir, dir in the image) pairs copied in after debootstrap
+    (tests, caches and site-packages left out), then ``ldconfig`` in the root."""
     """Build (or keep) the image; returns its id."""
     if not force:
         existing = image_id(name, docker)
@@ -89,11 +95,18 @@ def build(name: str = NAME, suite: str = SUITE, mirror: str | None = None, force
     root = tmp / "root"
     try:
         t0 = time.monotonic()
-        _run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", suite, str(root), mirror],
-             DEBOOTSTRAP_TIMEOUT)
+        include = [f"--include={','.join(packages)}"] if packages else []
+        _run(["debootstrap", "--variant=minbase", *include, suite, str(root), mirror], DEBOOTSTRAP_TIMEOUT)
+        for src, dest in copy:
+            target = root / dest.lstrip("/")
+            print(f"+ copy {src} -> {target}", flush=True)
+            shutil.copytree(src, target, symlinks=True, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("test", "tests", "site-packages", "__pycache__"))
+        if copy:
+            _run(["chroot", str(root), "ldconfig"], 120)
         t1 = time.monotonic()
         print(f"debootstrap {suite} from {mirror}: {t1 - t0:.1f} s", flush=True)
-        for path in ("usr/sbin/haproxy", "etc/debian_version"):
+        for path in (*(e.lstrip("/") for e in expect), "etc/debian_version"):
             if not (root / path).exists():
                 raise SystemExit(f"debootstrap left no /{path} in {root}")
         # apt's caches are of no use in the image
@@ -105,7 +118,7 @@ def build(name: str = NAME, suite: str = SUITE, mirror: str | None = None, force
                                stdout=subprocess.PIPE)
         try:
             print(f"+ tar -C {root} -c . | {docker} import - {name}", flush=True)
-            imported = subprocess.run([docker, "import", "--message", f"debootstrap {suite} {' '.join(PACKAGES)}",
+            imported = subprocess.run([docker, "import", "--message", f"debootstrap {suite} {' '.join(packages)}",
                                        "-", name], stdin=tar.stdout, capture_output=True, text=True,
                                       timeout=IMPORT_TIMEOUT, check=False)
         finally:
@@ -130,8 +143,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mirror", help="Debian mirror (default: from the host's apt sources)")
     p.add_argument("--docker", default=shutil.which("docker") or "docker", help="docker CLI")
     p.add_argument("--force", action="store_true", help="rebuild even if the image exists")
+    p.add_argument("--packages", default=",".join(PACKAGES), help="Debian packages to include, comma-separated")
+    p.add_argument("--expect", default="/usr/sbin/haproxy",
+                   help="files the packages must have installed, comma-separated")
+    p.add_argument("--copy", action="append", default=[], metavar="HOSTDIR=IMAGEDIR",
+                   help="copy a host directory into the image (repeatable)")
     args = p.parse_args(argv)
-    print(build(args.name, args.suite, args.mirror, args.force, args.docker), flush=True)
+    copy = tuple(tuple(c.split("=", 1)) for c in args.copy)
+    packages = tuple(x for x in args.packages.split(",") if x)
+    expect = tuple(x for x in args.expect.split(",") if x)
+    print(build(args.name, args.suite, args.mirror, args.force, args.docker, packages=packages, expect=expect,
+                copy=copy),
+          flush=True)
     return 0
 
 

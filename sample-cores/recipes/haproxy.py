@@ -59,7 +59,7 @@ def _wait_listening(proc: subprocess.Popen, port: int, log: Path) -> None:
 def send_request(port: int, uri: str) -> bytes:
     """One HTTP/1.1 request; the connection is expected to die with haproxy."""
     request = (f"POST {uri} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-               "Content-Type: application/json\r\nContent-Length: 2\r\n"
+               "Content-Type: application/json\r\nContent-Length: 2\r\nAccept-Encoding: gzip\r\n"
                "Connection: close\r\n\r\n{}").encode()
     reply = b""
     try:
@@ -73,8 +73,24 @@ def send_request(port: int, uri: str) -> bytes:
     return reply
 
 
-def make(workdir: Path) -> Sample:
-    crashkit.need("gcc", str(HAPROXY))
+def build_with_debug_info() -> Path:
+    """HAProxy from the upstream tarball of Debian's source package, built
+    with -g and the stock package's main options (Lua, OpenSSL, zlib),
+    cached by version: the stock /usr/sbin/haproxy has no debug info."""
+    import debsrc
+
+    tree = debsrc.source_tree("haproxy")
+    exe = tree / "haproxy"
+    if not exe.exists():
+        subprocess.run(["make", "-j2", "TARGET=linux-glibc", "USE_LUA=1", f"LUA_INC={LUA_INCLUDE}",
+                        "LUA_LIB_NAME=lua5.3", "USE_ZLIB=1", "USE_OPENSSL=1", "CPU_CFLAGS=-O2", "DEBUG_CFLAGS=-g"],
+                       cwd=tree, check=True, capture_output=True, timeout=3600)
+    return exe
+
+
+def make(workdir: Path, haproxy: Path = HAPROXY) -> Sample:
+    """Crash ``haproxy`` (the stock Debian build unless another is given)."""
+    crashkit.need("gcc", str(haproxy))
     if not (LUA_INCLUDE / "lua.h").exists():
         raise RuntimeError(f"missing {LUA_INCLUDE}/lua.h (apt-get install liblua5.3-dev)")
     workdir = Path(workdir).resolve()
@@ -104,7 +120,7 @@ def make(workdir: Path) -> Sample:
         # -db: foreground, no master-worker, so the pid we start is the one
         # that crashes. cwd is the cores dir (writable) in case the pattern
         # is ever relative.
-        proc = subprocess.Popen([str(HAPROXY), "-db", "-f", str(cfg)],
+        proc = subprocess.Popen([str(haproxy), "-db", "-f", str(cfg)],
                                 preexec_fn=crashkit.allow_cores, cwd=cores,
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=out)
         try:
@@ -127,7 +143,7 @@ def make(workdir: Path) -> Sample:
     return Sample(
         name="haproxy",
         core=core,
-        exe=HAPROXY,
+        exe=haproxy,
         expected_signal="SIGSEGV",
         extra={"uri": URI, "top_function": TOP_FUNCTION},
     )

@@ -20,6 +20,7 @@ set-uid and non-dumpable        test_setuid_crashes.py
 session replay                  test_session_replay.py
 privilege escalation in the UI  test_ui_privileges.py
 secret leaks                    test_secret_leaks.py
+host tokens and hostile uploads test_host_tokens.py
 ==============================  ============================================
 """
 

@@ -221,3 +221,53 @@ def test_events_are_stored_with_the_crash_by_a_worker_that_then_dies(config, sto
     subprocess.run([sys.executable, "-m", "coretriage.cli", "--data-dir", str(config.data_dir), "ingest",
                     str(s.core), "--exe", str(s.exe)], check=True, capture_output=True)
     assert kinds(store) == ["new"] and store.alert_events()[0]["done"] is None
+
+
+def _grouped_by_older_rules(store, into: int, crash_id: str) -> None:
+    """What an older rule set did: two bugs in one group (the other group then empty and gone)."""
+    import sqlalchemy as sa
+
+    with store.engine.begin() as db:
+        db.execute(sa.text("update crashes set group_id = :g where id = :c"), {"g": into, "c": crash_id})
+    store.recount()
+
+
+@pytest.mark.parametrize("before", ["alerted", "never alerted", "ignored"])
+def test_reprocess_alerts_a_split_off_group_only_when_nobody_heard_of_its_crashes(config, store, samples, before):
+    import sqlalchemy as sa
+
+    from coretriage.ingest import reprocess
+
+    seg = ingest(config, store, samples("segv", 0).core, samples("segv", 0).exe)
+    dfree = ingest(config, store, samples("double_free").core, samples("double_free").exe)
+    merged = seg.crash.group_id
+    _grouped_by_older_rules(store, merged, dfree.crash.id)
+    if before != "alerted":  # crashes stored before alerts existed: no event at all
+        with store.engine.begin() as db:
+            db.execute(sa.text("delete from alert_events"))
+    if before == "ignored":
+        store.set_state(merged, "ignored")
+    result = reprocess(config, store)
+    split = store.crash(dfree.crash.id).group_id
+    assert split != merged and split != dfree.crash.group_id and result["moved"] == 1
+    news = [e for e in store.alert_events("new") if e["group_id"] == split]
+    if before == "never alerted":
+        assert result["alerts"] == 1 and [e["crash_id"] for e in news] == [dfree.crash.id]
+    else:
+        assert result["alerts"] == 0 and news == []
+    assert not [e for e in store.alert_events() if e["kind"] != "new"]  # no regression, no spike from a reprocess
+    count = len(store.alert_events())
+    assert reprocess(config, store)["alerts"] == 0 and len(store.alert_events()) == count  # once
+
+
+def test_rule_upgrade_over_many_groups_alerts_nobody(config, store, samples):
+    from coretriage.ingest import reprocess
+
+    for name in ("segv", "double_free", "assert_balance", "assert_queue"):
+        ingest(config, store, samples(name).core, samples(name).exe)
+    ingest(config, store, samples("segv", 1).core, samples("segv", 1).exe)
+    events = store.alert_events()
+    config.rules_dir.mkdir(parents=True)
+    (config.rules_dir / "skip.txt").write_text("header_length\n")  # every segv signature changes
+    assert reprocess(config, store)["alerts"] == 0
+    assert store.alert_events() == events

@@ -103,3 +103,21 @@ def test_cli_bad_config_is_one_line(capsys, tmp_path):
     (tmp_path / "coretriage.toml").write_text("this is = = not toml")
     code, _, err = run(capsys, "--data-dir", str(tmp_path), "list")
     assert code == 1 and err.startswith("coretriage: error:") and err.count("\n") == 1
+
+
+def test_notify_add_digest_and_bad_channels(capsys, tmp_path):
+    cli(capsys, tmp_path, "notify", "add", "daily", "--webhook", "https://hooks.example/x", "--digest", "1h",
+        "--quiet", "60")
+    (listed,) = json.loads(cli(capsys, tmp_path, "notify", "list", "--json"))
+    assert listed["digest"] == 3600 and listed["quiet"] == 60 and listed["events"] == ["new", "regression", "spike"]
+    assert "digest=3600" in cli(capsys, tmp_path, "notify", "list")
+    for argv, message in ((["--webhook", "https://h.example", "--digest", "soon"], "not a duration"),
+                          (["--webhook", "https://h.example", "--digest", "90d"], "between 0 and 31 days"),
+                          (["--webhook", "ftp://h.example"], "http:// or https://"),
+                          (["--email", "a@b.example", "--webhook", "https://h.example"], "give one of"),
+                          (["--email", "a@b.example", "--secret", "k"], "email channels have none"),
+                          (["--email", "a@b.example", "--events", "new,boom"], "unknown event kind")):
+        code, _, err = run(capsys, "--data-dir", str(tmp_path), "notify", "add", "bad", *argv)
+        assert code != 0 and message in err and err.count("\n") == 1 and "Traceback" not in err, (argv, err)
+    code, _, err = run(capsys, "--data-dir", str(tmp_path), "notify", "add", "two words", "--email", "a@b.example")
+    assert code != 0 and "a channel name is" in err

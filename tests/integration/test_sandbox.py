@@ -379,3 +379,26 @@ def test_the_parent_gives_no_host_file_from_the_data_dir_and_opens_no_device(tmp
         assert _grant_host_file(box, {"host_file": "/dev/zero", "build_id": None}) is None
     finally:
         box.close()
+
+
+def test_a_caller_that_is_pid_1_gets_its_sandbox(tmp_path):
+    # a worker in a container without --init is PID 1: its sandbox's parent is
+    # pid 1 from the start, which is not "the caller is gone"
+    import subprocess
+    import sys
+
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    script = ("import sys, json; sys.path[:0] = sys.argv[1:]\n"
+              "from analyzer.sandbox import Sandbox, SandboxPolicy\n"
+              "import os; from pathlib import Path\n"
+              f"box = Sandbox(SandboxPolicy.default(Path({str(data)!r}), Path({str(data / 'tmp')!r})), "
+              "'test_sandbox:inside')\n"
+              "print(json.dumps({'pid': os.getpid(), 'uid': box.call({})['uid']}))\n")
+    here = str(Path(__file__).parent)
+    root = str(Path(__file__).resolve().parents[2])
+    proc = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", script, root, here],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    answer = json.loads(proc.stdout.splitlines()[-1])
+    assert answer["pid"] == 1 and answer["uid"] != 0

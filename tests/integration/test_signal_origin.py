@@ -62,3 +62,14 @@ def test_key_frames_skip_the_crash_handler_as_the_signature_does(analyzed):
     frames = a.crashing_thread.frames
     names = [frames[i].function for i in sig.key_frames]
     assert "on_crash" not in names and names[0] == sig.frames[0] == "lookup_key"
+
+
+def test_a_handler_that_crashes_in_turn_reports_the_first_fault(samples, tmp_path):
+    from analyzer.analyze import analyze_core
+
+    exe = samples("reraise").exe
+    core = crashkit.crash([str(exe), "nested"], tmp_path / "cores", expect_signal=signal.SIGSEGV)
+    a = analyze_core(core, exe)
+    assert a.signal.code_name == "SEGV_MAPERR" and a.signal.fault_address < 0x100  # lookup_key's NULL read
+    assert a.signal.reraised.fault_address == 0x20 and a.signal.reraised.sender_pid is None
+    assert "; the program's handler then crashed: SIGSEGV (SEGV_MAPERR) at 0x20" in a.signal.describe()

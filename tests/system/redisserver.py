@@ -45,9 +45,17 @@ def stop(proc: subprocess.Popen, timeout: float = 10) -> None:
         proc.wait()
 
 
-def start_worker(data_dir: Path, **settings: str) -> subprocess.Popen:
-    """``coretriage worker`` for ``data_dir``; settings become CORETRIAGE_<NAME> variables."""
+def start_worker(data_dir: Path, log: Path | None = None, session: bool = False,
+                 **settings: str) -> subprocess.Popen:
+    """``coretriage worker`` for ``data_dir``; settings become CORETRIAGE_<NAME> variables.
+    ``log``: a file for its output; ``session``: in a process group of its
+    own (the pool and alert sender with it), for a test that kills it whole."""
     env = {**os.environ, **{f"CORETRIAGE_{k.upper()}": v for k, v in settings.items()}}
-    return subprocess.Popen([sys.executable, "-m", "coretriage.cli", "--data-dir", str(data_dir), "worker",
-                             "--concurrency", "1"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    out = open(log, "ab") if log is not None else subprocess.DEVNULL
+    try:
+        return subprocess.Popen([sys.executable, "-m", "coretriage.cli", "--data-dir", str(data_dir), "worker",
+                                 "--concurrency", "1"], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=session)
+    finally:
+        if log is not None:
+            out.close()

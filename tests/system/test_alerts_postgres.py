@@ -43,3 +43,152 @@ def test_events_on_postgres(pg_url, config):
         assert [e["id"] for e in store.claim_events(now + 61, 60)] == [held[1]["id"], held[2]["id"]]
     finally:
         store.close()
+
+
+def test_first_two_crashes_of_a_new_group_at_once(pg_url, config):
+    """Two workers store the first two crashes of one new signature at the
+    same moment: both look for the group, find none and insert it. A barrier
+    on the groups INSERT makes that interleaving certain on every run (before
+    the fix the second worker's add_crash failed on the unique signature)."""
+    import threading
+
+    import sqlalchemy as sa
+
+    url = create_database(pg_url, "race")
+    stores = [Store(url), Store(url)]
+    barrier = threading.Barrier(2, timeout=20)
+    at_insert = []
+
+    def hold(conn, cursor, statement, params, context, executemany):
+        if statement.lstrip().upper().startswith("INSERT INTO GROUPS"):
+            at_insert.append(statement)
+            barrier.wait()  # both have looked for the group and found none
+
+    results, errors = {}, []
+
+    def worker(n):
+        try:
+            results[n] = ingest_metadata(config, stores[n], f"c{n + 1:012x}", executable="/usr/bin/twin",
+                                         signal=11, command_line="twin", pid=n, reason="test", meta={},
+                                         crashed_at=1000.0 + n)
+        except Exception as exc:  # noqa: BLE001 (the failure under test)
+            errors.append(exc)
+
+    try:
+        for s in stores:
+            sa.event.listen(s.engine, "before_cursor_execute", hold)
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors, errors
+        assert len(at_insert) == 2  # the race happened: both inserted
+        assert results[0].crash.group_id == results[1].crash.group_id
+        with stores[0].engine.connect() as db:
+            assert db.execute(sa.text("select count(*), sum(count) from groups")).one() == (1, 2)
+        assert [e["kind"] for e in stores[0].alert_events()] == ["new"]
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_digest_senders_on_postgres_carry_each_event_once(pg_url, config):
+    """Four senders, each with its own connection, drain one outbox to a
+    digest channel at once: every event reaches the receiver in exactly one
+    digest, and the database records which."""
+    import json
+    import threading
+
+    from alertreceivers import Receiver
+
+    from coretriage.alerts import Channel
+    from coretriage.notify import deliver_due
+
+    url = create_database(pg_url, "digests")
+    stores = [Store(url) for _ in range(4)]
+    receiver = Receiver()
+    try:
+        stores[0].add_channel(Channel("batch", "webhook", receiver.url, digest=1))
+        for n in range(80):
+            ingest_metadata(config, stores[0], f"c{n + 1:012x}", executable=f"/usr/bin/d{n}", signal=11,
+                            command_line="d", pid=n, reason="test", meta={}, crashed_at=1000.0 + n)
+        later = time.time() + 10
+        start = threading.Barrier(4, timeout=20)
+        errors = []
+
+        def sender(store):
+            try:
+                start.wait()
+                for k in range(4):
+                    deliver_due(config, store, now=later + k * 2)
+            except Exception as exc:  # noqa: BLE001
+                errors.append(exc)
+
+        threads = [threading.Thread(target=sender, args=(s,)) for s in stores]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not errors, errors
+        deliver_due(config, stores[0], now=later + 100)
+        bodies = [json.loads(b) for _, b in receiver.posts]
+        carried = [e["id"] for b in bodies for e in b["events"]]
+        assert sorted(carried) == sorted(e["id"] for e in stores[0].alert_events())  # each event once
+        assert len({b["id"] for b in bodies}) == len(bodies) == len(stores[0].digests())
+        for d in stores[0].digests():  # the database says what each carried
+            body = next(b for b in bodies if b["id"] == f"digest-{d['id']}")
+            assert [e["id"] for e in stores[0].digest_events(d["id"])] == [e["id"] for e in body["events"]]
+    finally:
+        receiver.close()
+        for s in stores:
+            s.close()
+
+
+def test_two_crashes_at_once_in_a_resolved_group_raise_one_regression(pg_url, config):
+    """Both workers read the group's state at the same moment (a barrier
+    before that read): the first locks the group's row, the second waits and
+    then sees it regressed. Before the lock both saw it resolved."""
+    import threading
+
+    import sqlalchemy as sa
+
+    url = create_database(pg_url, "regress")
+    stores = [Store(url), Store(url)]
+
+    def crash(store, n):
+        return ingest_metadata(config, store, f"c{n:012x}", executable="/usr/bin/back", signal=11,
+                               command_line="back", pid=n, reason="test", meta={}, crashed_at=1000.0 + n)
+
+    barrier = threading.Barrier(2, timeout=20)
+    armed = threading.Event()
+
+    def hold(conn, cursor, statement, params, context, executemany):
+        if armed.is_set() and statement.lstrip().upper().startswith("SELECT GROUPS.STATE"):
+            barrier.wait()
+
+    errors = []
+
+    def worker(n):
+        try:
+            crash(stores[n % 2], n)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    try:
+        gid = crash(stores[0], 1).crash.group_id
+        stores[0].set_state(gid, "resolved")
+        for s in stores:
+            sa.event.listen(s.engine, "before_cursor_execute", hold)
+        armed.set()
+        threads = [threading.Thread(target=worker, args=(n,)) for n in (2, 3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors, errors
+        assert [e["kind"] for e in stores[0].alert_events()] == ["new", "regression"]
+        assert stores[0].group(gid).state == "regressed" and stores[0].group(gid).count == 3
+    finally:
+        for s in stores:
+            s.close()

@@ -1,4 +1,4 @@
-"""analyzer/enrichers/ (haproxy.py, postgres.py) on real servers crashed for real: Debian's HAProxy serving an HTTP request
+"""analyzer/enrichers/ (haproxy.py, postgres.py) on real servers crashed for real: Debian's HAProxy (and one built with -g) serving an HTTP request
 and a PostgreSQL 15 backend running a buggy C function."""
 
 import json
@@ -90,3 +90,41 @@ def test_stack_cores_of_the_servers_give_the_same_backtraces(config, store, hapr
             assert ctx["query"].startswith("not available: the memory at 0x") and "\n" not in ctx["query"]
         else:
             assert ctx["version"] == dict(full.analysis.context[0].fields)["version"]
+
+
+@pytest.fixture(scope="module")
+def haproxy_debug_sample(tmp_path_factory):
+    """HAProxy built with -g from Debian's source package (cached), crashed
+    by the same Lua module while it serves POST /webhook/orders/42."""
+    from recipes import haproxy
+    return haproxy.make(tmp_path_factory.mktemp("haproxy-g"), haproxy.build_with_debug_info())
+
+
+def test_haproxy_with_debug_info_shows_the_request_that_crashed_it(tmp_path, haproxy_debug_sample):
+    from webclient import Client
+    from webserver import add_user, cli, web_server
+
+    data = tmp_path / "data"
+    done = json.loads(cli(data, "ingest", str(haproxy_debug_sample.core), "--exe", str(haproxy_debug_sample.exe),
+                          "--json"))
+    assert done["signature"].startswith("route_auth_header | buggy_parse_path")  # grouped as the stock build is
+    add_user(data, "ops", "viewer", "correct horse battery")
+    with web_server(data, tmp_path / "web.log") as base:
+        client = Client(base)
+        assert client.login("ops", "correct horse battery").status == 302
+        page = client.get(f"/crashes/{done['crash_id']}")
+        assert page.status == 200
+        text = page.text
+    for shown in ("POST /webhook/orders/42", "web", "127.0.0.1:", "gzip"):
+        assert shown in text, shown
+    exported = cli(data, "export", done["crash_id"], "--format", "json")
+    fields = dict(next(c for c in json.loads(exported)["analysis"]["context"] if c["program"] == "haproxy")["fields"])
+    assert fields["request"] == "POST /webhook/orders/42" and fields["host"].startswith("127.0.0.1:")
+    assert fields["frontend"] == "web" and fields["client"].startswith("127.0.0.1:")
+    assert "gzip" in fields["compression"]
+
+
+def test_stock_haproxy_says_the_request_needs_debug_info(config, store, haproxy_sample):
+    a = ingest(config, store, haproxy_sample.core, haproxy_sample.exe).analysis
+    ctx = dict(a.context[0].fields)
+    assert ctx["stream"].startswith("not available: haproxy has no debug info")

@@ -59,3 +59,99 @@ def test_metrics_token_setting(config, store, tmp_path):
             get(base + "/metrics", token="wrong")
         status, _, text = get(base + "/metrics", token="scrape-me")
         assert status == 200 and "coretriage_groups" in families(text)
+
+
+def test_analysis_histogram_drops_and_queue_match_the_store(collector_installed, samples, tmp_path):
+    """Real crashes through the kernel handler under rate, size and no_core
+    policies, analyzed by the pipeline as the daemon does: /metrics counts
+    the analyses and the dropped cores the store holds, by reason."""
+    import shutil
+    import socket
+    import subprocess
+    import time
+
+    import crashkit
+    from collector.spool import finished_bundles
+    from coretriage.config import load_config
+    from coretriage.pipeline import process_bundle
+    from coretriage.store import Store
+    from redisserver import free_port, start_redis, stop
+
+    data = collector_installed
+    bins = tmp_path / "bin"
+    bins.mkdir()
+
+    def crash_as(name, collector_toml):
+        (data / "collector.toml").write_text(collector_toml)
+        exe = bins / name
+        if not exe.exists():
+            shutil.copy(samples("segv").exe, exe)
+        assert subprocess.run([str(exe)], preexec_fn=crashkit.allow_cores, capture_output=True).returncode == -11
+
+    rate = "rate_limit = 1\nrate_window = 600\nstack_rate_limit = 1\n"
+    for _ in range(3):
+        crash_as("rated", rate)  # full core, then stack core (rate), then nothing (rate)
+    crash_as("big", "max_core_size = 65536\n")  # stack core (size)
+    crash_as("nocore", f'no_core = ["{bins}/nocore"]\nno_core_kind = "none"\n')  # nothing (policy)
+    config = load_config(data)
+    deadline = time.monotonic() + 30
+    while len(list(finished_bundles(config.spool_dir))) < 5:
+        assert time.monotonic() < deadline, list(config.spool_dir.iterdir())
+        time.sleep(0.1)
+    store = Store(config.database_url)
+    try:
+        for bundle in finished_bundles(config.spool_dir):
+            process_bundle(config, store, bundle)
+        with store.engine.connect() as db:
+            import sqlalchemy as sa
+            timed = [r[0] for r in db.execute(sa.text("select analysis_seconds from crashes")).all()
+                     if r[0] is not None]
+            reasons = sorted(r[0] for r in db.execute(sa.text("select dropped from crashes")).all() if r[0])
+    finally:
+        store.close()
+    assert len(timed) == 3 and all(0 < t < 300 for t in timed)  # one full and two stack cores analyzed
+    assert reasons == ["policy", "rate", "rate", "size"]
+
+    with web_server(data, tmp_path / "web.log") as base:
+        _, _, text = get(base + "/metrics")
+    found = families(text)
+    hist = {s.name: s for s in found["coretriage_analysis_seconds"].samples if s.name.endswith(("_count", "_sum"))}
+    assert found["coretriage_analysis_seconds"].type == "histogram"
+    assert hist["coretriage_analysis_seconds_count"].value == 3
+    assert abs(hist["coretriage_analysis_seconds_sum"].value - sum(timed)) < 1e-6
+    buckets = [(float(s.labels["le"]), s.value) for s in found["coretriage_analysis_seconds"].samples
+               if s.name.endswith("_bucket")]
+    assert buckets == sorted(buckets) and buckets[-1] == (float("inf"), 3)
+    for le, n in buckets:
+        assert n == sum(1 for t in timed if t <= le)
+    dropped = {s.labels["reason"]: s.value for s in found["coretriage_cores_dropped"].samples
+               if s.name == "coretriage_cores_dropped_total"}
+    assert dropped == {"size": 1, "rate": 2, "space": 0, "policy": 1, "other": 0}
+    assert sum(s.value for s in found["coretriage_crashes"].samples if s.name == "coretriage_crashes_total") == 5
+    assert found["coretriage_spool_bundles"].samples[0].value == 0  # all analyzed
+    assert found["coretriage_spool_bytes"].samples[0].value > 0  # their files stay for reprocess
+    queue = found["coretriage_queue_depth"].samples
+    assert [(s.labels["source"], s.value) for s in queue] == [("spool", 0)]
+    assert found["coretriage_queue_up"].samples[0].value == 1
+
+    # a broker: the queue_name Celery queue in Redis, and a dead Redis costs a scrape no more than its timeout
+    from coretriage.config import load_config
+
+    port = free_port()
+    redis = start_redis(port)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(f"RPUSH {load_config(data).queue_name} a b c d\r\n".encode())
+            assert s.recv(100) == b":4\r\n"
+        (data / "coretriage.toml").write_text(f'broker_url = "redis://127.0.0.1:{port}/0"\n')
+        with web_server(data, tmp_path / "web2.log") as base:
+            found = families(get(base + "/metrics")[2])
+            assert [(s.labels["source"], s.value) for s in found["coretriage_queue_depth"].samples] == [("redis", 4)]
+            assert found["coretriage_queue_up"].samples[0].value == 1
+            stop(redis)
+            started = time.monotonic()
+            found = families(get(base + "/metrics")[2])
+            assert time.monotonic() - started < 5
+            assert found["coretriage_queue_depth"].samples == [] and found["coretriage_queue_up"].samples[0].value == 0
+    finally:
+        stop(redis)

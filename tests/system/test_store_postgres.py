@@ -30,7 +30,7 @@ def test_ingest_group_and_reprocess_on_postgres(pg_url, config, samples):
         # the rule set's version travels in the record from ingest to the row
         assert a[0].crash.rules_version and a[0].crash.rules_version == a[0].signature.rules_version
         assert ingest(config, store, samples("segv", 0).core, samples("segv", 0).exe).new is False
-        assert reprocess(config, store) == {"crashes": 4, "moved": 0}
+        assert reprocess(config, store) == {"crashes": 4, "moved": 0, "alerts": 0}
         assert store.group(a[0].crash.group_id).count == 3
     finally:
         store.close()

@@ -69,6 +69,7 @@ def test_a_container_crash_gives_the_same_record_in_process_and_through_celery(
     assert in_process.container == container_name and in_process.image == IMAGE
     assert in_process.meta["compose_service"] == "edge"
     a, b = dataclasses.asdict(in_process), dataclasses.asdict(through_celery)
-    a.pop("ingested_at"), b.pop("ingested_at")  # when each store took it: the one field that may differ
+    for timing in ("ingested_at", "analysis_seconds"):  # when each store took it, how long each gdb took
+        assert a.pop(timing) > 0 and b.pop(timing) > 0
     differ = {k: (a[k], b[k]) for k in a if a[k] != b[k]}
     assert not differ, differ

@@ -35,9 +35,11 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def web_server(data_dir: Path, log: Path, timeout: float = 30.0, command: Path = COMMAND, cwd=None):
-    """Yield the base URL (``http://127.0.0.1:PORT``) of a running server."""
-    port = free_port()
+def web_server(data_dir: Path, log: Path, timeout: float = 30.0, command: Path = COMMAND, cwd=None,
+               port: int | None = None):
+    """Yield the base URL (``http://127.0.0.1:PORT``) of a running server
+    (on ``port`` when given: a server started again where hosts expect it)."""
+    port = port or free_port()
     with open(log, "wb") as out:
         server = subprocess.Popen([command, "--data-dir", str(data_dir), "web", "--port", str(port)],
                                   stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=cwd)

@@ -57,3 +57,16 @@ def test_parse_events():
     for bad in ("", "new,boom"):
         with pytest.raises(ValueError):
             parse_events(bad)
+
+
+def test_new_after_reprocess():
+    from coretriage.alerts import new_after_reprocess
+
+    before = {1, 2, 3}
+    moves = {"c1": (1, 1), "c2": (1, 7), "c3": (2, 8), "c4": (3, 8), "c5": (3, 9), "c6": (2, 2)}
+    # 7 only holds crashes of alerted group 1; 8 holds one of unalerted 3 but also one of alerted 2;
+    # 9 only of unalerted 3: the one group nobody heard of
+    assert new_after_reprocess(moves, before, alerted={1, 2}) == {9: "c5"}
+    assert new_after_reprocess(moves, before, alerted={1, 2, 3}) == {}
+    assert new_after_reprocess(moves, before, alerted=set()) == {7: "c2", 8: "c3", 9: "c5"}
+    assert new_after_reprocess({"c1": (1, 2)}, before, alerted=set()) == {}  # into a group that existed

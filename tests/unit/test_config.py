@@ -30,3 +30,30 @@ def test_web_settings(tmp_path, monkeypatch):
         (tmp_path / "coretriage.toml").write_text(bad + "\n")
         with pytest.raises(ConfigError, match=bad.split()[0]):
             load_config(tmp_path)
+
+
+def test_queue_and_worker_settings(tmp_path, monkeypatch):
+    import socket
+
+    from coretriage.config import ConfigError, load_config
+    from coretriage.tasks import make_celery, time_limits
+
+    c = load_config(tmp_path)
+    assert c.queue_name == f"coretriage.{socket.gethostname()}" and c.worker_concurrency == 2
+    (tmp_path / "coretriage.toml").write_text('queue_name = "coretriage.central"\nworker_concurrency = 4\n'
+                                              'gdb_timeout = 30\nbroker_url = "redis://localhost:1/0"\n')
+    c = load_config(tmp_path)
+    assert (c.queue_name, c.worker_concurrency) == ("coretriage.central", 4)
+    monkeypatch.setenv("CORETRIAGE_QUEUE_NAME", "fleet")
+    c = load_config(tmp_path)
+    assert c.queue_name == "fleet"
+    app = make_celery(c)  # nothing connects before a task is sent
+    assert app.conf.task_default_queue == "fleet" and app.conf.worker_concurrency == 4
+    assert (app.conf.task_soft_time_limit, app.conf.task_time_limit) == time_limits(c) == (90.0, 120.0)
+    assert app.conf.task_acks_late and app.conf.task_reject_on_worker_lost
+    assert app.conf.broker_transport_options["visibility_timeout"] <= 30
+    monkeypatch.delenv("CORETRIAGE_QUEUE_NAME")
+    for bad in ('queue_name = ""', 'queue_name = "two words"', "queue_name = 3", "worker_concurrency = 0"):
+        (tmp_path / "coretriage.toml").write_text(bad + "\n")
+        with pytest.raises(ConfigError, match=bad.split()[0]):
+            load_config(tmp_path)

@@ -3,14 +3,14 @@ crashes (``coretriage symbols add``, a debuginfod fetch, an unstripped build
 captured) and the re-analysis renamed it, its signature before and when.
 
 Revision ID: 0009
-Revises: 0004
+Revises: 0006
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0009"
-down_revision = "0004"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,73 @@
+"""The ingest API's answers that ask a host to wait (429, 503) and the
+heartbeat it stores, through Flask's test client on a real store; the
+uploads themselves run against the real server (tests/system/test_upload.py,
+tests/adversarial/test_host_tokens.py)."""
+
+import dataclasses
+
+import pytest
+
+from coretriage.hosts import new_host_token
+from coretriage.users import token_hash
+from webui import create_app
+
+
+@pytest.fixture
+def host(config, store):
+    token = new_host_token()
+    store.add_host("h1", token_hash(token))
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_a_heartbeat_is_stored_on_the_hosts_row(config, store, host):
+    client = create_app({"CORETRIAGE": config, "TESTING": True}).test_client()
+    r = client.post("/ingest/v1/heartbeat", json={"version": "9.9", "waiting": 3, "last_crash_at": 1234.5},
+                    headers=host)
+    assert r.status_code == 200 and r.json["host"] == "h1"
+    (row,) = store.hosts()
+    assert row.report["waiting"] == 3 and row.last_heartbeat and row.last_crash_at == 1234.5
+
+
+def test_a_commit_waits_when_the_analysis_is_behind(config, store, host):
+    app = create_app({"CORETRIAGE": dataclasses.replace(config, ingest_backlog=0), "TESTING": True})
+    r = app.test_client().post("/ingest/v1/bundles/1795619000-7-00c0ffee/commit", json={}, headers=host)
+    assert r.status_code == 503 and int(r.headers["Retry-After"]) > 0 and "\n" not in r.json["error"]
+
+
+def test_too_many_uploads_of_one_host_at_once(config, store, host):
+    from webui import ingest
+
+    client = create_app({"CORETRIAGE": config, "TESTING": True}).test_client()
+    ingest._busy["h1"] = ingest.PER_HOST  # as many transfers under way as allowed
+    try:
+        r = client.patch("/ingest/v1/files/" + "a" * 64, data=b"x",
+                         headers={**host, "Upload-Offset": "0", "Upload-Length": "1"})
+    finally:
+        ingest._busy["h1"] = 0
+    assert r.status_code == 429 and r.headers["Retry-After"]
+
+
+def test_no_room_is_507_and_leaves_nothing(config, store, host):
+    app = create_app({"CORETRIAGE": dataclasses.replace(config, ingest_min_free=1 << 60), "TESTING": True})
+    r = app.test_client().patch("/ingest/v1/files/" + "a" * 64, data=b"x",
+                                headers={**host, "Upload-Offset": "0", "Upload-Length": "1"})
+    assert r.status_code == 507 and r.headers["Retry-After"]
+    assert not list((config.data_dir / "ingest").rglob("*.part"))
+
+
+def test_partial_uploads_left_for_a_week_are_swept(config, store):
+    import os
+    import time
+
+    from coretriage.receive import Receiver
+
+    old = config.data_dir / "ingest" / "h1" / "bundles" / "1795619000-7-00c0ffee"
+    new = config.data_dir / "ingest" / "h1" / "files" / ("b" * 64 + ".part")
+    old.mkdir(parents=True)
+    new.parent.mkdir(parents=True)
+    (old / "core.zst").write_bytes(b"x")
+    new.write_bytes(b"y")
+    week_ago = time.time() - 8 * 86400
+    os.utime(old, (week_ago, week_ago))
+    assert Receiver(config).sweep() == 1
+    assert not old.exists() and new.exists()
