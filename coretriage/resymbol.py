@@ -114,7 +114,7 @@ def _group_with(store, signature: str) -> int | None:
 
 # unstripped builds this process looked for stripped crashes of, and when:
 # a storm of one -g build's crashes searches the store once a minute, not per crash
-_CHECKED: dict[str, float] = {}
+_CHECKED: dict[tuple[str, str], float] = {}  # (database, build-id) -> when
 _CHECKED_MAX = 4096
 _CHECK_EVERY = 60.0
 
@@ -136,12 +136,13 @@ def after_ingest(config, store, row, analysis: Analysis, fetched: list[str]) -> 
             symbols = store_of(config)
             for build_id, module in unstripped.items():
                 now = time.monotonic()
-                if build_id in arrived or now - _CHECKED.get(build_id, -_CHECK_EVERY) < _CHECK_EVERY \
+                key = (config.database_url, build_id)
+                if build_id in arrived or now - _CHECKED.get(key, -_CHECK_EVERY) < _CHECK_EVERY \
                         or symbols.lookup(build_id) is not None:
                     continue
                 if len(_CHECKED) >= _CHECKED_MAX:
                     _CHECKED.clear()
-                _CHECKED[build_id] = now
+                _CHECKED[key] = now
                 if not candidates(store, {build_id}, {row.id}):
                     continue  # no other crash needs it: nothing is copied
                 try:
