@@ -30,7 +30,7 @@ from analyzer.model import (Analysis, CxxException, Frame, Instruction, Module, 
 from analyzer.problems import Problem
 from analyzer.python import PythonStacksError, interpreter_of, read_stacks
 from analyzer.secrets import DEFAULT_SECRET_NAMES, mask_psargs, mask_text
-from analyzer.sandbox import Sandbox, SandboxError, SandboxPolicy, analysis_sandbox
+from analyzer.sandbox import INPUTS, Sandbox, SandboxError, SandboxPolicy, analysis_sandbox
 from analyzer.sandbox import request as sandbox_request
 from analyzer import cxxexception as cxx
 from analyzer.signals import FAULTS, SI_KERNEL, RawSiginfo, code_name, parse_siginfo, signal_name
@@ -55,21 +55,27 @@ _SHARED_MEMORY = re.compile(r"^/(dev/zero|SYSV[0-9a-f]+|memfd:|anon_hugepage|dev
 
 def analyze_core(core: Path, executable: Path | None = None, sysroot: Path | None = None,
                  budget: GdbBudget = GdbBudget(), options: dict | None = None,
-                 gdb: Sandbox | Gdb | None = None, sandbox: SandboxPolicy | None = None) -> Analysis:
+                 gdb: Sandbox | Gdb | None = None, sandbox: SandboxPolicy | None = None,
+                 symbols=None) -> Analysis:
     """Analyze ``core`` in a sandbox (``analyzer.sandbox``): gdb and every
-    ELF/DWARF parser run as an unprivileged user, with no network unless
-    debuginfod is configured, writing nowhere but a scratch directory. The
+    ELF/DWARF parser run as an unprivileged user, with no network (debug
+    files come from ``symbols``, outside), writing nowhere but a scratch directory. The
     inputs are copied in; the paths in the answer are the caller's.
 
     ``gdb``: a sandbox the caller started early (``analysis_sandbox``), so
     that its set-up and gdb's start-up overlap the caller's own; it is used
     and closed here. (A plain ``Gdb`` is not confined: it is closed unused.)
+    ``symbols(build_id) -> (path or None, note or None)``: where the caller
+    finds a separate debug file the analysis lacks (its symbol store,
+    debuginfod); run here, outside the sandbox, the file copied in.
+
     Raises ``SandboxError`` when the sandbox cannot be built: never falls
     back to analyzing unconfined."""
     if isinstance(gdb, Gdb):
         gdb.close()
         gdb = None
     box = gdb or analysis_sandbox(budget, sandbox)
+    box.symbols = symbols
     try:
         return _in_sandbox(box, Path(core), executable, sysroot, options or {})
     finally:
@@ -195,6 +201,7 @@ def _job(started: EarlyGdb, job: dict) -> dict:
 
 _BUILD_ID = re.compile(r"[0-9a-f]{16,80}")
 HOST_FILE_BYTES = 4 << 30  # what one analysis may have copied in from the host
+DEBUG_REQUESTS = 256  # modules one analysis asks the parent debug files for
 
 
 def _host_file(path: str, build_id: str | None) -> tuple[Path | None, str | None]:
@@ -220,6 +227,8 @@ def _grant_host_file(box: Sandbox, request) -> dict | None:
     opened; nothing under the directories the sandbox hides (the data dir)
     is given. The build-id is read by ``analyzer.elfid`` (a few fixed-size
     structs): nothing else of the file is parsed outside the sandbox."""
+    if isinstance(request, dict) and "debug_file" in request:
+        return _grant_debug_file(box, request["debug_file"])
     path = request.get("host_file") if isinstance(request, dict) else None
     build_id = request.get("build_id") if isinstance(request, dict) else None
     if not (isinstance(path, str) and path.startswith("/") and "\0" not in path and len(path) < 4096
@@ -256,6 +265,41 @@ def _grant_host_file(box: Sandbox, request) -> dict | None:
         os.close(fd)
 
 
+def _debug_file(build_id: str | None) -> tuple[Path | None, str | None]:
+    """From inside the sandbox: the separate debug file of ``build_id`` the
+    parent has (its symbol store, debuginfod), copied in; and a note when a
+    symbol server could not be used. Outside a sandbox: (None, None)."""
+    if not build_id or not _BUILD_ID.fullmatch(build_id):
+        return None, None
+    reply = sandbox_request({"debug_file": build_id})
+    if not isinstance(reply, dict):
+        return None, None
+    found, note = reply.get("path"), reply.get("note")
+    return (Path(found) if isinstance(found, str) and found.startswith(str(INPUTS) + "/") else None,
+            " ".join(note.split())[:300] if isinstance(note, str) else None)
+
+
+def _grant_debug_file(box: Sandbox, build_id) -> dict | None:
+    """The parent's answer to ``_debug_file``: asks ``box.symbols`` (the
+    caller's sources) and copies the file it names in, within the byte budget."""
+    source = getattr(box, "symbols", None)
+    if source is None or not isinstance(build_id, str) or not _BUILD_ID.fullmatch(build_id):
+        return None
+    try:
+        found, note = source(build_id)
+    except Exception as exc:  # noqa: BLE001 - a broken source costs the symbols, never the analysis
+        found, note = None, f"symbols for {build_id[:12]} not looked for: {type(exc).__name__}: {exc}"
+    reply: dict = {"note": note} if note else {}
+    if found is not None:
+        try:
+            size = os.stat(found).st_size
+            if box.staged_bytes + size <= HOST_FILE_BYTES:
+                reply["path"] = box.stage_file(found, f"debug-{build_id}")
+        except (OSError, ValueError):
+            pass
+    return reply or None
+
+
 def analyze_here(core: Path, executable: Path | None = None, sysroot: Path | None = None,
                  budget: GdbBudget = GdbBudget(), options: dict | None = None,
                  gdb: Gdb | None = None) -> Analysis:
@@ -289,6 +333,9 @@ class _Analyzer:
         self.options = options
         self.problems: list[Problem] = []
         self._links: Path | None | bool = False  # not made yet
+        self.symbol_notes: list[Problem] = []  # after every other problem: never a frameless group's reason
+        self.debug_dir: Path | None = None  # links .build-id/xx/rest.debug to the debug files handed in
+        self.debug_asked = 0
         if notes.truncated:
             self.problem(P.TRUNCATED_CORE, "core is truncated: memory beyond the cut is missing")
         self.exe_path = notes.executable
@@ -344,6 +391,8 @@ class _Analyzer:
                     roots = (self.sysroot / "usr/lib/debug",) if self.sysroot else ()
                     if symbols != "debug" and elfinfo.debug_file_for(build_id, roots + (elfinfo.DEBUG_ROOT,)):
                         symbols = "debug"
+                    if symbols != "debug" and self._handed_debug_file(build_id):
+                        symbols = "debug"
             elif is_exe:
                 self.problem(P.MISSING_EXECUTABLE, f"executable {path} not found: its frames have no symbols "
                              "(pass --exe or --sysroot)")
@@ -354,6 +403,25 @@ class _Analyzer:
         if not self.notes.mappings and self.exe_file is not None and self.exe_path:
             out.extend(self._unmapped_exe())
         return tuple(out)
+
+    def _handed_debug_file(self, build_id: str | None) -> bool:
+        """Ask the parent for the debug file (``_debug_file``); link it where
+        gdb's debug-file-directory looks it up by build-id."""
+        self.debug_asked += 1
+        if self.debug_asked > DEBUG_REQUESTS:  # the sandbox answers MAX_REQUESTS requests in all
+            return False
+        found, note = _debug_file(build_id)
+        if note:
+            self.symbol_notes.append(Problem(P.SYMBOLS_UNAVAILABLE, note))
+        if found is None:
+            return False
+        if self.debug_dir is None:
+            self.debug_dir = Path(tempfile.mkdtemp(prefix="coretriage-debug-"))
+        link = self.debug_dir / ".build-id" / build_id[:2] / f"{build_id[2:]}.debug"
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.is_symlink():
+            link.symlink_to(found)
+        return True
 
     def _unmapped_exe(self) -> list[Module]:
         """A core without NT_FILE (qemu's) maps no file: a non-PIE program
@@ -413,7 +481,7 @@ class _Analyzer:
             except GdbError as exc:
                 self.problem(P.GDB_FAILED, f"gdb failed: {exc}")
             result["python"] = self._python(stack)
-        return Analysis(**result, problems=tuple(dict.fromkeys(self.problems)))
+        return Analysis(**result, problems=tuple(dict.fromkeys(self.problems + self.symbol_notes)))
 
     def _python(self, stack: ExitStack) -> PythonState | None:
         """The Python stacks, when the process ran an interpreter: read by
@@ -463,6 +531,8 @@ class _Analyzer:
         debug_dirs = [str(elfinfo.DEBUG_ROOT)]
         if self.sysroot:
             debug_dirs.insert(0, f"{sysroot}/usr/lib/debug")
+        if self.debug_dir is not None:  # the symbol store's and debuginfod's, handed in
+            debug_dirs.insert(0, self._safe(self.debug_dir, stack))
         gdb.console(f"set debug-file-directory {':'.join(debug_dirs)}")
         # gdb names libraries by their link-map path (/lib/... where the
         # core says /usr/lib/...): let it find them by name where we did

@@ -1,7 +1,7 @@
 """The one place that owns a gdb process, spoken to in MI and parsed by pygdbmi.
 
 gdb runs on untrusted cores: no init files (--nx), auto-load off, debuginfod
-off unless DEBUGINFOD_URLS is configured, a memory limit through prlimit, and
+off (its debug files are fetched outside the sandbox and handed in), a memory limit through prlimit, and
 a deadline on every command after which the process is killed; and, through
 ``analyzer.analyze``, inside the analysis sandbox (``EarlyGdb``).
 """
@@ -75,10 +75,9 @@ class Gdb:
         path = shutil.which(self.gdb)
         if path is None:
             raise GdbError(f"{self.gdb} is not installed (apt-get install {self.gdb})")
-        debuginfod = "on" if os.environ.get("DEBUGINFOD_URLS") else "off"
         argv = [path, "--nx", "--quiet", "--interpreter=mi3",
                 "-iex", "set auto-load off",
-                "-iex", f"set debuginfod enabled {debuginfod}",
+                "-iex", "set debuginfod enabled off",
                 "-iex", "set confirm off",
                 "-iex", "set pagination off",
                 "-iex", "set width 0",

@@ -24,6 +24,7 @@ ENRICHER_FAILED = "enricher_failed"
 CORE_NOT_KEPT = "core_not_kept"  # metadata only: the collector dropped the core
 FOREIGN_ARCH = "foreign_arch"  # a core of another architecture and no gdb-multiarch to read it
 PYTHON_UNREADABLE = "python_unreadable"  # an interpreter whose Python stacks PyStack could not read
+SYMBOLS_UNAVAILABLE = "symbols_unavailable"  # a symbol server could not be used (time limit, garbage)
 UNKNOWN = "unknown"  # an old stored string that matched no known wording
 
 # The readable words a frameless crash's group shows for each code. These are
@@ -43,6 +44,7 @@ LABELS = {
     CORE_NOT_KEPT: "core not kept",
     FOREIGN_ARCH: "no gdb for this architecture",
     PYTHON_UNREADABLE: "python stacks unreadable",
+    SYMBOLS_UNAVAILABLE: "symbols unavailable",
 }
 CODES = frozenset(LABELS) | {UNKNOWN}
 

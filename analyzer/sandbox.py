@@ -4,8 +4,9 @@ A core, its executable, its libraries and their DWARF come from whoever
 crashed: gdb and the ELF parsers must not read them with root's rights. A
 ``Sandbox`` forks a child that, before it runs any of our parsing code:
 
-- enters new mount, IPC, UTS and PID namespaces, and a new network namespace
-  (only a down loopback) unless debuginfod is configured;
+- enters new mount, IPC, UTS, PID and network namespaces (only a down
+  loopback: debug info from debuginfod is fetched by the parent and handed
+  in, ``coretriage.debuginfod``);
 - sees the whole file system read-only, its own ``/proc``, empty read-only
   directories over the data dir (the database, the spool, every other
   crash) and ``/root``/``/home``, and as ``/tmp`` a scratch directory:
@@ -94,23 +95,21 @@ class Limits:
 @dataclass(frozen=True)
 class SandboxPolicy:
     user: str | None = None  # as root: None picks SANDBOX_USER, else FALLBACK_USER
-    network: bool = False  # keep the host's network (debuginfod); else a new, empty namespace
+    network: bool = False  # keep the host's network; else (always, for analyses) a new, empty namespace
     hide: tuple[str, ...] = ()  # directories covered by an empty one (the data dir)
     scratch_parent: str | None = None  # where scratch dirs are made (default: the system temp dir)
     limits: Limits = field(default_factory=Limits)
-    env: tuple[tuple[str, str], ...] = ()  # extra environment (DEBUGINFOD_URLS)
+    env: tuple[tuple[str, str], ...] = ()  # extra environment
 
     @classmethod
     def default(cls, data_dir: Path | str | None = None, scratch_parent: Path | str | None = None,
                 memory: int | None = None) -> "SandboxPolicy":
-        """Network only for debuginfod (``DEBUGINFOD_URLS``), the data dir hidden."""
-        urls = os.environ.get("DEBUGINFOD_URLS", "").strip()
+        """No network (debug info is fetched outside and handed in), the data dir hidden."""
         hide = tuple(dict.fromkeys(str(p) for p in (
             [Path(data_dir).absolute(), Path(data_dir).resolve()] if data_dir else [])))
         limits = Limits(memory=max(memory, 1 << 30)) if memory else Limits()
-        return cls(network=bool(urls), hide=hide, limits=limits,
-                   scratch_parent=str(scratch_parent) if scratch_parent else None,
-                   env=(("DEBUGINFOD_URLS", urls),) if urls else ())
+        return cls(network=False, hide=hide, limits=limits,
+                   scratch_parent=str(scratch_parent) if scratch_parent else None)
 
 
 def analysis_sandbox(budget=None, policy: SandboxPolicy | None = None) -> "Sandbox":
@@ -268,6 +267,9 @@ class Sandbox:
         self.handler, self.prepare, self.arg = handler, prepare, arg
         # (sandbox, request) -> reply, or its "module:function": what the child may ask for (``request``)
         self.on_request = on_request
+        # build-id -> (path, note): the separate debug files the parent hands
+        # in when the child asks (``analyzer.analyze``; ``coretriage.debuginfod``)
+        self.symbols = None
         self.requests = 0
         self.staged_bytes = 0
         self.deadline = deadline  # seconds from start for the child's answer

@@ -158,6 +158,7 @@ class BundleMeta:
     claimed_hostname: str | None = None
     uploaded_by: str | None = None  # the registered name of the host whose token sent it
     uploaded_at: float | None = None
+    os_release: dict[str, str] | None = None  # the crashed root's os-release (collector.osrelease)
     schema: int = SCHEMA
 
     def to_dict(self) -> dict:
@@ -186,6 +187,10 @@ class BundleMeta:
         for name in ("environ", "namespaces"):
             if name in values and not isinstance(values[name], dict):
                 raise ValueError(f"meta.json: {name} is not an object")
+        if "os_release" in values:  # only short strings: it is shown and picks a debuginfod server
+            found = values["os_release"]
+            values["os_release"] = {k: v[:120] for k, v in found.items() if isinstance(k, str) and isinstance(
+                v, str) and len(k) < 32} or None if isinstance(found, dict) else None
         if values.get("container_id") is not None and not _CONTAINER_ID.fullmatch(str(values["container_id"])):
             raise ValueError("meta.json: container_id is not 64 lowercase hex digits")
         for name in ("pid", "signal", "crash_time", "core_size"):

@@ -25,6 +25,7 @@ priority, line).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import time
@@ -39,6 +40,7 @@ from collector.policy import CapturePolicy, PolicyError, decide, load_policy, se
 from collector.process import ProcInfo, Process
 from collector.ratelimit import key_for
 from collector.spool import SpoolError, new_bundle, open_spool, write_meta
+from collector.osrelease import read_in_root
 from collector.sysroot import keep_files
 
 DEFAULT_DATA_DIR = "/var/lib/coretriage"
@@ -204,6 +206,7 @@ def capture(args: Args, host_time: float, started: float, stdin: int = 0,
         if kept.kind != "none" and info.maps_raw and policy.capture_files and proc.fd is not None:
             keep_files(proc.fd, info.maps_raw, bundle_fd, args.data_dir, policy.max_file_size, problems)
         mem_fd = _mem(proc, policy) if kept.kind != "none" else None
+        os_release = read_in_root(proc.fd) if proc.fd is not None else None
     if kept.kind != "none":
         bigger_pipe(stdin)  # only now, see bigger_pipe
         if own_process:
@@ -221,6 +224,7 @@ def capture(args: Args, host_time: float, started: float, stdin: int = 0,
         streamed = Streamed(stopped="core dropped before reading")
     transient = setuid_rule(policy, dump_mode) if policy.setuid_cores == "analyze-then-delete" else None
     meta = _meta(args, bid, host_time, info, who, dump_mode, streamed, dropped, transient, problems, started)
+    meta = dataclasses.replace(meta, os_release=os_release)
     try:
         write_meta(bundle_fd, meta)
         os.fsync(spool_fd)

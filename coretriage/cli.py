@@ -13,8 +13,8 @@ import sys
 from analyzer.errors import CoretriageError
 from coretriage.commands import (EXIT_ERROR, cmd_db_upgrade, cmd_demo, cmd_export, cmd_gdb, cmd_host_add,
                                  cmd_host_list, cmd_host_revoke, cmd_ingest,
-                                 cmd_list, cmd_notify, cmd_prune, cmd_reprocess, cmd_show, cmd_token_add, cmd_token_list,
-                                 cmd_token_revoke, cmd_user_add)
+                                 cmd_list, cmd_notify, cmd_prune, cmd_reprocess, cmd_show, cmd_symbols,
+                                 cmd_token_add, cmd_token_list, cmd_token_revoke, cmd_user_add)
 from coretriage.services import (cmd_collector_run, cmd_hostsetup_doctor, cmd_hostsetup_install,
                                  cmd_hostsetup_uninstall, cmd_run, cmd_web, cmd_worker)
 
@@ -142,6 +142,19 @@ def build_parser() -> argparse.ArgumentParser:
         a = s.add_parser(verb, help=text)
         a.add_argument("name")
         a.set_defaults(func=cmd_notify)
+
+    s = sub.add_parser("symbols", help="the local symbol store (debug files by build-id)").add_subparsers(
+        dest="symbols_command", required=True)
+    a = s.add_parser("add", help="add debug files, .build-id trees or .deb/.ddeb dbgsym packages")
+    a.add_argument("paths", nargs="+", metavar="PATH")
+    a.add_argument("--any", action="store_true", help="keep files whose build-id no stored crash uses yet")
+    a.set_defaults(func=cmd_symbols)
+    a = s.add_parser("list", help="the stored symbol files")
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(func=cmd_symbols)
+    a = s.add_parser("remove", help="remove the files of one build-id")
+    a.add_argument("build_id")
+    a.set_defaults(func=cmd_symbols)
 
     s = sub.add_parser("collector", help="the crash collector").add_subparsers(dest="collector_command",
                                                                                required=True)

@@ -383,3 +383,42 @@ def cmd_host_revoke(args) -> int:
         raise UserError(f"no host {args.name} (or it is revoked already); see coretriage host list")
     print(f"host {args.name} revoked: its token is refused from now on")
     return 0
+
+
+def cmd_symbols(args) -> int:
+    """The local symbol store: ``symbols add|list|remove`` (coretriage.symboladd)."""
+    from coretriage.symbols import SymbolError, store_of
+
+    config, store = _context(args)
+    if args.symbols_command == "add":
+        from coretriage.symboladd import add
+
+        try:
+            done = add(config, store, [Path(p) for p in args.paths], any_build=args.any)
+        except SymbolError as exc:
+            raise UserError(str(exc)) from None
+        print(f"stored {done['stored']} files for {len(done['build_ids'])} build-ids; re-analyzed "
+              f"{done['crashes']} crashes, {done['renamed']} groups renamed, {done['merged']} merged")
+        return 0
+    symbols = store_of(config)
+    if args.symbols_command == "list":
+        from coretriage.reports import when
+
+        rows = symbols.entries()
+        if args.json:
+            print(json.dumps([{"build_id": e.build_id, "kind": e.kind, "size": e.size, "origin": e.origin,
+                               "name": e.name, "added": e.added} for e in rows], indent=2))
+            return 0
+        for e in rows:
+            print(f"{e.build_id}  {e.kind:<10} {e.size:>10}  {e.origin:<10} {when(e.added)}  {e.name}")
+        if not rows:
+            print("no symbols stored")
+        return 0
+    try:
+        gone = symbols.remove(args.build_id.strip().lower())
+    except SymbolError as exc:
+        raise UserError(str(exc)) from None
+    if not gone:
+        raise UserError(f"no symbols stored for build-id {args.build_id}")
+    print(f"removed {', '.join(e.kind for e in gone)} of {args.build_id}")
+    return 0

@@ -65,6 +65,11 @@ class Config:
     ingest_max_core: int = 64 << 30  # uncompressed bytes of one core, whatever its meta says
     ingest_min_free: int = 256 << 20  # bytes the data dir keeps free; below, uploads answer 507
     ingest_backlog: int = 1000  # bundles waiting for the analysis before commits answer 503
+    # -- symbols (coretriage.symbols, coretriage.debuginfod) --
+    debuginfod_urls: str | None = None  # servers, space-separated, or "auto"; unset: $DEBUGINFOD_URLS
+    debuginfod_timeout: float = 10.0  # seconds one analysis may spend fetching, all servers together
+    symbol_cache_size: int = 2 << 30  # bytes of DATA/symbols before fetched files are evicted
+    symbol_miss_ttl: float = 86400.0  # seconds a build-id a server did not have is not asked for again
 
     @property
     def cores_dir(self) -> Path:
@@ -84,6 +89,11 @@ class Config:
     @property
     def rules_dir(self) -> Path:
         return self.data_dir / "rules"
+
+    @property
+    def symbols_dir(self) -> Path:
+        """The local symbol store (``coretriage.symbols``): gdb's .build-id layout."""
+        return self.data_dir / "symbols"
 
     @property
     def tmp_dir(self) -> Path:

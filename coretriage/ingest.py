@@ -273,9 +273,16 @@ def sandbox_policy(config):
     return SandboxPolicy.default(config.data_dir, config.tmp_dir, config.gdb_memory)
 
 
-def _analyze(config, core: Path, exe: Path | None, sysroot: Path | None, gdb: Sandbox | None = None) -> Analysis:
+def _analyze(config, core: Path, exe: Path | None, sysroot: Path | None, gdb: Sandbox | None = None,
+             symbols=None) -> Analysis:
+    """``symbols``: a ``coretriage.debuginfod.SymbolSource`` (the store and
+    debuginfod); one for the data dir's settings when None."""
+    from coretriage.debuginfod import source_for
+
     options = {"show_literals": config.show_literals, "secret_names": secret_names(config.data_dir)}
-    return analyze_core(core, exe, sysroot, config.gdb_budget(), options, gdb, sandbox_policy(config))
+    symbols = symbols if symbols is not None else source_for(config, None)
+    return analyze_core(core, exe, sysroot, config.gdb_budget(), options, gdb, sandbox_policy(config),
+                        symbols=symbols)
 
 
 def keep_core(core: Path, dest: Path, compressed: Path | None) -> None:
@@ -333,8 +340,11 @@ def ingest(config, store: Store | Callable[[], Store], core: Path, exe: Path | N
     if not callable(store) and (done := _stored(store, crash_id)):
         return done  # already stored: ingesting is idempotent
 
+    from coretriage.debuginfod import source_for
+
+    symbols = source_for(config, (meta or {}).get("os_release"))
     started = time.monotonic()
-    analysis = _analyze(config, core, exe, sysroot, gdb)
+    analysis = _analyze(config, core, exe, sysroot, gdb, symbols=symbols)
     seconds = time.monotonic() - started  # kept with the crash: /metrics runs in another process
     if compressed is not None:  # ``core`` is a temporary copy: the record names where it came from
         analysis = dataclasses.replace(analysis, core=str(compressed))
@@ -361,6 +371,10 @@ def ingest(config, store: Store | Callable[[], Store], core: Path, exe: Path | N
         core_file=core_file, exe_file=exe_file, sysroot=str(sysroot) if sysroot else None,
         host=meta.get("host"), container=meta.get("container"), image=meta.get("image"), meta=meta,
         analysis_seconds=seconds, bundle_id=bundle_id))
+    if new:  # symbols that arrived with this crash name its build's other crashes too
+        from coretriage.resymbol import after_ingest
+
+        after_ingest(config, store, row, analysis, symbols.arrived)
     return Ingested(row, new, analysis, signature)
 
 
@@ -404,7 +418,9 @@ def reprocess(config, store: Store, progress=lambda crash_id, sig: None) -> dict
             size = row.meta.get("core_size") if isinstance(row.meta.get("core_size"), int) else None
             with crash_sysroot(config, row.sysroot, row.meta.get("files")) as sysroot, \
                     decompressed(config.data_dir / row.core_file, config.tmp_dir, size) as core:
-                analysis = _analyze(config, core, exe, sysroot)
+                from coretriage.debuginfod import source_for
+
+                analysis = _analyze(config, core, exe, sysroot, None, source_for(config, row.meta.get("os_release")))
                 if sysroot is not None and str(sysroot) != row.sysroot:
                     analysis = _found_in_store(config, analysis, sysroot, row.meta.get("files") or {})
             analysis = dataclasses.replace(analysis, core=row.analysis.get("core", analysis.core))

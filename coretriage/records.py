@@ -110,6 +110,8 @@ class GroupRow:
     note: str
     key_frame: str | None = None
     search_text: str = ""
+    renamed_from: str | None = None  # the signature before symbols arrived (coretriage.resymbol)
+    renamed_at: float | None = None
 
     @property
     def ref(self) -> str:

@@ -40,7 +40,7 @@ def crash_json(row: CrashRow, secret_names: tuple[str, ...] = DEFAULT_SECRET_NAM
         "executable": row.executable, "host": row.host, "container": row.container, "image": row.image,
         "core_file": row.core_file, "core_kind": kind, "core_size": size, "meta": row.meta,
         "signature_details": sig, "analysis": analysis.to_dict(),
-        "rules_version": row.rules_version,
+        "rules_version": row.rules_version, "os": os_release_text(row),
         # the crashing thread with its Python frames in place of the eval loop's
         # (the native frames are in "analysis"; its "python" holds every thread's Python stack)
         "mixed_stack": [_frame_json(f) for f in (mixed.frames if mixed else ())],
@@ -87,6 +87,8 @@ def _summary(row: CrashRow, a: Analysis) -> list[tuple[str, str]]:
     for key, label in (("host", "Host"), ("container", "Container"), ("image", "Image")):
         if getattr(row, key):
             lines.append((label, getattr(row, key)))
+    if os_release_text(row):
+        lines.append(("OS", os_release_text(row)))
     if a.abort_message:
         lines.append(("Abort message", a.abort_message))
     if a.assertion:
@@ -161,10 +163,25 @@ def group_json(group: GroupRow, rows: list[CrashRow], secret_names: tuple[str, .
     return {"group_id": group.ref, "signature": group.signature, "executable": group.executable,
             "signal": group.signal, "count": group.count, "first_seen": group.first_seen,
             "last_seen": group.last_seen, "state": group.state, "note": group.note,
-            "quality": group.quality,
+            "quality": group.quality, "renamed_from": group.renamed_from, "renamed_at": group.renamed_at,
             "crashes": [{"crash_id": r.id, "crashed_at": r.crashed_at, "host": r.host,
                          "container": r.container, "image": r.image} for r in rows],
             "representative": crash_json(rows[0], secret_names) if rows else None}
+
+
+def os_release_text(row: CrashRow) -> str | None:
+    """The crashed root's distribution (its os-release, from the bundle)."""
+    from collector.osrelease import describe
+
+    meta = row.meta if isinstance(row.meta, dict) else {}
+    return describe(meta.get("os_release"))
+
+
+def renamed_text(group: GroupRow) -> str | None:
+    """"symbols arrived on DATE: renamed from OLD" (coretriage.resymbol)."""
+    if not group.renamed_from or not group.renamed_at:
+        return None
+    return f"symbols arrived on {when(group.renamed_at)}: renamed from {group.renamed_from}"
 
 
 def group_report(group: GroupRow, rows: list[CrashRow], fmt: str = "text",
@@ -175,6 +192,8 @@ def group_report(group: GroupRow, rows: list[CrashRow], fmt: str = "text",
             ("Signal", group.signal or "-"), ("Crashes", str(group.count)),
             ("First seen", when(group.first_seen)), ("Last seen", when(group.last_seen)),
             ("State", group.state + (f" ({group.note})" if group.note else ""))]
+    if renamed_text(group):
+        head.append(("Symbols", renamed_text(group)))
     example = crash_report(rows[0], fmt, secret_names) if rows else "(no crashes)"
     listing = [f"{r.id}  {when(r.crashed_at)}  {r.host or ''} {r.container or ''}".rstrip() for r in rows[:50]]
     if fmt == "markdown":

@@ -51,6 +51,8 @@ groups = sa.Table(
     sa.Column("note", sa.Text, nullable=False, default=""),
     sa.Column("key_frame", sa.Text),  # first program frame, for the group list
     sa.Column("search_text", sa.Text, nullable=False, default=""),  # signature + frame names
+    sa.Column("renamed_from", sa.Text),  # the signature before symbols arrived (coretriage.resymbol)
+    sa.Column("renamed_at", sa.Float),
     sa.Index("ix_groups_last_seen", "last_seen"),
     sa.Index("ix_groups_count", "count"),
     sa.Index("ix_groups_first_seen", "first_seen"),
@@ -438,6 +440,36 @@ class Store:
                 return False
             db.execute(groups.update().where(groups.c.id == group_id).values(signature=signature))
             return True
+
+    def crashes_mentioning(self, text: str) -> list[tuple[str, int]]:
+        """(crash id, group id) of crashes whose stored analysis contains
+        ``text`` (a build-id as JSON writes it): symbols arriving for a build."""
+        c = crashes.c
+        escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        with self.engine.connect() as db:
+            return [tuple(r) for r in db.execute(sa.select(c.id, c.group_id).where(
+                c.analysis.like(f"%{escaped}%", escape="\\")).order_by(c.crashed_at)).all()]
+
+    def note_renamed(self, group_id: int, old_signature: str, at: float) -> None:
+        """Symbols arrived and renamed the group: keep what it was called."""
+        with self.engine.begin() as db:
+            db.execute(groups.update().where(groups.c.id == group_id).values(renamed_from=old_signature,
+                                                                              renamed_at=at))
+
+    def take_signature(self, group_id: int, signature: str) -> int | None:
+        """Give ``group_id`` the signature another, younger group holds: that
+        group's crashes move here (this id, state and note stay) and it goes.
+        Returns the id of the group merged in, or None."""
+        with self.engine.begin() as db:
+            other = db.execute(sa.select(groups.c.id).where(groups.c.signature == signature)).scalar()
+            if other is None or other == group_id:
+                db.execute(groups.update().where(groups.c.id == group_id).values(signature=signature))
+                return None
+            db.execute(crashes.update().where(crashes.c.group_id == other).values(group_id=group_id))
+            db.execute(alert_events.update().where(alert_events.c.group_id == other).values(group_id=group_id))
+            db.execute(groups.delete().where(groups.c.id == other))
+            db.execute(groups.update().where(groups.c.id == group_id).values(signature=signature))
+            return other
 
     def recount(self) -> None:
         """Recompute every group's count and first/last seen from its crashes;

@@ -57,6 +57,8 @@ def create_app(test_config: dict | None = None):
     app.register_blueprint(alerts.bp)
     app.register_blueprint(hosts.bp)
     ingest.register(app, wiring)  # hosts upload here (webui/ingest.py)
+    from webui import debuginfod
+    app.register_blueprint(debuginfod.bp)
     from webui import filters
     filters.register(app)
     _errors_and_icon(app)

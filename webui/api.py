@@ -17,7 +17,8 @@ bp = Blueprint("api", __name__, url_prefix="/api/v1")
 def group_summary(g, facets=None, daily=None) -> dict:
     out = {"group_id": g.ref, "signature": g.signature, "key_frame": g.key_frame, "executable": g.executable,
            "signal": g.signal, "count": g.count, "first_seen": g.first_seen, "last_seen": g.last_seen,
-           "state": g.state, "note": g.note, "quality": g.quality}
+           "state": g.state, "note": g.note, "quality": g.quality,
+           "renamed_from": g.renamed_from, "renamed_at": g.renamed_at}  # when symbols arrived
     if facets is not None:
         out.update({k: [{"value": v, "count": n} for v, n in facets.get(k, [])]
                     for k in ("host", "image", "container")})

@@ -5,7 +5,7 @@ from flask import Blueprint, Response, abort, current_app, render_template, requ
 from analyzer.model import Analysis
 from coretriage.access import RESTRICTED_REASON, is_restricted
 from coretriage.masking import masked_row, secret_names
-from coretriage.reports import FORMATS, core_kind, crash_report, group_report
+from coretriage.reports import FORMATS, core_kind, crash_report, group_report, os_release_text
 from coretriage.store import NotFound
 from webui.security import admin_required, is_admin, login_required, store, visible
 
@@ -38,7 +38,8 @@ def detail(crash_id: str):
         skew = float(meta["host_time"]) - float(meta["crash_time"])
     return render_template("crashes/detail.html", crash=row, a=analysis, meta=meta, skew=skew, core=core_kind(row),
                            key=set(row.signature.get("key_frames") or ()), group=store().group(row.group_id),
-                           restricted=RESTRICTED_REASON if restricted else None, hidden=restricted and not is_admin())
+                           restricted=RESTRICTED_REASON if restricted else None, hidden=restricted and not is_admin(),
+                           os_release=os_release_text(row))
 
 
 def export_response(text: str, fmt: str, name: str) -> Response:

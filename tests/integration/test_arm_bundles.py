@@ -97,7 +97,7 @@ def test_unavailable_frames_show_as_such_on_the_crash_page(config, store, tmp_pa
     with decompressed(bundle / "core.zst", tmp_path) as core, \
             decompressed(bundle / "aarch64-strlen.zst", tmp_path) as exe:
         # the same real analysis, by the host's gdb (the sandbox would start gdb-multiarch)
-        monkeypatch.setattr(ingest_module, "_analyze", lambda config, core, exe, sysroot, gdb=None:
+        monkeypatch.setattr(ingest_module, "_analyze", lambda config, core, exe, sysroot, gdb=None, **_kw:
                             analyze_here(core, exe, sysroot, gdb=Gdb(gdb="gdb")))
         done = ingest(config, store, core, exe)
     app = create_app({"CORETRIAGE": config, "TESTING": True})

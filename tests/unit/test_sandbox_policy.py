@@ -1,18 +1,18 @@
-"""analyzer/sandbox.py's pure parts: the default policy (network only for
-debuginfod, the data dir hidden), the limits gdb's budget needs, and the
+"""analyzer/sandbox.py's pure parts: the default policy (no network ever:
+debug info is fetched outside and handed in; the data dir hidden), the limits gdb's budget needs, and the
 translation of paths inside back to the caller's."""
 
 from analyzer.gdb import GdbBudget
 from analyzer.sandbox import Limits, Sandbox, SandboxPolicy, analysis_sandbox
 
 
-def test_no_network_unless_debuginfod_is_configured(monkeypatch, tmp_path):
+def test_no_network_even_with_debuginfod_configured(monkeypatch, tmp_path):
     monkeypatch.delenv("DEBUGINFOD_URLS", raising=False)
     p = SandboxPolicy.default(tmp_path / "data")
     assert not p.network and p.env == ()
     monkeypatch.setenv("DEBUGINFOD_URLS", "https://debuginfod.debian.net")
-    p = SandboxPolicy.default(tmp_path / "data")
-    assert p.network and p.env == (("DEBUGINFOD_URLS", "https://debuginfod.debian.net"),)
+    p = SandboxPolicy.default(tmp_path / "data")  # coretriage.debuginfod fetches in the parent
+    assert not p.network and p.env == ()
 
 
 def test_the_data_dir_is_hidden_by_both_its_names(tmp_path):
