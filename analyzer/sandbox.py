@@ -198,8 +198,21 @@ def _remount_each(path: str, set_: int, clear: int, recursive: bool) -> None:
             _mount(None, point, None, MS_REMOUNT | MS_BIND | flags)
         except PermissionError:
             fstype = fields[fields.index("-") + 1]
-            if fstype not in _NOTHING_TO_WRITE:
+            if fstype not in _NOTHING_TO_WRITE and _reachable(point):
                 raise
+
+
+def _reachable(path: str) -> bool:
+    """Whether this process can reach ``path`` at all. A mount below a
+    directory it may not search (a Docker overlay under /var/lib/docker, mode
+    0710) cannot be remounted by it, nor written through: it is left as is."""
+    try:
+        os.stat(path)
+    except PermissionError:
+        return False
+    except OSError:
+        return True  # gone or odd: let the remount's own error speak
+    return True
 
 
 def _prctl(option: int, arg: int = 0) -> None:

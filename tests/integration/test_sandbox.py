@@ -349,6 +349,31 @@ def test_without_mount_setattr_each_mount_is_remounted_read_only(policy, nobody_
         assert got["writable"] == ["/tmp"]
 
 
+def test_without_mount_setattr_a_mount_the_caller_cannot_reach_is_left_alone(policy, nobody_dir, monkeypatch):
+    """A Docker host's container overlays sit under /var/lib/docker (0710):
+    an unprivileged caller can neither reach nor remount them, and its
+    sandbox must still be built."""
+    import subprocess
+    import tempfile
+
+    import analyzer.sandbox as sandbox
+
+    monkeypatch.setattr(sandbox, "SYS_MOUNT_SETATTR", 1_000_000)
+    private = Path(tempfile.mkdtemp(prefix="ct-private-", dir="/var/tmp"))
+    os.chmod(private, 0o700)
+    (private / "merged").mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(private / "merged")], check=True)
+    try:
+        got = _as_nobody(lambda: box(SandboxPolicy(scratch_parent=str(nobody_dir)), "mounts").start().call({}))
+        assert "ok" in got, got
+        # still read-write, and out of the sandbox's reach as it was out of its caller's
+        assert got["ok"]["write"]["/tmp/work/ok"] == "written"
+        assert set(got["ok"]["writable"]) == {"/tmp", str(private / "merged")}
+    finally:
+        subprocess.run(["umount", str(private / "merged")], check=False)
+        shutil.rmtree(private, ignore_errors=True)
+
+
 def test_the_parent_gives_no_host_file_from_the_data_dir_and_opens_no_device(tmp_path):
     """What a hostile core can make the parent do through the request
     channel: a file under the hidden data dir (reached directly, through a
