@@ -315,6 +315,15 @@ def as_ingested(row: CrashRow) -> Ingested:
     return Ingested(row, False, Analysis.from_dict(row.analysis), Signature(**_tuples(row.signature)))
 
 
+def analysis_failure(analysis: Analysis) -> str | None:
+    """Why an analysis gave no backtrace, as its first problem's code (a
+    bounded set: /metrics labels failures with it); None when it gave one."""
+    thread = analysis.crashing_thread
+    if thread is not None and thread.frames:
+        return None
+    return analysis.problems[0].code if analysis.problems else "no_frames"
+
+
 def ingest(config, store: Store | Callable[[], Store], core: Path, exe: Path | None = None,
            sysroot: Path | None = None, meta: dict | None = None, crashed_at: float | None = None,
            compressed: Path | None = None, gdb: Sandbox | None = None, bundle_id: str | None = None
@@ -370,7 +379,7 @@ def ingest(config, store: Store | Callable[[], Store], core: Path, exe: Path | N
         id=crash_id, crashed_at=float(when), analyzed=analyzed(analysis, signature),
         core_file=core_file, exe_file=exe_file, sysroot=str(sysroot) if sysroot else None,
         host=meta.get("host"), container=meta.get("container"), image=meta.get("image"), meta=meta,
-        analysis_seconds=seconds, bundle_id=bundle_id))
+        analysis_seconds=seconds, bundle_id=bundle_id, failure=analysis_failure(analysis)))
     if new:  # symbols that arrived with this crash name its build's other crashes too
         from coretriage.resymbol import after_ingest
 

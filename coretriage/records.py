@@ -43,6 +43,7 @@ class CrashRecord:
     meta: dict[str, Any] = field(default_factory=dict)  # collector metadata
     analysis_seconds: float | None = None  # how long the analysis took (/metrics' histogram)
     bundle_id: str | None = None  # the spool bundle it came from: stored once per bundle
+    failure: str | None = None  # why the analysis gave no backtrace (a problem code); None: it gave one
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,7 @@ class CrashRow:
     analysis_seconds: float | None = None
     dropped: str | None = None  # coretriage.drops.REASONS
     bundle_id: str | None = None
+    failure: str | None = None  # why its analysis gave no backtrace (a problem code)
 
     @property
     def group_ref(self) -> str:

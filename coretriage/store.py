@@ -82,6 +82,7 @@ crashes = sa.Table(
     sa.Column("analysis_seconds", sa.Float),  # how long its analysis took; null: metadata only
     sa.Column("dropped", sa.String(16)),  # why its full core was not kept (coretriage.drops.REASONS)
     sa.Column("bundle_id", sa.String(64)),  # the spool bundle it was stored from (null: ingested by hand)
+    sa.Column("failure", sa.String(32)),  # why its analysis gave no backtrace (a problem code; migration 0010)
     sa.Index("ix_crashes_group", "group_id", "crashed_at"),
     sa.Index("ux_crashes_bundle", "bundle_id", unique=True),
     # (group_id, x) cover the per-group facets without reading the rows;
@@ -326,7 +327,7 @@ class Store:
                 sysroot=record.sysroot, analysis=json.dumps(a.analysis),
                 signature=json.dumps(a.signature_data), meta=json.dumps(record.meta or {}),
                 rules_version=a.rules_version, analysis_seconds=record.analysis_seconds,
-                dropped=drop_reason(record.meta or {}), bundle_id=record.bundle_id))
+                dropped=drop_reason(record.meta or {}), bundle_id=record.bundle_id, failure=record.failure))
             self._touch(db, group_id, record.crashed_at, +1)
             self._raise_alerts(db, group_id, record.id, record.crashed_at, created, state_before)
             row = db.execute(sa.select(crashes).where(crashes.c.id == record.id)).one()
@@ -1061,6 +1062,13 @@ class Store:
         with self.engine.connect() as db:
             row = db.execute(sa.select(*columns)).one()
         return [int(v or 0) for v in row[:len(bounds)]], int(row[-2] or 0), float(row[-1] or 0.0)
+
+    def failures_by_reason(self) -> dict[str, int]:
+        """Analyses that gave no backtrace, by the problem code that says why."""
+        c = crashes.c
+        with self.engine.connect() as db:
+            return dict(db.execute(sa.select(c.failure, sa.func.count()).where(c.failure.is_not(None))
+                                   .group_by(c.failure)).all())
 
     def drops_by_reason(self) -> dict[str, int]:
         """Crashes stored without their full core, by coretriage.drops reason."""

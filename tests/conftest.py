@@ -211,7 +211,7 @@ def _check_upgraded(url, before, after):
     import time
     assert all(80 * 86400 < row["expires"] - time.time() <= 90 * 86400 and row["last_used"] is None
                for row in after["api_tokens"])
-    new_crash_columns = ("rules_version", "analysis_seconds", "dropped", "bundle_id")  # 0002, 0008, 0006
+    new_crash_columns = ("rules_version", "analysis_seconds", "dropped", "bundle_id", "failure")  # 0002, 0008, 0006, 0010
     assert [{k: v for k, v in row.items() if k not in new_crash_columns}
             for row in after["crashes"]] == before["crashes"]
     assert all(row[k] is None for row in after["crashes"] for k in new_crash_columns)

@@ -98,6 +98,11 @@ class _StoreCollector:
         yield HistogramMetricFamily(
             "coretriage_analysis_seconds", "Time the analysis (gdb) of each stored crash took",
             buckets=[(str(b), n) for b, n in zip(ANALYSIS_BUCKETS, under)] + [("+Inf", count)], sum_value=total)
+        failures = CounterMetricFamily("coretriage_analysis_failures", "Analyses that gave no backtrace, by the "
+                                       "problem that says why (gdb_timeout, not_a_core, ...)", labels=["reason"])
+        for reason, count in sorted(self.store.failures_by_reason().items()):
+            failures.add_metric([reason], count)
+        yield failures
         from coretriage.drops import REASONS
 
         dropped = CounterMetricFamily("coretriage_cores_dropped", "Crashes stored without their full core, by "
