@@ -42,6 +42,7 @@ import pwd
 import random
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -95,6 +96,8 @@ def postgres(pg_dir: Path | None):
     os.chmod(pg_dir, 0o755)
     os.chown(pg_dir, user.pw_uid, user.pw_gid)
     data = pg_dir / "data"
+    if (data / "postmaster.pid").exists():
+        raise SystemExit(f"a PostgreSQL still runs in {data} (or died there): stop it first")
     new = not (data / "PG_VERSION").exists()
     if new:
         subprocess.run([PG_BIN / "initdb", "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C",
@@ -119,7 +122,7 @@ def postgres(pg_dir: Path | None):
                            check=True, capture_output=True, timeout=60, **run_as)
         yield f"postgresql+psycopg://postgres@/coretriage?host={pg_dir}", new
     finally:
-        server.terminate()
+        server.send_signal(signal.SIGINT)  # fast shutdown: SIGTERM's smart one waits for every client
         try:
             server.wait(timeout=60)
         except subprocess.TimeoutExpired:
@@ -479,6 +482,47 @@ def timed_run(label: str, code: Path, data_dir: Path, url: str, args, sample: di
     return results
 
 
+def explain(data_dir: Path, sample: dict) -> None:
+    """Every statement one request of each kind runs, with PostgreSQL's
+    EXPLAIN ANALYZE of it: its time and the plan's scans."""
+    import sqlalchemy as sa
+
+    from webui import create_app
+
+    app = create_app({"DATA_DIR": str(data_dir), "TESTING": True})
+    engine = app.extensions["store"].engine
+    seen: list[tuple[str, object]] = []
+    sa.event.listen(engine, "before_cursor_execute",
+                    lambda conn, cur, stmt, params, ctx, many: seen.append((stmt, params)))
+    client = app.test_client()
+    page = client.get("/login").get_data(as_text=True)
+    client.post("/login", data={"username": "fleetviewer", "password": "fleet-viewer-password",
+                                "csrf_token": CSRF.search(page).group(1)})
+    paths = {"group list": "/", "group list by count, page 5": "/?sort=count&page=5",
+             "search": "/?q=header", "search, two words": "/?q=parse+row",
+             "largest group": f"/groups/{sample['largest']}", "a small group": f"/groups/{sample['groups']}",
+             "crash page": f"/crashes/{sample['crash_ids'][0]}"}
+    print("\nEXPLAIN ANALYZE of every statement per page (the session's and user's own lookups left out)")
+    for name, path in paths.items():
+        seen.clear()
+        t0 = time.perf_counter()
+        status = client.get(path).status_code
+        wall = (time.perf_counter() - t0) * 1000
+        statements = [(st, p) for st, p in seen if st.lstrip().upper().startswith("SELECT")
+                      and "web_sessions" not in st and "FROM users" not in st]
+        print(f"  {name}: GET {path} -> {status}, {wall:.0f} ms in-process, {len(statements)} statements")
+        with engine.connect() as db:
+            for stmt, params in statements:
+                plan = [r[0] for r in db.exec_driver_sql("EXPLAIN (ANALYZE, BUFFERS) " + stmt, params)]
+                total = next((line for line in plan if line.startswith("Execution Time")), "")
+                scans = sorted({m.group(0) for line in plan for m in [re.search(
+                    r"(Seq Scan|Index Only Scan|Index Scan|Bitmap Index Scan|Bitmap Heap Scan)( Backward)?"
+                    r"( using \w+)? on \w+", line)] if m})
+                print(f"    {total.replace('Execution Time: ', ''):>12}  {' '.join(stmt.split())[:90]}")
+                print(f"    {'':>12}  {'; '.join(scans)}")
+    app.extensions["store"].close()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--groups", type=int, default=50_000)
@@ -489,6 +533,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=20.0, help="per kind of request")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--pg-dir", type=Path, help="keep the PostgreSQL cluster here; reuse one loaded there")
+    ap.add_argument("--explain", action="store_true",
+                    help="EXPLAIN ANALYZE every statement of each page (in-process) before timing")
     ap.add_argument("--compare-with", type=Path, metavar="DIR",
                     help="first time another checkout's code on its schema head, then upgrade and time this one")
     args = ap.parse_args()
@@ -520,6 +566,8 @@ def main() -> int:
             load(url, rng, args.groups, args.crashes, now)
         else:
             print(f"reusing the {args.crashes:,} crashes loaded in {args.pg_dir}", flush=True)
+            if args.compare_with and migrations.current(url) != _head_of(args.compare_with):
+                _downgrade(url, _head_of(args.compare_with))  # the other checkout's schema, for its code
         with engine.begin() as db:
             db.exec_driver_sql("DELETE FROM web_sessions")
             db.exec_driver_sql("DELETE FROM users WHERE name = 'fleetviewer'")
@@ -537,14 +585,38 @@ def main() -> int:
         words = (VERBS + NOUNS + rng.sample(functions, 40) + ["haproxy", "postgres", "svc-07", "nginx", "ars_lo",
                                                                 "nomatchatall"])
         sample = {"words": words, "top": top, "largest": largest, "crash_ids": crash_ids, "groups": n_groups}
+        if args.explain and not args.compare_with:
+            explain(data_dir, sample)
         if args.compare_with:
-            with sa.create_engine(url).connect() as db:
+            with sa.create_engine(url, poolclass=sa.NullPool).connect() as db:
                 at = migrations.revision_of(db)
             timed_run(f"before: {args.compare_with} at schema {at}", args.compare_with, data_dir, url, args, sample)
             before, after = migrations.upgrade(url)
             print(f"\nupgraded the database from {before} to {after}", flush=True)
-        timed_run(f"this checkout at schema {migrations.HEAD}", ROOT, data_dir, url, args, sample)
+            if args.explain:
+                explain(data_dir, sample)
+        timed_run(f"this checkout at schema {migrations.current(url)}", ROOT, data_dir, url, args, sample)
     return 0
+
+
+def _downgrade(url: str, revision: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    import sqlalchemy as sa
+
+    from coretriage import migrations
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as db:
+            config = Config()
+            config.set_main_option("script_location", str(Path(migrations.__file__).parent))
+            config.attributes["connection"] = db
+            command.downgrade(config, revision)
+    finally:
+        engine.dispose()
+    print(f"downgraded the database to {revision} for the other checkout", flush=True)
 
 
 def _head_of(checkout: Path) -> str:

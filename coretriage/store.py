@@ -574,12 +574,17 @@ class Store:
         return out
 
     def distinct(self, column: str, limit: int = 200) -> list[str]:
-        """Values seen for a filter (executable, signal, host, image, container)."""
+        """Values seen for a filter (executable, signal, host, image, container),
+        in order. A loose index scan: each next value is one probe of the
+        column's index (the smallest greater than the last), so 50 values
+        among a million rows cost 50 probes, not a DISTINCT over every row."""
         table = groups if column in ("executable", "signal") else crashes
         col = table.c[column]
+        found = sa.select(sa.func.min(col).label("v")).cte("found", recursive=True)
+        after = sa.select(sa.func.min(col)).where(col > found.c.v).scalar_subquery()
+        found = found.union_all(sa.select(after).select_from(found).where(found.c.v.is_not(None)))
         with self.engine.connect() as db:
-            return [v for v in db.execute(sa.select(col).where(col.is_not(None)).distinct()
-                                          .order_by(col).limit(limit)).scalars()]
+            return [v for v in db.execute(sa.select(found.c.v).where(found.c.v.is_not(None)).limit(limit)).scalars()]
 
     def groups(self, limit: int = 100, offset: int = 0) -> list[GroupRow]:
         with self.engine.connect() as db:

@@ -9,7 +9,8 @@ import sqlalchemy as sa
 from coretriage import migrations
 from coretriage.records import Analyzed
 from coretriage.store import Store
-from fleetstore import GROUPS, NOW, QUERIES, counted_days, counted_facets, expected_matches, fill, migrate, search
+from fleetstore import (GROUPS, NOW, QUERIES, counted_days, counted_facets, distinct_values, expected_matches, fill,
+                        migrate, search)
 
 
 def _store(tmp_path):
@@ -86,5 +87,17 @@ def test_the_migration_fills_the_counts_of_an_existing_database(tmp_path):
         migrate(url, migrations.HEAD)  # counts every crash already stored
         assert (store.facets(ids), store.daily_counts(ids, days=60, now=NOW)) == before
         _same_counts(store)
+    finally:
+        store.close()
+
+
+def test_filter_choices_are_every_distinct_value_in_order(tmp_path):
+    store = _store(tmp_path)
+    try:
+        fill(store)
+        expected = distinct_values(store.engine)
+        assert len(expected["executable"]) == len(GROUPS) and expected["host"] == ["node-1", "node-2", "node-3"]
+        assert {col: store.distinct(col) for col in expected} == expected
+        assert store.distinct("executable", limit=3) == expected["executable"][:3]
     finally:
         store.close()

@@ -98,6 +98,17 @@ def counted_days(engine, group_ids, days: int, now: float) -> dict:
     return out
 
 
+def distinct_values(engine) -> dict:
+    """Store.distinct as it was: SELECT DISTINCT over every row."""
+    out = {}
+    with engine.connect() as db:
+        for col in ("executable", "signal", "host", "image", "container"):
+            table = "groups" if col in ("executable", "signal") else "crashes"
+            out[col] = list(db.execute(sa.text(f"SELECT DISTINCT {col} FROM {table} WHERE {col} IS NOT NULL "
+                                               f"ORDER BY {col}")).scalars())
+    return out
+
+
 def migrate(url: str, revision: str) -> None:
     """Upgrade or downgrade the database to ``revision`` with Alembic."""
     from alembic import command
