@@ -405,8 +405,9 @@ class RequestsFailed(Exception):
     pass
 
 
-def drive(clients: list[Client], make_path, seconds: float, check) -> list[float]:
-    """Every client sends requests back to back for ``seconds``; the latencies in ms."""
+def drive(clients: list[Client], make_path, seconds: float, check, think: float = 0.0) -> list[float]:
+    """Every client sends requests for ``seconds``, back to back or after a
+    random pause of 0 to 2 x ``think`` seconds; the latencies in ms."""
     times: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
@@ -428,6 +429,8 @@ def drive(clients: list[Client], make_path, seconds: float, check) -> list[float
             if status != 200 or not check(body):
                 errors.append(f"GET {path}: {status} {body[:200]!r}")
                 return
+            if think:
+                time.sleep(rng.uniform(0, 2 * think))
         with lock:
             times.extend(mine)
 
@@ -465,13 +468,14 @@ def timed_run(label: str, code: Path, data_dir: Path, url: str, args, sample: di
             for make, check in kinds.values():  # warm up every worker's templates and connections
                 drive(clients, make, 1.0, check)
             for name, (make, check) in kinds.items():
-                results[name] = drive(clients, make, args.seconds, check)
+                results[name] = drive(clients, make, args.seconds, check, args.think)
         except RequestsFailed as exc:
             log = (data_dir / "gunicorn.log").read_text(errors="replace")
             raise SystemExit(f"{exc}\ngunicorn's log ends:\n{log[-3000:]}") from None
     base = percentile(results["static (baseline)"], 95)
-    print(f"\n{label}: gunicorn {args.workers} workers x {args.threads} thread(s), {args.clients} clients, "
-          f"{args.seconds:.0f} s per kind")
+    print(f"\n{label}: gunicorn {args.workers} workers x {args.threads} thread(s), {args.clients} clients "
+          + (f"pausing 0-{2 * args.think:g} s between requests" if args.think else "back to back")
+          + f", {args.seconds:.0f} s per kind")
     print(f"{'request':<18} {'n':>6} {'p50 ms':>8} {'p95 ms':>8} {'p95/base':>9}")
     for name, times in results.items():
         print(f"{name:<18} {len(times):6d} {percentile(times, 50):8.1f} {percentile(times, 95):8.1f} "
@@ -508,7 +512,7 @@ def explain(data_dir: Path, sample: dict) -> None:
         t0 = time.perf_counter()
         status = client.get(path).status_code
         wall = (time.perf_counter() - t0) * 1000
-        statements = [(st, p) for st, p in seen if st.lstrip().upper().startswith("SELECT")
+        statements = [(st, p) for st, p in seen if st.lstrip().upper().startswith(("SELECT", "WITH"))
                       and "web_sessions" not in st and "FROM users" not in st]
         print(f"  {name}: GET {path} -> {status}, {wall:.0f} ms in-process, {len(statements)} statements")
         with engine.connect() as db:
@@ -531,6 +535,8 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=5, help="gunicorn workers (2 x CPUs + 1)")
     ap.add_argument("--threads", type=int, default=1, help="threads per worker (gthread when > 1)")
     ap.add_argument("--seconds", type=float, default=20.0, help="per kind of request")
+    ap.add_argument("--think", type=float, default=0.0,
+                    help="mean pause of each client between requests (0: back to back, the worst case)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--pg-dir", type=Path, help="keep the PostgreSQL cluster here; reuse one loaded there")
     ap.add_argument("--explain", action="store_true",
