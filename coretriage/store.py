@@ -1,7 +1,9 @@
 """Crashes and groups in a database: SQLite by default, any SQLAlchemy URL.
 
-A group is one signature; it keeps its count and first and last seen so
-that listing groups never scans crashes. Crash ids (``c`` + 12 hex digits
+A group is one signature; it keeps its count and first and last seen, and
+``group_facets`` / ``group_days`` keep its crashes per host, image,
+container and day, so that listing groups or showing one never counts
+crashes (the loudest bug of a fleet has 100,000). Crash ids (``c`` + 12 hex digits
 of the core's SHA-256) and group ids (``g`` + a number) never collide, and
 storing the same core twice is a no-op.
 
