@@ -7,7 +7,7 @@ migration's own fill of an existing database."""
 import sqlalchemy as sa
 
 from coretriage import migrations
-from coretriage.records import Analyzed
+from coretriage.records import Analyzed, GroupQuery
 from coretriage.store import Store
 from fleetstore import (GROUPS, NOW, QUERIES, counted_days, counted_facets, distinct_values, expected_matches, fill,
                         migrate, search)
@@ -99,5 +99,21 @@ def test_filter_choices_are_every_distinct_value_in_order(tmp_path):
         assert len(expected["executable"]) == len(GROUPS) and expected["host"] == ["node-1", "node-2", "node-3"]
         assert {col: store.distinct(col) for col in expected} == expected
         assert store.distinct("executable", limit=3) == expected["executable"][:3]
+    finally:
+        store.close()
+
+
+def test_every_page_of_the_list_tells_the_same_total(tmp_path):
+    store = _store(tmp_path)
+    try:
+        fill(store)
+        n = len(GROUPS)
+        pages = [store.find_groups(GroupQuery(limit=3, offset=offset)) for offset in range(0, n + 6, 3)]
+        assert [len(rows) for rows, _ in pages] == [3, 3, n - 6, 0, 0]
+        assert {total for _, total in pages} == {n}
+        assert [r.id for rows, _ in pages for r in rows] == [g.id for g in store.groups(limit=100)]
+        matching = expected_matches("main")
+        rows, total = store.find_groups(GroupQuery(search="main", limit=2, offset=2))
+        assert total == len(matching) and len(rows) == min(2, len(matching) - 2)
     finally:
         store.close()
