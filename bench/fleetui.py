@@ -14,21 +14,24 @@ Run as root: ``.venv/bin/python bench/fleetui.py`` (``make bench-fleet``).
 2. It serves that database with gunicorn (``--workers``, 5 sync workers by
    default: 2 x 2 CPUs + 1) from ``webui:create_app()``, the data dir given
    by CORETRIAGE_DATA_DIR and the database by its coretriage.toml.
-3. For each kind of request in turn, 20 client threads (``--clients``),
-   each logged in as a viewer through the login form (its own session
-   cookie) on a keep-alive ``http.client`` connection, send requests back to
-   back for ``--seconds``: the group list, a search, a group page (half of
-   them groups from the list's first page, the fleet's loudest, half any
-   group), the largest group's page, a crash page, and ``/favicon.ico``: a
-   trivial route through the same server and hooks, the baseline. It prints
-   p50/p95 per kind and each one's ratio to the baseline's, and the verdict
-   against the target: group list, search and group page p95 under 200 ms.
+3. 20 client threads (``--clients``) per server, each logged in as a
+   viewer through the login form (its own session cookie) on a keep-alive
+   ``http.client`` connection, send requests back to back (or ``--think``
+   seconds apart on average) for ``--seconds`` per kind of request: the
+   group list, a search, a group page (half of them groups from the list's
+   first page, the fleet's loudest, half any group), the largest group's
+   page, a crash page, and ``/favicon.ico``: a trivial route through the
+   same server and hooks, the baseline. It prints p50/p95 per kind and each
+   one's ratio to the baseline's, and the verdict against the target:
+   group list, search and group page p95 under 200 ms.
 
-``--compare-with DIR`` first times the code of another checkout (e.g. the
-commit before the search indexes, ``git archive BASE | tar -x -C DIR``) on
-the same data at that checkout's schema head, then upgrades the database
-with this checkout's migrations and times this code: before and after in
-one run, one load.
+``--compare-with DIR`` also times the code of another checkout (e.g. the
+commit before the search indexes, ``git archive BASE | tar -x -C DIR``) on a
+copy of the same data at that checkout's schema head, served by a gunicorn
+of its own. The kinds and the two sides take turns in ``--rounds`` short
+rounds, so a machine whose load changes under the bench (other work
+sharing its CPUs) weighs on both alike: before and after in one run.
+``--explain`` prints EXPLAIN ANALYZE of every statement each page runs.
 """
 
 from __future__ import annotations
@@ -444,45 +447,64 @@ def drive(clients: list[Client], make_path, seconds: float, check, think: float 
     return times
 
 
-def timed_run(label: str, code: Path, data_dir: Path, url: str, args, sample: dict) -> dict[str, list[float]]:
-    with gunicorn(code, data_dir, args.workers, args.threads, data_dir / "gunicorn.log") as port:
-        clients = [Client(port) for _ in range(args.clients)]
-        for c in clients:
-            c.login("fleetviewer", "fleet-viewer-password")
-        words = sample["words"]
-        top, n_groups, largest, crash_ids = sample["top"], sample["groups"], sample["largest"], sample["crash_ids"]
-        has_rows = lambda body: b'href="/groups/' in body  # noqa: E731
-        kinds = {
-            "group list": (lambda rng: "/" if rng.random() < 0.7 else f"/?sort=count&page={rng.randint(1, 20)}",
-                           has_rows),
-            "search": (lambda rng: "/?q=" + "+".join(rng.sample(words, 1 if rng.random() < 0.7 else 2)),
-                       lambda body: b"match" in body),
-            "group page": (lambda rng: f"/groups/{rng.choice(top) if rng.random() < 0.5 else rng.randint(1, n_groups)}",
-                           lambda body: b"crashes/c" in body),
-            "largest group": (lambda rng: f"/groups/{largest}", lambda body: b"crashes/c" in body),
-            "crash page": (lambda rng: f"/crashes/{rng.choice(crash_ids)}", lambda body: b"SIG" in body),
-            "static (baseline)": (lambda rng: "/favicon.ico", lambda body: body.startswith(b"<svg")),
-        }
-        results = {}
+def kinds_of(sample: dict) -> dict:
+    """name -> (a path for a client's rng, a check of the page's body)."""
+    words, top, n_groups = sample["words"], sample["top"], sample["groups"]
+    largest, crash_ids = sample["largest"], sample["crash_ids"]
+    return {
+        "group list": (lambda rng: "/" if rng.random() < 0.7 else f"/?sort=count&page={rng.randint(1, 20)}",
+                       lambda body: b'href="/groups/' in body),
+        "search": (lambda rng: "/?q=" + "+".join(rng.sample(words, 1 if rng.random() < 0.7 else 2)),
+                   lambda body: b"match" in body),
+        "group page": (lambda rng: f"/groups/{rng.choice(top) if rng.random() < 0.5 else rng.randint(1, n_groups)}",
+                       lambda body: b"crashes/c" in body),
+        "largest group": (lambda rng: f"/groups/{largest}", lambda body: b"crashes/c" in body),
+        "crash page": (lambda rng: f"/crashes/{rng.choice(crash_ids)}", lambda body: b"SIG" in body),
+        "static (baseline)": (lambda rng: "/favicon.ico", lambda body: body.startswith(b"<svg")),
+    }
+
+
+def timed_runs(sides: list[tuple[str, Path, Path]], args, sample: dict) -> dict:
+    """(label, code, data dir) each served by its own gunicorn; every kind of
+    request timed on each side in turn, in ``--rounds`` short rounds, so a
+    machine whose load changes under the bench (others share its CPUs)
+    weighs on every side alike. Returns label -> kind -> latencies."""
+    kinds = kinds_of(sample)
+    results = {label: {name: [] for name in kinds} for label, _, _ in sides}
+    with contextlib.ExitStack() as stack:
+        clients = {}
+        for label, code, data_dir in sides:
+            port = stack.enter_context(gunicorn(code, data_dir, args.workers, args.threads, data_dir / "gunicorn.log"))
+            clients[label] = [Client(port) for _ in range(args.clients)]
+            for c in clients[label]:
+                c.login("fleetviewer", "fleet-viewer-password")
         try:
-            for make, check in kinds.values():  # warm up every worker's templates and connections
-                drive(clients, make, 1.0, check)
-            for name, (make, check) in kinds.items():
-                results[name] = drive(clients, make, args.seconds, check, args.think)
+            for label, _, _ in sides:
+                for make, check in kinds.values():  # warm up every worker's templates and connections
+                    drive(clients[label], make, 1.0, check)
+            for _ in range(args.rounds):
+                for name, (make, check) in kinds.items():
+                    for label, _, _ in sides:
+                        results[label][name] += drive(clients[label], make, args.seconds / args.rounds, check,
+                                                      args.think)
         except RequestsFailed as exc:
-            log = (data_dir / "gunicorn.log").read_text(errors="replace")
-            raise SystemExit(f"{exc}\ngunicorn's log ends:\n{log[-3000:]}") from None
-    base = percentile(results["static (baseline)"], 95)
-    print(f"\n{label}: gunicorn {args.workers} workers x {args.threads} thread(s), {args.clients} clients "
+            logs = "".join(f"\n{d / 'gunicorn.log'}:\n{(d / 'gunicorn.log').read_text(errors='replace')[-2000:]}"
+                           for _, _, d in sides)
+            raise SystemExit(f"{exc}{logs}") from None
+    print(f"\ngunicorn {args.workers} workers x {args.threads} thread(s) per side, {args.clients} clients "
           + (f"pausing 0-{2 * args.think:g} s between requests" if args.think else "back to back")
-          + f", {args.seconds:.0f} s per kind")
-    print(f"{'request':<18} {'n':>6} {'p50 ms':>8} {'p95 ms':>8} {'p95/base':>9}")
-    for name, times in results.items():
-        print(f"{name:<18} {len(times):6d} {percentile(times, 50):8.1f} {percentile(times, 95):8.1f} "
-              f"{percentile(times, 95) / base:9.1f}")
-    worst = max(percentile(results[k], 95) for k in ("group list", "search", "group page"))
-    print(f"verdict: worst p95 of group list, search and group page {worst:.0f} ms vs target < {TARGET_MS:.0f} ms: "
-          f"{'MET' if worst < TARGET_MS else 'MISSED'}", flush=True)
+          + f", {args.seconds:g} s per kind and side in {args.rounds} rounds")
+    for label, _, _ in sides:
+        res = results[label]
+        base = percentile(res["static (baseline)"], 95)
+        print(f"\n{label}")
+        print(f"{'request':<18} {'n':>6} {'p50 ms':>8} {'p95 ms':>8} {'p95/base':>9}")
+        for name, times in res.items():
+            print(f"{name:<18} {len(times):6d} {percentile(times, 50):8.1f} {percentile(times, 95):8.1f} "
+                  f"{percentile(times, 95) / base:9.1f}")
+        worst = max(percentile(res[k], 95) for k in ("group list", "search", "group page"))
+        print(f"verdict: worst p95 of group list, search and group page {worst:.0f} ms vs target < {TARGET_MS:.0f} "
+              f"ms: {'MET' if worst < TARGET_MS else 'MISSED'}", flush=True)
     return results
 
 
@@ -534,7 +556,8 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=20)
     ap.add_argument("--workers", type=int, default=5, help="gunicorn workers (2 x CPUs + 1)")
     ap.add_argument("--threads", type=int, default=1, help="threads per worker (gthread when > 1)")
-    ap.add_argument("--seconds", type=float, default=20.0, help="per kind of request")
+    ap.add_argument("--seconds", type=float, default=20.0, help="per kind of request (and per side)")
+    ap.add_argument("--rounds", type=int, default=5, help="the seconds of each kind and side split in rounds")
     ap.add_argument("--think", type=float, default=0.0,
                     help="mean pause of each client between requests (0: back to back, the worst case)")
     ap.add_argument("--seed", type=int, default=1)
@@ -572,14 +595,20 @@ def main() -> int:
             load(url, rng, args.groups, args.crashes, now)
         else:
             print(f"reusing the {args.crashes:,} crashes loaded in {args.pg_dir}", flush=True)
-            if args.compare_with and migrations.current(url) != _head_of(args.compare_with):
-                _downgrade(url, _head_of(args.compare_with))  # the other checkout's schema, for its code
-        with engine.begin() as db:
-            db.exec_driver_sql("DELETE FROM web_sessions")
-            db.exec_driver_sql("DELETE FROM users WHERE name = 'fleetviewer'")
-            db.execute(sa.text("INSERT INTO users (name, password_hash, role, created) VALUES "
-                               "('fleetviewer', :h, 'viewer', :t)"), {"h": hash_password("fleet-viewer-password"),
-                                                                     "t": now})
+        engine.dispose()
+        before_url = _before_copy(url, _head_of(args.compare_with)) if args.compare_with else None
+        if migrations.current(url) != migrations.HEAD:
+            before, after = migrations.upgrade(url)
+            print(f"upgraded the database from {before} to {after}", flush=True)
+        for u in filter(None, (url, before_url)):
+            e = sa.create_engine(u, poolclass=sa.NullPool)
+            with e.begin() as db:
+                db.exec_driver_sql("DELETE FROM web_sessions")
+                db.exec_driver_sql("DELETE FROM users WHERE name = 'fleetviewer'")
+                db.execute(sa.text("INSERT INTO users (name, password_hash, role, created) VALUES "
+                                   "('fleetviewer', :h, 'viewer', :t)"),
+                           {"h": hash_password("fleet-viewer-password"), "t": now})
+            e.dispose()
         with engine.connect() as db:
             top = list(db.exec_driver_sql("SELECT id FROM groups ORDER BY last_seen DESC, id DESC LIMIT 50").scalars())
             largest = db.exec_driver_sql("SELECT id FROM groups ORDER BY count DESC LIMIT 1").scalar()
@@ -591,18 +620,43 @@ def main() -> int:
         words = (VERBS + NOUNS + rng.sample(functions, 40) + ["haproxy", "postgres", "svc-07", "nginx", "ars_lo",
                                                                 "nomatchatall"])
         sample = {"words": words, "top": top, "largest": largest, "crash_ids": crash_ids, "groups": n_groups}
-        if args.explain and not args.compare_with:
+        if args.explain:
             explain(data_dir, sample)
-        if args.compare_with:
-            with sa.create_engine(url, poolclass=sa.NullPool).connect() as db:
-                at = migrations.revision_of(db)
-            timed_run(f"before: {args.compare_with} at schema {at}", args.compare_with, data_dir, url, args, sample)
-            before, after = migrations.upgrade(url)
-            print(f"\nupgraded the database from {before} to {after}", flush=True)
-            if args.explain:
-                explain(data_dir, sample)
-        timed_run(f"this checkout at schema {migrations.current(url)}", ROOT, data_dir, url, args, sample)
+        sides = [(f"this checkout at schema {migrations.current(url)}", ROOT, data_dir)]
+        if before_url:
+            before_dir = Path(tmp) / "before"
+            before_dir.mkdir(mode=0o700)
+            (before_dir / "coretriage.toml").write_text(f'database_url = "{before_url}"\n')
+            sides.insert(0, (f"before: {args.compare_with} at schema {migrations.current(before_url)}",
+                             args.compare_with, before_dir))
+        timed_runs(sides, args, sample)
     return 0
+
+
+def _before_copy(url: str, revision: str) -> str:
+    """A copy of the loaded database at ``revision`` (the other checkout's
+    head), made once: ``CREATE DATABASE ... TEMPLATE``, a file copy."""
+    import sqlalchemy as sa
+
+    from coretriage import migrations
+
+    name = "coretriage_before"
+    before_url = sa.make_url(url).set(database=name).render_as_string(hide_password=False)
+    admin = sa.create_engine(sa.make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT",
+                             poolclass=sa.NullPool)
+    with admin.connect() as db:
+        exists = db.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).scalar()
+    if not exists:
+        if migrations.current(url) != revision:
+            _downgrade(url, revision)
+        t0 = time.perf_counter()
+        with admin.connect() as db:
+            db.exec_driver_sql(f'CREATE DATABASE "{name}" TEMPLATE coretriage')
+        print(f"copied the database for the other checkout in {time.perf_counter() - t0:.0f} s", flush=True)
+    admin.dispose()
+    if migrations.current(before_url) != revision:
+        _downgrade(before_url, revision)
+    return before_url
 
 
 def _downgrade(url: str, revision: str) -> None:
@@ -622,7 +676,7 @@ def _downgrade(url: str, revision: str) -> None:
             command.downgrade(config, revision)
     finally:
         engine.dispose()
-    print(f"downgraded the database to {revision} for the other checkout", flush=True)
+    print(f"downgraded {sa.make_url(url).database} to {revision} for the other checkout", flush=True)
 
 
 def _head_of(checkout: Path) -> str:
