@@ -11,7 +11,7 @@ APT_PKGS := gdb elfutils debuginfod zstd libc6-dbg musl-tools g++ make \
             gdb-multiarch qemu-user gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf \
             libc6-arm64-cross libc6-armhf-cross libc6-dev-arm64-cross libc6-dev-armhf-cross
 
-.PHONY: run test test-unit test-integration test-system bench system-deps clean
+.PHONY: run test test-unit test-integration test-system bench bench-fleet system-deps clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -42,6 +42,10 @@ bench: system-deps $(STAMP)
 	$(PY) bench/python.py
 	$(PY) bench/cli.py
 	$(PY) bench/webui.py
+
+# minutes, not part of `make bench`: 1,000,000 crashes on PostgreSQL, gunicorn, 20 clients over HTTP
+bench-fleet: system-deps $(STAMP)
+	$(PY) bench/fleetui.py
 
 clean:
 	rm -rf $(VENV) $(DATA)

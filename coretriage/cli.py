@@ -199,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("web", help="serve the web UI")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8080)
+    s.add_argument("--workers", type=int, default=0, metavar="N",
+                   help="serve with gunicorn and N worker processes (pip install 'coretriage[web]'); "
+                        "0, the default: one process, for one host")
     s.set_defaults(func=cmd_web)
     return p
 

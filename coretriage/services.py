@@ -53,11 +53,31 @@ def _fork_alert_sender(wiring) -> int:
 def cmd_web(args) -> int:
     from webui import create_app
 
-    app = create_app({"WIRING": wiring_for(args)})
+    wiring = wiring_for(args)  # the data dir and the schema checked once, before any worker starts
+    if args.workers > 0:
+        return _exec_gunicorn(wiring, args)
+    app = create_app({"WIRING": wiring})
     print(f"coretriage web UI on http://{args.host}:{args.port}/ (for production: "
-          f"gunicorn -w 4 -b {args.host}:{args.port} 'webui:create_app()')", file=sys.stderr)
+          f"coretriage web --workers 5, i.e. gunicorn 'webui:create_app()')", file=sys.stderr)
     app.run(host=args.host, port=args.port, debug=False, use_reloader=False)
     return 0
+
+
+def _exec_gunicorn(wiring, args) -> int:
+    """Become gunicorn serving ``webui:create_app()``: each worker builds its
+    own app and database pool after the fork (no --preload, so no connection
+    is shared between processes); the data dir travels in CORETRIAGE_DATA_DIR."""
+    import importlib.util
+
+    if importlib.util.find_spec("gunicorn") is None:
+        raise UserError("--workers needs gunicorn: pip install 'coretriage[web]' (or pip install gunicorn)")
+    wiring.store.close()
+    bind = f"[{args.host}]:{args.port}" if ":" in args.host else f"{args.host}:{args.port}"
+    env = dict(os.environ, CORETRIAGE_DATA_DIR=str(wiring.config.data_dir.absolute()))
+    print(f"coretriage web UI on http://{bind}/ with gunicorn, {args.workers} workers", file=sys.stderr, flush=True)
+    os.execve(sys.executable, [sys.executable, "-m", "gunicorn", "--workers", str(args.workers), "--bind", bind,
+                               "--access-logfile", "-", "webui:create_app()"], env)
+    return 1  # not reached
 
 
 def cmd_collector_run(args) -> int:

@@ -1,7 +1,9 @@
 """Crashes and groups in a database: SQLite by default, any SQLAlchemy URL.
 
-A group is one signature; it keeps its count and first and last seen so
-that listing groups never scans crashes. Crash ids (``c`` + 12 hex digits
+A group is one signature; it keeps its count and first and last seen, and
+``group_facets`` / ``group_days`` keep its crashes per host, image,
+container and day, so that listing groups or showing one never counts
+crashes (the loudest bug of a fleet has 100,000). Crash ids (``c`` + 12 hex digits
 of the core's SHA-256) and group ids (``g`` + a number) never collide, and
 storing the same core twice is a no-op.
 
@@ -58,6 +60,9 @@ groups = sa.Table(
     sa.Index("ix_groups_first_seen", "first_seen"),
     sa.Index("ix_groups_executable", "executable"),
     sa.Index("ix_groups_signal", "signal"),
+    # PostgreSQL: trigrams serve the search's ILIKE '%word%' (migration 0007); SQLite scans
+    sa.Index("ix_groups_search_trgm", "search_text", postgresql_using="gin",
+             postgresql_ops={"search_text": "gin_trgm_ops"}).ddl_if(dialect="postgresql"),
     sqlite_autoincrement=True,  # migration 0008: an id is never reused
 )
 
@@ -94,6 +99,24 @@ crashes = sa.Table(
     sa.Index("ix_crashes_image", "image", "group_id"),
     sa.Index("ix_crashes_container", "container", "group_id"),
 )
+
+# Per-group counts kept with every crash stored (add_crash, update_analysis,
+# recount), so the group list and a group page never count a group's crashes
+group_facets = sa.Table(
+    "group_facets", metadata,
+    sa.Column("group_id", sa.Integer, primary_key=True),
+    sa.Column("facet", sa.String(16), primary_key=True),  # host | image | container
+    sa.Column("value", sa.Text, primary_key=True),
+    sa.Column("count", sa.Integer, nullable=False),
+)
+
+group_days = sa.Table(
+    "group_days", metadata,
+    sa.Column("group_id", sa.Integer, primary_key=True),
+    sa.Column("day", sa.Integer, primary_key=True),  # floor(crashed_at / 86400), UTC
+    sa.Column("count", sa.Integer, nullable=False),
+)
+FACETS = ("host", "image", "container")
 
 users = sa.Table(
     "users", metadata,
@@ -329,6 +352,8 @@ class Store:
                 rules_version=a.rules_version, analysis_seconds=record.analysis_seconds,
                 dropped=drop_reason(record.meta or {}), bundle_id=record.bundle_id, failure=record.failure))
             self._touch(db, group_id, record.crashed_at, +1)
+            _count_crash(db, group_id, {"host": record.host, "image": record.image, "container": record.container},
+                         record.crashed_at, +1)
             self._raise_alerts(db, group_id, record.id, record.crashed_at, created, state_before)
             row = db.execute(sa.select(crashes).where(crashes.c.id == record.id)).one()
             return _crash(row), True
@@ -425,11 +450,15 @@ class Store:
             db.execute(crashes.update().where(crashes.c.id == crash_id).values(
                 analysis=json.dumps(a.analysis), signature=json.dumps(a.signature_data),
                 executable=a.executable, signal=a.signal, rules_version=a.rules_version))
-            old = db.execute(sa.select(crashes.c.group_id, crashes.c.crashed_at)
-                             .where(crashes.c.id == crash_id)).one()
+            c = crashes.c
+            old = db.execute(sa.select(c.group_id, c.crashed_at, c.host, c.image, c.container)
+                             .where(c.id == crash_id)).one()
             target, _ = self._group_for(db, a.signature, a.executable, a.signal, a.quality, old.crashed_at)
             if target != old.group_id:
-                db.execute(crashes.update().where(crashes.c.id == crash_id).values(group_id=target))
+                db.execute(crashes.update().where(c.id == crash_id).values(group_id=target))
+                where = {name: old._mapping[name] for name in FACETS}
+                _count_crash(db, old.group_id, where, old.crashed_at, -1)
+                _count_crash(db, target, where, old.crashed_at, +1)
             db.execute(groups.update().where(groups.c.id == target).values(
                 quality=a.quality, key_frame=a.key_frame, search_text=a.search_text[:4000]))
 
@@ -473,9 +502,10 @@ class Store:
             return other
 
     def recount(self) -> None:
-        """Recompute every group's count and first/last seen from its crashes;
-        drop groups left empty."""
+        """Recompute every group's count, first/last seen, facets and days from
+        its crashes; drop groups left empty."""
         with self.engine.begin() as db:
+            _rebuild_counts(db)
             stats = db.execute(sa.select(crashes.c.group_id, sa.func.count(), sa.func.min(crashes.c.crashed_at),
                                          sa.func.max(crashes.c.crashed_at)).group_by(crashes.c.group_id)).all()
             seen = set()
@@ -705,25 +735,26 @@ class Store:
                 where.append(g.search_text.ilike(f"%{escaped}%", escape="\\"))
         order = SORTS.get(q.sort, g.last_seen)
         with self.engine.connect() as db:
-            total = db.execute(sa.select(sa.func.count()).select_from(groups).where(*where)).scalar()
             rows = db.execute(sa.select(groups).where(*where).order_by(order.desc(), g.id.desc())
                               .limit(q.limit).offset(q.offset)).all()
+            if rows and len(rows) < q.limit:  # the last page: the total is known without counting
+                total = q.offset + len(rows)
+            else:
+                total = db.execute(sa.select(sa.func.count()).select_from(groups).where(*where)).scalar()
         return [_group(r) for r in rows], total
 
     def facets(self, group_ids: list[int]) -> dict[int, dict[str, list[tuple[str, int]]]]:
-        """Hosts, images and containers each group's crashes came from."""
+        """Hosts, images and containers each group's crashes came from, most first."""
         out: dict[int, dict[str, list[tuple[str, int]]]] = {i: {} for i in group_ids}
         if not group_ids:
             return out
-        c = crashes.c
+        f = group_facets.c
         with self.engine.connect() as db:
-            for name in ("host", "image", "container"):
-                col = c[name]
-                rows = db.execute(sa.select(c.group_id, col, sa.func.count())
-                                  .where(c.group_id.in_(group_ids), col.is_not(None))
-                                  .group_by(c.group_id, col).order_by(sa.func.count().desc())).all()
-                for gid, value, count in rows:
-                    out[gid].setdefault(name, []).append((value, count))
+            rows = db.execute(sa.select(f.group_id, f.facet, f.value, f.count)
+                              .where(f.group_id.in_(group_ids), f.count > 0)
+                              .order_by(f.group_id, f.facet, f.count.desc(), f.value)).all()
+        for gid, facet, value, count in rows:
+            out[gid].setdefault(facet, []).append((value, count))
         return out
 
     def daily_counts(self, group_ids: list[int], days: int = 30, now: float | None = None) -> dict[int, list[int]]:
@@ -733,24 +764,26 @@ class Store:
         out = {i: [0] * days for i in group_ids}
         if not group_ids:
             return out
-        c = crashes.c
-        day = sa.cast(sa.func.floor(c.crashed_at / 86400), sa.Integer)
+        d = group_days.c
         with self.engine.connect() as db:
-            rows = db.execute(sa.select(c.group_id, day, sa.func.count())
-                              .where(c.group_id.in_(group_ids), c.crashed_at >= start_day * 86400)
-                              .group_by(c.group_id, day)).all()
-        for gid, d, count in rows:
-            if 0 <= d - start_day < days:
-                out[gid][d - start_day] = count
+            rows = db.execute(sa.select(d.group_id, d.day, d.count)
+                              .where(d.group_id.in_(group_ids), d.day >= start_day, d.day < start_day + days)).all()
+        for gid, day, count in rows:
+            out[gid][day - start_day] = count
         return out
 
     def distinct(self, column: str, limit: int = 200) -> list[str]:
-        """Values seen for a filter (executable, signal, host, image, container)."""
+        """Values seen for a filter (executable, signal, host, image, container),
+        in order. A loose index scan: each next value is one probe of the
+        column's index (the smallest greater than the last), so 50 values
+        among a million rows cost 50 probes, not a DISTINCT over every row."""
         table = groups if column in ("executable", "signal") else crashes
         col = table.c[column]
+        found = sa.select(sa.func.min(col).label("v")).cte("found", recursive=True)
+        after = sa.select(sa.func.min(col)).where(col > found.c.v).scalar_subquery()
+        found = found.union_all(sa.select(after).select_from(found).where(found.c.v.is_not(None)))
         with self.engine.connect() as db:
-            return [v for v in db.execute(sa.select(col).where(col.is_not(None)).distinct()
-                                          .order_by(col).limit(limit)).scalars()]
+            return [v for v in db.execute(sa.select(found.c.v).where(found.c.v.is_not(None)).limit(limit)).scalars()]
 
     def groups(self, limit: int = 100, offset: int = 0) -> list[GroupRow]:
         with self.engine.connect() as db:
@@ -1080,6 +1113,51 @@ class Store:
     def groups_by_state(self) -> dict[str, int]:
         with self.engine.connect() as db:
             return dict(db.execute(sa.select(groups.c.state, sa.func.count()).group_by(groups.c.state)).all())
+
+
+def _count_crash(db, group_id: int, where: dict, crashed_at: float, delta: int) -> None:
+    """Count a crash in (+1) or out of (-1) its group's facets and day, in
+    the transaction that stores or moves it."""
+    rows = [(group_facets, {"group_id": group_id, "facet": name, "value": value})
+            for name, value in where.items() if value is not None]
+    rows.append((group_days, {"group_id": group_id, "day": int(crashed_at // 86400)}))
+    for table, key in rows:
+        if delta > 0:
+            _upsert_add(db, table, key, delta)
+        else:
+            cond = [table.c[k] == v for k, v in key.items()]
+            db.execute(table.update().where(*cond).values(count=table.c.count + delta))
+            db.execute(table.delete().where(*cond, table.c.count <= 0))
+
+
+def _upsert_add(db, table, key: dict, delta: int) -> None:
+    if db.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif db.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:  # any other backend: update, else insert (the group's row lock orders writers)
+        cond = [table.c[k] == v for k, v in key.items()]
+        if not db.execute(table.update().where(*cond).values(count=table.c.count + delta)).rowcount:
+            db.execute(table.insert().values(**key, count=delta))
+        return
+    stmt = insert(table).values(**key, count=delta)
+    db.execute(stmt.on_conflict_do_update(index_elements=list(key), set_={"count": table.c.count + delta}))
+
+
+def _rebuild_counts(db) -> None:
+    """group_facets and group_days again from every crash (recount)."""
+    c = crashes.c
+    db.execute(group_facets.delete())
+    db.execute(group_days.delete())
+    for name in FACETS:
+        col = c[name]
+        db.execute(group_facets.insert().from_select(
+            ["group_id", "facet", "value", "count"],
+            sa.select(c.group_id, sa.literal(name, sa.String(16)), col, sa.func.count())
+            .where(col.is_not(None)).group_by(c.group_id, col)))
+    day = sa.cast(sa.func.floor(c.crashed_at / 86400), sa.Integer)
+    db.execute(group_days.insert().from_select(
+        ["group_id", "day", "count"], sa.select(c.group_id, day, sa.func.count()).group_by(c.group_id, day)))
 
 
 _ARCH_KEY = re.compile(r'"architecture": "([\w.-]{1,32})"')

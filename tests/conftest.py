@@ -178,9 +178,15 @@ def _schema_diff(url, target) -> list:
     from alembic.migration import MigrationContext
 
     engine = sa.create_engine(url)
+
+    def include(obj, name, type_, reflected, compare_to):
+        # an index only some backends have (Index.ddl_if(dialect=...)), e.g. PostgreSQL's trigrams
+        only = getattr(obj, "_ddl_if", None) if not reflected else None
+        return not (only is not None and only.dialect not in (None, engine.dialect.name))
+
     try:
         with engine.connect() as db:
-            return compare_metadata(MigrationContext.configure(db), target)
+            return compare_metadata(MigrationContext.configure(db, opts={"include_object": include}), target)
     finally:
         engine.dispose()
 

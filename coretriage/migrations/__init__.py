@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # SQLAlchemy is imported where it is used: `coretriage list` reads HEAD without it
     import sqlalchemy as sa
 
-REVISIONS = ("0001", "0002", "0003", "0004", "0008", "0005", "0006", "0009", "0010")
+REVISIONS = ("0001", "0002", "0003", "0004", "0008", "0005", "0006", "0009", "0010", "0007")
 HEAD = REVISIONS[-1]
 UNVERSIONED = "unversioned"  # tables made before migrations, no alembic_version
 

@@ -6,7 +6,7 @@
   its last crash.
 
 Revision ID: 0005
-Revises: 0004
+Revises: 0008
 """
 
 import sqlalchemy as sa

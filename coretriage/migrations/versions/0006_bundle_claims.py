@@ -10,7 +10,7 @@
   the claim of a worker that died runs out within its short lease.
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 """
 
 import sqlalchemy as sa
