@@ -12,6 +12,9 @@ from coretriage.store import Store
 from fleetstore import (GROUPS, NOW, QUERIES, counted_days, counted_facets, distinct_values, expected_matches, fill,
                         migrate, search)
 
+# the schema just before 0007 (the search index and the per-group counts)
+BEFORE_0007 = migrations.REVISIONS[migrations.REVISIONS.index("0007") - 1]
+
 
 def _store(tmp_path):
     return Store(f"sqlite:///{tmp_path / 'ct.db'}")
@@ -39,8 +42,8 @@ def test_no_search_index_on_sqlite_and_the_search_is_unchanged(tmp_path):
         assert after["header"] == {"parse_header | read_request | main"} and after["100%"] and after["\\"]
 
         url = str(store.engine.url)
-        migrate(url, "0004")  # the schema before: the same query, the same answers
-        assert migrations.current(url) == "0004"
+        migrate(url, BEFORE_0007)  # the schema before: the same query, the same answers
+        assert migrations.current(url) == BEFORE_0007
         assert {q: search(store, q) for q in QUERIES} == after
         migrate(url, migrations.HEAD)
         assert {q: search(store, q) for q in QUERIES} == after
@@ -81,7 +84,7 @@ def test_the_migration_fills_the_counts_of_an_existing_database(tmp_path):
         ids = [g.id for g in store.groups(limit=1000)]
         before = store.facets(ids), store.daily_counts(ids, days=60, now=NOW)
         url = str(store.engine.url)
-        migrate(url, "0004")
+        migrate(url, BEFORE_0007)
         with store.engine.connect() as db:
             assert not sa.inspect(db).has_table("group_facets")
         migrate(url, migrations.HEAD)  # counts every crash already stored
