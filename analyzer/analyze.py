@@ -191,7 +191,8 @@ def _checker(hint):
 # -- inside the sandbox (analyzer.sandbox imports these by name) -------------
 
 # imported lazily by the analysis: loaded before the sandbox gives up root
-PRELOAD = ("pygdbmi.gdbmiparser", *ENRICHERS)
+# and before its scratch dir covers /tmp (a venv there would be out of reach)
+PRELOAD = ("pygdbmi.gdbmiparser", "pystack.engine", "pystack.types", *ENRICHERS)
 
 
 def _job(started: EarlyGdb, job: dict) -> dict:

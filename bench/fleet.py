@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -92,24 +91,16 @@ def main() -> int:
     from fleetnet import core_router, fleet
     from pgserver import postgres_server
     from recipes import native
-    from test_fleet import Central, REDIS_PORT, WEB_PORT
+    from test_fleet import Central, WEB_PORT
     from uploadkit import add_host, host_settings
-    from webserver import cli
 
     work = Path(tempfile.mkdtemp(prefix="ctbench-fleet-"))
     exe = native.segv(work).exe
     base = baseline(exe, work)
     per_burst = args.crashes // args.bursts
     with postgres_server() as url, fleet(HOSTS) as fl:
-        central = work / "central"
-        central.mkdir(mode=0o700)
-        (central / "coretriage.toml").write_text(
-            f'database_url = "{url}"\nbroker_url = "redis://127.0.0.1:{REDIS_PORT}/0"\n'
-            'queue_name = "coretriage.central"\ningest_backlog = 100000\n')
-        cli(central, "db", "upgrade")
-        logs = work / "logs"
-        logs.mkdir()
-        c = Central(fl, central, logs)
+        c = Central.make(fl, work, url, "ingest_backlog = 100000\n")
+        central, logs = c.data, c.logs
         c.start_redis()
         c.start_web()
         c.start_worker("a")

@@ -410,6 +410,22 @@ def ingest_metadata(config, store: Store, crash_id: str, *, executable: str | No
     return Ingested(row, new, analysis, signature)
 
 
+def reanalyze(config, row) -> Analysis | None:
+    """A stored crash analyzed again from its stored core (None without one)."""
+    from coretriage.debuginfod import source_for
+
+    if not row.core_file or not (config.data_dir / row.core_file).is_file():
+        return None
+    exe = Path(row.exe_file) if row.exe_file and Path(row.exe_file).is_file() else None
+    size = row.meta.get("core_size") if isinstance(row.meta.get("core_size"), int) else None
+    with crash_sysroot(config, row.sysroot, row.meta.get("files")) as sysroot, \
+            decompressed(config.data_dir / row.core_file, config.tmp_dir, size) as core:
+        analysis = _analyze(config, core, exe, sysroot, None, source_for(config, row.meta.get("os_release")))
+        if sysroot is not None and str(sysroot) != row.sysroot:
+            analysis = _found_in_store(config, analysis, sysroot, row.meta.get("files") or {})
+    return dataclasses.replace(analysis, core=row.analysis.get("core", analysis.core))
+
+
 def reprocess(config, store: Store, progress=lambda crash_id, sig: None) -> dict[str, int]:
     """Analyze every stored core again and regroup. A group whose crashes all
     get the same new signature keeps its id. A group made here raises
@@ -422,18 +438,8 @@ def reprocess(config, store: Store, progress=lambda crash_id, sig: None) -> dict
     before = {group_id for _, group_id in listed}
     for crash_id, group_id in listed:
         row = store.crash(crash_id)
-        exe = Path(row.exe_file) if row.exe_file and Path(row.exe_file).is_file() else None
-        if row.core_file and (config.data_dir / row.core_file).is_file():
-            size = row.meta.get("core_size") if isinstance(row.meta.get("core_size"), int) else None
-            with crash_sysroot(config, row.sysroot, row.meta.get("files")) as sysroot, \
-                    decompressed(config.data_dir / row.core_file, config.tmp_dir, size) as core:
-                from coretriage.debuginfod import source_for
-
-                analysis = _analyze(config, core, exe, sysroot, None, source_for(config, row.meta.get("os_release")))
-                if sysroot is not None and str(sysroot) != row.sysroot:
-                    analysis = _found_in_store(config, analysis, sysroot, row.meta.get("files") or {})
-            analysis = dataclasses.replace(analysis, core=row.analysis.get("core", analysis.core))
-        else:  # core gone (metadata-only crash): regroup what we have, masked as it is now
+        analysis = reanalyze(config, row)
+        if analysis is None:  # core gone (metadata-only crash): regroup what we have, masked as it is now
             analysis = Analysis.from_dict(mask_analysis(row.analysis, secret_names(config.data_dir)))
         signature = _signature(config, analysis)
         results[crash_id] = (group_id, analysis, signature)

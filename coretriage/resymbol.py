@@ -19,7 +19,6 @@ or ``coretriage ingest``); ``symbols_arrived`` is the re-analysis itself.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -47,27 +46,10 @@ def candidates(store, build_ids: set[str], exclude: set[str] = frozenset()) -> l
     return list(seen.items())
 
 
-def reanalyze(config, row) -> Analysis | None:
-    """A stored crash analyzed again from its stored core (None without one)."""
-    from coretriage.debuginfod import source_for
-    from coretriage.ingest import _analyze, _found_in_store, crash_sysroot, decompressed
-
-    if not row.core_file or not (config.data_dir / row.core_file).is_file():
-        return None
-    exe = Path(row.exe_file) if row.exe_file and Path(row.exe_file).is_file() else None
-    size = row.meta.get("core_size") if isinstance(row.meta.get("core_size"), int) else None
-    with crash_sysroot(config, row.sysroot, row.meta.get("files")) as sysroot, \
-            decompressed(config.data_dir / row.core_file, config.tmp_dir, size) as core:
-        analysis = _analyze(config, core, exe, sysroot, None, source_for(config, row.meta.get("os_release")))
-        if sysroot is not None and str(sysroot) != row.sysroot:
-            analysis = _found_in_store(config, analysis, sysroot, row.meta.get("files") or {})
-    return dataclasses.replace(analysis, core=row.analysis.get("core", analysis.core))
-
-
 def symbols_arrived(config, store, build_ids, exclude=(), log=lambda line: None) -> dict[str, int]:
     """Analyze again the crashes lacking the symbols of ``build_ids``; regroup
     as the module docstring says. Returns counts: crashes, renamed, merged."""
-    from coretriage.ingest import _signature, analyzed
+    from coretriage.ingest import _signature, analyzed, reanalyze
 
     found = candidates(store, set(build_ids), set(exclude))
     results: dict[str, tuple[int, Analysis, Signature]] = {}

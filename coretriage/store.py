@@ -938,17 +938,7 @@ class Store:
     def claim_events(self, now: float, lease: float, limit: int = 20) -> list[dict]:
         """Due outbox events, each held for ``lease`` seconds by this sender:
         a compare-and-set on the lease, so two senders never hold one event."""
-        e = alert_events.c
-        with self.engine.begin() as db:
-            rows = db.execute(sa.select(alert_events).where(
-                e.done.is_(None), e.next_try <= now, sa.or_(e.lease.is_(None), e.lease < now))
-                .order_by(e.id).limit(limit)).all()
-            held = []
-            for r in rows:
-                if db.execute(alert_events.update().where(e.id == r.id, sa.or_(e.lease.is_(None), e.lease == r.lease))
-                              .values(lease=now + lease)).rowcount:
-                    held.append(dict(r._mapping))
-            return held
+        return self._claim_due(alert_events, now, lease, limit)
 
     def delivered_to(self, event_id: int) -> set[str]:
         with self.engine.connect() as db:
@@ -1019,14 +1009,19 @@ class Store:
 
     def claim_digests(self, now: float, lease: float, limit: int = 20) -> list[dict]:
         """Due digests, each leased to this sender (as ``claim_events``)."""
-        d = alert_digests.c
+        return self._claim_due(alert_digests, now, lease, limit)
+
+    def _claim_due(self, table: sa.Table, now: float, lease: float, limit: int) -> list[dict]:
+        """Rows of an outbox (events, digests) that are due, each leased to
+        this sender by a compare-and-set on its lease."""
+        t = table.c
         with self.engine.begin() as db:
-            rows = db.execute(sa.select(alert_digests).where(
-                d.done.is_(None), d.next_try <= now, sa.or_(d.lease.is_(None), d.lease < now))
-                .order_by(d.id).limit(limit)).all()
+            rows = db.execute(sa.select(table).where(
+                t.done.is_(None), t.next_try <= now, sa.or_(t.lease.is_(None), t.lease < now))
+                .order_by(t.id).limit(limit)).all()
             held = []
             for r in rows:
-                if db.execute(alert_digests.update().where(d.id == r.id, sa.or_(d.lease.is_(None), d.lease == r.lease))
+                if db.execute(table.update().where(t.id == r.id, sa.or_(t.lease.is_(None), t.lease == r.lease))
                               .values(lease=now + lease)).rowcount:
                     held.append(dict(r._mapping))
             return held

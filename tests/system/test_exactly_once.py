@@ -43,6 +43,7 @@ from coretriage.store import Store, crashes
 from coretriage.tasks import hand_off
 from pgserver import create_database, postgres_server
 from redisserver import free_port, start_redis, start_worker, stop
+from proctree import descendants, gdb_of
 from waiting import wait_for
 
 QUEUE = "coretriage.central-test"  # one queue name for submitter and workers, as a central deployment sets
@@ -144,33 +145,6 @@ def quiet(config, for_seconds: float = 3.0, timeout: float = 120.0) -> None:
             return
         time.sleep(0.2)
     pytest.fail(f"the queue did not go quiet in {timeout:.0f} s")
-
-
-def descendants(pid: int) -> set[int]:
-    """Every live process below ``pid`` (through PID namespaces too: the host sees them all)."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found, frontier = set(), {pid}
-    while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
-
-
-def gdb_of(worker_pid: int) -> int | None:
-    for pid in descendants(worker_pid):
-        try:
-            if Path(f"/proc/{pid}/comm").read_text().strip().startswith("gdb"):
-                return pid
-        except OSError:
-            continue
-    return None
 
 
 def running_collector(config, submit, **kw) -> tuple[Collector, threading.Event, threading.Thread]:

@@ -19,7 +19,6 @@ tests/system/test_upload.py, on one host.)
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -31,6 +30,7 @@ import pytest
 from fleetnet import fleet, core_router
 from pgserver import postgres_server
 from uploadkit import add_host, host_settings
+from proctree import gdb_of
 from waiting import wait_for
 from webclient import Client
 from webserver import add_user, cli
@@ -55,32 +55,6 @@ def rows(url: str) -> list[tuple]:
     return [tuple(r) for r in found]
 
 
-def descendants(pid: int) -> set[int]:
-    parents = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found, frontier = set(), {pid}
-    while frontier:
-        frontier = {c for c, p in parents.items() if p in frontier} - found
-        found |= frontier
-    return found
-
-
-def gdb_of(pid: int) -> int | None:
-    for child in descendants(pid):
-        try:
-            if Path(f"/proc/{child}/comm").read_text().strip().startswith("gdb"):
-                return child
-        except OSError:
-            continue
-    return None
-
-
 class Central:
     """The central roles, each a process in the central namespace."""
 
@@ -88,6 +62,19 @@ class Central:
         self.fl, self.data, self.logs = fl, data, logs
         self.web = self.redis = None
         self.workers: dict[str, object] = {}
+
+    @classmethod
+    def make(cls, fl, root: Path, database_url: str, settings: str = "") -> "Central":
+        """Its data dir (``root/central``: PostgreSQL, the Redis of the central
+        namespace, one queue for web and workers), migrated; logs in ``root/logs``."""
+        data, logs = root / "central", root / "logs"
+        data.mkdir(mode=0o700)
+        logs.mkdir()
+        (data / "coretriage.toml").write_text(
+            f'database_url = "{database_url}"\nbroker_url = "redis://127.0.0.1:{REDIS_PORT}/0"\n'
+            f'queue_name = "coretriage.central"\n{settings}')
+        cli(data, "db", "upgrade")
+        return cls(fl, data, logs)
 
     def _log(self, name: str):
         return open(self.logs / f"{name}.log", "ab")
@@ -132,17 +119,10 @@ def crasher(samples):
 
 def test_three_hosts_one_central_every_crash_exactly_once(tmp_path, crasher):
     with postgres_server() as url, fleet(HOSTS, reach=True) as fl:
-        central = tmp_path / "central"
-        central.mkdir(mode=0o700)
-        (central / "coretriage.toml").write_text(
-            f'database_url = "{url}"\nbroker_url = "redis://127.0.0.1:{REDIS_PORT}/0"\n'
-            f'queue_name = "coretriage.central"\n')
-        cli(central, "db", "upgrade")
+        c = Central.make(fl, tmp_path, url)
+        central, logs = c.data, c.logs
         add_user(central, "ops", "admin", "fleet-admin-password")
         tokens = {h: add_host(central, h) for h in HOSTS}
-        logs = tmp_path / "logs"
-        logs.mkdir()
-        c = Central(fl, central, logs)
         c.start_redis()
         c.start_web()
         c.start_worker("a")

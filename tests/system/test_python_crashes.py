@@ -138,7 +138,7 @@ def test_uwsgi_worker_behind_nginx(collector_installed, tmp_path):
     assert spawned, (tmp_path / "uwsgi.log").read_text()
     context = {k: v for ctx in analysis["context"] if ctx["program"] == "uwsgi" for k, v in ctx["fields"]}
     assert context == {"worker": spawned.group(1), "request": "GET /invoice/crash"}
-    assert f"uwsgi worker" in page and "GET /invoice/crash" in page
+    assert "uwsgi worker" in page and "GET /invoice/crash" in page
 
 
 def test_doctor_finds_uwsgi_masters_without_use_abort(tmp_path):
