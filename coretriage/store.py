@@ -388,7 +388,7 @@ class Store:
     def _insert_event(db, kind: str, key: str, group_id: int, crash_id: str, at: float, until: float | None) -> bool:
         now = time.time()
         try:
-            with db.begin_nested():  # another worker's same event: keep theirs
+            with _savepoint(db):  # another worker's same event: keep theirs
                 db.execute(alert_events.insert().values(
                     kind=kind, dedup=key, group_id=group_id, crash_id=crash_id, at=at, until=until,
                     created=now, attempts=0, next_try=now))
@@ -426,7 +426,7 @@ class Store:
         if found is not None:
             return found, False
         try:
-            with db.begin_nested():
+            with _savepoint(db):
                 result = db.execute(groups.insert().values(
                     signature=signature, executable=executable, signal=signal, count=0,
                     first_seen=seen, last_seen=seen, quality=quality, state="new", note=""))
@@ -825,7 +825,7 @@ class Store:
             if taken:
                 return True
             try:
-                with db.begin_nested():
+                with _savepoint(db):
                     db.execute(bundle_claims.insert().values(bundle_id=bundle_id, holder=holder,
                                                              expires=now + lease))
                 return True
@@ -956,7 +956,7 @@ class Store:
     def mark_delivered(self, event_id: int, channel: str, skipped: bool = False) -> None:
         with self.engine.begin() as db:
             try:
-                with db.begin_nested():
+                with _savepoint(db):
                     db.execute(alert_deliveries.insert().values(event_id=event_id, channel=channel,
                                                                 sent=time.time(), skipped=skipped))
             except sa.exc.IntegrityError:
@@ -982,7 +982,7 @@ class Store:
                                   (alert_deliveries, dict(event_id=event_id, channel=channel, sent=now,
                                                           skipped=False))):
                 try:
-                    with db.begin_nested():
+                    with _savepoint(db):
                         db.execute(table.insert().values(**values))
                 except sa.exc.IntegrityError:
                     pass
@@ -1156,6 +1156,17 @@ def _rebuild_counts(db) -> None:
 
 
 _ARCH_KEY = re.compile(r'"architecture": "([\w.-]{1,32})"')
+
+
+def _savepoint(db: sa.Connection):
+    """A savepoint inside the caller's transaction. pysqlite begins a
+    transaction only before its first INSERT, UPDATE or DELETE: a SAVEPOINT
+    issued before any would begin one of its own, and its release would
+    commit it at once (a group made visible before its crash). A write that
+    changes nothing begins the real transaction first."""
+    if db.dialect.name == "sqlite" and not db.in_nested_transaction():
+        db.exec_driver_sql("UPDATE groups SET id = id WHERE 0")
+    return db.begin_nested()
 
 
 def _sqlite_pragmas(conn, _record) -> None:
