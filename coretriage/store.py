@@ -964,14 +964,7 @@ class Store:
 
     def finish_event(self, event_id: int, *, done: bool, next_try: float | None = None,
                      error: str | None = None) -> None:
-        e = alert_events.c
-        values = {"lease": None, "error": error, "attempts": e.attempts + 1}
-        if done:
-            values["done"] = time.time()
-        else:
-            values["next_try"] = next_try
-        with self.engine.begin() as db:
-            db.execute(alert_events.update().where(e.id == event_id).values(**values))
+        self._finish(alert_events, event_id, done, next_try, error)
 
     # -- digests (coretriage.notify.deliver_digests) ---------------------------
     def queue_for_digest(self, event_id: int, channel: str, now: float) -> None:
@@ -1052,14 +1045,18 @@ class Store:
 
     def finish_digest(self, digest_id: int, *, done: bool, next_try: float | None = None,
                       error: str | None = None) -> None:
-        d = alert_digests.c
-        values = {"lease": None, "error": error, "attempts": d.attempts + 1}
+        self._finish(alert_digests, digest_id, done, next_try, error)
+
+    def _finish(self, table: sa.Table, row_id: int, done: bool, next_try: float | None, error: str | None) -> None:
+        """An outbox row (event, digest) after one try: done, or due again at ``next_try``; its lease ends."""
+        t = table.c
+        values = {"lease": None, "error": error, "attempts": t.attempts + 1}
         if done:
             values["done"] = time.time()
         else:
             values["next_try"] = next_try
         with self.engine.begin() as db:
-            db.execute(alert_digests.update().where(d.id == digest_id).values(**values))
+            db.execute(table.update().where(t.id == row_id).values(**values))
 
     # -- metrics -----------------------------------------------------------
     def crash_totals(self) -> list[tuple]:
