@@ -1008,13 +1008,16 @@ class Store:
         """Rows of an outbox (events, digests) that are due, each leased to
         this sender by a compare-and-set on its lease."""
         t = table.c
+        due = (t.done.is_(None), t.next_try <= now)
         with self.engine.begin() as db:
-            rows = db.execute(sa.select(table).where(
-                t.done.is_(None), t.next_try <= now, sa.or_(t.lease.is_(None), t.lease < now))
-                .order_by(t.id).limit(limit)).all()
+            rows = db.execute(sa.select(table).where(*due, sa.or_(t.lease.is_(None), t.lease < now))
+                              .order_by(t.id).limit(limit)).all()
             held = []
             for r in rows:
-                if db.execute(table.update().where(t.id == r.id, sa.or_(t.lease.is_(None), t.lease == r.lease))
+                # Still due, too: another sender may have taken, finished and
+                # released the row (lease back to NULL) since the SELECT.
+                if db.execute(table.update().where(t.id == r.id, *due,
+                                                   sa.or_(t.lease.is_(None), t.lease == r.lease))
                               .values(lease=now + lease)).rowcount:
                     held.append(dict(r._mapping))
             return held

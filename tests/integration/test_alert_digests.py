@@ -140,6 +140,37 @@ def test_several_senders_put_each_event_in_one_digest(config, store, receiver):
     assert len({json.loads(b)["id"] for _, b in receiver.posts}) == len(receiver.posts)
 
 
+
+def test_a_row_finished_between_select_and_claim_is_not_claimed_again(config, store):
+    """The race behind a digest sent twice: sender A reads a due digest;
+    before A claims it, sender B claims, sends and finishes it (its lease
+    back to NULL). A's claim must see that it is done."""
+    import sqlalchemy as sa
+
+    from coretriage.store import Store
+
+    store.add_channel(Channel("batch", "webhook", "http://127.0.0.1:9/", digest=1))
+    crash_of(config, store, 1, 1000.0, "/usr/bin/r1")
+    now = time.time() + 10
+    deliver_due(config, store, now=now - 5)  # collected, not yet due
+    assert store.cut_digest("batch", 1, now) is not None
+    other = Store(config.database_url)
+    raced = []
+
+    @sa.event.listens_for(store.engine, "after_cursor_execute")
+    def b_runs_in_between(conn, cursor, statement, *args):
+        if not raced and statement.lstrip().upper().startswith("SELECT") and "alert_digests" in statement:
+            raced.extend(other.claim_digests(now, 60))
+            for d in raced:
+                other.finish_digest(d["id"], done=True)
+
+    try:
+        taken = store.claim_digests(now, 60)
+    finally:
+        sa.event.remove(store.engine, "after_cursor_execute", b_runs_in_between)
+        other.close()
+    assert len(raced) == 1 and taken == []
+
 SENDER = """
 import sys
 from coretriage.config import load_config
