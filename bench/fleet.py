@@ -114,7 +114,7 @@ def main() -> int:
                 (data / "collector.toml").write_text(
                     "rate_limit = 100000\nhost_rate_limit = 100000\nmax_spool_use = 64000000000\n")
             hosts[h] = data
-        with core_router(fl, hosts, pipe_limit=64):
+        with core_router(fl, hosts):  # host-setup's core_pipe_limit
             for h, data in hosts.items():
                 with open(logs / f"collector-{h}.log", "ab") as out:
                     fl.popen(h, [sys.executable, "-m", "coretriage.cli", "--data-dir", str(data), "collector",
@@ -142,9 +142,15 @@ def main() -> int:
             finished = max(r[1] for r in rows) if rows else time.time()
 
     latencies, kinds = [], {}
+    stages: dict[str, list[float]] = {"to_upload": [], "queued": [], "analysis": []}
     for host, ingested_at, meta_text, seconds, dropped in rows:
         meta = json.loads(meta_text or "{}")
-        latencies.append(ingested_at - float(meta.get("host_time") or meta.get("crash_time")))
+        crashed = float(meta.get("host_time") or meta.get("crash_time"))
+        latencies.append(ingested_at - crashed)
+        if meta.get("uploaded_at"):  # where the time went: capture + upload, the queue, the analysis
+            stages["to_upload"].append(meta["uploaded_at"] - crashed)
+            stages["queued"].append(ingested_at - meta["uploaded_at"] - (seconds or 0.0))
+            stages["analysis"].append(seconds or 0.0)
         kind = meta.get("core_kind", "?")
         kinds[kind] = kinds.get(kind, 0) + 1
     result = {
@@ -156,6 +162,8 @@ def main() -> int:
         "latency_p50_s": round(percentile(latencies, 0.5), 2) if latencies else None,
         "latency_p95_s": round(percentile(latencies, 0.95), 2) if latencies else None,
         "latency_max_s": round(max(latencies), 2) if latencies else None,
+        "stages_p50_p95_s": {k: [round(percentile(v, 0.5), 2), round(percentile(v, 0.95), 2)]
+                             for k, v in stages.items() if v},
         "baseline_ingest_s": round(base, 2),
         "p50_over_baseline": round(percentile(latencies, 0.5) / base, 2) if latencies else None,
         "limits": "none" if args.no_limits else "default",

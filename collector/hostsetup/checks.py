@@ -60,15 +60,24 @@ def core_pattern_check(p: CorePattern, *, handler_exists: bool | None, recorded:
                              f"{p.raw!r}", FIX_REPLACE)
 
 
-def core_pipe_limit_check(p: CorePattern, value: str) -> Check | None:
+def core_pipe_limit_check(p: CorePattern, value: str, skipped: int | None = None,
+                          recommended: int = 128) -> Check | None:
+    """``skipped``: crashes the kernel's log says it dropped over the limit
+    in the last day (``kmsg.skipped_dumps``; None when it cannot be read)."""
     if p.kind != "pipe" or not p.is_coretriage:
         return None
-    if value.strip() == "0":
+    limit = value.strip()
+    fix = f"sysctl kernel.core_pipe_limit={recommended} (or coretriage host-setup install)"
+    if skipped:
+        return Check("core_pipe_limit", FAIL, f"the kernel skipped {skipped} crash(es) in the last 24 h: more "
+                                              f"crashes dumped at once than kernel.core_pipe_limit ({limit}) "
+                                              "allows, and those wrote no core and reached no handler", fix)
+    if limit == "0":
         return Check("core_pipe_limit", WARN, "kernel.core_pipe_limit is 0: the kernel does not wait for "
                                               "the handler, so /proc/<pid> of the crashed process may be gone "
-                                              "before it is read (container id, maps, environment)",
-                     "sysctl kernel.core_pipe_limit=16 (or coretriage host-setup install)")
-    return Check("core_pipe_limit", OK, f"kernel.core_pipe_limit is {value.strip()}")
+                                              "before it is read (container id, maps, environment)", fix)
+    return Check("core_pipe_limit", OK, f"kernel.core_pipe_limit is {limit}: up to {limit} crashes dump at once"
+                 + ("" if skipped is None else "; none skipped in the last 24 h"))
 
 
 def suid_dumpable_check(value: str) -> Check:

@@ -9,12 +9,13 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from collector.hostsetup import procfs, record, uwsgi
+from collector.hostsetup import kmsg, procfs, record, uwsgi
 from collector.hostsetup.checks import (FAIL, OK, WARN, Check, checks_json, clock_check, container_checks,
                               core_pattern_check, core_pipe_limit_check, daemon_limit_check, exit_code,
                               format_checks, free_space_check, no_containers_check, suid_dumpable_check,
                               uwsgi_check)
 from collector.hostsetup.clock import ClockStatus, clock_status
+from collector.hostsetup.render import CORE_PIPE_LIMIT
 from collector.hostsetup.containers import ContainerInfo, docker_cli_containers, scan_proc_containers
 from collector.corepattern import classify
 
@@ -25,10 +26,12 @@ DockerSource = Callable[[], "list[ContainerInfo] | None"]
 
 def run_checks(data_dir: Path, *, proc: Path = Path("/proc"), root: Path = Path("/"),
                docker: DockerSource | None = docker_cli_containers,
-               clock: Callable[[], ClockStatus] | None = clock_status) -> list[Check]:
+               clock: Callable[[], ClockStatus] | None = clock_status,
+               kernel_log: Path | None = kmsg.KMSG) -> list[Check]:
     """Every check, in a stable order. ``docker`` lists running containers
     (None from it, or ``docker=None``, falls back to scanning /proc cgroups);
-    ``clock=None`` skips the clock check."""
+    ``clock=None`` skips the clock check, ``kernel_log=None`` the count of
+    crashes the kernel skipped."""
     proc, root, data_dir = Path(proc), Path(root), Path(data_dir)
     checks: list[Check] = []
 
@@ -51,7 +54,8 @@ def run_checks(data_dir: Path, *, proc: Path = Path("/proc"), root: Path = Path(
                                          recorded=rec.core_pattern if rec else None))
         limit = _sysctl(proc, "kernel.core_pipe_limit")
         if limit is not None:
-            c = core_pipe_limit_check(pattern, limit)
+            skipped = kmsg.skipped_dumps(kernel_log) if kernel_log is not None else None
+            c = core_pipe_limit_check(pattern, limit, skipped, CORE_PIPE_LIMIT)
             if c:
                 checks.append(c)
 

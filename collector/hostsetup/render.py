@@ -10,7 +10,12 @@ from pathlib import Path
 
 # host-setup/ at the top of the source tree, installed as this package's data
 TEMPLATES = "collector.hostsetup.files"
-CORE_PIPE_LIMIT = 16
+# Crashes that may dump at once. The kernel skips every crash past it with
+# no core and no handler (only a line in its log), so a storm, say every
+# worker of a prefork server at once, must fit. A slot holds its dead process
+# only until the handler is done, and the handler has a time budget
+# (max_core_seconds); systemd-coredump's 16 would drop the rest of a storm.
+CORE_PIPE_LIMIT = 128
 
 _PLACEHOLDER = re.compile(r"@([A-Z_]+)@")
 

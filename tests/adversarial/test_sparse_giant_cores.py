@@ -23,7 +23,7 @@ import zstandard
 import crashkit
 from collector.policy import CapturePolicy
 from collector.spool import read_meta
-from handlerkit import bundle_of, crash
+from handlerkit import bundle_of, core_pipe_limit, crash
 
 GIB = 1 << 30
 SLACK = 15.0  # seconds past the budget: start-up, /proc, the files, a loaded CI machine
@@ -97,9 +97,16 @@ def test_budget_stops_reading_and_releases_the_process(collector_installed, spar
 def test_giant_crashes_in_every_slot_are_all_released(collector_installed, sparse, tmp_path):
     """As many giant crashes at once as core_pipe_limit has slots (the kernel
     skips any crash beyond them, unrecorded): each is released within its
-    budget, so the slots are soon free and the next crash is captured whole."""
+    budget, so the slots are soon free and the next crash is captured whole.
+    16 slots here: host-setup's 128 would be 128 handlers reading at once on
+    a 2-CPU test machine, a test of the machine rather than of the budget."""
     (collector_installed / "collector.toml").write_text(  # no rate limit: every core is read
         'max_core_seconds = 3\nmax_core_size = "1T"\nrate_limit = 100\nhost_rate_limit = 100\n')
+    with core_pipe_limit(16):
+        _fill_every_slot(collector_installed, sparse, tmp_path)
+
+
+def _fill_every_slot(collector_installed, sparse, tmp_path):
     slots = pipe_limit()
     start = time.monotonic()
     procs = [subprocess.Popen([str(sparse), "64"], preexec_fn=crashkit.allow_cores,
@@ -117,6 +124,29 @@ def test_giant_crashes_in_every_slot_are_all_released(collector_installed, spars
     meta = read_meta(bundle_of(collector_installed / "spool", pid))
     assert held < SLACK and meta.stopped_reading is None and meta.core_file == "core.zst"
 
+
+def test_crashes_the_kernel_skipped_are_counted_by_doctor(collector_installed, sparse):
+    """More crashes at once than core_pipe_limit: the kernel runs no handler
+    for the rest and says so only in its log. doctor finds them there: a FAIL
+    that names how many, not silence."""
+    from collector.hostsetup import kmsg
+    from collector.hostsetup.doctor import run_checks
+
+    (collector_installed / "collector.toml").write_text(
+        'max_core_seconds = 3\nmax_core_size = "1T"\nrate_limit = 100\nhost_rate_limit = 100\n')
+    before = kmsg.skipped_dumps()
+    assert before is not None, "root reads /dev/kmsg"
+    with core_pipe_limit(1):
+        first = subprocess.Popen([str(sparse), "64"], preexec_fn=crashkit.allow_cores)
+        time.sleep(0.5)  # it holds the one slot for its 3 s budget
+        rest = [subprocess.Popen([str(sparse), "64"], preexec_fn=crashkit.allow_cores) for _ in range(3)]
+        assert [p.wait(timeout=120) for p in (first, *rest)] == [-11] * 4
+        skipped = kmsg.skipped_dumps() - before
+        check = {c.name: c for c in run_checks(collector_installed, docker=None, clock=None)}["core_pipe_limit"]
+    assert skipped == 3
+    assert check.status == "FAIL" and "kernel.core_pipe_limit (1)" in check.message, check
+    assert check.fix.startswith("sysctl kernel.core_pipe_limit=128")
+    bundle_of(collector_installed / "spool", first.pid, timeout=60)  # the one in the slot was captured
 
 def test_partial_core_still_analyzed(collector_installed, sparse):
     """The part kept holds the notes: gdb still names the signal and the

@@ -257,13 +257,14 @@ def router_script(routes: Mapping[str, Sequence[str]]) -> str:
 
 
 @contextlib.contextmanager
-def core_router(fl: Fleet, data_dirs: Mapping[str, Path], pipe_limit: int = 16) -> Iterator[Path]:
+def core_router(fl: Fleet, data_dirs: Mapping[str, Path], pipe_limit: int | None = None) -> Iterator[Path]:
     """core_pattern -> the router, for the block; core_pattern and
-    core_pipe_limit put back afterwards. Each host's crashes go to the real
+    core_pipe_limit (host-setup's unless given) put back afterwards. Each host's crashes go to the real
     handler with that host's data dir (made here if missing, root's, 0700),
     run in that host's UTS namespace as a host's own handler would be (so the
     bundle's ``host`` is the simulated host's name)."""
     from collector.corepattern import SPECIFIERS, pattern_lock, read_pattern, write_pattern
+    from collector.hostsetup.render import CORE_PIPE_LIMIT
     from coretriage.services import handler_argv
 
     routes = {}
@@ -284,7 +285,7 @@ def core_router(fl: Fleet, data_dirs: Mapping[str, Path], pipe_limit: int = 16) 
             before, limit_before = read_pattern(), limit.read_text()
             try:
                 write_pattern(pattern)
-                limit.write_text(f"{pipe_limit}\n")  # the kernel keeps /proc/PID until the handler is done
+                limit.write_text(f"{pipe_limit or CORE_PIPE_LIMIT}\n")  # the kernel keeps /proc/PID until the handler is done
                 yield router
             finally:
                 write_pattern(before)

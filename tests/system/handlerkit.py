@@ -63,13 +63,15 @@ def installed_argv(values: dict[str, str]) -> list[str]:
 
 
 @contextlib.contextmanager
-def core_pipe_limit(n: int = 16):
-    """kernel.core_pipe_limit = n for a while, as ``host-setup install`` sets
-    it: the kernel then keeps the crashed process (and its memory) until the
+def core_pipe_limit(n: int | None = None):
+    """kernel.core_pipe_limit = n (host-setup install's unless given) for a
+    while: the kernel then keeps the crashed process (and its memory) until the
     handler closes stdin. The caller holds the core_pattern lock."""
+    from collector.hostsetup.render import CORE_PIPE_LIMIT
+
     path = Path("/proc/sys/kernel/core_pipe_limit")
     old = path.read_text()
-    path.write_text(f"{n}\n")
+    path.write_text(f"{n or CORE_PIPE_LIMIT}\n")
     try:
         yield
     finally:

@@ -345,7 +345,7 @@ def test_stack_core_names_the_frames_of_a_dlopened_library(handler, tmp_path):
     subprocess.run(["gcc", "-g", "-O0", "-fno-omit-frame-pointer", "-o", str(host), str(tmp_path / "host.c"),
                     "-ldl"], check=True, capture_output=True)
     write_config(handler.parent, f'no_core = ["{host}"]\n')
-    with core_pipe_limit(16):
+    with core_pipe_limit():
         pid, _ = crash([str(host), str(plugin)])
     meta = read_meta(bundle_of(handler, pid))
     assert meta.core_kind == "stack" and meta.core_file is None

@@ -113,7 +113,7 @@ def test_install_and_uninstall_on_the_real_kernel(kernel, short_tmp):
     pattern = (PROC_SYS / "core_pattern").read_text().rstrip("\n")
     assert pattern.startswith("|") and pattern == report.core_pattern == "|" + " ".join(argv)
     assert pattern != kernel["core_pattern"] and report.previous_core_pattern == kernel["core_pattern"]
-    assert (PROC_SYS / "core_pipe_limit").read_text() == "16\n"
+    assert (PROC_SYS / "core_pipe_limit").read_text() == "128\n"
     pid = crash_sleep()
     args, core_size = received(out, pid)
     assert args[0] == str(pid) and args[2] == str(signal.SIGSEGV) and args[-1] == "sleep"
@@ -128,7 +128,7 @@ def test_install_and_uninstall_on_the_real_kernel(kernel, short_tmp):
     assert (etc / "docker/daemon.json").stat().st_mode & 0o777 == 0o600
     assert (etc / "docker/daemon.json.coretriage-backup").read_bytes() == original
     sysctl = (etc / "sysctl.d/50-coretriage.conf").read_text()
-    assert f"kernel.core_pattern = {pattern}\n" in sysctl and "kernel.core_pipe_limit = 16\n" in sysctl
+    assert f"kernel.core_pattern = {pattern}\n" in sysctl and "kernel.core_pipe_limit = 128\n" in sysctl
     for unit in ("docker", "containerd"):
         assert "[Service]\nLimitCORE=infinity\n" in (etc / f"systemd/system/{unit}.service.d/coretriage.conf").read_text()
     service = (etc / "systemd/system/coretriage-collector.service").read_text()
@@ -136,7 +136,9 @@ def test_install_and_uninstall_on_the_real_kernel(kernel, short_tmp):
     assert (data / "host-setup.json").is_file()
     assert any("daemon-reload" in s for s in report.next_steps)  # not run: systemd is not PID 1 here
 
-    got = {c.name: c for c in run_checks(data)}
+    # the kernel log's count of skipped crashes is not install's doing (and
+    # this machine's tests skip some on purpose): test_sparse_giant_cores counts them
+    got = {c.name: c for c in run_checks(data, kernel_log=None)}
     assert got["core_pattern"].status == C.OK, got["core_pattern"]
     assert got["core_pipe_limit"].status == C.OK
 

@@ -43,7 +43,9 @@ def test_doctor_on_a_fake_host(short_tmp):
     assert file_mode["dockerd core limit"].status == C.FAIL and file_mode["core_pattern"].status == C.WARN
     assert file_mode["containers"].message == "no running containers (docker inspect)"
     install(data, ["/bin/true", "%P"], root=tmp_path / "root", proc=proc)
-    after = {c.name: c for c in run_checks(data, proc=proc, root=Path("/"), docker=None, clock=None)}
+    (tmp_path / "kmsg").write_text("6,1,1,-;an ordinary line\n")
+    after = {c.name: c for c in run_checks(data, proc=proc, root=Path("/"), docker=None, clock=None,
+                                           kernel_log=tmp_path / "kmsg")}
     assert after["core_pattern"].status == C.OK and after["core_pipe_limit"].status == C.OK
 
 

@@ -26,7 +26,7 @@ def test_install_then_uninstall_leaves_no_trace(host):
     report = install(data, handler_argv(data), root=root, proc=proc, python="/opt/ct/bin/python")
     assert (proc / "sys/kernel/core_pattern").read_text() == report.core_pattern + "\n"
     assert report.core_pattern.startswith("|/usr/bin/python3 -m collector.handler")
-    assert (proc / "sys/kernel/core_pipe_limit").read_text() == "16\n"
+    assert (proc / "sys/kernel/core_pipe_limit").read_text() == "128\n"
     assert report.previous_core_pattern == "core" and report.replaced_handler is None
     assert any("restart dockerd" in s or "restart containerd and dockerd" in s for s in report.next_steps)
     daemon = json.loads((root / "etc/docker/daemon.json").read_text())
