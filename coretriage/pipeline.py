@@ -204,16 +204,27 @@ def prune_once(config, store, log=None):
 
 
 def retention_loop(config, store_of, stop, log) -> None:
-    """The collector daemon's retention thread: a pass now and every
-    ``interval``; a pass that fails (a store that cannot be read) removes
-    nothing and is logged."""
+    """The retention thread of the collector daemon, ``coretriage run`` and
+    the central server: a pass now and every ``interval``; a pass that fails
+    (a store that cannot be read) removes nothing and is logged. Processes
+    sharing a data dir (gunicorn's workers) take turns: a pass runs only in
+    the one holding ``DATA/retention.lock``."""
+    import fcntl
+
     from collector.pruning import RetentionLimits
 
     while not stop.is_set():
         interval = RetentionLimits().interval
         try:
-            _, limits = prune_once(config, store_of(), log)
-            interval = limits.interval
+            fd = os.open(config.data_dir / "retention.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                _, limits = prune_once(config, store_of(), log)
+                interval = limits.interval
+            except BlockingIOError:
+                pass  # another process sharing the data dir is at it
+            finally:
+                os.close(fd)
         except Exception as exc:  # never let retention stop the collector
             log(f"retention skipped: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
         stop.wait(interval)

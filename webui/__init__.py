@@ -21,6 +21,19 @@ def _secret_key(config) -> str:
     return path.read_text().strip()
 
 
+def _log_to_stderr() -> None:
+    """The server's own lines (ingest hand-over, retention) go where
+    gunicorn's and the dev server's go, unless the embedding app set up logging."""
+    import logging
+
+    ours = logging.getLogger("coretriage")
+    if not ours.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        ours.addHandler(handler)
+        ours.setLevel(logging.INFO)
+
+
 def create_app(test_config: dict | None = None):
     from flask import Flask
 
@@ -56,6 +69,7 @@ def create_app(test_config: dict | None = None):
     app.register_blueprint(metrics.bp)
     app.register_blueprint(alerts.bp)
     app.register_blueprint(hosts.bp)
+    _log_to_stderr()
     ingest.register(app, wiring)  # hosts upload here (webui/ingest.py)
     from webui import debuginfod
     app.register_blueprint(debuginfod.bp)

@@ -162,3 +162,18 @@ def register(app, wiring) -> None:
         app.extensions["ingest.receiver"].sweep()  # what hosts left half-sent a week ago
     if config.spool_dir.is_dir():
         app.extensions["ingest.handover"].offer_waiting()
+    _start_retention(wiring)
+
+
+def _start_retention(wiring) -> None:
+    """The central spool is pruned as a host's is (collector.toml's
+    ``[retention]``): received bundles once analyzed and past their age, and
+    captured files no stored crash needs. One thread per server process."""
+    import logging
+    import threading
+
+    from coretriage.pipeline import retention_loop
+
+    threading.Thread(target=retention_loop, args=(wiring.config, lambda: wiring.store, threading.Event(),
+                                                  logging.getLogger("coretriage.retention").info),
+                     name="retention", daemon=True).start()

@@ -156,3 +156,26 @@ def test_copies_a_killed_analysis_left_in_tmp_go_once_stale(tmp_path):
         os.utime(d, (old, old))
     prune(data, References(files=frozenset(), bundles=frozenset()), RetentionLimits())
     assert not stale.exists() and fresh.exists() and other.exists()
+
+
+def test_the_central_server_prunes_its_spool_once_per_pass(tmp_path):
+    """A central server has no collector daemon: `coretriage web` prunes
+    what hosts uploaded. Its gunicorn workers share the data dir and take
+    turns (DATA/retention.lock): the stale file is removed, and said, once."""
+    from webserver import cli, web_server
+
+    data = tmp_path / "central"
+    cli(data, "db", "upgrade")
+    (data / "collector.toml").write_text('[retention]\ninterval = "1s"\nmax_age = "1d"\n')
+    stale = data / "files" / "sha256" / ("ef" * 32)
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_bytes(b"\x7fELF uploaded by a host for a crash long gone")
+    _backdate(stale, 2)
+    fresh = stale.with_name("01" * 32)
+    fresh.write_bytes(b"\x7fELF uploaded a minute ago")
+    log = tmp_path / "web.log"
+    with web_server(data, log, args=("--workers", "2")):
+        wait_for(lambda: not stale.exists(), "the central server's retention pass", 60)
+        time.sleep(3)  # both workers have made passes by now
+        assert fresh.exists()
+    assert log.read_text().count("retention: removed 0 done bundles and 1 captured files") == 1, log.read_text()
