@@ -117,12 +117,9 @@ def test_over_max_size_the_oldest_unneeded_go_first(collector_installed, tmp_pat
         store.close()
 
 
-def read_manifest_of(crash) -> dict:
-    return crash.meta["files"]
-
-
-def test_the_collector_daemon_prunes_by_itself(collector_installed, tmp_path):
-    data = collector_installed
+def _a_stale_and_a_fresh_file(data: Path) -> tuple[Path, Path]:
+    """Retention every second with max_age 1 day; a captured file no crash
+    needs, two days old, and one captured a minute ago."""
     (data / "collector.toml").write_text('[retention]\ninterval = "1s"\nmax_age = "1d"\n')
     stale = data / "files" / "sha256" / ("ab" * 32)
     stale.parent.mkdir(parents=True, exist_ok=True)
@@ -130,6 +127,16 @@ def test_the_collector_daemon_prunes_by_itself(collector_installed, tmp_path):
     _backdate(stale, 2)
     fresh = stale.with_name("cd" * 32)
     fresh.write_bytes(b"\x7fELF captured a minute ago")
+    return stale, fresh
+
+
+def read_manifest_of(crash) -> dict:
+    return crash.meta["files"]
+
+
+def test_the_collector_daemon_prunes_by_itself(collector_installed, tmp_path):
+    data = collector_installed
+    stale, fresh = _a_stale_and_a_fresh_file(data)
     daemon = subprocess.Popen([sys.executable, "-m", "coretriage.cli", "--data-dir", str(data), "collector", "run"],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -166,13 +173,7 @@ def test_the_central_server_prunes_its_spool_once_per_pass(tmp_path):
 
     data = tmp_path / "central"
     cli(data, "db", "upgrade")
-    (data / "collector.toml").write_text('[retention]\ninterval = "1s"\nmax_age = "1d"\n')
-    stale = data / "files" / "sha256" / ("ef" * 32)
-    stale.parent.mkdir(parents=True, exist_ok=True)
-    stale.write_bytes(b"\x7fELF uploaded by a host for a crash long gone")
-    _backdate(stale, 2)
-    fresh = stale.with_name("01" * 32)
-    fresh.write_bytes(b"\x7fELF uploaded a minute ago")
+    stale, fresh = _a_stale_and_a_fresh_file(data)
     log = tmp_path / "web.log"
     with web_server(data, log, args=("--workers", "2")):
         wait_for(lambda: not stale.exists(), "the central server's retention pass", 60)
