@@ -84,6 +84,8 @@ def test_hostile_comm(collector_installed, tmp_path):
     exe = tmp_path / "rename"
     subprocess.run(["gcc", "-o", str(exe), str(src)], check=True, capture_output=True)
     comm = b"../../x\n\xff/.."
+    escapes = (Path("/x"), data.parent / "x")  # where "../../x" would land
+    before = [_identity(p) for p in escapes]  # another program's /tmp/x is not the handler's doing
     pid, _ = crash([os.fsencode(exe), comm])
     bundle = bundle_of(data / "spool", pid)
     meta = read_meta(bundle)
@@ -91,4 +93,12 @@ def test_hostile_comm(collector_installed, tmp_path):
     assert meta.comm == display(comm.replace(b"/", b"!")) and meta.exe == str(exe)
     assert written_by_the_handler(data, in_data) == ["files", "spool"]
     assert sorted(os.listdir(bundle)) == ["core.zst", "files.json", "meta.json", "root", "stack.zst"]
-    assert not Path("/x").exists() and not (data.parent / "x").exists()
+    assert [_identity(p) for p in escapes] == before
+
+
+def _identity(path: Path):
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns
