@@ -29,7 +29,7 @@ from analyzer.errors import CoretriageError
 from analyzer.secrets import mask_text
 from coretriage.masking import mask_analysis, mask_meta, secret_names
 from coretriage.datadir import private_dirs
-from coretriage.records import Analyzed, CrashRecord, CrashRow
+from coretriage.records import Analyzed, CrashRecord, CrashRow, NotFound
 
 if TYPE_CHECKING:  # the store (SQLAlchemy) is imported by whoever opens it
     from coretriage.store import Store
@@ -301,8 +301,6 @@ def keep_core(core: Path, dest: Path, compressed: Path | None) -> None:
 
 
 def _stored(store: Store, crash_id: str) -> Ingested | None:
-    from coretriage.store import NotFound
-
     try:
         row = store.crash(crash_id)
     except NotFound:
