@@ -40,7 +40,8 @@ def open_filer(url: str, head: str) -> CrashFiler | None:
     if path is None or not path.is_file():
         return None
     try:
-        db = sqlite3.connect(path, timeout=30, isolation_level=None)  # transactions are ours
+        # transactions are ours; opened in a thread (Wiring), used by the one that ingests
+        db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
     except sqlite3.Error:
         return None
     try:
