@@ -113,7 +113,7 @@ class SandboxPolicy:
 
 
 def analysis_sandbox(budget=None, policy: SandboxPolicy | None = None) -> "Sandbox":
-    """The sandbox ``analyzer.analyze.analyze_core`` runs in, not started yet.
+    """The sandbox ``analyzer.confined.analyze_core`` runs in, not started yet.
     Light to import, so a cold CLI can start it before its own imports."""
     from analyzer.gdb import GdbBudget
 
@@ -124,7 +124,7 @@ def analysis_sandbox(budget=None, policy: SandboxPolicy | None = None) -> "Sandb
                                  cpu=max(policy.limits.cpu, int(budget.timeout) + 60))
     policy = dataclasses.replace(policy, limits=limits)
     return Sandbox(policy, "analyzer.analyze:_job", "analyzer.gdb:EarlyGdb", (budget.timeout, budget.memory),
-                   deadline=budget.timeout + 60, on_request="analyzer.analyze:_grant_host_file")
+                   deadline=budget.timeout + 60, on_request="analyzer.confined:_grant_host_file")
 
 
 # -- system calls Python 3.11 does not have -------------------------------

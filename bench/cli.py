@@ -9,6 +9,12 @@ alike, the median wall time of N runs of:
   data dir whose database is already made (so each run stores a new crash);
 - ``gdb -batch -nx -iex 'set auto-load off' -ex 'thread apply all bt'``.
 
+The command runs as installed: with its modules' bytecode, which pip
+writes when it installs the package. A checkout's (``pip install -e``) is
+byte-compiled first, since under PYTHONDONTWRITEBYTECODE=1 every run would
+otherwise compile every module of ours again (a third of a cold ingest);
+``--as-is`` measures without that.
+
 Also ``coretriage list`` on a database holding those groups against
 ``python3 -I -c pass`` (the floor of any Python command), and the deep
 stack-overflow core through ``coretriage ingest`` once.
@@ -64,12 +70,18 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--no-overflow", action="store_true", help="skip the deep recursion core")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--as-is", action="store_true", help="do not byte-compile the checkout's modules first")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench/cli.py must run as root: the kernel writes the sample cores (sudo make bench)")
     if not COMMAND.exists():
         sys.exit(f"{COMMAND} is missing (make bench installs it)")
 
+    if not args.as_is:
+        import compileall
+
+        for package in ("analyzer", "coretriage", "collector"):
+            compileall.compile_dir(ROOT / package, quiet=1)
     with tempfile.TemporaryDirectory(prefix="coretriage-bench-cli-") as tmp:
         tmp = Path(tmp)
         names = SMALL + (() if args.no_overflow else ("recursion",))
@@ -124,6 +136,7 @@ def main() -> int:
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "repeat": args.repeat, "targets": TARGETS,
         "per_core": {n: {"ingest_s": i, "gdb_bt_s": g} for n, (i, g) in med.items()},
         "ratios": ratios, "list_s": statistics.median(listed), "python_s": statistics.median(python),
+        "byte_compiled": not args.as_is,
         "overflow_s": overflow}, indent=2) + "\n")
     print(f"wrote {args.out}")
     return 0

@@ -45,10 +45,15 @@ def _parse_ref(ref: str) -> tuple[str, str | int]:
 
 def cmd_ingest(args) -> int:
     # A cold ingest is mostly start-up: gdb's, Python's imports and the
-    # store's (SQLAlchemy). The analysis sandbox (and gdb in it) starts first,
-    # the analyzer is imported while it does, and the store is opened in the
-    # background while gdb works.
+    # store's. The analysis sandbox (and gdb in it) starts first, the
+    # analyzer is imported while it does, and the store is opened in the
+    # background while gdb works: for a SQLite file at head, a filer that
+    # needs no SQLAlchemy (``coretriage.sqlitefile``).
     from analyzer.sandbox import SandboxPolicy, analysis_sandbox
+    # both processes use these: imported once, before the sandbox forks
+    import analyzer.confined  # noqa: F401
+    import analyzer.python  # noqa: F401
+    import analyzer.secrets  # noqa: F401
 
     wiring = wiring_for(args)
     config = wiring.config
@@ -58,7 +63,7 @@ def cmd_ingest(args) -> int:
         from analyzer.problems import NOT_A_CORE
         from coretriage.ingest import ingest
 
-        wiring.open_store_in_background()
+        wiring.open_store_in_background(filer=True)
         done = ingest(config, lambda: wiring.store, Path(args.core), Path(args.exe) if args.exe else None,
                       Path(args.sysroot) if args.sysroot else None, gdb=gdb)
     except BaseException:

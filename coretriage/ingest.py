@@ -16,12 +16,13 @@ import os
 import shutil
 import stat
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from analyzer.analyze import analyze_core
+from analyzer.confined import analyze_core
 from analyzer.sandbox import Sandbox
 from analyzer.model import Analysis, Signature
 from analyzer.signature import generate, load_rules
@@ -29,7 +30,7 @@ from analyzer.errors import CoretriageError
 from analyzer.secrets import mask_text
 from coretriage.masking import mask_analysis, mask_meta, secret_names
 from coretriage.datadir import private_dirs
-from coretriage.records import Analyzed, CrashRecord, CrashRow
+from coretriage.records import Analyzed, CrashRecord, CrashRow, NotFound
 
 if TYPE_CHECKING:  # the store (SQLAlchemy) is imported by whoever opens it
     from coretriage.store import Store
@@ -261,9 +262,23 @@ def analyzed(analysis: Analysis, signature: Signature, quality: float | None = N
                     rules_version=signature.rules_version or None, **group_fields(analysis, signature))
 
 
+def _rules(config):
+    return load_rules(config.rules_dir if config.rules_dir.is_dir() else None)
+
+
 def _signature(config, analysis: Analysis) -> Signature:
-    extra = config.rules_dir if config.rules_dir.is_dir() else None
-    return generate(analysis, load_rules(extra))
+    return generate(analysis, _rules(config))
+
+
+def _prepare_filing(config) -> None:
+    """What filing a crash needs whatever its analysis: the signature rules
+    (compiled once, then cached) and the compressor, loaded while gdb works.
+    A failure is left for the ingest itself to meet and report."""
+    try:
+        _rules(config)
+        import zstandard  # noqa: F401
+    except Exception:  # noqa: BLE001,S110 - raised again where it is used
+        pass
 
 
 def sandbox_policy(config):
@@ -301,8 +316,6 @@ def keep_core(core: Path, dest: Path, compressed: Path | None) -> None:
 
 
 def _stored(store: Store, crash_id: str) -> Ingested | None:
-    from coretriage.store import NotFound
-
     try:
         row = store.crash(crash_id)
     except NotFound:
@@ -352,9 +365,15 @@ def ingest(config, store: Store | Callable[[], Store], core: Path, exe: Path | N
     from coretriage.debuginfod import source_for
 
     symbols = source_for(config, (meta or {}).get("os_release"))
+    preparing = None
+    if gdb is not None:  # its sandbox is forked already: no fork follows that a thread could upset
+        preparing = threading.Thread(target=_prepare_filing, args=(config,), name="prepare-filing", daemon=True)
+        preparing.start()
     started = time.monotonic()
     analysis = _analyze(config, core, exe, sysroot, gdb, symbols=symbols)
     seconds = time.monotonic() - started  # kept with the crash: /metrics runs in another process
+    if preparing is not None:
+        preparing.join()
     if compressed is not None:  # ``core`` is a temporary copy: the record names where it came from
         analysis = dataclasses.replace(analysis, core=str(compressed))
     signature = _signature(config, analysis)

@@ -10,6 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from analyzer.errors import CoretriageError
+
+
+class NotFound(CoretriageError):
+    """No crash or group by that id."""
+
 
 @dataclass(frozen=True)
 class Analyzed:

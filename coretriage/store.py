@@ -33,8 +33,8 @@ import sqlalchemy as sa
 from analyzer.errors import CoretriageError
 from coretriage import migrations
 from coretriage.drops import drop_reason
-from coretriage.records import (Analyzed, CrashRecord, CrashRow, GroupQuery, GroupRow, SessionRow,  # noqa: F401
-                                TokenRow, User)
+from coretriage.records import (Analyzed, CrashRecord, CrashRow, GroupQuery, GroupRow, NotFound,  # noqa: F401
+                                SessionRow, TokenRow, User)
 from coretriage.users import DEFAULT_TOKEN_DAYS, token_id
 
 metadata = sa.MetaData()
@@ -236,10 +236,6 @@ bundle_claims = sa.Table(  # a worker's hold on the bundle it analyzes (coretria
 )
 
 STATES = ("new", "acknowledged", "resolved", "regressed", "ignored")
-
-
-class NotFound(CoretriageError):
-    """No crash or group by that id."""
 
 
 class SchemaError(CoretriageError):

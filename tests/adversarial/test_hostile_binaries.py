@@ -354,7 +354,7 @@ def test_a_taken_over_sandbox_answering_nonsense_is_one_line(answer, config, hos
         box.handler = f"{__name__}:lies"
         return box
 
-    monkeypatch.setattr("analyzer.analyze.analysis_sandbox", lying)
+    monkeypatch.setattr("analyzer.confined.analysis_sandbox", lying)
     original_call = sandbox.Sandbox.call
     monkeypatch.setattr(sandbox.Sandbox, "call", lambda self, job: original_call(self, {**job, "answer": answer}))
     with pytest.raises(SandboxError) as e:
