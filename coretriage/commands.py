@@ -47,8 +47,7 @@ def cmd_ingest(args) -> int:
     # A cold ingest is mostly start-up: gdb's, Python's imports and the
     # store's. The analysis sandbox (and gdb in it) starts first, the
     # analyzer is imported while it does, and the store is opened in the
-    # background while gdb works: for a SQLite file at head, a filer that
-    # needs no SQLAlchemy (``coretriage.sqlitefile``).
+    # background while gdb works.
     from analyzer.sandbox import SandboxPolicy, analysis_sandbox
     # both processes use these: imported once, before the sandbox forks
     import analyzer.confined  # noqa: F401
@@ -63,7 +62,7 @@ def cmd_ingest(args) -> int:
         from analyzer.problems import NOT_A_CORE
         from coretriage.ingest import ingest
 
-        wiring.open_store_in_background(filer=True)
+        wiring.open_store_in_background()
         done = ingest(config, lambda: wiring.store, Path(args.core), Path(args.exe) if args.exe else None,
                       Path(args.sysroot) if args.sysroot else None, gdb=gdb)
     except BaseException:

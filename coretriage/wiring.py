@@ -6,10 +6,9 @@ rules, the container enrichment and the submit function that hands a spool
 bundle to the analysis (here, or a Celery task). Before this module each
 entry point wired itself, and the Celery path lost the Docker enrichment.
 
-Nothing is built before it is used. ``open_store_in_background`` opens the
-store while gdb is already running; for a cold ``coretriage ingest`` of a
-SQLite file at the schema's head, as a filer that needs no SQLAlchemy
-(``coretriage.sqlitefile``).
+Nothing is built before it is used. ``open_store_in_background`` has a cold
+``coretriage ingest`` import SQLAlchemy and open the store while gdb is
+already running.
 """
 
 from __future__ import annotations
@@ -39,21 +38,12 @@ class Wiring:
         return cls(load_config(data_dir))
 
     # -- the store -----------------------------------------------------------
-    def _open(self, filer: bool = False) -> None:
+    def _open(self) -> None:
         try:
             from coretriage.datadir import open_data_dir
+            from coretriage.store import Store
 
             open_data_dir(self.config)
-            if filer:
-                from coretriage.migrations import HEAD
-                from coretriage.sqlitefile import open_filer
-
-                found = open_filer(self.config.database_url, HEAD)
-                if found is not None:
-                    found.spike = self.config.spike_policy()
-                    self._store = found
-                    return
-            from coretriage.store import Store
 
             store = Store(self.config.database_url)
             store.spike = self.config.spike_policy()
@@ -61,14 +51,11 @@ class Wiring:
         except BaseException as exc:  # raised again where the store is used
             self._store_error = exc
 
-    def open_store_in_background(self, filer: bool = False) -> None:
-        """Open the store in a thread (``store`` waits for it). ``filer``:
-        for a one-shot ``ingest``, ``coretriage.sqlitefile``'s plain sqlite3
-        filer when the database is a SQLite file at the schema's head (no
-        SQLAlchemy to import), else the store."""
+    def open_store_in_background(self) -> None:
+        """Open the store in a thread (``store`` waits for it)."""
         with self._lock:
             if self._store is None and self._opening is None:
-                self._opening = threading.Thread(target=self._open, args=(filer,), name="open-store", daemon=True)
+                self._opening = threading.Thread(target=self._open, name="open-store", daemon=True)
                 self._opening.start()
 
     @property

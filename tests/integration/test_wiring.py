@@ -39,28 +39,7 @@ def test_an_error_while_opening_in_the_background_reaches_the_caller(config, tmp
         w.store
 
 
-def test_a_one_shot_ingest_files_in_a_sqlite_file_at_head_without_sqlalchemy(config):
-    import dataclasses
-
-    from coretriage.alerts import SpikePolicy
-    from coretriage.sqlitefile import CrashFiler
-    from coretriage.store import Store
-
-    config = dataclasses.replace(config, spike_window=42.0)
-    w = Wiring(config)
-    w.open_store_in_background(filer=True)  # no database yet: the store makes it
-    assert isinstance(w.store, Store)
-    w.close()
-    w = Wiring(config)
-    w.open_store_in_background(filer=True)  # at head now
-    filer = w.store
-    assert isinstance(filer, CrashFiler) and filer.spike == SpikePolicy(window=42.0, factor=config.spike_factor,
-                                                                         minimum=config.spike_minimum)
-    assert filer.groups() == []  # what it does not do itself, the store does
-    w.close()
-
-
-def test_a_sqlite_file_to_upgrade_is_left_to_the_store(config, tmp_path):
+def test_a_sqlite_file_made_by_the_previous_coretriage_is_upgraded_by_the_store(config, tmp_path):
     import dataclasses
     import sqlite3
 
@@ -71,7 +50,7 @@ def test_a_sqlite_file_to_upgrade_is_left_to_the_store(config, tmp_path):
     url = f"sqlite:///{db}"
     migrations.upgrade(url, migrations.REVISIONS[-2])  # made by the previous coretriage
     w = Wiring(dataclasses.replace(config, database_url=url))
-    w.open_store_in_background(filer=True)
+    w.open_store_in_background()
     assert isinstance(w.store, Store)  # which upgrades it: it owns the file
     w.close()
     with sqlite3.connect(db) as c:
