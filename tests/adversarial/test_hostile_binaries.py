@@ -115,6 +115,7 @@ class Watch(threading.Thread):
 
     def run(self):
         me = os.getpid()
+        ours = Path("/proc/self/comm").read_text().strip()  # the sandbox's Python is a fork: "python", "pytest"
         while not self.done.is_set():
             tree = _tree()
             for pid, (_, comm) in tree.items():
@@ -124,7 +125,7 @@ class Watch(threading.Thread):
                     snap = self._snapshot(pid)
                     if snap:
                         self.gdb.append(snap)
-                elif comm.startswith("python") and self.parser is None:
+                elif comm == ours and self.parser is None:
                     snap = self._snapshot(pid)
                     if snap and snap["status"]["Uid"][0] != "0":
                         self.parser = snap
