@@ -284,6 +284,12 @@ class Store:
         self.engine = sa.create_engine(url, **kwargs)
         if url.startswith("sqlite"):
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        # The pages' reads on PostgreSQL: one round trip per statement, not
+        # BEGIN, the statement and ROLLBACK. The same isolation: under READ
+        # COMMITTED each statement of a transaction takes its own snapshot
+        # anyway. (pysqlite begins no transaction for a SELECT.)
+        self._reads = (self.engine.execution_options(isolation_level="AUTOCOMMIT")
+                       if self.engine.dialect.name == "postgresql" else self.engine)
         try:
             self._open_schema()
         except BaseException:
@@ -655,13 +661,16 @@ class Store:
                                                     last_seen=now, data="{}"))
 
     def web_session(self, id_hash: str) -> SessionRow | None:
+        """A session and its user's role, in one statement: every page asks."""
         s = web_sessions.c
-        with self.engine.connect() as db:
-            row = db.execute(sa.select(s.user, s.csrf, s.created, s.last_seen, s.data)
+        with self._reads.connect() as db:
+            row = db.execute(sa.select(s.user, s.csrf, s.created, s.last_seen, s.data, users.c.role)
+                             .select_from(web_sessions.outerjoin(users, users.c.name == s.user))
                              .where(s.id_hash == id_hash)).first()
         if row is None:
             return None
-        return SessionRow(row.user, row.csrf, row.created, row.last_seen, json.loads(row.data or "{}"))
+        data = json.loads(row.data) if row.data and row.data != "{}" else {}
+        return SessionRow(row.user, row.csrf, row.created, row.last_seen, data, row.role)
 
     def touch_session(self, id_hash: str, now: float, data: dict | None = None) -> None:
         values = {"last_seen": now}
@@ -734,7 +743,7 @@ class Store:
                 escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
                 where.append(g.search_text.ilike(f"%{escaped}%", escape="\\"))
         order = SORTS.get(q.sort, g.last_seen)
-        with self.engine.connect() as db:
+        with self._reads.connect() as db:
             rows = db.execute(sa.select(groups).where(*where).order_by(order.desc(), g.id.desc())
                               .limit(q.limit).offset(q.offset)).all()
             if rows and len(rows) < q.limit:  # the last page: the total is known without counting
@@ -743,16 +752,30 @@ class Store:
                 total = db.execute(sa.select(sa.func.count()).select_from(groups).where(*where)).scalar()
         return [_group(r) for r in rows], total
 
-    def facets(self, group_ids: list[int]) -> dict[int, dict[str, list[tuple[str, int]]]]:
-        """Hosts, images and containers each group's crashes came from, most first."""
+    def facets(self, group_ids: list[int], kinds: tuple[str, ...] | None = None,
+               top: int | None = None) -> dict[int, dict[str, list[tuple[str, int]]]]:
+        """Hosts, images and containers each group's crashes came from, most
+        first: only the facets in ``kinds`` (all when None), and only the
+        ``top`` most of each (the group list shows three of a loud bug's
+        hundreds)."""
         out: dict[int, dict[str, list[tuple[str, int]]]] = {i: {} for i in group_ids}
         if not group_ids:
             return out
         f = group_facets.c
-        with self.engine.connect() as db:
-            rows = db.execute(sa.select(f.group_id, f.facet, f.value, f.count)
-                              .where(f.group_id.in_(group_ids), f.count > 0)
-                              .order_by(f.group_id, f.facet, f.count.desc(), f.value)).all()
+        where = [_among(self.engine, f.group_id, group_ids, sa.Integer), f.count > 0]
+        if kinds is not None:
+            where.append(_among(self.engine, f.facet, kinds, sa.String))
+        order = (f.group_id, f.facet, f.count.desc(), f.value)
+        query = sa.select(f.group_id, f.facet, f.value, f.count).where(*where)
+        if top is not None:
+            rank = sa.func.row_number().over(partition_by=(f.group_id, f.facet),
+                                             order_by=(f.count.desc(), f.value)).label("rank")
+            ranked = sa.select(f.group_id, f.facet, f.value, f.count, rank).where(*where).subquery()
+            query = sa.select(ranked.c.group_id, ranked.c.facet, ranked.c.value, ranked.c.count).where(
+                ranked.c.rank <= top)
+            order = (ranked.c.group_id, ranked.c.facet, ranked.c.count.desc(), ranked.c.value)
+        with self._reads.connect() as db:
+            rows = db.execute(query.order_by(*order)).all()
         for gid, facet, value, count in rows:
             out[gid].setdefault(facet, []).append((value, count))
         return out
@@ -765,9 +788,10 @@ class Store:
         if not group_ids:
             return out
         d = group_days.c
-        with self.engine.connect() as db:
+        with self._reads.connect() as db:
             rows = db.execute(sa.select(d.group_id, d.day, d.count)
-                              .where(d.group_id.in_(group_ids), d.day >= start_day, d.day < start_day + days)).all()
+                              .where(_among(self.engine, d.group_id, group_ids, sa.Integer), d.day >= start_day,
+                                     d.day < start_day + days)).all()
         for gid, day, count in rows:
             out[gid][day - start_day] = count
         return out
@@ -777,13 +801,27 @@ class Store:
         in order. A loose index scan: each next value is one probe of the
         column's index (the smallest greater than the last), so 50 values
         among a million rows cost 50 probes, not a DISTINCT over every row."""
-        table = groups if column in ("executable", "signal") else crashes
-        col = table.c[column]
-        found = sa.select(sa.func.min(col).label("v")).cte("found", recursive=True)
-        after = sa.select(sa.func.min(col)).where(col > found.c.v).scalar_subquery()
-        found = found.union_all(sa.select(after).select_from(found).where(found.c.v.is_not(None)))
-        with self.engine.connect() as db:
-            return [v for v in db.execute(sa.select(found.c.v).where(found.c.v.is_not(None)).limit(limit)).scalars()]
+        return self.distinct_values((column,), limit)[column]
+
+    def distinct_values(self, columns: tuple[str, ...], limit: int = 200) -> dict[str, list[str]]:
+        """``distinct`` of several columns in one statement (the group list's
+        choices of executable and signal)."""
+        parts = []
+        for i, column in enumerate(columns):
+            table = groups if column in ("executable", "signal") else crashes
+            col = table.c[column]
+            found = sa.select(sa.func.min(col).label("v")).cte(f"found{i}", recursive=True)
+            after = sa.select(sa.func.min(col)).where(col > found.c.v).scalar_subquery()
+            found = found.union_all(sa.select(after).select_from(found).where(found.c.v.is_not(None)))
+            first = (sa.select(sa.literal(i).label("k"), found.c.v).where(found.c.v.is_not(None))
+                     .limit(limit).subquery(f"first{i}"))
+            parts.append(sa.select(first.c.k, first.c.v))
+        query = sa.union_all(*parts).subquery("choices") if len(parts) > 1 else parts[0].subquery("choices")
+        out: dict[str, list[str]] = {c: [] for c in columns}
+        with self._reads.connect() as db:
+            for k, v in db.execute(sa.select(query.c.k, query.c.v).order_by(query.c.k, query.c.v)):
+                out[columns[k]].append(v)
+        return out
 
     def groups(self, limit: int = 100, offset: int = 0) -> list[GroupRow]:
         with self.engine.connect() as db:
@@ -792,14 +830,14 @@ class Store:
         return [_group(r) for r in rows]
 
     def group(self, group_id: int) -> GroupRow:
-        with self.engine.connect() as db:
+        with self._reads.connect() as db:
             row = db.execute(sa.select(groups).where(groups.c.id == group_id)).first()
         if row is None:
             raise NotFound(f"no group g{group_id}")
         return _group(row)
 
     def crash(self, crash_id: str) -> CrashRow:
-        with self.engine.connect() as db:
+        with self._reads.connect() as db:
             row = db.execute(sa.select(crashes).where(crashes.c.id == crash_id)).first()
         if row is None:
             raise NotFound(f"no crash {crash_id}")
@@ -865,29 +903,38 @@ class Store:
         with self.engine.begin() as db:
             db.execute(crashes.update().where(crashes.c.id == crash_id).values(core_file=None))
 
-    def crash_summaries(self, group_id: int, limit: int = 200) -> list[dict]:
-        """The group page's crash list, without decoding every analysis."""
+    def crash_summaries(self, group_id: int, limit: int = 200, architecture: bool = False) -> list[dict]:
+        """The group page's crash list, without decoding every analysis;
+        with ``architecture`` each also gets the architecture its analysis
+        records (None before it was recorded), read from the stored JSON
+        text without decoding it: the key is written once, at the top
+        level, as the last field (json.dumps escapes any quote in a value),
+        so only each text's last 200 bytes are sent (``_tail``), and the
+        whole text only of a crash whose tail lacks the key."""
         c = crashes.c
-        with self.engine.connect() as db:
-            rows = db.execute(sa.select(c.id, c.crashed_at, c.host, c.container, c.image)
-                              .where(c.group_id == group_id).order_by(c.crashed_at.desc()).limit(limit)).all()
-        return [dict(r._mapping) for r in rows]
-
-    def crash_architectures(self, group_id: int, limit: int = 200) -> dict[str, str | None]:
-        """crash id -> the architecture its analysis records (None before it
-        was recorded), for the group page's newest ``limit`` crashes. Read
-        from the stored JSON text without decoding it: the key is written
-        once, at the top level (json.dumps escapes any quote in a value)."""
-        c = crashes.c
-        with self.engine.connect() as db:
-            rows = db.execute(sa.select(c.id, c.analysis).where(c.group_id == group_id)
-                              .order_by(c.crashed_at.desc()).limit(limit)).all()
-        out = {}
-        for crash_id, text in rows:
-            found = _ARCH_KEY.search(text or "", max(0, len(text or "") - 200))  # the last field
-            found = found or _ARCH_KEY.search(text or "")
-            out[crash_id] = found.group(1) if found else None
-        return out
+        columns = [c.id, c.crashed_at, c.host, c.container, c.image]
+        if architecture:
+            columns.append(_tail(self.engine.dialect.name, c.analysis, 200).label("tail"))
+        with self._reads.connect() as db:
+            rows = [dict(r._mapping) for r in db.execute(
+                sa.select(*columns).where(c.group_id == group_id).order_by(c.crashed_at.desc()).limit(limit)).all()]
+            if not architecture:
+                return rows
+            missed = []
+            for r in rows:
+                tail = r.pop("tail") or ""
+                if isinstance(tail, bytes):  # cut at a byte: a character split there is no part of the key
+                    tail = tail.decode("utf-8", "replace")
+                found = _ARCH_KEY.search(tail)
+                r["architecture"] = found.group(1) if found else None
+                if found is None:
+                    missed.append(r)
+            if missed:  # the key is elsewhere in the text, or not in it
+                texts = dict(db.execute(sa.select(c.id, c.analysis).where(c.id.in_([r["id"] for r in missed]))).all())
+                for r in missed:
+                    found = _ARCH_KEY.search(texts.get(r["id"]) or "")
+                    r["architecture"] = found.group(1) if found else None
+        return rows
 
     def crash_ids(self) -> list[tuple[str, int]]:
         with self.engine.connect() as db:
@@ -1156,6 +1203,28 @@ def _rebuild_counts(db) -> None:
 
 
 _ARCH_KEY = re.compile(r'"architecture": "([\w.-]{1,32})"')
+
+
+def _tail(dialect: str, column, n: int):
+    """The last ``n`` bytes (or characters) of a text column, cut in the
+    database. PostgreSQL's right() counts a long UTF-8 text's characters
+    from its start, which costs more than sending the whole text; its bytes
+    (textsend) cut at octet_length, which the stored header knows, do not."""
+    if dialect == "postgresql":
+        return sa.func.substr(sa.func.textsend(column), sa.func.octet_length(column) - (n - 1))
+    if dialect == "sqlite":
+        return sa.func.substr(column, -n)
+    return column  # elsewhere the whole text: the key is found all the same
+
+
+def _among(engine, column, values, item_type):
+    """``column IN values``; on PostgreSQL ``= ANY(array)``, one parameter:
+    the same statement text for any number of values, which SQLAlchemy and
+    psycopg then build and parse once, not per page."""
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import ARRAY
+        return column == sa.any_(sa.bindparam(None, list(values), type_=ARRAY(item_type)))
+    return column.in_(values)
 
 
 def _savepoint(db: sa.Connection):
