@@ -290,6 +290,7 @@ class Store:
         # anyway. (pysqlite begins no transaction for a SELECT.)
         self._reads = (self.engine.execution_options(isolation_level="AUTOCOMMIT")
                        if self.engine.dialect.name == "postgresql" else self.engine)
+        self._statements: dict = {}  # _built
         try:
             self._open_schema()
         except BaseException:
@@ -752,6 +753,14 @@ class Store:
                 total = db.execute(sa.select(sa.func.count()).select_from(groups).where(*where)).scalar()
         return [_group(r) for r in rows], total
 
+    def _built(self, key, build):
+        """A page's statement, built once (with bind parameters) and kept:
+        building a select with subqueries costs more Python than running it."""
+        stmt = self._statements.get(key)
+        if stmt is None:
+            stmt = self._statements[key] = build()
+        return stmt
+
     def facets(self, group_ids: list[int], kinds: tuple[str, ...] | None = None,
                top: int | None = None) -> dict[int, dict[str, list[tuple[str, int]]]]:
         """Hosts, images and containers each group's crashes came from, most
@@ -761,21 +770,25 @@ class Store:
         out: dict[int, dict[str, list[tuple[str, int]]]] = {i: {} for i in group_ids}
         if not group_ids:
             return out
-        f = group_facets.c
-        where = [_among(self.engine, f.group_id, group_ids, sa.Integer), f.count > 0]
-        if kinds is not None:
-            where.append(_among(self.engine, f.facet, kinds, sa.String))
-        order = (f.group_id, f.facet, f.count.desc(), f.value)
-        query = sa.select(f.group_id, f.facet, f.value, f.count).where(*where)
-        if top is not None:
+
+        def build():
+            f = group_facets.c
+            where = [_among(self.engine, f.group_id, "ids", sa.Integer), f.count > 0]
+            if kinds is not None:
+                where.append(_among(self.engine, f.facet, "kinds", sa.String))
+            if top is None:
+                return sa.select(f.group_id, f.facet, f.value, f.count).where(*where).order_by(
+                    f.group_id, f.facet, f.count.desc(), f.value)
             rank = sa.func.row_number().over(partition_by=(f.group_id, f.facet),
                                              order_by=(f.count.desc(), f.value)).label("rank")
-            ranked = sa.select(f.group_id, f.facet, f.value, f.count, rank).where(*where).subquery()
-            query = sa.select(ranked.c.group_id, ranked.c.facet, ranked.c.value, ranked.c.count).where(
-                ranked.c.rank <= top)
-            order = (ranked.c.group_id, ranked.c.facet, ranked.c.count.desc(), ranked.c.value)
+            r = sa.select(f.group_id, f.facet, f.value, f.count, rank).where(*where).subquery().c
+            return (sa.select(r.group_id, r.facet, r.value, r.count).where(r.rank <= sa.bindparam("top"))
+                    .order_by(r.group_id, r.facet, r.count.desc(), r.value))
+
+        stmt = self._built(("facets", kinds is None, top is None), build)
+        params = {"ids": list(group_ids), "kinds": list(kinds or ()), "top": top}
         with self._reads.connect() as db:
-            rows = db.execute(query.order_by(*order)).all()
+            rows = db.execute(stmt, params).all()
         for gid, facet, value, count in rows:
             out[gid].setdefault(facet, []).append((value, count))
         return out
@@ -787,11 +800,16 @@ class Store:
         out = {i: [0] * days for i in group_ids}
         if not group_ids:
             return out
-        d = group_days.c
+
+        def build():
+            d = group_days.c
+            return sa.select(d.group_id, d.day, d.count).where(
+                _among(self.engine, d.group_id, "ids", sa.Integer), d.day >= sa.bindparam("start"),
+                d.day < sa.bindparam("end"))
+
         with self._reads.connect() as db:
-            rows = db.execute(sa.select(d.group_id, d.day, d.count)
-                              .where(_among(self.engine, d.group_id, group_ids, sa.Integer), d.day >= start_day,
-                                     d.day < start_day + days)).all()
+            rows = db.execute(self._built(("daily",), build),
+                              {"ids": list(group_ids), "start": start_day, "end": start_day + days}).all()
         for gid, day, count in rows:
             out[gid][day - start_day] = count
         return out
@@ -806,20 +824,24 @@ class Store:
     def distinct_values(self, columns: tuple[str, ...], limit: int = 200) -> dict[str, list[str]]:
         """``distinct`` of several columns in one statement (the group list's
         choices of executable and signal)."""
-        parts = []
-        for i, column in enumerate(columns):
-            table = groups if column in ("executable", "signal") else crashes
-            col = table.c[column]
-            found = sa.select(sa.func.min(col).label("v")).cte(f"found{i}", recursive=True)
-            after = sa.select(sa.func.min(col)).where(col > found.c.v).scalar_subquery()
-            found = found.union_all(sa.select(after).select_from(found).where(found.c.v.is_not(None)))
-            first = (sa.select(sa.literal(i).label("k"), found.c.v).where(found.c.v.is_not(None))
-                     .limit(limit).subquery(f"first{i}"))
-            parts.append(sa.select(first.c.k, first.c.v))
-        query = sa.union_all(*parts).subquery("choices") if len(parts) > 1 else parts[0].subquery("choices")
+
+        def build():
+            parts = []
+            for i, column in enumerate(columns):
+                table = groups if column in ("executable", "signal") else crashes
+                col = table.c[column]
+                found = sa.select(sa.func.min(col).label("v")).cte(f"found{i}", recursive=True)
+                after = sa.select(sa.func.min(col)).where(col > found.c.v).scalar_subquery()
+                found = found.union_all(sa.select(after).select_from(found).where(found.c.v.is_not(None)))
+                first = (sa.select(sa.literal(i).label("k"), found.c.v).where(found.c.v.is_not(None))
+                         .limit(sa.bindparam("limit", type_=sa.Integer)).subquery(f"first{i}"))
+                parts.append(sa.select(first.c.k, first.c.v))
+            union = (sa.union_all(*parts) if len(parts) > 1 else parts[0]).subquery("choices")
+            return sa.select(union.c.k, union.c.v).order_by(union.c.k, union.c.v)
+
         out: dict[str, list[str]] = {c: [] for c in columns}
         with self._reads.connect() as db:
-            for k, v in db.execute(sa.select(query.c.k, query.c.v).order_by(query.c.k, query.c.v)):
+            for k, v in db.execute(self._built(("distinct", tuple(columns)), build), {"limit": limit}):
                 out[columns[k]].append(v)
         return out
 
@@ -1217,14 +1239,14 @@ def _tail(dialect: str, column, n: int):
     return column  # elsewhere the whole text: the key is found all the same
 
 
-def _among(engine, column, values, item_type):
-    """``column IN values``; on PostgreSQL ``= ANY(array)``, one parameter:
-    the same statement text for any number of values, which SQLAlchemy and
-    psycopg then build and parse once, not per page."""
+def _among(engine, column, name: str, item_type):
+    """``column IN`` the list given as bind parameter ``name``; on
+    PostgreSQL ``= ANY(array)``, one parameter: the same statement text for
+    any number of values, which psycopg then parses and prepares once."""
     if engine.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import ARRAY
-        return column == sa.any_(sa.bindparam(None, list(values), type_=ARRAY(item_type)))
-    return column.in_(values)
+        return column == sa.any_(sa.bindparam(name, type_=ARRAY(item_type)))
+    return column.in_(sa.bindparam(name, expanding=True))
 
 
 def _savepoint(db: sa.Connection):
