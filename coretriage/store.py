@@ -249,6 +249,30 @@ class SchemaError(CoretriageError):
 SORTS = {"last_seen": groups.c.last_seen, "count": groups.c.count, "first_seen": groups.c.first_seen}
 
 
+_GROUP_FILTERS = ("executable", "signal", "state", "image", "container", "host")
+
+
+def _group_queries(filters: tuple[str, ...], since: bool, until: bool, words: int, sort: str):
+    """find_groups' page and count statements for one shape of query, with
+    bind parameters named for GroupQuery's fields (word0... the search's)."""
+    g, c = groups.c, crashes.c
+    where = []
+    for name in filters:
+        if name in ("executable", "signal", "state"):
+            where.append(g[name] == sa.bindparam(name))
+        else:  # a crash's: the groups with one such crash
+            where.append(g.id.in_(sa.select(c.group_id).where(c[name] == sa.bindparam(name))))
+    if since:
+        where.append(g.last_seen >= sa.bindparam("since"))
+    if until:
+        where.append(g.first_seen <= sa.bindparam("until"))
+    for i in range(words):
+        where.append(g.search_text.ilike(sa.bindparam(f"word{i}", type_=sa.Text), escape="\\"))
+    page = (sa.select(groups).where(*where).order_by(SORTS[sort].desc(), g.id.desc())
+            .limit(sa.bindparam("limit", type_=sa.Integer)).offset(sa.bindparam("offset", type_=sa.Integer)))
+    return page, sa.select(sa.func.count()).select_from(groups).where(*where)
+
+
 def _group(row) -> GroupRow:
     return GroupRow(**row._mapping)
 
@@ -727,30 +751,21 @@ class Store:
     # -- reading ---------------------------------------------------------
     def find_groups(self, q: GroupQuery) -> tuple[list[GroupRow], int]:
         """One page of groups matching ``q``, and how many match in all."""
-        g, c = groups.c, crashes.c
-        where = []
-        for column, value in ((g.executable, q.executable), (g.signal, q.signal), (g.state, q.state)):
-            if value:
-                where.append(column == value)
-        for column, value in ((c.image, q.image), (c.container, q.container), (c.host, q.host)):
-            if value:
-                where.append(g.id.in_(sa.select(c.group_id).where(column == value)))
-        if q.since is not None:
-            where.append(g.last_seen >= q.since)
-        if q.until is not None:
-            where.append(g.first_seen <= q.until)
-        if q.search:
-            for word in q.search.split()[:8]:
-                escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-                where.append(g.search_text.ilike(f"%{escaped}%", escape="\\"))
-        order = SORTS.get(q.sort, g.last_seen)
+        params = {"limit": q.limit, "offset": q.offset, "since": q.since, "until": q.until}
+        params.update((name, getattr(q, name)) for name in _GROUP_FILTERS if getattr(q, name))
+        words = q.search.split()[:8] if q.search else []
+        for i, word in enumerate(words):
+            escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            params[f"word{i}"] = f"%{escaped}%"
+        shape = (tuple(n for n in _GROUP_FILTERS if n in params), q.since is not None, q.until is not None,
+                 len(words), q.sort if q.sort in SORTS else "last_seen")
+        page, count = self._built(("find_groups", shape), lambda: _group_queries(*shape))
         with self._reads.connect() as db:
-            rows = db.execute(sa.select(groups).where(*where).order_by(order.desc(), g.id.desc())
-                              .limit(q.limit).offset(q.offset)).all()
+            rows = db.execute(page, params).all()
             if rows and len(rows) < q.limit:  # the last page: the total is known without counting
                 total = q.offset + len(rows)
             else:
-                total = db.execute(sa.select(sa.func.count()).select_from(groups).where(*where)).scalar()
+                total = db.execute(count, params).scalar()
         return [_group(r) for r in rows], total
 
     def _built(self, key, build):
