@@ -71,11 +71,19 @@ def crash_rows(crashes: list[dict], crash_url: str) -> Markup:
     """A group page's crash rows (``groups/detail.html``): ``crash_url`` is
     the crash page's URL without the id."""
     memo: dict = {}
+    text: dict = {None: "-", "": "-"}  # a group's crashes share a few hosts, images and architectures
+
+    def shown(value) -> str:
+        found = text.get(value)
+        if found is None:
+            found = text[value] = str(escape(value))
+        return found
+
     base = escape(crash_url)
     out = []
     for c in crashes:
         cid = escape(c["id"])
         out.append(f'<tr><td><a href="{base}{cid}">{cid}</a></td><td>{_minutes(c["crashed_at"], memo)}</td>\n'
-                   f'<td>{escape(c["architecture"] or "-")}</td><td>{escape(c["host"] or "-")}</td>'
-                   f'<td>{escape(c["container"] or "-")}</td><td>{escape(c["image"] or "-")}</td></tr>\n')
+                   f'<td>{shown(c["architecture"])}</td><td>{shown(c["host"])}</td>'
+                   f'<td>{shown(c["container"])}</td><td>{shown(c["image"])}</td></tr>\n')
     return Markup("".join(out))
