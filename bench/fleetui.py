@@ -6,7 +6,9 @@ Run as root: ``.venv/bin/python bench/fleetui.py`` (``make bench-fleet``).
    socket only, shared_buffers 1 GB; ``--pg-dir DIR`` keeps it and reuses a
    database already loaded there) and loads 1,000,000 crashes in 50,000
    groups with COPY, the crash table's indexes dropped during the load and
-   built again after it, then VACUUM ANALYZE. The skew is a fleet's: five
+   built again after it, then VACUUM ANALYZE; then it counts hosts,
+   images, containers and days per group from the crashes, which the store
+   does as it stores each one and COPY bypasses. The skew is a fleet's: five
    groups with 100k, 100k, 60k, 40k and 20k crashes, the rest Pareto-spread
    (most groups a handful), 200 hosts, 40 images, 90 days. Each crash has
    an analysis of three threads (~6 KB of JSON) and a collector meta with
