@@ -17,10 +17,10 @@ def when(ts) -> str:
     return datetime.fromtimestamp(float(ts), timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def ago(ts) -> str:
+def ago(ts, now: float | None = None) -> str:
     if ts is None:
         return "-"
-    s = max(0, time.time() - float(ts))
+    s = max(0, (time.time() if now is None else now) - float(ts))
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if s >= size:
             return f"{int(s // size)}{unit} ago"

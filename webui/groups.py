@@ -38,7 +38,8 @@ def url_stem(endpoint: str, **placeholder) -> str:
     rows' ids (g + number, c + hex) need no quoting in a path."""
     url = url_for(endpoint, **placeholder)
     value = str(next(iter(placeholder.values())))
-    assert url.endswith("/" + value), url
+    if not url.endswith("/" + value):
+        raise RuntimeError(f"{endpoint}'s URL {url} does not end in its argument")
     return url[: -len(value)]
 
 

@@ -10,18 +10,7 @@ import time
 
 from markupsafe import Markup, escape
 
-from webui.filters import sparkline, when
-
-
-def _ago(ts, now: float) -> str:
-    """``filters.ago`` with the page's one clock reading."""
-    if ts is None:
-        return "-"
-    s = max(0, now - float(ts))
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if s >= size:
-            return f"{int(s // size)}{unit} ago"
-    return "just now"
+from webui.filters import ago, sparkline, when
 
 
 def _minutes(ts, memo: dict) -> str:
@@ -59,8 +48,8 @@ def group_rows(groups, facets: dict, daily: dict, group_url: str) -> Markup:
             f'  <td class="path">{escape(gr.executable or "-")}</td>\n'
             f'  <td class="num">{int(gr.count)}</td>\n'
             f'  <td>{tags}{"" if f else "-"}</td>\n'
-            f'  <td class="when" title="{_minutes(gr.first_seen, memo)}">{_ago(gr.first_seen, now)}</td>\n'
-            f'  <td class="when" title="{_minutes(gr.last_seen, memo)}">{_ago(gr.last_seen, now)}</td>\n'
+            f'  <td class="when" title="{_minutes(gr.first_seen, memo)}">{ago(gr.first_seen, now)}</td>\n'
+            f'  <td class="when" title="{_minutes(gr.last_seen, memo)}">{ago(gr.last_seen, now)}</td>\n'
             f'  <td>{sparkline(daily[gr.id])}</td>\n'
             f'  <td><span class="state state-{state}">{state}</span></td>\n'
             f'</tr>\n')
