@@ -13,9 +13,12 @@ Run as root: ``.venv/bin/python bench/fleetui.py`` (``make bench-fleet``).
    (most groups a handful), 200 hosts, 40 images, 90 days. Each crash has
    an analysis of three threads (~6 KB of JSON) and a collector meta with
    an environment and container labels (~1.5 KB), as real ones do.
-2. It serves that database with gunicorn (``--workers``, 5 sync workers by
-   default: 2 x 2 CPUs + 1) from ``webui:create_app()``, the data dir given
-   by CORETRIAGE_DATA_DIR and the database by its coretriage.toml.
+2. It serves that database with gunicorn (``--workers``, CPUs + 1 sync
+   workers by default: PostgreSQL and the clients share those CPUs, and on
+   2 CPUs 3 workers served more pages than 5, with a shorter tail; threads
+   lengthen it, as a page renders holding the GIL) from
+   ``webui:create_app()``, the data dir given by CORETRIAGE_DATA_DIR and
+   the database by its coretriage.toml.
 3. 20 client threads (``--clients``) per server, each logged in as a
    viewer through the login form (its own session cookie) on a keep-alive
    ``http.client`` connection, send requests back to back (or ``--think``
@@ -556,7 +559,8 @@ def main() -> int:
     ap.add_argument("--groups", type=int, default=50_000)
     ap.add_argument("--crashes", type=int, default=1_000_000)
     ap.add_argument("--clients", type=int, default=20)
-    ap.add_argument("--workers", type=int, default=5, help="gunicorn workers (2 x CPUs + 1)")
+    ap.add_argument("--workers", type=int, default=(os.cpu_count() or 1) + 1,
+                    help="gunicorn workers (CPUs + 1: PostgreSQL runs on the same CPUs)")
     ap.add_argument("--threads", type=int, default=1, help="threads per worker (gthread when > 1)")
     ap.add_argument("--seconds", type=float, default=20.0, help="per kind of request (and per side)")
     ap.add_argument("--rounds", type=int, default=5, help="the seconds of each kind and side split in rounds")
