@@ -308,12 +308,7 @@ class Store:
         self.engine = sa.create_engine(url, **kwargs)
         if url.startswith("sqlite"):
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-        # The pages' reads on PostgreSQL: one round trip per statement, not
-        # BEGIN, the statement and ROLLBACK. The same isolation: under READ
-        # COMMITTED each statement of a transaction takes its own snapshot
-        # anyway. (pysqlite begins no transaction for a SELECT.)
-        self._reads = (self.engine.execution_options(isolation_level="AUTOCOMMIT")
-                       if self.engine.dialect.name == "postgresql" else self.engine)
+        self._reader = (None, None)  # (engine, its reads engine): _reads
         self._statements: dict = {}  # _built
         try:
             self._open_schema()
@@ -337,6 +332,19 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    @property
+    def _reads(self) -> sa.Engine:
+        """The engine for the pages' reads. On PostgreSQL, in autocommit:
+        one round trip per statement, not BEGIN, the statement and ROLLBACK;
+        the same isolation, as under READ COMMITTED each statement of a
+        transaction takes its own snapshot anyway. (pysqlite begins no
+        transaction for a SELECT.) It follows ``engine`` if that is replaced."""
+        engine = self.engine
+        if self._reader[0] is not engine:
+            self._reader = (engine, engine.execution_options(isolation_level="AUTOCOMMIT")
+                            if engine.dialect.name == "postgresql" else engine)
+        return self._reader[1]
 
     # -- writing ---------------------------------------------------------
     def add_crash(self, record: CrashRecord) -> tuple[CrashRow, bool]:
@@ -771,6 +779,7 @@ class Store:
     def _built(self, key, build):
         """A page's statement, built once (with bind parameters) and kept:
         building a select with subqueries costs more Python than running it."""
+        key = (self.engine.dialect.name, *key)
         stmt = self._statements.get(key)
         if stmt is None:
             stmt = self._statements[key] = build()
