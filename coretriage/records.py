@@ -101,6 +101,7 @@ class SessionRow:
     created: float
     last_seen: float
     data: dict[str, Any] = field(default_factory=dict)  # flashed messages
+    role: str | None = None  # its user's, read with it (None: no such user, or not read)
 
 
 @dataclass(frozen=True)

@@ -245,6 +245,30 @@ class SchemaError(CoretriageError):
 SORTS = {"last_seen": groups.c.last_seen, "count": groups.c.count, "first_seen": groups.c.first_seen}
 
 
+_GROUP_FILTERS = ("executable", "signal", "state", "image", "container", "host")
+
+
+def _group_queries(filters: tuple[str, ...], since: bool, until: bool, words: int, sort: str):
+    """find_groups' page and count statements for one shape of query, with
+    bind parameters named for GroupQuery's fields (word0... the search's)."""
+    g, c = groups.c, crashes.c
+    where = []
+    for name in filters:
+        if name in ("executable", "signal", "state"):
+            where.append(g[name] == sa.bindparam(name))
+        else:  # a crash's: the groups with one such crash
+            where.append(g.id.in_(sa.select(c.group_id).where(c[name] == sa.bindparam(name))))
+    if since:
+        where.append(g.last_seen >= sa.bindparam("since"))
+    if until:
+        where.append(g.first_seen <= sa.bindparam("until"))
+    for i in range(words):
+        where.append(g.search_text.ilike(sa.bindparam(f"word{i}", type_=sa.Text), escape="\\"))
+    page = (sa.select(groups).where(*where).order_by(SORTS[sort].desc(), g.id.desc())
+            .limit(sa.bindparam("limit", type_=sa.Integer)).offset(sa.bindparam("offset", type_=sa.Integer)))
+    return page, sa.select(sa.func.count()).select_from(groups).where(*where)
+
+
 def _group(row) -> GroupRow:
     return GroupRow(**row._mapping)
 
@@ -280,6 +304,8 @@ class Store:
         self.engine = sa.create_engine(url, **kwargs)
         if url.startswith("sqlite"):
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._reader = (None, None)  # (engine, its reads engine): _reads
+        self._statements: dict = {}  # _built
         try:
             self._open_schema()
         except BaseException:
@@ -302,6 +328,19 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    @property
+    def _reads(self) -> sa.Engine:
+        """The engine for the pages' reads. On PostgreSQL, in autocommit:
+        one round trip per statement, not BEGIN, the statement and ROLLBACK;
+        the same isolation, as under READ COMMITTED each statement of a
+        transaction takes its own snapshot anyway. (pysqlite begins no
+        transaction for a SELECT.) It follows ``engine`` if that is replaced."""
+        engine = self.engine
+        if self._reader[0] is not engine:
+            self._reader = (engine, engine.execution_options(isolation_level="AUTOCOMMIT")
+                            if engine.dialect.name == "postgresql" else engine)
+        return self._reader[1]
 
     # -- writing ---------------------------------------------------------
     def add_crash(self, record: CrashRecord) -> tuple[CrashRow, bool]:
@@ -651,13 +690,16 @@ class Store:
                                                     last_seen=now, data="{}"))
 
     def web_session(self, id_hash: str) -> SessionRow | None:
+        """A session and its user's role, in one statement: every page asks."""
         s = web_sessions.c
-        with self.engine.connect() as db:
-            row = db.execute(sa.select(s.user, s.csrf, s.created, s.last_seen, s.data)
+        with self._reads.connect() as db:
+            row = db.execute(sa.select(s.user, s.csrf, s.created, s.last_seen, s.data, users.c.role)
+                             .select_from(web_sessions.outerjoin(users, users.c.name == s.user))
                              .where(s.id_hash == id_hash)).first()
         if row is None:
             return None
-        return SessionRow(row.user, row.csrf, row.created, row.last_seen, json.loads(row.data or "{}"))
+        data = json.loads(row.data) if row.data and row.data != "{}" else {}
+        return SessionRow(row.user, row.csrf, row.created, row.last_seen, data, row.role)
 
     def touch_session(self, id_hash: str, now: float, data: dict | None = None) -> None:
         values = {"last_seen": now}
@@ -713,42 +755,60 @@ class Store:
     # -- reading ---------------------------------------------------------
     def find_groups(self, q: GroupQuery) -> tuple[list[GroupRow], int]:
         """One page of groups matching ``q``, and how many match in all."""
-        g, c = groups.c, crashes.c
-        where = []
-        for column, value in ((g.executable, q.executable), (g.signal, q.signal), (g.state, q.state)):
-            if value:
-                where.append(column == value)
-        for column, value in ((c.image, q.image), (c.container, q.container), (c.host, q.host)):
-            if value:
-                where.append(g.id.in_(sa.select(c.group_id).where(column == value)))
-        if q.since is not None:
-            where.append(g.last_seen >= q.since)
-        if q.until is not None:
-            where.append(g.first_seen <= q.until)
-        if q.search:
-            for word in q.search.split()[:8]:
-                escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-                where.append(g.search_text.ilike(f"%{escaped}%", escape="\\"))
-        order = SORTS.get(q.sort, g.last_seen)
-        with self.engine.connect() as db:
-            rows = db.execute(sa.select(groups).where(*where).order_by(order.desc(), g.id.desc())
-                              .limit(q.limit).offset(q.offset)).all()
+        params = {"limit": q.limit, "offset": q.offset, "since": q.since, "until": q.until}
+        params.update((name, getattr(q, name)) for name in _GROUP_FILTERS if getattr(q, name))
+        words = q.search.split()[:8] if q.search else []
+        for i, word in enumerate(words):
+            escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            params[f"word{i}"] = f"%{escaped}%"
+        shape = (tuple(n for n in _GROUP_FILTERS if n in params), q.since is not None, q.until is not None,
+                 len(words), q.sort if q.sort in SORTS else "last_seen")
+        page, count = self._built(("find_groups", shape), lambda: _group_queries(*shape))
+        with self._reads.connect() as db:
+            rows = db.execute(page, params).all()
             if rows and len(rows) < q.limit:  # the last page: the total is known without counting
                 total = q.offset + len(rows)
             else:
-                total = db.execute(sa.select(sa.func.count()).select_from(groups).where(*where)).scalar()
+                total = db.execute(count, params).scalar()
         return [_group(r) for r in rows], total
 
-    def facets(self, group_ids: list[int]) -> dict[int, dict[str, list[tuple[str, int]]]]:
-        """Hosts, images and containers each group's crashes came from, most first."""
+    def _built(self, key, build):
+        """A page's statement, built once (with bind parameters) and kept:
+        building a select with subqueries costs more Python than running it."""
+        key = (self.engine.dialect.name, *key)
+        stmt = self._statements.get(key)
+        if stmt is None:
+            stmt = self._statements[key] = build()
+        return stmt
+
+    def facets(self, group_ids: list[int], kinds: tuple[str, ...] | None = None,
+               top: int | None = None) -> dict[int, dict[str, list[tuple[str, int]]]]:
+        """Hosts, images and containers each group's crashes came from, most
+        first: only the facets in ``kinds`` (all when None), and only the
+        ``top`` most of each (the group list shows three of a loud bug's
+        hundreds)."""
         out: dict[int, dict[str, list[tuple[str, int]]]] = {i: {} for i in group_ids}
         if not group_ids:
             return out
-        f = group_facets.c
-        with self.engine.connect() as db:
-            rows = db.execute(sa.select(f.group_id, f.facet, f.value, f.count)
-                              .where(f.group_id.in_(group_ids), f.count > 0)
-                              .order_by(f.group_id, f.facet, f.count.desc(), f.value)).all()
+
+        def build():
+            f = group_facets.c
+            where = [_among(self.engine, f.group_id, "ids", sa.Integer), f.count > 0]
+            if kinds is not None:
+                where.append(_among(self.engine, f.facet, "kinds", sa.String))
+            if top is None:
+                return sa.select(f.group_id, f.facet, f.value, f.count).where(*where).order_by(
+                    f.group_id, f.facet, f.count.desc(), f.value)
+            rank = sa.func.row_number().over(partition_by=(f.group_id, f.facet),
+                                             order_by=(f.count.desc(), f.value)).label("rank")
+            r = sa.select(f.group_id, f.facet, f.value, f.count, rank).where(*where).subquery().c
+            return (sa.select(r.group_id, r.facet, r.value, r.count).where(r.rank <= sa.bindparam("top"))
+                    .order_by(r.group_id, r.facet, r.count.desc(), r.value))
+
+        stmt = self._built(("facets", kinds is None, top is None), build)
+        params = {"ids": list(group_ids), "kinds": list(kinds or ()), "top": top}
+        with self._reads.connect() as db:
+            rows = db.execute(stmt, params).all()
         for gid, facet, value, count in rows:
             out[gid].setdefault(facet, []).append((value, count))
         return out
@@ -760,10 +820,16 @@ class Store:
         out = {i: [0] * days for i in group_ids}
         if not group_ids:
             return out
-        d = group_days.c
-        with self.engine.connect() as db:
-            rows = db.execute(sa.select(d.group_id, d.day, d.count)
-                              .where(d.group_id.in_(group_ids), d.day >= start_day, d.day < start_day + days)).all()
+
+        def build():
+            d = group_days.c
+            return sa.select(d.group_id, d.day, d.count).where(
+                _among(self.engine, d.group_id, "ids", sa.Integer), d.day >= sa.bindparam("start"),
+                d.day < sa.bindparam("end"))
+
+        with self._reads.connect() as db:
+            rows = db.execute(self._built(("daily",), build),
+                              {"ids": list(group_ids), "start": start_day, "end": start_day + days}).all()
         for gid, day, count in rows:
             out[gid][day - start_day] = count
         return out
@@ -773,13 +839,31 @@ class Store:
         in order. A loose index scan: each next value is one probe of the
         column's index (the smallest greater than the last), so 50 values
         among a million rows cost 50 probes, not a DISTINCT over every row."""
-        table = groups if column in ("executable", "signal") else crashes
-        col = table.c[column]
-        found = sa.select(sa.func.min(col).label("v")).cte("found", recursive=True)
-        after = sa.select(sa.func.min(col)).where(col > found.c.v).scalar_subquery()
-        found = found.union_all(sa.select(after).select_from(found).where(found.c.v.is_not(None)))
-        with self.engine.connect() as db:
-            return [v for v in db.execute(sa.select(found.c.v).where(found.c.v.is_not(None)).limit(limit)).scalars()]
+        return self.distinct_values((column,), limit)[column]
+
+    def distinct_values(self, columns: tuple[str, ...], limit: int = 200) -> dict[str, list[str]]:
+        """``distinct`` of several columns in one statement (the group list's
+        choices of executable and signal)."""
+
+        def build():
+            parts = []
+            for i, column in enumerate(columns):
+                table = groups if column in ("executable", "signal") else crashes
+                col = table.c[column]
+                found = sa.select(sa.func.min(col).label("v")).cte(f"found{i}", recursive=True)
+                after = sa.select(sa.func.min(col)).where(col > found.c.v).scalar_subquery()
+                found = found.union_all(sa.select(after).select_from(found).where(found.c.v.is_not(None)))
+                first = (sa.select(sa.literal(i).label("k"), found.c.v).where(found.c.v.is_not(None))
+                         .limit(sa.bindparam("limit", type_=sa.Integer)).subquery(f"first{i}"))
+                parts.append(sa.select(first.c.k, first.c.v))
+            union = (sa.union_all(*parts) if len(parts) > 1 else parts[0]).subquery("choices")
+            return sa.select(union.c.k, union.c.v).order_by(union.c.k, union.c.v)
+
+        out: dict[str, list[str]] = {c: [] for c in columns}
+        with self._reads.connect() as db:
+            for k, v in db.execute(self._built(("distinct", tuple(columns)), build), {"limit": limit}):
+                out[columns[k]].append(v)
+        return out
 
     def groups(self, limit: int = 100, offset: int = 0) -> list[GroupRow]:
         with self.engine.connect() as db:
@@ -788,14 +872,14 @@ class Store:
         return [_group(r) for r in rows]
 
     def group(self, group_id: int) -> GroupRow:
-        with self.engine.connect() as db:
+        with self._reads.connect() as db:
             row = db.execute(sa.select(groups).where(groups.c.id == group_id)).first()
         if row is None:
             raise NotFound(f"no group g{group_id}")
         return _group(row)
 
     def crash(self, crash_id: str) -> CrashRow:
-        with self.engine.connect() as db:
+        with self._reads.connect() as db:
             row = db.execute(sa.select(crashes).where(crashes.c.id == crash_id)).first()
         if row is None:
             raise NotFound(f"no crash {crash_id}")
@@ -861,29 +945,38 @@ class Store:
         with self.engine.begin() as db:
             db.execute(crashes.update().where(crashes.c.id == crash_id).values(core_file=None))
 
-    def crash_summaries(self, group_id: int, limit: int = 200) -> list[dict]:
-        """The group page's crash list, without decoding every analysis."""
+    def crash_summaries(self, group_id: int, limit: int = 200, architecture: bool = False) -> list[dict]:
+        """The group page's crash list, without decoding every analysis;
+        with ``architecture`` each also gets the architecture its analysis
+        records (None before it was recorded), read from the stored JSON
+        text without decoding it: the key is written once, at the top
+        level, as the last field (json.dumps escapes any quote in a value),
+        so only each text's last 200 bytes are sent (``_tail``), and the
+        whole text only of a crash whose tail lacks the key."""
         c = crashes.c
-        with self.engine.connect() as db:
-            rows = db.execute(sa.select(c.id, c.crashed_at, c.host, c.container, c.image)
-                              .where(c.group_id == group_id).order_by(c.crashed_at.desc()).limit(limit)).all()
-        return [dict(r._mapping) for r in rows]
-
-    def crash_architectures(self, group_id: int, limit: int = 200) -> dict[str, str | None]:
-        """crash id -> the architecture its analysis records (None before it
-        was recorded), for the group page's newest ``limit`` crashes. Read
-        from the stored JSON text without decoding it: the key is written
-        once, at the top level (json.dumps escapes any quote in a value)."""
-        c = crashes.c
-        with self.engine.connect() as db:
-            rows = db.execute(sa.select(c.id, c.analysis).where(c.group_id == group_id)
-                              .order_by(c.crashed_at.desc()).limit(limit)).all()
-        out = {}
-        for crash_id, text in rows:
-            found = _ARCH_KEY.search(text or "", max(0, len(text or "") - 200))  # the last field
-            found = found or _ARCH_KEY.search(text or "")
-            out[crash_id] = found.group(1) if found else None
-        return out
+        columns = [c.id, c.crashed_at, c.host, c.container, c.image]
+        if architecture:
+            columns.append(_tail(self.engine.dialect.name, c.analysis, 200).label("tail"))
+        with self._reads.connect() as db:
+            rows = [dict(r._mapping) for r in db.execute(
+                sa.select(*columns).where(c.group_id == group_id).order_by(c.crashed_at.desc()).limit(limit)).all()]
+            if not architecture:
+                return rows
+            missed = []
+            for r in rows:
+                tail = r.pop("tail") or ""
+                if isinstance(tail, bytes):  # cut at a byte: a character split there is no part of the key
+                    tail = tail.decode("utf-8", "replace")
+                found = _ARCH_KEY.search(tail)
+                r["architecture"] = found.group(1) if found else None
+                if found is None:
+                    missed.append(r)
+            if missed:  # the key is elsewhere in the text, or not in it
+                texts = dict(db.execute(sa.select(c.id, c.analysis).where(c.id.in_([r["id"] for r in missed]))).all())
+                for r in missed:
+                    found = _ARCH_KEY.search(texts.get(r["id"]) or "")
+                    r["architecture"] = found.group(1) if found else None
+        return rows
 
     def crash_ids(self) -> list[tuple[str, int]]:
         with self.engine.connect() as db:
@@ -1152,6 +1245,28 @@ def _rebuild_counts(db) -> None:
 
 
 _ARCH_KEY = re.compile(r'"architecture": "([\w.-]{1,32})"')
+
+
+def _tail(dialect: str, column, n: int):
+    """The last ``n`` bytes (or characters) of a text column, cut in the
+    database. PostgreSQL's right() counts a long UTF-8 text's characters
+    from its start, which costs more than sending the whole text; its bytes
+    (textsend) cut at octet_length, which the stored header knows, do not."""
+    if dialect == "postgresql":
+        return sa.func.substr(sa.func.textsend(column), sa.func.octet_length(column) - (n - 1))
+    if dialect == "sqlite":
+        return sa.func.substr(column, -n)
+    return column  # elsewhere the whole text: the key is found all the same
+
+
+def _among(engine, column, name: str, item_type):
+    """``column IN`` the list given as bind parameter ``name``; on
+    PostgreSQL ``= ANY(array)``, one parameter: the same statement text for
+    any number of values, which psycopg then parses and prepares once."""
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import ARRAY
+        return column == sa.any_(sa.bindparam(name, type_=ARRAY(item_type)))
+    return column.in_(sa.bindparam(name, expanding=True))
 
 
 def _savepoint(db: sa.Connection):

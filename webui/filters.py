@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from datetime import datetime, timezone
 
@@ -16,10 +17,10 @@ def when(ts) -> str:
     return datetime.fromtimestamp(float(ts), timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def ago(ts) -> str:
+def ago(ts, now: float | None = None) -> str:
     if ts is None:
         return "-"
-    s = max(0, time.time() - float(ts))
+    s = max(0, (time.time() if now is None else now) - float(ts))
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if s >= size:
             return f"{int(s // size)}{unit} ago"
@@ -28,15 +29,23 @@ def ago(ts) -> str:
 
 def sparkline(counts: list[int], width: int = 120, height: int = 24) -> Markup:
     """Bars, one per day, oldest on the left. Numbers only: nothing to escape."""
+    return _sparkline(tuple(counts), width, height)
+
+
+@functools.lru_cache(maxsize=4096)
+def _sparkline(counts: tuple[int, ...], width: int, height: int) -> Markup:
+    # a pure function of the counts: most groups of a list page had the same
+    # days as on the page before (or none in 30 days), so the SVG is made once
     if not counts:
         return Markup("")
     top = max(counts) or 1
     bar = width / len(counts)
+    bar_width = f"{max(bar - 1, 1):.1f}"
     rects = []
     for i, n in enumerate(counts):
         if n:
             h = max(2.0, height * n / top)
-            rects.append(f'<rect x="{i * bar:.1f}" y="{height - h:.1f}" width="{max(bar - 1, 1):.1f}" '
+            rects.append(f'<rect x="{i * bar:.1f}" y="{height - h:.1f}" width="{bar_width}" '
                          f'height="{h:.1f}"><title>{n}</title></rect>')
     return Markup(f'<svg class="spark" width="{width}" height="{height}" role="img" '
                   f'aria-label="{sum(counts)} crashes in {len(counts)} days">{"".join(rects)}</svg>')

@@ -9,11 +9,13 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from analyzer.model import Analysis
 from coretriage.access import RESTRICTED_REASON, is_restricted
 from coretriage.store import STATES, GroupQuery, NotFound
+from webui.rows import crash_rows, group_rows
 from webui.security import admin_required, is_admin, login_required, store, visible
 
 bp = Blueprint("groups", __name__)
 PAGE = 50
 FILTERS = ("executable", "image", "container", "host", "signal", "state")
+LIST_FACETS, LIST_TAGS = ("host", "image", "container"), 3  # the list's tags: a group's top 3 hosts and images
 
 
 def _time(value: str | None, end: bool = False) -> float | None:
@@ -28,6 +30,17 @@ def _time(value: str | None, end: bool = False) -> float | None:
         return day + 86399 if end else day
     except ValueError:
         abort(400, description=f"bad time {value!r}: use YYYY-MM-DD or an age like 24h or 7d")
+
+
+def url_stem(endpoint: str, **placeholder) -> str:
+    """A view's URL up to its last argument, built once per page, not once
+    per row: ``placeholder`` is one value whose URL is itself, removed. The
+    rows' ids (g + number, c + hex) need no quoting in a path."""
+    url = url_for(endpoint, **placeholder)
+    value = str(next(iter(placeholder.values())))
+    if not url.endswith("/" + value):
+        raise RuntimeError(f"{endpoint}'s URL {url} does not end in its argument")
+    return url[: -len(value)]
 
 
 def query_from(args) -> GroupQuery:
@@ -45,24 +58,25 @@ def query_from(args) -> GroupQuery:
                       **{k: args.get(k) or None for k in FILTERS})
 
 
-def group_page(args):
+def group_page(args, facet_kinds: tuple[str, ...] | None = None, facet_top: int | None = None):
     """One page of groups for the request's filters, with each group's
-    hosts/images/containers and crashes per day: the list page and the API."""
+    hosts/images/containers (``Store.facets``' ``kinds`` and ``top``) and
+    crashes per day: the list page and the API."""
     q = query_from(args)
     rows, total = store().find_groups(q)
     ids = [r.id for r in rows]
-    return q, rows, total, store().facets(ids), store().daily_counts(ids)
+    return q, rows, total, store().facets(ids, facet_kinds, facet_top), store().daily_counts(ids)
 
 
 @bp.route("/")
 @login_required
 def index():
-    q, rows, total, facets, daily = group_page(request.args)
+    q, rows, total, facets, daily = group_page(request.args, LIST_FACETS, LIST_TAGS)  # what the rows show
     page = q.offset // q.limit + 1
     return render_template("groups/list.html", groups=rows, total=total, q=q, page=page,
-                           pages=max(1, -(-total // q.limit)), facets=facets,
-                           daily=daily, states=STATES, args=request.args,
-                           choices={k: store().distinct(k) for k in ("executable", "signal")})
+                           rows=group_rows(rows, facets, daily, url_stem("groups.detail", group_id=0)),
+                           pages=max(1, -(-total // q.limit)), states=STATES, args=request.args,
+                           choices=store().distinct_values(("executable", "signal")))
 
 
 @bp.route("/groups/<int:group_id>")
@@ -72,16 +86,14 @@ def detail(group_id: int):
         group = store().group(group_id)
     except NotFound:
         abort(404)
-    crashes = store().crash_summaries(group_id, limit=200)
-    archs = store().crash_architectures(group_id, limit=200)
-    for c in crashes:
-        c["architecture"] = archs.get(c["id"])
-    architectures = Counter(a for a in archs.values() if a).most_common()
+    crashes = store().crash_summaries(group_id, limit=200, architecture=True)
+    architectures = Counter(c["architecture"] for c in crashes if c["architecture"]).most_common()
     latest = store().crash(crashes[0]["id"]) if crashes else None
     hidden = RESTRICTED_REASON if latest is not None and is_restricted(latest.meta) else None
     latest = visible(latest) if latest is not None else None
     analysis = Analysis.from_dict(latest.analysis).mixed() if latest else None
-    return render_template("groups/detail.html", group=group, crashes=crashes, latest=latest,
+    return render_template("groups/detail.html", group=group, latest=latest,
+                           rows=crash_rows(crashes, url_stem("crashes.detail", crash_id="c")),
                            analysis=analysis, hidden=hidden, architectures=architectures, latest_hidden=bool(hidden) and not is_admin(),
                            facets=store().facets([group_id])[group_id], states=STATES, may_triage=is_admin(),
                            daily=store().daily_counts([group_id], days=90)[group_id])

@@ -13,6 +13,7 @@ from flask import abort, current_app, g, redirect, request, session, url_for
 
 from coretriage.access import shown
 from coretriage.hosts import is_host_token
+from coretriage.records import User
 from coretriage.users import token_hash
 from webui import sessions
 
@@ -48,10 +49,9 @@ def _load_user() -> None:
         if g.user is None and request.endpoint != "metrics.metrics":
             abort(401, description="unknown or expired bearer token")
         return
-    name = session.user
-    if name:
-        found = store().user_record(name)
-        g.user = found[0] if found else None
+    row = getattr(session, "row", None)
+    if row is not None and row.role is not None:  # the role came with the session's row (Store.web_session)
+        g.user = User(row.user, row.role)
 
 
 def _check_csrf():

@@ -9,8 +9,8 @@ import sqlalchemy as sa
 from coretriage import migrations
 from coretriage.records import Analyzed, GroupQuery
 from coretriage.store import Store
-from fleetstore import (GROUPS, NOW, QUERIES, counted_days, counted_facets, distinct_values, expected_matches, fill,
-                        migrate, search)
+from fleetstore import (GROUPS, NOW, QUERIES, check_page_reads, counted_days, counted_facets, distinct_values,
+                        expected_matches, fill, migrate, search)
 
 # the schema just before 0007 (the search index and the per-group counts)
 BEFORE_0007 = migrations.REVISIONS[migrations.REVISIONS.index("0007") - 1]
@@ -102,6 +102,15 @@ def test_filter_choices_are_every_distinct_value_in_order(tmp_path):
         assert len(expected["executable"]) == len(GROUPS) and expected["host"] == ["node-1", "node-2", "node-3"]
         assert {col: store.distinct(col) for col in expected} == expected
         assert store.distinct("executable", limit=3) == expected["executable"][:3]
+    finally:
+        store.close()
+
+
+def test_the_pages_narrower_reads_give_what_the_plain_ones_give(tmp_path):
+    store = _store(tmp_path)
+    try:
+        fill(store)
+        check_page_reads(store)
     finally:
         store.close()
 

@@ -130,3 +130,44 @@ def migrate(url: str, revision: str) -> None:
                 command.upgrade(config, revision)
     finally:
         engine.dispose()
+
+
+def add_architecture_crashes(store) -> dict[str, str | None]:
+    """Three crashes of one new group whose analyses record their
+    architecture as the last key (as the analyzer writes it), before a long
+    field (not in the text's last 200 bytes), and not at all; crash id ->
+    the architecture the group page must show."""
+    threads = [{"number": 1, "frames": [{"function": f"f{i}", "file": "ü.c"} for i in range(40)]}]
+    analyses = {"c0a0000000001": {"core": "x", "threads": threads, "architecture": "aarch64"},
+                "c0a0000000002": {"architecture": "x86_64", "core": "x", "threads": threads},
+                "c0a0000000003": {"core": "x", "threads": threads}}
+    for k, (crash_id, analysis) in enumerate(analyses.items()):
+        store.add_crash(CrashRecord(
+            id=crash_id, crashed_at=NOW - k * 60, host="node-9", image=None, container=None, meta={},
+            analyzed=Analyzed(signature="arch | probe", signature_data={"text": "arch | probe"}, analysis=analysis,
+                              executable="/bin/arch", signal="SIGILL", quality=1.0, key_frame="arch",
+                              search_text="arch probe")))
+    return {crash_id: a.get("architecture") for crash_id, a in analyses.items()}
+
+
+def check_page_reads(store) -> None:
+    """The pages' narrower reads give what the plain ones give: the group
+    list's top tags, the filter choices in one statement, and a group
+    page's crashes with the architecture read from each analysis' tail."""
+    ids = [g.id for g in store.groups(limit=1000)]
+    full = store.facets(ids)
+    top = store.facets(ids, ("host", "image"), 1)
+    assert top == {i: {k: v[:1] for k, v in f.items() if k in ("host", "image")} for i, f in full.items()}
+    assert any(len(v) > 1 for f in full.values() for v in f.values())  # something was left out
+    assert store.facets(ids, None, 2) == {i: {k: v[:2] for k, v in f.items()} for i, f in full.items()}
+    columns = ("executable", "signal", "host")
+    assert store.distinct_values(columns) == {c: store.distinct(c) for c in columns}
+    assert store.distinct_values(columns, limit=2) == {c: store.distinct(c)[:2] for c in columns}
+
+    expected = add_architecture_crashes(store)
+    group = [g for g in store.groups(limit=1000) if g.signature == "arch | probe"][0]
+    plain = store.crash_summaries(group.id)
+    shown = store.crash_summaries(group.id, architecture=True)
+    assert {c["id"]: c["architecture"] for c in shown} == expected
+    assert [{k: v for k, v in c.items() if k != "architecture"} for c in shown] == plain
+    assert [c["id"] for c in plain] == sorted(expected)  # newest first
