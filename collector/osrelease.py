@@ -64,10 +64,11 @@ def read_in_root(proc_fd: int) -> dict[str, str] | None:
 
 
 def _read_regular(root: int, path: bytes) -> bytes | None:
-    from collector.sysroot import RESOLVE_IN_ROOT
+    from collector.sysroot import openat2_in_root
 
     try:
-        handle = _openat2_path(root, path, RESOLVE_IN_ROOT)
+        # O_PATH, following links inside the root (/etc/os-release -> ../usr/lib/os-release)
+        handle = openat2_in_root(root, path, os.O_PATH)
     except OSError:
         return None
     try:
@@ -84,24 +85,3 @@ def _read_regular(root: int, path: bytes) -> bytes | None:
         return None
     finally:
         os.close(fd)
-
-
-def _openat2_path(dir_fd: int, path: bytes, resolve: int) -> int:
-    """openat2(O_PATH) confined to the process's root; symlinks are followed
-    inside it (/etc/os-release is a link to ../usr/lib/os-release)."""
-    import ctypes
-
-    from collector.sysroot import SYS_OPENAT2
-
-    class OpenHow(ctypes.Structure):
-        _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
-
-    resolve_no_magiclinks = 0x02
-    libc = ctypes.CDLL(None, use_errno=True)
-    how = OpenHow(os.O_PATH | os.O_CLOEXEC, 0, resolve | resolve_no_magiclinks)
-    fd = libc.syscall(ctypes.c_long(SYS_OPENAT2), ctypes.c_int(dir_fd), ctypes.c_char_p(path),
-                      ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
-    if fd < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-    return fd

@@ -71,14 +71,16 @@ def mapped_files(maps: bytes) -> list[tuple[int, int, bytes]]:
     return out
 
 
-def _openat2(dir_fd: int, path: bytes) -> int:
+def openat2_in_root(dir_fd: int, path: bytes, flags: int = os.O_RDONLY | os.O_NOFOLLOW) -> int:
+    """openat2 of ``path`` with ``dir_fd`` as the root: symlinks and ".."
+    resolve inside it (RESOLVE_IN_ROOT), never through /proc magic links."""
     import ctypes
 
     class OpenHow(ctypes.Structure):
         _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
 
     libc = ctypes.CDLL(None, use_errno=True)
-    how = OpenHow(os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW, 0, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+    how = OpenHow(flags | os.O_CLOEXEC, 0, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
     fd = libc.syscall(ctypes.c_long(SYS_OPENAT2), ctypes.c_int(dir_fd), ctypes.c_char_p(path),
                       ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
     if fd < 0:
@@ -240,7 +242,7 @@ def capture_files(proc_fd: int, maps: bytes, bundle_fd: int, files_fd: int, prob
 
 
 def _capture_one(proc_root, dev, inode, path, parts, root_fd, files_fd, max_file_size, problems) -> Kept | None:
-    src = _openat2(proc_root, path.lstrip(b"/"))
+    src = openat2_in_root(proc_root, path.lstrip(b"/"))
     try:
         st = os.fstat(src)
         if not stat.S_ISREG(st.st_mode) or not is_mapped_file(src, st, dev, inode):
