@@ -10,6 +10,7 @@ from collector.hostsetup.clock import ClockStatus
 from collector.hostsetup.containers import INITS, ContainerInfo
 from collector.corepattern import APPORT, CorePattern
 from collector.hostsetup.procfs import HostProcess
+from collector.hostsetup.render import CORE_PIPE_LIMIT
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 SHELLS = frozenset({"sh", "bash", "dash", "ash", "zsh", "ksh", "mksh", "busybox"})
@@ -61,7 +62,7 @@ def core_pattern_check(p: CorePattern, *, handler_exists: bool | None, recorded:
 
 
 def core_pipe_limit_check(p: CorePattern, value: str, skipped: int | None = None,
-                          recommended: int = 128) -> Check | None:
+                          recommended: int = CORE_PIPE_LIMIT) -> Check | None:
     """``skipped``: crashes the kernel's log says it dropped over the limit
     in the last day (``kmsg.skipped_dumps``; None when it cannot be read)."""
     if p.kind != "pipe" or not p.is_coretriage:

@@ -15,7 +15,6 @@ from collector.hostsetup.checks import (FAIL, OK, WARN, Check, checks_json, cloc
                               format_checks, free_space_check, no_containers_check, suid_dumpable_check,
                               uwsgi_check)
 from collector.hostsetup.clock import ClockStatus, clock_status
-from collector.hostsetup.render import CORE_PIPE_LIMIT
 from collector.hostsetup.containers import ContainerInfo, docker_cli_containers, scan_proc_containers
 from collector.corepattern import classify
 
@@ -55,7 +54,7 @@ def run_checks(data_dir: Path, *, proc: Path = Path("/proc"), root: Path = Path(
         limit = _sysctl(proc, "kernel.core_pipe_limit")
         if limit is not None:
             skipped = kmsg.skipped_dumps(kernel_log) if kernel_log is not None else None
-            c = core_pipe_limit_check(pattern, limit, skipped, CORE_PIPE_LIMIT)
+            c = core_pipe_limit_check(pattern, limit, skipped)
             if c:
                 checks.append(c)
 

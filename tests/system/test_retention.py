@@ -167,8 +167,10 @@ def test_copies_a_killed_analysis_left_in_tmp_go_once_stale(tmp_path):
 
 def test_the_central_server_prunes_its_spool_once_per_pass(tmp_path):
     """A central server has no collector daemon: `coretriage web` prunes
-    what hosts uploaded. Its gunicorn workers share the data dir and take
-    turns (DATA/retention.lock): the stale file is removed, and said, once."""
+    what hosts uploaded, under gunicorn with two workers sharing the data
+    dir: the stale file is removed and reported once, the fresh one kept.
+    (That the workers take turns, DATA/retention.lock, only saves a second
+    scan: a second remover would find the file gone and report nothing.)"""
     from webserver import cli, web_server
 
     data = tmp_path / "central"
