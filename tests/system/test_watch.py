@@ -92,6 +92,8 @@ def test_queue_through_real_redis_and_a_dead_broker(config, samples, running, tm
         assert not spool.is_done(bundle) and len(store.groups()) == 1  # kept, not lost
         redis = start_redis(port)  # back: the next scan hands it over
         wait_for(lambda: len(store.groups()) == 2, timeout=120, what="the crash after the broker came back")
+        # the worker marks the bundle done just after it stores the crash
+        wait_for(lambda: spool.is_done(bundle), timeout=30, what="the bundle marked done")
         assert spool.is_done(bundle)
     finally:
         stop(worker, timeout=20)
