@@ -68,6 +68,19 @@ class GroupQuery:
     search: str | None = None
     limit: int = 50
     offset: int = 0
+    # Count the matches only up to offset + count_limit (None: exactly).
+    # Counting every group a common word matches is most of a search's cost
+    # at fleet scale, and "1,000+" tells a reader as much.
+    count_limit: int | None = None
+
+    @property
+    def count_cap(self) -> int | None:
+        """The most matches find_groups counts: past this page, always."""
+        return None if self.count_limit is None else self.offset + max(self.count_limit, self.limit + 1)
+
+    def count_capped(self, total: int) -> bool:
+        """Whether ``total`` from find_groups is a floor, the count cut short."""
+        return self.count_cap is not None and total >= self.count_cap
 
 
 @dataclass(frozen=True)

@@ -248,9 +248,11 @@ SORTS = {"last_seen": groups.c.last_seen, "count": groups.c.count, "first_seen":
 _GROUP_FILTERS = ("executable", "signal", "state", "image", "container", "host")
 
 
-def _group_queries(filters: tuple[str, ...], since: bool, until: bool, words: int, sort: str):
-    """find_groups' page and count statements for one shape of query, with
-    bind parameters named for GroupQuery's fields (word0... the search's)."""
+def _group_queries(filters: tuple[str, ...], since: bool, until: bool, words: int, sort: str, capped: bool):
+    """find_groups' statements for one shape of query: the page, the count
+    and the page for a few matches (below), with bind parameters named for
+    GroupQuery's fields (word0... the search's; count_limit, when
+    ``capped``, the most rows the count reads)."""
     g, c = groups.c, crashes.c
     where = []
     for name in filters:
@@ -264,9 +266,21 @@ def _group_queries(filters: tuple[str, ...], since: bool, until: bool, words: in
         where.append(g.first_seen <= sa.bindparam("until"))
     for i in range(words):
         where.append(g.search_text.ilike(sa.bindparam(f"word{i}", type_=sa.Text), escape="\\"))
-    page = (sa.select(groups).where(*where).order_by(SORTS[sort].desc(), g.id.desc())
-            .limit(sa.bindparam("limit", type_=sa.Integer)).offset(sa.bindparam("offset", type_=sa.Integer)))
-    return page, sa.select(sa.func.count()).select_from(groups).where(*where)
+
+    def page(order):
+        return (sa.select(groups).where(*where).order_by(order.desc(), g.id.desc())
+                .limit(sa.bindparam("limit", type_=sa.Integer)).offset(sa.bindparam("offset", type_=sa.Integer)))
+
+    if capped:
+        some = sa.select(g.id).where(*where).limit(sa.bindparam("count_limit", type_=sa.Integer)).subquery()
+        count = sa.select(sa.func.count()).select_from(some)
+    else:
+        count = sa.select(sa.func.count()).select_from(groups).where(*where)
+    # Sorting by an expression keeps PostgreSQL off the sort column's index:
+    # for a word few groups hold it then takes them from the trigram index
+    # and sorts them, instead of walking the index until a page of matches
+    # turns up (thousands of rows, as it cannot tell how few match).
+    return page(SORTS[sort]), count, page(SORTS[sort] + 0)
 
 
 def _group(row) -> GroupRow:
@@ -754,17 +768,23 @@ class Store:
 
     # -- reading ---------------------------------------------------------
     def find_groups(self, q: GroupQuery) -> tuple[list[GroupRow], int]:
-        """One page of groups matching ``q``, and how many match in all."""
-        params = {"limit": q.limit, "offset": q.offset, "since": q.since, "until": q.until}
+        """One page of groups matching ``q``, and how many match in all (up
+        to ``q.count_cap``: ``q.count_capped``)."""
+        params = {"limit": q.limit, "offset": q.offset, "since": q.since, "until": q.until,
+                  "count_limit": q.count_cap}
         params.update((name, getattr(q, name)) for name in _GROUP_FILTERS if getattr(q, name))
         words = q.search.split()[:8] if q.search else []
         for i, word in enumerate(words):
             escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             params[f"word{i}"] = f"%{escaped}%"
         shape = (tuple(n for n in _GROUP_FILTERS if n in params), q.since is not None, q.until is not None,
-                 len(words), q.sort if q.sort in SORTS else "last_seen")
-        page, count = self._built(("find_groups", shape), lambda: _group_queries(*shape))
+                 len(words), q.sort if q.sort in SORTS else "last_seen", q.count_cap is not None)
+        page, count, few_page = self._built(("find_groups", shape), lambda: _group_queries(*shape))
         with self._reads.connect() as db:
+            if words and q.count_cap is not None:  # a capped count is cheap, and says which page to read
+                total = db.execute(count, params).scalar()
+                rows = db.execute(page if q.count_capped(total) else few_page, params).all()
+                return [_group(r) for r in rows], total
             rows = db.execute(page, params).all()
             if rows and len(rows) < q.limit:  # the last page: the total is known without counting
                 total = q.offset + len(rows)

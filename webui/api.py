@@ -31,7 +31,7 @@ def group_summary(g, facets=None, daily=None) -> dict:
 @login_required
 def groups():
     q, rows, total, facets, daily = group_page(request.args)
-    return jsonify(total=total, offset=q.offset, limit=q.limit,
+    return jsonify(total=total, total_exact=not q.count_capped(total), offset=q.offset, limit=q.limit,
                    groups=[group_summary(r, facets[r.id], daily[r.id]) for r in rows])
 
 
@@ -108,7 +108,9 @@ OPENAPI = {
     "security": [{"token": []}],
     "paths": {
         "/api/v1/groups": {"get": {"summary": "Crash groups, filtered, sorted and paged", "parameters": _FILTERS,
-                                   "responses": {"200": {"description": "a page of groups"}, "400": _ERR, "401": _ERR}}},
+                                   "responses": {"200": {"description": "a page of groups; with q, total counts at most 1,000 past the "
+                                                                        "page (total_exact false: at least total)"},
+                                                 "400": _ERR, "401": _ERR}}},
         "/api/v1/groups/{ref}": {"get": {"summary": "One group (ref is g<number>)", "parameters": [_REF],
                                          "responses": {"200": {"description": "the group"}, "404": _ERR, "401": _ERR}}},
         "/api/v1/groups/{ref}/state": {"post": {

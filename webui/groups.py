@@ -16,6 +16,7 @@ bp = Blueprint("groups", __name__)
 PAGE = 50
 FILTERS = ("executable", "image", "container", "host", "signal", "state")
 LIST_FACETS, LIST_TAGS = ("host", "image", "container"), 3  # the list's tags: a group's top 3 hosts and images
+SEARCH_COUNT = 1000  # a search counts its matches this far past the page: "1,000+ match"
 
 
 def _time(value: str | None, end: bool = False) -> float | None:
@@ -52,7 +53,8 @@ def query_from(args) -> GroupQuery:
     sort = args.get("sort", "last_seen")
     if sort not in ("last_seen", "count", "first_seen"):
         abort(400, description="sort must be last_seen, count or first_seen")
-    return GroupQuery(sort=sort, search=args.get("q") or None,
+    search = args.get("q") or None
+    return GroupQuery(sort=sort, search=search, count_limit=SEARCH_COUNT if search else None,
                       since=_time(args.get("since")), until=_time(args.get("until"), end=True),
                       limit=limit, offset=(page - 1) * limit,
                       **{k: args.get(k) or None for k in FILTERS})
@@ -73,7 +75,7 @@ def group_page(args, facet_kinds: tuple[str, ...] | None = None, facet_top: int 
 def index():
     q, rows, total, facets, daily = group_page(request.args, LIST_FACETS, LIST_TAGS)  # what the rows show
     page = q.offset // q.limit + 1
-    return render_template("groups/list.html", groups=rows, total=total, q=q, page=page,
+    return render_template("groups/list.html", groups=rows, total=total, capped=q.count_capped(total), q=q, page=page,
                            rows=group_rows(rows, facets, daily, url_stem("groups.detail", group_id=0)),
                            pages=max(1, -(-total // q.limit)), states=STATES, args=request.args,
                            choices=store().distinct_values(("executable", "signal")))

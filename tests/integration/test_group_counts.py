@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from coretriage import migrations
 from coretriage.records import Analyzed, GroupQuery
 from coretriage.store import Store
-from fleetstore import (GROUPS, NOW, QUERIES, check_page_reads, counted_days, counted_facets, distinct_values,
+from fleetstore import (GROUPS, NOW, QUERIES, check_capped_count, check_page_reads, counted_days, counted_facets, distinct_values,
                         expected_matches, fill, migrate, search)
 
 # the schema just before 0007 (the search index and the per-group counts)
@@ -127,5 +127,6 @@ def test_every_page_of_the_list_tells_the_same_total(tmp_path):
         matching = expected_matches("main")
         rows, total = store.find_groups(GroupQuery(search="main", limit=2, offset=2))
         assert total == len(matching) and len(rows) == min(2, len(matching) - 2)
+        check_capped_count(store)
     finally:
         store.close()

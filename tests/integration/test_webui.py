@@ -56,6 +56,7 @@ def test_group_list_filters_and_search(app):
     assert "No crash groups" in c.get("/?host=other-host").text
     assert "header_length" in c.get("/?image=shop:1.2&signal=SIGSEGV&sort=count&since=7d").text
     assert c.get("/?sort=bogus").status_code == 400
+    assert "2 match" in c.get("/?q=main").text and "page 1 of 1" in c.get("/?q=main").text
     assert c.get("/?since=yesterday").status_code == 400
 
 
@@ -150,6 +151,22 @@ def test_admin_downloads_core(app):
     assert "download core" in c.get(f"/crashes/{crash}").text
     r = c.get(f"/crashes/{crash}/core")
     assert r.status_code == 200 and r.data[:4] == b"\x28\xb5\x2f\xfd"  # zstd magic
+
+
+def test_a_search_counts_its_matches_only_so_far(app, monkeypatch):
+    import webui.groups
+
+    monkeypatch.setattr(webui.groups, "SEARCH_COUNT", 1)  # the page and one past it: 2 of the 2 groups
+    c = app.test_client()
+    login(c, "ann", "viewer-pass")
+    page = c.get("/?q=main&limit=1").text
+    assert "2+ match" in page and "page 1 of 2+" in page and "older &rarr;" in page
+    assert "2 match" in c.get("/?limit=1").text  # no search: counted exactly
+    token = new_token()
+    app.extensions["store"].add_token("ann", token_hash(token))
+    h = {"Authorization": f"Bearer {token}"}
+    assert c.get("/api/v1/groups?q=main&limit=1", headers=h).get_json()["total_exact"] is False
+    assert c.get("/api/v1/groups?q=main&limit=5", headers=h).get_json()["total_exact"] is True
 
 
 def test_api_with_token(app):

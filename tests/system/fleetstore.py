@@ -171,3 +171,24 @@ def check_page_reads(store) -> None:
     assert {c["id"]: c["architecture"] for c in shown} == expected
     assert [{k: v for k, v in c.items() if k != "architecture"} for c in shown] == plain
     assert [c["id"] for c in plain] == sorted(expected)  # newest first
+
+
+def check_capped_count(store) -> None:
+    """A search's count stops past its page when asked to (the web UI's
+    "1,000+"), and is exact when the matches end first: the same groups,
+    whichever way they are counted."""
+    word = "a"  # in every group's text
+    matching = expected_matches(word)
+    assert len(matching) == len(GROUPS)
+    for offset in (0, 2):
+        exact = store.find_groups(GroupQuery(search=word, limit=2, offset=offset))
+        capped = GroupQuery(search=word, limit=2, offset=offset, count_limit=1)
+        rows, total = store.find_groups(capped)
+        assert exact[1] == len(GROUPS) and [r.id for r in rows] == [r.id for r in exact[0]]
+        assert total == offset + 3 and capped.count_capped(total)  # the page and one past it, at least
+    roomy = GroupQuery(search=word, limit=2, count_limit=len(GROUPS) + 1)
+    rows, total = store.find_groups(roomy)
+    assert total == len(GROUPS) and not roomy.count_capped(total)
+    last = GroupQuery(search=word, limit=5, offset=5, count_limit=1)  # the last page is counted exactly
+    rows, total = store.find_groups(last)
+    assert len(rows) == 3 and total == len(GROUPS) and not last.count_capped(total)

@@ -14,8 +14,8 @@ import sqlalchemy as sa
 
 from coretriage import migrations
 from coretriage.store import Store
-from fleetstore import (GROUPS, NOW, QUERIES, check_page_reads, counted_days, counted_facets, distinct_values,
-                        expected_matches, fill, migrate, search)
+from fleetstore import (GROUPS, NOW, QUERIES, check_capped_count, check_page_reads, counted_days, counted_facets,
+                        distinct_values, expected_matches, fill, migrate, search)
 from pgserver import create_database, postgres_server
 from webclient import Client
 from webserver import add_user, gunicorn_server, web_server
@@ -95,6 +95,7 @@ def test_counts_and_choices_on_postgres_match_counting_the_crashes(pg_url):
         assert (store.facets(ids), store.daily_counts(ids, days=60, now=NOW)) == before
         expected = distinct_values(store.engine)  # the filters' choices, by a loose index scan
         assert {col: store.distinct(col) for col in expected} == expected and len(expected["host"]) == 3
+        check_capped_count(store)
         check_page_reads(store)  # the list's top tags, the choices in one statement, architectures from the tail
     finally:
         store.close()
