@@ -45,8 +45,9 @@ class Config:
     token_days: int = 90  # an API token's life when `token add` is not given --days
     # -- alerts and metrics (coretriage.alerts, coretriage.notify, webui/metrics.py) --
     public_url: str | None = None  # the web UI's address, for links in alerts
-    smtp_url: str | None = None  # smtp://[user:password@]host[:port]; STARTTLS when the server offers it
+    smtp_url: str | None = None  # smtp://[user:password@]host[:port]; STARTTLS when offered (required with a password)
     smtp_from: str = "coretriage@localhost"
+    smtp_ca: str | None = None  # a CA bundle (PEM) for an SMTP server whose certificate a private CA signed
     alert_retries: int = 8  # tries of one alert (backoff 2^n s, at most 10 min) before it is given up
     spike_window: float = 600.0  # seconds
     spike_factor: float = 10.0  # crashes in a window over the group's trailing average per window

@@ -13,11 +13,11 @@ import threading
 import time
 
 import pytest
-from alertreceivers import Receiver, free_port, smtp_server
+from alertreceivers import Receiver, free_port, self_signed, smtp_server
 
 from coretriage.alerts import Channel, SpikePolicy
 from coretriage.ingest import ingest, ingest_metadata
-from coretriage.notify import EVENT_HEADER, SIGNATURE_HEADER, alert_loop, deliver_due
+from coretriage.notify import EVENT_HEADER, SIGNATURE_HEADER, DeliveryError, alert_loop, deliver_due, send_test
 
 
 def kinds(store):
@@ -114,6 +114,22 @@ def test_channel_filters(config, store, receiver):
     assert [json.loads(b)["group"]["executable"] for _, b in receiver.posts] == ["/usr/sbin/nginx"]
 
 
+def test_channel_filters_by_host_and_image(config, store, receiver):
+    store.add_channel(Channel("web", "webhook", receiver.url + "/web", host="web*"))
+    store.add_channel(Channel("pg", "webhook", receiver.url + "/pg", image="postgres:*"))
+    for n, (exe, host, image) in enumerate((("/usr/bin/a", "web1", None), ("/usr/bin/b", "db1", "postgres:16"),
+                                           ("/usr/bin/c", "db2", "redis:7"))):
+        ingest_metadata(config, store, f"c{n:012x}", executable=exe, signal=11, command_line=exe, pid=100 + n,
+                        reason="test", meta={"host": host, "container": image and f"ct{n}", "image": image},
+                        crashed_at=1000.0 + n)
+    assert [c.image for c in map(store.crash, sorted(cid for cid, _ in store.crash_ids()))] == \
+        [None, "postgres:16", "redis:7"]
+    deliver_due(config, store)
+    got = sorted((path, json.loads(b)["group"]["executable"]) for path, (_, b) in zip(receiver.paths, receiver.posts))
+    assert got == [("/hook/pg", "/usr/bin/b"), ("/hook/web", "/usr/bin/a")]
+    assert all(e["done"] for e in store.alert_events())  # the one nobody wants is done, not pending
+
+
 def test_email_reaches_a_real_smtp_server(config, store, samples, tmp_path):
     log = tmp_path / "smtp.log"
     with smtp_server(log) as url:
@@ -128,6 +144,31 @@ def test_email_reaches_a_real_smtp_server(config, store, samples, tmp_path):
     text = log.read_text()
     assert "To: ops@example.org" in text and "From: ct@example.org" in text
     assert "Subject: [coretriage] New crash group" in text
+
+
+def test_email_over_starttls_verifies_the_server(config, store, tmp_path):
+    cert, key = self_signed(tmp_path)
+    log = tmp_path / "smtp.log"
+    channel = Channel("ops", "email", "ops@example.org")
+    with smtp_server(log, tls=(cert, key)) as url:  # takes no mail before STARTTLS
+        config = dataclasses.replace(config, smtp_url=url)
+        with pytest.raises(DeliveryError, match="certificate verify failed"):  # a certificate nobody vouches for
+            send_test(config, channel)
+        send_test(dataclasses.replace(config, smtp_ca=str(cert)), channel)
+        deadline = time.monotonic() + 10
+        while "Test alert from coretriage" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+    assert log.read_text().count("To: ops@example.org") == 1
+
+
+def test_email_password_never_goes_to_a_server_without_starttls(config, tmp_path):
+    log = tmp_path / "smtp.log"
+    with smtp_server(log) as url:  # offers no STARTTLS, as when someone in the middle strikes it out
+        config = dataclasses.replace(config, smtp_url=url.replace("smtp://", "smtp://ct:s3cret-pw@"))
+        with pytest.raises(DeliveryError, match="offers no STARTTLS"):
+            send_test(config, Channel("ops", "email", "ops@example.org"))
+    assert "s3cret" not in log.read_text() and "AUTH" not in log.read_text() and "To:" not in log.read_text()
 
 
 def test_dead_endpoint_delays_no_ingest(config, store):
