@@ -102,3 +102,40 @@ def test_the_worker_sends_what_is_waiting_and_its_sender_ends_with_it(samples, t
               for pid in children):
         assert time.monotonic() < deadline, "the alert sender outlived the worker"
         time.sleep(0.1)
+
+
+def test_a_crash_uploaded_to_the_central_server_is_alerted_from_there(collector_installed, samples, tmp_path):
+    """A host that uploads holds no store: the central web server, analyzing
+    what hosts send (no broker), stores the crash and sends its alert."""
+    from uploadkit import add_host, collector, host_settings, wait_crashes
+    from webserver import web_server
+
+    host, central = collector_installed, tmp_path / "central"
+    token = add_host(central, "web-7")
+    receiver = Receiver()
+    try:
+        cli(central, "notify", "add", "hook", "--webhook", receiver.url)
+        exe = tmp_path / "segv"
+        shutil.copy(samples("segv").exe, exe)
+        with web_server(central, tmp_path / "web.log") as url:
+            host_settings(host, url, token)
+            with collector(host, tmp_path / "collector.log") as proc:
+                crashed = time.monotonic()
+                for n in range(2):
+                    assert subprocess.run([str(exe), "x" * n], preexec_fn=crashkit.allow_cores,
+                                          capture_output=True).returncode == -11
+                deadline = time.monotonic() + 60
+                while not receiver.posts:
+                    assert time.monotonic() < deadline, (tmp_path / "web.log").read_text()[-3000:]
+                    assert proc.poll() is None
+                    time.sleep(0.1)
+                took = time.monotonic() - crashed
+                crashes = wait_crashes(central, 2, alive=[proc])
+                time.sleep(3)  # any (wrong) second alert goes out
+        assert len(receiver.posts) == 1, [json.loads(b)["event"] for _, b in receiver.posts]
+        alert = json.loads(receiver.posts[0][1])
+        assert alert["event"] == "new" and alert["crash"]["host"] == "web-7"
+        assert alert["crash"]["id"] in {c.id for c in crashes} and alert["group"]["count"] >= 1
+        print(f"host crash to the central server's webhook: {took:.1f} s")
+    finally:
+        receiver.close()
