@@ -53,6 +53,7 @@ class Config:
     spike_factor: float = 10.0  # crashes in a window over the group's trailing average per window
     spike_minimum: int = 10  # crashes in a window, at least, for a spike
     metrics_token: str | None = None  # when set, GET /metrics needs "Authorization: Bearer <it>"
+    metrics_executables: int = 100  # executables with a label of their own in coretriage_crashes_total
     # -- a host that uploads to a central coretriage (collector.upload) --
     server_url: str | None = None  # the central server; set, `collector run` uploads instead of analyzing
     server_token: str | None = field(default=None, repr=False)  # this host's token (`coretriage host add`)

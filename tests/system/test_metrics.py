@@ -48,6 +48,36 @@ def test_metrics_parse_and_match_the_store(config, store, samples, tmp_path):
     assert found["coretriage_alerts_pending"].samples[0].value == 3  # one `new` per group, nobody to send to
     assert found["coretriage_spool_bundles"].samples[0].value == 0
 
+    # a bundle waits for its analysis: counted in the spool, its bytes too, and as the queue without a broker
+    from collector.watch import import_dump
+
+    core = tmp_path / "core-waiting"
+    core.write_bytes(samples("segv").core.read_bytes())
+    bundle = import_dump(core, config.spool_dir)
+    on_disk = sum(p.stat().st_blocks * 512 for p in bundle.rglob("*") if p.is_file())
+    with web_server(config.data_dir, tmp_path / "web2.log") as base:
+        found = families(get(base + "/metrics")[2])
+    assert found["coretriage_spool_bundles"].samples[0].value == 1
+    assert found["coretriage_spool_bytes"].samples[0].value >= on_disk > 0
+    assert [(s.labels["source"], s.value) for s in found["coretriage_queue_depth"].samples] == [("spool", 1)]
+
+
+def test_crash_labels_stay_bounded_however_many_executables(config, store, tmp_path):
+    """A thousand renamed copies crashing make no thousand series: past
+    metrics_executables, executables share executable="(other)", and the
+    counts still add up to the store's."""
+    (config.data_dir / "coretriage.toml").write_text("metrics_executables = 3\n")
+    for n in range(40):
+        exe = f"/usr/bin/main{n % 3}" if n < 30 else f"/tmp/copy-{n}"  # ten crashes each, then ten one-offs
+        ingest_metadata(config, store, f"c{n:012x}", executable=exe, signal=11, command_line=exe, pid=10 + n,
+                        reason="test", meta={"host": "web1"}, crashed_at=1000.0 + n)
+    with web_server(config.data_dir, tmp_path / "web.log") as base:
+        found = families(get(base + "/metrics")[2])
+    totals = {s.labels["executable"]: s.value for s in found["coretriage_crashes"].samples
+              if s.name == "coretriage_crashes_total"}
+    assert totals == {"/usr/bin/main0": 10, "/usr/bin/main1": 10, "/usr/bin/main2": 10, "(other)": 10}
+    assert sum(totals.values()) == len(store.crash_ids())
+
 
 def test_metrics_token_setting(config, store, tmp_path):
     (config.data_dir / "coretriage.toml").write_text('metrics_token = "scrape-me"\n')
