@@ -52,16 +52,33 @@ def test_resolved_group_crashing_again_raises_one_regression(config, store, samp
     assert store.alert_events("regression")[0]["group_id"] == gid
 
 
-def test_ignored_group_alerts_nobody(config, store):
+def test_ignored_group_alerts_nobody(config, store, receiver):
     store.spike = SpikePolicy(window=60, minimum=3)
+    store.add_channel(Channel("hook", "webhook", receiver.url))
+    store.add_channel(Channel("daily", "webhook", receiver.url + "/daily", digest=60))
     gid = crash_of(config, store, 1, 1000.0).crash.group_id
-    store.set_state(gid, "ignored")
+    store.set_state(gid, "ignored")  # before its `new` was sent: muted too
     for n in range(2, 12):
         crash_of(config, store, n, 5000.0 + n)
     store.set_state(gid, "resolved")
     store.set_state(gid, "ignored")
     crash_of(config, store, 50, 9000.0)
     assert kinds(store) == ["new"]
+    now = time.time()
+    deliver_due(config, store, now=now)
+    deliver_due(config, store, now=now + 3600)  # past the digest's period
+    assert receiver.posts == []
+    (event,) = store.alert_events()
+    assert event["done"] and event["error"] == "group ignored"
+
+    # ignored after it went into a digest's collection: the digest leaves it out
+    other = crash_of(config, store, 60, 9500.0, executable="/usr/bin/other").crash.group_id
+    deliver_due(config, store, now=now + 3700)
+    assert store.delivered_to(store.alert_events()[-1]["id"]) == {"hook", "daily"}
+    store.set_state(other, "ignored")
+    deliver_due(config, store, now=now + 7200)
+    assert [json.loads(b)["event"] for _, b in receiver.posts] == ["new"]  # "hook", before the state changed
+    assert receiver.paths == ["/hook"] and store.digests()[-1]["error"] == "nothing left to send"
 
 
 def test_burst_raises_one_spike_per_spike(config, store):
