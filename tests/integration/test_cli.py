@@ -129,12 +129,13 @@ def test_notify_test_and_remove(capsys, tmp_path):
 
 def test_notify_add_digest_and_bad_channels(capsys, tmp_path):
     cli(capsys, tmp_path, "notify", "add", "daily", "--webhook", "https://hooks.example/x", "--digest", "1h",
-        "--quiet", "60")
+        "--quiet", "1m")
     (listed,) = json.loads(cli(capsys, tmp_path, "notify", "list", "--json"))
     assert listed["digest"] == 3600 and listed["quiet"] == 60 and listed["events"] == ["new", "regression", "spike"]
     assert "digest=3600" in cli(capsys, tmp_path, "notify", "list")
     for argv, message in ((["--webhook", "https://h.example", "--digest", "soon"], "not a duration"),
                           (["--webhook", "https://h.example", "--digest", "90d"], "between 0 and 31 days"),
+                          (["--webhook", "https://h.example", "--quiet", "-5"], "between 0 and 31 days"),
                           (["--webhook", "ftp://h.example"], "http:// or https://"),
                           (["--email", "a@b.example", "--webhook", "https://h.example"], "give one of"),
                           (["--email", "a@b.example", "--secret", "k"], "email channels have none"),
