@@ -329,3 +329,50 @@ def test_rule_upgrade_over_many_groups_alerts_nobody(config, store, samples):
     (config.rules_dir / "skip.txt").write_text("header_length\n")  # every segv signature changes
     assert reprocess(config, store)["alerts"] == 0
     assert store.alert_events() == events
+
+
+def test_two_processes_storing_in_a_resolved_group_at_once_on_sqlite_raise_one_regression(config, store):
+    """Two stores (as two worker processes: each its own connection) file a
+    crash of one resolved group at the same moment. Each waits up to two
+    seconds, after reading the group's state, for the other to read it too:
+    without the write lock taken before that read both saw it resolved and
+    raised two regressions; with it, the second waits for the first's commit."""
+    import sqlalchemy as sa
+
+    from coretriage.store import Store
+
+    gid = crash_of(config, store, 1, 1000.0).crash.group_id
+    store.set_state(gid, "resolved")
+    second = Store(config.database_url)
+    read, errors = [], []
+    both = threading.Event()
+
+    def hold(conn, cursor, statement, params, context, executemany):
+        if statement.lstrip().upper().startswith("SELECT GROUPS.STATE"):
+            read.append(statement)
+            if len(read) == 2:
+                both.set()
+            both.wait(2)
+
+    def worker(s, n):
+        try:
+            crash_of(config, s, n, 2000.0 + n)
+        except Exception as exc:  # noqa: BLE001 (the failure under test)
+            errors.append(exc)
+
+    try:
+        for s in (store, second):
+            sa.event.listen(s.engine, "before_cursor_execute", hold)
+        threads = [threading.Thread(target=worker, args=(s, n)) for s, n in ((store, 2), (second, 3))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors, errors
+        assert len(read) == 2
+        assert kinds(store) == ["new", "regression"]
+        assert store.group(gid).state == "regressed" and store.group(gid).count == 3
+    finally:
+        for s in (store, second):
+            sa.event.remove(s.engine, "before_cursor_execute", hold)
+        second.close()
