@@ -376,3 +376,45 @@ def test_two_processes_storing_in_a_resolved_group_at_once_on_sqlite_raise_one_r
         for s in (store, second):
             sa.event.remove(s.engine, "before_cursor_execute", hold)
         second.close()
+
+
+def test_two_processes_storing_the_first_crashes_of_a_group_at_once_on_sqlite_raise_one_new(config, store):
+    """Both stores look for the group, find none, and only then (each waits
+    for the other there) take the write lock to make it: one group, one `new`."""
+    import sqlalchemy as sa
+
+    from coretriage.store import Store
+
+    second = Store(config.database_url)
+    arrived, errors, results = [], [], {}
+    both = threading.Event()
+
+    def hold(conn, cursor, statement, params, context, executemany):
+        if statement.startswith("UPDATE groups SET id = id WHERE 0") and len(arrived) < 2:
+            arrived.append(statement)
+            if len(arrived) == 2:
+                both.set()
+            both.wait(5)
+
+    def worker(s, n):
+        try:
+            results[n] = crash_of(config, s, n, 1000.0 + n, executable="/usr/bin/twin")
+        except Exception as exc:  # noqa: BLE001 (the failure under test)
+            errors.append(exc)
+
+    try:
+        for s in (store, second):
+            sa.event.listen(s.engine, "before_cursor_execute", hold)
+        threads = [threading.Thread(target=worker, args=(s, n)) for s, n in ((store, 1), (second, 2))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors, errors
+        assert both.is_set()  # both had looked for the group and found none
+        assert results[1].crash.group_id == results[2].crash.group_id
+        assert kinds(store) == ["new"] and store.group(results[1].crash.group_id).count == 2
+    finally:
+        for s in (store, second):
+            sa.event.remove(s.engine, "before_cursor_execute", hold)
+        second.close()
