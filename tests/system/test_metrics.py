@@ -92,8 +92,8 @@ def test_metrics_token_setting(config, store, tmp_path):
 
 
 def test_analysis_histogram_drops_and_queue_match_the_store(collector_installed, samples, tmp_path):
-    """Real crashes through the kernel handler under rate, size and no_core
-    policies, analyzed by the pipeline as the daemon does: /metrics counts
+    """Real crashes through the kernel handler under rate, size, no_core and
+    free-space policies, analyzed by the pipeline as the daemon does: /metrics counts
     the analyses and the dropped cores the store holds, by reason."""
     import shutil
     import socket
@@ -118,6 +118,8 @@ def test_analysis_histogram_drops_and_queue_match_the_store(collector_installed,
             shutil.copy(samples("segv").exe, exe)
         assert subprocess.run([str(exe)], preexec_fn=crashkit.allow_cores, capture_output=True).returncode == -11
 
+    # first: a disk this "full" would also evict the cores waiting before it
+    crash_as("spacey", 'min_free_space = "1000T"\n')  # stack core (space)
     rate = "rate_limit = 1\nrate_window = 600\nstack_rate_limit = 1\n"
     for _ in range(3):
         crash_as("rated", rate)  # full core, then stack core (rate), then nothing (rate)
@@ -125,7 +127,7 @@ def test_analysis_histogram_drops_and_queue_match_the_store(collector_installed,
     crash_as("nocore", f'no_core = ["{bins}/nocore"]\nno_core_kind = "none"\n')  # nothing (policy)
     config = load_config(data)
     deadline = time.monotonic() + 30
-    while len(list(finished_bundles(config.spool_dir))) < 5:
+    while len(list(finished_bundles(config.spool_dir))) < 6:
         assert time.monotonic() < deadline, list(config.spool_dir.iterdir())
         time.sleep(0.1)
     store = Store(config.database_url)
@@ -139,25 +141,25 @@ def test_analysis_histogram_drops_and_queue_match_the_store(collector_installed,
             reasons = sorted(r[0] for r in db.execute(sa.text("select dropped from crashes")).all() if r[0])
     finally:
         store.close()
-    assert len(timed) == 3 and all(0 < t < 300 for t in timed)  # one full and two stack cores analyzed
-    assert reasons == ["policy", "rate", "rate", "size"]
+    assert len(timed) == 4 and all(0 < t < 300 for t in timed)  # one full and three stack cores analyzed
+    assert reasons == ["policy", "rate", "rate", "size", "space"]
 
     with web_server(data, tmp_path / "web.log") as base:
         _, _, text = get(base + "/metrics")
     found = families(text)
     hist = {s.name: s for s in found["coretriage_analysis_seconds"].samples if s.name.endswith(("_count", "_sum"))}
     assert found["coretriage_analysis_seconds"].type == "histogram"
-    assert hist["coretriage_analysis_seconds_count"].value == 3
+    assert hist["coretriage_analysis_seconds_count"].value == 4
     assert abs(hist["coretriage_analysis_seconds_sum"].value - sum(timed)) < 1e-6
     buckets = [(float(s.labels["le"]), s.value) for s in found["coretriage_analysis_seconds"].samples
                if s.name.endswith("_bucket")]
-    assert buckets == sorted(buckets) and buckets[-1] == (float("inf"), 3)
+    assert buckets == sorted(buckets) and buckets[-1] == (float("inf"), 4)
     for le, n in buckets:
         assert n == sum(1 for t in timed if t <= le)
     dropped = {s.labels["reason"]: s.value for s in found["coretriage_cores_dropped"].samples
                if s.name == "coretriage_cores_dropped_total"}
-    assert dropped == {"size": 1, "rate": 2, "space": 0, "policy": 1, "other": 0}
-    assert sum(s.value for s in found["coretriage_crashes"].samples if s.name == "coretriage_crashes_total") == 5
+    assert dropped == {"size": 1, "rate": 2, "space": 1, "policy": 1, "other": 0}
+    assert sum(s.value for s in found["coretriage_crashes"].samples if s.name == "coretriage_crashes_total") == 6
     assert found["coretriage_spool_bundles"].samples[0].value == 0  # all analyzed
     assert found["coretriage_spool_bytes"].samples[0].value > 0  # their files stay for reprocess
     queue = found["coretriage_queue_depth"].samples
