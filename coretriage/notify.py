@@ -3,8 +3,9 @@
 Off the ingest path: storing a crash only writes its events (``Store.add_crash``);
 ``alert_loop`` runs in the collector, ``coretriage run``, ``coretriage
 worker`` and a central web server that analyzes uploads itself, and sends
-them. Delivery is at least once: an event is leased to one sender, each channel it reached is recorded, and a sender killed in the
-middle leaves the lease to expire and the next one to send what is left.
+them. Delivery is at least once: an event is leased to one sender, each
+channel it reached is recorded, and a sender killed in the middle leaves
+the lease to expire and the next one to send what is left.
 Receivers deduplicate by the event id (``X-Coretriage-Event`` header, ``id``
 field), which never changes for an event.
 
