@@ -130,8 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--executable", metavar="GLOB", help="only crashes of matching executables")
     a.add_argument("--host", metavar="GLOB", help="only crashes on matching hosts")
     a.add_argument("--image", metavar="GLOB", help="only crashes in containers of matching images")
-    a.add_argument("--quiet", metavar="SECONDS", type=float, default=0.0,
-                   help="after an alert of a group, none of that group to this channel for so long")
+    a.add_argument("--quiet", metavar="PERIOD", default="0",
+                   help="after an alert of a group, none of that group to this channel for so long (e.g. 15m)")
     a.add_argument("--digest", metavar="PERIOD", default="0",
                    help="collect the events and send one message per PERIOD (e.g. 1h, 15m, 3600)")
     a.set_defaults(func=cmd_notify)

@@ -319,7 +319,7 @@ def cmd_notify(args) -> int:
         try:
             channel = make_channel(args.name, webhook=args.webhook, email=args.email, secret=args.secret,
                                    events=args.events, executable=args.executable, host=args.host,
-                                   image=args.image, quiet=max(args.quiet, 0.0), digest=args.digest)
+                                   image=args.image, quiet=args.quiet, digest=args.digest)
         except ValueError as exc:
             raise UserError(str(exc)) from None
         new = store.add_channel(channel)

@@ -45,13 +45,15 @@ class Config:
     token_days: int = 90  # an API token's life when `token add` is not given --days
     # -- alerts and metrics (coretriage.alerts, coretriage.notify, webui/metrics.py) --
     public_url: str | None = None  # the web UI's address, for links in alerts
-    smtp_url: str | None = None  # smtp://[user:password@]host[:port]; STARTTLS when the server offers it
+    smtp_url: str | None = None  # smtp://[user:password@]host[:port]; STARTTLS when offered (required with a password)
     smtp_from: str = "coretriage@localhost"
+    smtp_ca: str | None = None  # a CA bundle (PEM) for an SMTP server whose certificate a private CA signed
     alert_retries: int = 8  # tries of one alert (backoff 2^n s, at most 10 min) before it is given up
     spike_window: float = 600.0  # seconds
     spike_factor: float = 10.0  # crashes in a window over the group's trailing average per window
     spike_minimum: int = 10  # crashes in a window, at least, for a spike
     metrics_token: str | None = None  # when set, GET /metrics needs "Authorization: Bearer <it>"
+    metrics_executables: int = 100  # executables with a label of their own in coretriage_crashes_total
     # -- a host that uploads to a central coretriage (collector.upload) --
     server_url: str | None = None  # the central server; set, `collector run` uploads instead of analyzing
     server_token: str | None = field(default=None, repr=False)  # this host's token (`coretriage host add`)

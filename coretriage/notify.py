@@ -1,10 +1,11 @@
 """Sending alerts: the outbox (``alert_events``) drained to the channels.
 
 Off the ingest path: storing a crash only writes its events (``Store.add_crash``);
-``alert_loop`` runs in the collector, ``coretriage run`` and ``coretriage
-worker`` and sends them. Delivery is at least once: an event is leased to
-one sender, each channel it reached is recorded, and a sender killed in the
-middle leaves the lease to expire and the next one to send what is left.
+``alert_loop`` runs in the collector, ``coretriage run``, ``coretriage
+worker`` and a central web server that analyzes uploads itself, and sends
+them. Delivery is at least once: an event is leased to one sender, each
+channel it reached is recorded, and a sender killed in the middle leaves
+the lease to expire and the next one to send what is left.
 Receivers deduplicate by the event id (``X-Coretriage-Event`` header, ``id``
 field), which never changes for an event.
 
@@ -24,6 +25,7 @@ import hashlib
 import hmac
 import json
 import smtplib
+import ssl
 import time
 import urllib.error
 import urllib.parse
@@ -88,7 +90,12 @@ def send_webhook(url: str, body: dict, secret: str | None, timeout: float = TIME
         raise DeliveryError(f"{url}: {getattr(exc, 'reason', exc)}") from None
 
 
-def send_email(smtp_url: str | None, sender: str, to: str, body: dict, timeout: float = TIMEOUT) -> None:
+def send_email(smtp_url: str | None, sender: str, to: str, body: dict, timeout: float = TIMEOUT,
+               ca: str | None = None) -> None:
+    """One mail through ``smtp_url``. TLS (``smtps://``, or STARTTLS when the
+    server offers it) verifies the server's certificate, against ``ca`` when
+    set; a URL with a password is never sent to a server that offers no
+    STARTTLS (someone in the middle may have struck it from the EHLO reply)."""
     if not smtp_url:
         raise DeliveryError("no smtp_url configured for email alerts")
     u = urllib.parse.urlsplit(smtp_url)
@@ -100,12 +107,19 @@ def send_email(smtp_url: str | None, sender: str, to: str, body: dict, timeout: 
     msg["X-Coretriage-Event"] = str(body["id"])
     msg.set_content(body["text"] + "\n\n" + json.dumps(body, indent=2) + "\n")
     try:
-        klass = smtplib.SMTP_SSL if u.scheme == "smtps" else smtplib.SMTP
-        with klass(u.hostname, u.port or (465 if u.scheme == "smtps" else 25), timeout=timeout) as smtp:
+        context = ssl.create_default_context(cafile=ca or None)
+        if u.scheme == "smtps":
+            smtp = smtplib.SMTP_SSL(u.hostname, u.port or 465, timeout=timeout, context=context)
+        else:
+            smtp = smtplib.SMTP(u.hostname, u.port or 25, timeout=timeout)
+        with smtp:
             smtp.ehlo()
             if u.scheme == "smtp" and smtp.has_extn("starttls"):
-                smtp.starttls()
+                smtp.starttls(context=context)
                 smtp.ehlo()
+            elif u.scheme == "smtp" and u.username:
+                raise DeliveryError(f"{u.hostname} offers no STARTTLS: its password is not sent in clear "
+                                    "(smtps:// for TLS from the start)")
             if u.username:
                 smtp.login(urllib.parse.unquote(u.username), urllib.parse.unquote(u.password or ""))
             smtp.send_message(msg)
@@ -117,7 +131,7 @@ def send(config, channel, body: dict) -> None:
     if channel.kind == "webhook":
         send_webhook(channel.target, body, channel.secret)
     else:
-        send_email(config.smtp_url, config.smtp_from, channel.target, body)
+        send_email(config.smtp_url, config.smtp_from, channel.target, body, ca=config.smtp_ca)
 
 
 def deliver_due(config, store, now: float | None = None, log=lambda line: None) -> int:

@@ -12,17 +12,21 @@ from coretriage.commands import UserError, wiring_for
 
 
 def start_alerts(wiring, stop):
-    """The alert sender, in a thread of its own: never in the way of capture or analysis."""
+    """The alert sender, in a thread of its own: never in the way of capture
+    or analysis. One per wiring: ``run`` and the web server it serves (which
+    starts one once it analyzes an upload) share theirs."""
     import logging
     import threading
 
     from coretriage.notify import alert_loop
 
-    thread = threading.Thread(target=alert_loop, args=(wiring.config, lambda: wiring.store, stop,
-                                                       logging.getLogger("coretriage.alerts").warning),
-                              name="alerts", daemon=True)
-    thread.start()
-    return thread
+    with wiring.lock:
+        if wiring.alert_sender is None:
+            wiring.alert_sender = threading.Thread(
+                target=alert_loop, args=(wiring.config, lambda: wiring.store, stop,
+                                         logging.getLogger("coretriage.alerts").warning), name="alerts", daemon=True)
+            wiring.alert_sender.start()
+        return wiring.alert_sender
 
 
 def _fork_alert_sender(wiring) -> int:

@@ -384,9 +384,10 @@ class Store:
             group_id, created = self._group_for(db, a.signature, a.executable, a.signal, a.quality,
                                                 record.crashed_at)
             g = groups.c
-            # the group's row locked (PostgreSQL) until this crash is stored: a
-            # second worker's crash of the group waits here, then sees this one
-            # (one regression, spike windows that count both)
+            # the group's row locked (PostgreSQL; SQLite: the database) until this
+            # crash is stored: a second worker's crash of the group waits here, then
+            # sees this one (one regression, spike windows that count both)
+            _write_lock(db)
             state_before = db.execute(sa.select(g.state).where(g.id == group_id).with_for_update()).scalar()
             db.execute(groups.update().where(g.id == group_id).values(
                 key_frame=a.key_frame, search_text=a.search_text[:4000],
@@ -1289,14 +1290,24 @@ def _among(engine, column, name: str, item_type):
     return column.in_(sa.bindparam(name, expanding=True))
 
 
-def _savepoint(db: sa.Connection):
-    """A savepoint inside the caller's transaction. pysqlite begins a
-    transaction only before its first INSERT, UPDATE or DELETE: a SAVEPOINT
-    issued before any would begin one of its own, and its release would
-    commit it at once (a group made visible before its crash). A write that
-    changes nothing begins the real transaction first."""
-    if db.dialect.name == "sqlite" and not db.in_nested_transaction():
+def _write_lock(db: sa.Connection) -> None:
+    """On SQLite, begin the caller's transaction now with the database's write
+    lock (waiting for another process's writer). pysqlite begins a transaction
+    only before its first INSERT, UPDATE or DELETE: what is read before then
+    is read outside it, and another process may change it before this one
+    writes. A write that changes nothing does it. PostgreSQL needs nothing:
+    it locks the rows read FOR UPDATE."""
+    if db.dialect.name == "sqlite":
         db.exec_driver_sql("UPDATE groups SET id = id WHERE 0")
+
+
+def _savepoint(db: sa.Connection):
+    """A savepoint inside the caller's transaction. On SQLite a SAVEPOINT
+    issued before pysqlite began the transaction would begin one of its own,
+    and its release would commit it at once (a group made visible before its
+    crash): ``_write_lock`` begins the real one first."""
+    if not db.in_nested_transaction():
+        _write_lock(db)
     return db.begin_nested()
 
 

@@ -32,6 +32,8 @@ class Wiring:
         self._opening: threading.Thread | None = None
         self._lock = threading.Lock()
         self._uploader = None
+        self.lock = threading.Lock()  # for what entry points add (alert_sender)
+        self.alert_sender: threading.Thread | None = None  # coretriage.services.start_alerts
 
     @classmethod
     def load(cls, data_dir: Path | str | None = None) -> "Wiring":

@@ -156,7 +156,16 @@ def register(app, wiring) -> None:
 
     config = wiring.config
     app.extensions["ingest.receiver"] = Receiver(config)
-    app.extensions["ingest.handover"] = Handover(config.spool_dir, wiring.submit)
+    submit_of = wiring.submit
+    if not config.broker_url:
+        def submit_of():
+            # this process analyzes and stores what hosts send, so it sends their
+            # alerts too; with a broker the workers that store them do
+            from coretriage.services import start_alerts
+
+            start_alerts(wiring, threading.Event())
+            return wiring.submit()
+    app.extensions["ingest.handover"] = Handover(config.spool_dir, submit_of)
     app.register_blueprint(bp)
     if (config.data_dir / "ingest").is_dir():
         app.extensions["ingest.receiver"].sweep()  # what hosts left half-sent a week ago

@@ -1,7 +1,10 @@
 """``GET /metrics``: Prometheus text format, built from the store on each scrape.
 
 Labels are bounded: executable, host, signal and group state; never a crash
-or group id. Open by default, as exporters usually are; the
+or group id. An executable's path is the crashed process's to choose (a
+user can crash a thousand renamed copies), so only the
+``metrics_executables`` with the most crashes get their own label; the
+others are counted together under ``executable="(other)"``. Open by default, as exporters usually are; the
 ``metrics_token`` setting makes it ask for ``Authorization: Bearer <token>``.
 
 Everything comes from the store or the disk, never from this process's
@@ -65,6 +68,23 @@ def _redis_depth(broker_url: str, queue: str) -> int | None:
         return None
 
 
+OTHER = "(other)"
+
+
+def bounded(totals, keep: int) -> dict[tuple, int]:
+    """crash_totals' rows, the executables past the ``keep`` with the most
+    crashes folded into OTHER: (executable, host, signal, state) -> count."""
+    by_exe: dict[str, int] = {}
+    for executable, _, _, _, count in totals:
+        by_exe[executable or ""] = by_exe.get(executable or "", 0) + count
+    kept = set(sorted(by_exe, key=lambda e: (-by_exe[e], e))[:max(keep, 0)])
+    out: dict[tuple, int] = {}
+    for executable, host, sig, state, count in totals:
+        key = (executable or "" if (executable or "") in kept else OTHER, host or "", sig or "", state or "")
+        out[key] = out.get(key, 0) + count
+    return out
+
+
 class _StoreCollector:
     def __init__(self, store, config):
         self.store, self.config = store, config
@@ -74,8 +94,8 @@ class _StoreCollector:
 
         crashes = CounterMetricFamily("coretriage_crashes", "Crashes stored, by program, host, signal and the "
                                       "state of their group", labels=["executable", "host", "signal", "state"])
-        for executable, host, sig, state, count in self.store.crash_totals():
-            crashes.add_metric([executable or "", host or "", sig or "", state or ""], count)
+        for labels, count in sorted(bounded(self.store.crash_totals(), self.config.metrics_executables).items()):
+            crashes.add_metric(list(labels), count)
         yield crashes
         groups = GaugeMetricFamily("coretriage_groups", "Crash groups by state", labels=["state"])
         by_state = self.store.groups_by_state()

@@ -13,11 +13,11 @@ import threading
 import time
 
 import pytest
-from alertreceivers import Receiver, free_port, smtp_server
+from alertreceivers import Receiver, free_port, self_signed, smtp_server
 
 from coretriage.alerts import Channel, SpikePolicy
 from coretriage.ingest import ingest, ingest_metadata
-from coretriage.notify import EVENT_HEADER, SIGNATURE_HEADER, alert_loop, deliver_due
+from coretriage.notify import EVENT_HEADER, SIGNATURE_HEADER, DeliveryError, alert_loop, deliver_due, send_test
 
 
 def kinds(store):
@@ -52,16 +52,33 @@ def test_resolved_group_crashing_again_raises_one_regression(config, store, samp
     assert store.alert_events("regression")[0]["group_id"] == gid
 
 
-def test_ignored_group_alerts_nobody(config, store):
+def test_ignored_group_alerts_nobody(config, store, receiver):
     store.spike = SpikePolicy(window=60, minimum=3)
+    store.add_channel(Channel("hook", "webhook", receiver.url))
+    store.add_channel(Channel("daily", "webhook", receiver.url + "/daily", digest=60))
     gid = crash_of(config, store, 1, 1000.0).crash.group_id
-    store.set_state(gid, "ignored")
+    store.set_state(gid, "ignored")  # before its `new` was sent: muted too
     for n in range(2, 12):
         crash_of(config, store, n, 5000.0 + n)
     store.set_state(gid, "resolved")
     store.set_state(gid, "ignored")
     crash_of(config, store, 50, 9000.0)
     assert kinds(store) == ["new"]
+    now = time.time()
+    deliver_due(config, store, now=now)
+    deliver_due(config, store, now=now + 3600)  # past the digest's period
+    assert receiver.posts == []
+    (event,) = store.alert_events()
+    assert event["done"] and event["error"] == "group ignored"
+
+    # ignored after it went into a digest's collection: the digest leaves it out
+    other = crash_of(config, store, 60, 9500.0, executable="/usr/bin/other").crash.group_id
+    deliver_due(config, store, now=now + 3700)
+    assert store.delivered_to(store.alert_events()[-1]["id"]) == {"hook", "daily"}
+    store.set_state(other, "ignored")
+    deliver_due(config, store, now=now + 7200)
+    assert [json.loads(b)["event"] for _, b in receiver.posts] == ["new"]  # "hook", before the state changed
+    assert receiver.paths == ["/hook"] and store.digests()[-1]["error"] == "nothing left to send"
 
 
 def test_burst_raises_one_spike_per_spike(config, store):
@@ -114,6 +131,22 @@ def test_channel_filters(config, store, receiver):
     assert [json.loads(b)["group"]["executable"] for _, b in receiver.posts] == ["/usr/sbin/nginx"]
 
 
+def test_channel_filters_by_host_and_image(config, store, receiver):
+    store.add_channel(Channel("web", "webhook", receiver.url + "/web", host="web*"))
+    store.add_channel(Channel("pg", "webhook", receiver.url + "/pg", image="postgres:*"))
+    for n, (exe, host, image) in enumerate((("/usr/bin/a", "web1", None), ("/usr/bin/b", "db1", "postgres:16"),
+                                           ("/usr/bin/c", "db2", "redis:7"))):
+        ingest_metadata(config, store, f"c{n:012x}", executable=exe, signal=11, command_line=exe, pid=100 + n,
+                        reason="test", meta={"host": host, "container": image and f"ct{n}", "image": image},
+                        crashed_at=1000.0 + n)
+    assert [c.image for c in map(store.crash, sorted(cid for cid, _ in store.crash_ids()))] == \
+        [None, "postgres:16", "redis:7"]
+    deliver_due(config, store)
+    got = sorted((path, json.loads(b)["group"]["executable"]) for path, (_, b) in zip(receiver.paths, receiver.posts))
+    assert got == [("/hook/pg", "/usr/bin/b"), ("/hook/web", "/usr/bin/a")]
+    assert all(e["done"] for e in store.alert_events())  # the one nobody wants is done, not pending
+
+
 def test_email_reaches_a_real_smtp_server(config, store, samples, tmp_path):
     log = tmp_path / "smtp.log"
     with smtp_server(log) as url:
@@ -128,6 +161,31 @@ def test_email_reaches_a_real_smtp_server(config, store, samples, tmp_path):
     text = log.read_text()
     assert "To: ops@example.org" in text and "From: ct@example.org" in text
     assert "Subject: [coretriage] New crash group" in text
+
+
+def test_email_over_starttls_verifies_the_server(config, store, tmp_path):
+    cert, key = self_signed(tmp_path)
+    log = tmp_path / "smtp.log"
+    channel = Channel("ops", "email", "ops@example.org")
+    with smtp_server(log, tls=(cert, key)) as url:  # takes no mail before STARTTLS
+        config = dataclasses.replace(config, smtp_url=url)
+        with pytest.raises(DeliveryError, match="certificate verify failed"):  # a certificate nobody vouches for
+            send_test(config, channel)
+        send_test(dataclasses.replace(config, smtp_ca=str(cert)), channel)
+        deadline = time.monotonic() + 10
+        while "Test alert from coretriage" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+    assert log.read_text().count("To: ops@example.org") == 1
+
+
+def test_email_password_never_goes_to_a_server_without_starttls(config, tmp_path):
+    log = tmp_path / "smtp.log"
+    with smtp_server(log) as url:  # offers no STARTTLS, as when someone in the middle strikes it out
+        config = dataclasses.replace(config, smtp_url=url.replace("smtp://", "smtp://ct:s3cret-pw@"))
+        with pytest.raises(DeliveryError, match="offers no STARTTLS"):
+            send_test(config, Channel("ops", "email", "ops@example.org"))
+    assert "s3cret" not in log.read_text() and "AUTH" not in log.read_text() and "To:" not in log.read_text()
 
 
 def test_dead_endpoint_delays_no_ingest(config, store):
@@ -271,3 +329,92 @@ def test_rule_upgrade_over_many_groups_alerts_nobody(config, store, samples):
     (config.rules_dir / "skip.txt").write_text("header_length\n")  # every segv signature changes
     assert reprocess(config, store)["alerts"] == 0
     assert store.alert_events() == events
+
+
+def test_two_processes_storing_in_a_resolved_group_at_once_on_sqlite_raise_one_regression(config, store):
+    """Two stores (as two worker processes: each its own connection) file a
+    crash of one resolved group at the same moment. Each waits up to two
+    seconds, after reading the group's state, for the other to read it too:
+    without the write lock taken before that read both saw it resolved and
+    raised two regressions; with it, the second waits for the first's commit."""
+    import sqlalchemy as sa
+
+    from coretriage.store import Store
+
+    gid = crash_of(config, store, 1, 1000.0).crash.group_id
+    store.set_state(gid, "resolved")
+    second = Store(config.database_url)
+    read, errors = [], []
+    both = threading.Event()
+
+    def hold(conn, cursor, statement, params, context, executemany):
+        if statement.lstrip().upper().startswith("SELECT GROUPS.STATE"):
+            read.append(statement)
+            if len(read) == 2:
+                both.set()
+            both.wait(2)
+
+    def worker(s, n):
+        try:
+            crash_of(config, s, n, 2000.0 + n)
+        except Exception as exc:  # noqa: BLE001 (the failure under test)
+            errors.append(exc)
+
+    try:
+        for s in (store, second):
+            sa.event.listen(s.engine, "before_cursor_execute", hold)
+        threads = [threading.Thread(target=worker, args=(s, n)) for s, n in ((store, 2), (second, 3))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors, errors
+        assert len(read) == 2
+        assert kinds(store) == ["new", "regression"]
+        assert store.group(gid).state == "regressed" and store.group(gid).count == 3
+    finally:
+        for s in (store, second):
+            sa.event.remove(s.engine, "before_cursor_execute", hold)
+        second.close()
+
+
+def test_two_processes_storing_the_first_crashes_of_a_group_at_once_on_sqlite_raise_one_new(config, store):
+    """Both stores look for the group, find none, and only then (each waits
+    for the other there) take the write lock to make it: one group, one `new`."""
+    import sqlalchemy as sa
+
+    from coretriage.store import Store
+
+    second = Store(config.database_url)
+    arrived, errors, results = [], [], {}
+    both = threading.Event()
+
+    def hold(conn, cursor, statement, params, context, executemany):
+        if statement.startswith("UPDATE groups SET id = id WHERE 0") and len(arrived) < 2:
+            arrived.append(statement)
+            if len(arrived) == 2:
+                both.set()
+            both.wait(5)
+
+    def worker(s, n):
+        try:
+            results[n] = crash_of(config, s, n, 1000.0 + n, executable="/usr/bin/twin")
+        except Exception as exc:  # noqa: BLE001 (the failure under test)
+            errors.append(exc)
+
+    try:
+        for s in (store, second):
+            sa.event.listen(s.engine, "before_cursor_execute", hold)
+        threads = [threading.Thread(target=worker, args=(s, n)) for s, n in ((store, 1), (second, 2))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors, errors
+        assert both.is_set()  # both had looked for the group and found none
+        assert results[1].crash.group_id == results[2].crash.group_id
+        assert kinds(store) == ["new"] and store.group(results[1].crash.group_id).count == 2
+    finally:
+        for s in (store, second):
+            sa.event.remove(s.engine, "before_cursor_execute", hold)
+        second.close()

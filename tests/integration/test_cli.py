@@ -105,14 +105,37 @@ def test_cli_bad_config_is_one_line(capsys, tmp_path):
     assert code == 1 and err.startswith("coretriage: error:") and err.count("\n") == 1
 
 
+def test_notify_test_and_remove(capsys, tmp_path):
+    from alertreceivers import Receiver, free_port
+
+    receiver = Receiver()
+    try:
+        cli(capsys, tmp_path, "notify", "add", "hook", "--webhook", receiver.url, "--secret", "k")
+        cli(capsys, tmp_path, "notify", "add", "gone", "--webhook", f"http://127.0.0.1:{free_port()}/")
+        assert "test alert sent to hook" in cli(capsys, tmp_path, "notify", "test", "hook")
+        (headers, body), = receiver.posts
+        assert json.loads(body)["event"] == "test" and headers["X-Coretriage-Signature"].startswith("sha256=")
+        code, _, err = run(capsys, "--data-dir", str(tmp_path), "notify", "test", "gone")  # nobody listens
+        assert code != 0 and "refused" in err and err.count("\n") == 1 and "Traceback" not in err
+        assert "channel hook removed" in cli(capsys, tmp_path, "notify", "remove", "hook")
+        assert [c["name"] for c in json.loads(cli(capsys, tmp_path, "notify", "list", "--json"))] == ["gone"]
+        for verb in ("remove", "test"):
+            code, _, err = run(capsys, "--data-dir", str(tmp_path), "notify", verb, "hook")
+            assert code != 0 and "no channel hook" in err and err.count("\n") == 1
+        assert len(receiver.posts) == 1
+    finally:
+        receiver.close()
+
+
 def test_notify_add_digest_and_bad_channels(capsys, tmp_path):
     cli(capsys, tmp_path, "notify", "add", "daily", "--webhook", "https://hooks.example/x", "--digest", "1h",
-        "--quiet", "60")
+        "--quiet", "1m")
     (listed,) = json.loads(cli(capsys, tmp_path, "notify", "list", "--json"))
     assert listed["digest"] == 3600 and listed["quiet"] == 60 and listed["events"] == ["new", "regression", "spike"]
     assert "digest=3600" in cli(capsys, tmp_path, "notify", "list")
     for argv, message in ((["--webhook", "https://h.example", "--digest", "soon"], "not a duration"),
                           (["--webhook", "https://h.example", "--digest", "90d"], "between 0 and 31 days"),
+                          (["--webhook", "https://h.example", "--quiet", "-5"], "between 0 and 31 days"),
                           (["--webhook", "ftp://h.example"], "http:// or https://"),
                           (["--email", "a@b.example", "--webhook", "https://h.example"], "give one of"),
                           (["--email", "a@b.example", "--secret", "k"], "email channels have none"),

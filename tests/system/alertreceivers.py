@@ -48,6 +48,15 @@ class Receiver:
         self.server.server_close()
 
 
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """(certificate, key) for 127.0.0.1 and localhost, made by openssl."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    return cert, key
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -55,14 +64,16 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def smtp_server(log: Path, timeout: float = 10.0):
+def smtp_server(log: Path, timeout: float = 10.0, tls: tuple[Path, Path] | None = None):
     """Yield ``smtp://127.0.0.1:PORT`` of a running aiosmtpd that prints every
-    message it gets to ``log``."""
+    message it gets to ``log``. ``tls``: (certificate, key): it offers
+    STARTTLS and takes no mail before it."""
     if not os.path.exists("/usr/lib/python3/dist-packages/aiosmtpd"):
         raise RuntimeError("aiosmtpd missing: apt-get install python3-aiosmtpd (make system-deps)")
     port = free_port()
     with open(log, "w") as out:
-        server = subprocess.Popen(["/usr/bin/python3", "-u", "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{port}"],
+        server = subprocess.Popen(["/usr/bin/python3", "-u", "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{port}",
+                                   *(["--tlscert", str(tls[0]), "--tlskey", str(tls[1])] if tls else [])],
                                   stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + timeout

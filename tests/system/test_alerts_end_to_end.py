@@ -1,6 +1,9 @@
 """A crash through the real kernel handler and the real collector daemon
 (`coretriage collector run`, whose sender thread sends the alerts) reaches a
-real webhook receiver and a real SMTP server within seconds."""
+real webhook receiver and a real SMTP server within seconds; so does a
+host's crash uploaded to a central server. A real `coretriage worker` sends
+what waits in the outbox, and one killed between storing a crash and
+sending its alert neither loses nor repeats it."""
 
 import hashlib
 import hmac
@@ -13,6 +16,7 @@ import time
 
 import crashkit
 from alertreceivers import Receiver, smtp_server
+from coretriage.notify import EVENT_HEADER
 from hostfixtures import cli
 
 
@@ -102,3 +106,115 @@ def test_the_worker_sends_what_is_waiting_and_its_sender_ends_with_it(samples, t
               for pid in children):
         assert time.monotonic() < deadline, "the alert sender outlived the worker"
         time.sleep(0.1)
+
+
+def test_a_crash_uploaded_to_the_central_server_is_alerted_from_there(collector_installed, samples, tmp_path):
+    """A host that uploads holds no store: the central web server, analyzing
+    what hosts send (no broker), stores the crash and sends its alert."""
+    from uploadkit import add_host, collector, host_settings, wait_crashes
+    from webserver import web_server
+
+    host, central = collector_installed, tmp_path / "central"
+    token = add_host(central, "web-7")
+    receiver = Receiver()
+    try:
+        cli(central, "notify", "add", "hook", "--webhook", receiver.url)
+        exe = tmp_path / "segv"
+        shutil.copy(samples("segv").exe, exe)
+        with web_server(central, tmp_path / "web.log") as url:
+            host_settings(host, url, token)
+            with collector(host, tmp_path / "collector.log") as proc:
+                crashed = time.monotonic()
+                for n in range(2):
+                    assert subprocess.run([str(exe), "x" * n], preexec_fn=crashkit.allow_cores,
+                                          capture_output=True).returncode == -11
+                deadline = time.monotonic() + 60
+                while not receiver.posts:
+                    assert time.monotonic() < deadline, (tmp_path / "web.log").read_text()[-3000:]
+                    assert proc.poll() is None
+                    time.sleep(0.1)
+                took = time.monotonic() - crashed
+                crashes = wait_crashes(central, 2, alive=[proc])
+                time.sleep(3)  # any (wrong) second alert goes out
+        assert len(receiver.posts) == 1, [json.loads(b)["event"] for _, b in receiver.posts]
+        alert = json.loads(receiver.posts[0][1])
+        assert alert["event"] == "new" and alert["crash"]["host"] == "web-7"
+        assert alert["crash"]["id"] in {c.id for c in crashes} and alert["group"]["count"] >= 1
+        print(f"host crash to the central server's webhook: {took:.1f} s")
+    finally:
+        receiver.close()
+
+
+def test_a_worker_killed_between_storing_and_sending_neither_loses_nor_repeats_the_alert(samples, tmp_path):
+    """A real `coretriage worker` stores a crash (its `new` event with it)
+    while its alert sender is stopped, and is then killed whole (kill -9 on
+    its process group): the alert waits in the outbox; the next worker sends
+    it once, and the task, should Redis give it again, stores and raises nothing."""
+    import dataclasses
+    import os
+    from pathlib import Path
+
+    import redis
+
+    from collector.watch import import_dump
+    from coretriage.config import load_config
+    from coretriage.store import Store
+    from coretriage.tasks import hand_off
+    from redisserver import free_port, start_redis, start_worker, stop
+    from waiting import wait_for
+
+    def started(pid):  # clock ticks after boot (/proc/PID/stat's 22nd field)
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]), pid
+
+    data = tmp_path / "data"
+    receiver = Receiver()
+    port = free_port()
+    redis_server = start_redis(port)
+    settings = dict(broker_url=f"redis://127.0.0.1:{port}/0", queue_name="coretriage.killed-test")
+    workers, store = [], None
+    try:
+        cli(data, "notify", "add", "hook", "--webhook", receiver.url)
+        config = dataclasses.replace(load_config(data), **settings)
+        store = Store(config.database_url)
+
+        def worker(name):
+            log = tmp_path / f"worker-{name}.log"
+            proc = start_worker(data, log=log, session=True, **settings)
+            workers.append(proc)
+            wait_for(lambda: b"ready." in log.read_bytes() or proc.poll() is not None, f"worker {name}", 60)
+            assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
+            return proc
+
+        first = worker("a")
+        children = [int(p) for p in Path(f"/proc/{first.pid}/task/{first.pid}/children").read_text().split()]
+        sender = min(children, key=started)  # forked before Celery's pool
+        os.kill(sender, signal.SIGSTOP)  # idle (no event yet): it holds no lease and writes nothing
+        core = tmp_path / "core-segv"
+        core.write_bytes(samples("segv").core.read_bytes())
+        bundle = import_dump(core, config.spool_dir)
+        hand_off(config)(bundle.name)
+        wait_for(lambda: store.crash_ids(), "the crash stored by worker a", 120)
+        os.killpg(first.pid, signal.SIGKILL)  # the worker, its pool and its sender, at once
+        first.wait()
+        (event,) = store.alert_events()
+        assert receiver.posts == [] and event["done"] is None and event["lease"] is None  # stored, not sent
+
+        worker("b")
+        wait_for(lambda: receiver.posts, "the alert, sent by worker b", 60)
+        wait_for(lambda: store.alert_events()[0]["done"], "the event marked sent", 30)
+        queue = redis.Redis.from_url(config.broker_url)
+        wait_for(lambda: not queue.llen(config.queue_name) and not queue.hlen("unacked"),
+                 "the task of the killed worker done again", 120)
+        time.sleep(3)  # any (wrong) second alert goes out
+        assert [h[EVENT_HEADER] for h, _ in receiver.posts] == [str(event["id"])]
+        assert json.loads(receiver.posts[0][1])["event"] == "new"
+        assert len(store.crash_ids()) == 1 and len(store.alert_events()) == 1
+    finally:
+        for proc in workers:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        if store is not None:
+            store.close()
+        stop(redis_server)
+        receiver.close()

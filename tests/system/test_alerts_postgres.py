@@ -192,3 +192,49 @@ def test_two_crashes_at_once_in_a_resolved_group_raise_one_regression(pg_url, co
     finally:
         for s in stores:
             s.close()
+
+
+def test_senders_on_postgres_send_each_event_once(pg_url, config):
+    """Four senders (as four workers' would), each with its own connection,
+    drain one outbox at once: every event reaches the receiver once."""
+    import threading
+    from collections import Counter
+
+    from alertreceivers import Receiver
+
+    from coretriage.alerts import Channel
+    from coretriage.notify import EVENT_HEADER, deliver_due
+
+    url = create_database(pg_url, "senders")
+    stores = [Store(url) for _ in range(4)]
+    receiver = Receiver()
+    try:
+        stores[0].add_channel(Channel("hook", "webhook", receiver.url))
+        for n in range(60):
+            ingest_metadata(config, stores[0], f"c{n + 1:012x}", executable=f"/usr/bin/s{n}", signal=11,
+                            command_line="s", pid=n, reason="test", meta={}, crashed_at=1000.0 + n)
+        start = threading.Barrier(4, timeout=20)
+        errors = []
+
+        def sender(store):
+            try:
+                start.wait()
+                for _ in range(3):
+                    deliver_due(config, store)
+            except Exception as exc:  # noqa: BLE001
+                errors.append(exc)
+
+        threads = [threading.Thread(target=sender, args=(s,)) for s in stores]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not errors, errors
+        sent = Counter(h[EVENT_HEADER] for h, _ in receiver.posts)
+        events = stores[0].alert_events()
+        assert len(events) == 60 and all(e["done"] and not e["error"] for e in events)
+        assert sent == Counter({str(e["id"]): 1 for e in events})
+    finally:
+        receiver.close()
+        for s in stores:
+            s.close()

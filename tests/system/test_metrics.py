@@ -48,6 +48,36 @@ def test_metrics_parse_and_match_the_store(config, store, samples, tmp_path):
     assert found["coretriage_alerts_pending"].samples[0].value == 3  # one `new` per group, nobody to send to
     assert found["coretriage_spool_bundles"].samples[0].value == 0
 
+    # a bundle waits for its analysis: counted in the spool, its bytes too, and as the queue without a broker
+    from collector.watch import import_dump
+
+    core = tmp_path / "core-waiting"
+    core.write_bytes(samples("segv").core.read_bytes())
+    bundle = import_dump(core, config.spool_dir)
+    on_disk = sum(p.stat().st_blocks * 512 for p in bundle.rglob("*") if p.is_file())
+    with web_server(config.data_dir, tmp_path / "web2.log") as base:
+        found = families(get(base + "/metrics")[2])
+    assert found["coretriage_spool_bundles"].samples[0].value == 1
+    assert found["coretriage_spool_bytes"].samples[0].value >= on_disk > 0
+    assert [(s.labels["source"], s.value) for s in found["coretriage_queue_depth"].samples] == [("spool", 1)]
+
+
+def test_crash_labels_stay_bounded_however_many_executables(config, store, tmp_path):
+    """A thousand renamed copies crashing make no thousand series: past
+    metrics_executables, executables share executable="(other)", and the
+    counts still add up to the store's."""
+    (config.data_dir / "coretriage.toml").write_text("metrics_executables = 3\n")
+    for n in range(40):
+        exe = f"/usr/bin/main{n % 3}" if n < 30 else f"/tmp/copy-{n}"  # ten crashes each, then ten one-offs
+        ingest_metadata(config, store, f"c{n:012x}", executable=exe, signal=11, command_line=exe, pid=10 + n,
+                        reason="test", meta={"host": "web1"}, crashed_at=1000.0 + n)
+    with web_server(config.data_dir, tmp_path / "web.log") as base:
+        found = families(get(base + "/metrics")[2])
+    totals = {s.labels["executable"]: s.value for s in found["coretriage_crashes"].samples
+              if s.name == "coretriage_crashes_total"}
+    assert totals == {"/usr/bin/main0": 10, "/usr/bin/main1": 10, "/usr/bin/main2": 10, "(other)": 10}
+    assert sum(totals.values()) == len(store.crash_ids())
+
 
 def test_metrics_token_setting(config, store, tmp_path):
     (config.data_dir / "coretriage.toml").write_text('metrics_token = "scrape-me"\n')
@@ -62,8 +92,8 @@ def test_metrics_token_setting(config, store, tmp_path):
 
 
 def test_analysis_histogram_drops_and_queue_match_the_store(collector_installed, samples, tmp_path):
-    """Real crashes through the kernel handler under rate, size and no_core
-    policies, analyzed by the pipeline as the daemon does: /metrics counts
+    """Real crashes through the kernel handler under rate, size, no_core and
+    free-space policies, analyzed by the pipeline as the daemon does: /metrics counts
     the analyses and the dropped cores the store holds, by reason."""
     import shutil
     import socket
@@ -88,6 +118,8 @@ def test_analysis_histogram_drops_and_queue_match_the_store(collector_installed,
             shutil.copy(samples("segv").exe, exe)
         assert subprocess.run([str(exe)], preexec_fn=crashkit.allow_cores, capture_output=True).returncode == -11
 
+    # first: a disk this "full" would also evict the cores waiting before it
+    crash_as("spacey", 'min_free_space = "1000T"\n')  # stack core (space)
     rate = "rate_limit = 1\nrate_window = 600\nstack_rate_limit = 1\n"
     for _ in range(3):
         crash_as("rated", rate)  # full core, then stack core (rate), then nothing (rate)
@@ -95,7 +127,7 @@ def test_analysis_histogram_drops_and_queue_match_the_store(collector_installed,
     crash_as("nocore", f'no_core = ["{bins}/nocore"]\nno_core_kind = "none"\n')  # nothing (policy)
     config = load_config(data)
     deadline = time.monotonic() + 30
-    while len(list(finished_bundles(config.spool_dir))) < 5:
+    while len(list(finished_bundles(config.spool_dir))) < 6:
         assert time.monotonic() < deadline, list(config.spool_dir.iterdir())
         time.sleep(0.1)
     store = Store(config.database_url)
@@ -109,25 +141,25 @@ def test_analysis_histogram_drops_and_queue_match_the_store(collector_installed,
             reasons = sorted(r[0] for r in db.execute(sa.text("select dropped from crashes")).all() if r[0])
     finally:
         store.close()
-    assert len(timed) == 3 and all(0 < t < 300 for t in timed)  # one full and two stack cores analyzed
-    assert reasons == ["policy", "rate", "rate", "size"]
+    assert len(timed) == 4 and all(0 < t < 300 for t in timed)  # one full and three stack cores analyzed
+    assert reasons == ["policy", "rate", "rate", "size", "space"]
 
     with web_server(data, tmp_path / "web.log") as base:
         _, _, text = get(base + "/metrics")
     found = families(text)
     hist = {s.name: s for s in found["coretriage_analysis_seconds"].samples if s.name.endswith(("_count", "_sum"))}
     assert found["coretriage_analysis_seconds"].type == "histogram"
-    assert hist["coretriage_analysis_seconds_count"].value == 3
+    assert hist["coretriage_analysis_seconds_count"].value == 4
     assert abs(hist["coretriage_analysis_seconds_sum"].value - sum(timed)) < 1e-6
     buckets = [(float(s.labels["le"]), s.value) for s in found["coretriage_analysis_seconds"].samples
                if s.name.endswith("_bucket")]
-    assert buckets == sorted(buckets) and buckets[-1] == (float("inf"), 3)
+    assert buckets == sorted(buckets) and buckets[-1] == (float("inf"), 4)
     for le, n in buckets:
         assert n == sum(1 for t in timed if t <= le)
     dropped = {s.labels["reason"]: s.value for s in found["coretriage_cores_dropped"].samples
                if s.name == "coretriage_cores_dropped_total"}
-    assert dropped == {"size": 1, "rate": 2, "space": 0, "policy": 1, "other": 0}
-    assert sum(s.value for s in found["coretriage_crashes"].samples if s.name == "coretriage_crashes_total") == 5
+    assert dropped == {"size": 1, "rate": 2, "space": 1, "policy": 1, "other": 0}
+    assert sum(s.value for s in found["coretriage_crashes"].samples if s.name == "coretriage_crashes_total") == 6
     assert found["coretriage_spool_bundles"].samples[0].value == 0  # all analyzed
     assert found["coretriage_spool_bytes"].samples[0].value > 0  # their files stay for reprocess
     queue = found["coretriage_queue_depth"].samples
