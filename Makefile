@@ -3,7 +3,7 @@ VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 DATA    ?= $(CURDIR)/.coretriage-data
-APT_PKGS := gdb elfutils debuginfod zstd libc6-dbg musl-tools g++ make \
+APT_PKGS := gdb elfutils debuginfod zstd libc6-dbg musl-tools g++ make dpkg-dev procps \
             haproxy liblua5.3-dev lua5.3 postgresql postgresql-server-dev-all curl redis-server \
             docker.io docker-compose debootstrap iproute2 systemd python3-aiosmtpd \
             python3-dev uwsgi uwsgi-plugin-python3 nginx \

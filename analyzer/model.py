@@ -95,6 +95,7 @@ class SignalInfo:
     sender_pid: int | None = None  # only for a signal a process sent (si_code <= 0), in its pid namespace
     sender_uid: int | None = None
     sender_is_self: bool = False  # the crashed process sent it (raise, abort, kill(getpid()))
+    sender_comm: str | None = None  # its name, when whoever captured the crash could still see it
     # When the program's own handler re-raised the signal, or crashed itself:
     # this is the fault the kernel handed the handler, and ``reraised`` the
     # signal that ended the process.
@@ -108,6 +109,7 @@ class SignalInfo:
             text += f" at {self.fault_address:#x}"
         if self.sender_pid is not None:
             who = (["itself"] if self.sender_is_self else []) + (
+                [self.sender_comm] if self.sender_comm and not self.sender_is_self else []) + (
                 [f"uid {self.sender_uid}"] if self.sender_uid is not None else [])
             text += f" sent by pid {self.sender_pid}" + (f" ({', '.join(who)})" if who else "")
         if self.reraised is not None:

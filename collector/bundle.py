@@ -32,6 +32,16 @@ def display(raw: bytes | str) -> str:
     return raw.decode("utf-8", "backslashreplace")
 
 
+def _sender(found) -> dict | None:
+    """meta.json's signal_sender, checked: integers and a short name."""
+    if not isinstance(found, dict):
+        return None
+    pid, uid, comm = found.get("pid"), found.get("uid"), found.get("comm")
+    if any(isinstance(v, bool) or not isinstance(v, int) for v in (pid, uid)):
+        return None
+    return {"pid": pid, "uid": uid, "comm": comm[:64] if isinstance(comm, str) else None}
+
+
 def bundle_id(crash_time: int, pid: int, random_hex: str) -> str:
     """Time-sortable and unique: ``<crash time, 10+ digits>-<pid>-<8 hex>``."""
     value = f"{max(int(crash_time), 0):010d}-{int(pid)}-{random_hex}"
@@ -159,6 +169,9 @@ class BundleMeta:
     uploaded_by: str | None = None  # the registered name of the host whose token sent it
     uploaded_at: float | None = None
     os_release: dict[str, str] | None = None  # the crashed root's os-release (collector.osrelease)
+    # {"pid", "uid", "comm"} of the process that sent the fatal signal (kill, sigqueue), its pid in the
+    # crashed process's pid namespace; comm None when it was gone (collector.sender)
+    signal_sender: dict | None = None
     schema: int = SCHEMA
 
     def to_dict(self) -> dict:
@@ -191,6 +204,8 @@ class BundleMeta:
             found = values["os_release"]
             values["os_release"] = {k: v[:120] for k, v in found.items() if isinstance(k, str) and isinstance(
                 v, str) and len(k) < 32} or None if isinstance(found, dict) else None
+        if "signal_sender" in values:
+            values["signal_sender"] = _sender(values["signal_sender"])
         if values.get("container_id") is not None and not _CONTAINER_ID.fullmatch(str(values["container_id"])):
             raise ValueError("meta.json: container_id is not 64 lowercase hex digits")
         for name in ("pid", "signal", "crash_time", "core_size"):

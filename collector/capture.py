@@ -41,6 +41,7 @@ from collector.process import ProcInfo, Process
 from collector.ratelimit import key_for
 from collector.spool import SpoolError, new_bundle, open_spool, write_meta
 from collector.osrelease import read_in_root
+from collector.sender import sender_comm
 from collector.sysroot import keep_files
 
 DEFAULT_DATA_DIR = "/var/lib/coretriage"
@@ -143,10 +144,11 @@ def _mem(proc: Process, policy: CapturePolicy) -> int | None:
 
 
 def _stream(stdin: int, bundle_fd: int, policy: CapturePolicy, deadline: float, problems: list[str],
-            kind: str, mem_fd: int | None) -> Streamed:
+            kind: str, mem_fd: int | None, info: ProcInfo) -> Streamed:
     try:
         streamed = stream_core(stdin, bundle_fd, policy, deadline, problems, full=kind == "full",
-                               stack=policy.stack_cores, mem_fd=mem_fd)
+                               stack=policy.stack_cores, mem_fd=mem_fd,
+                               name_sender=lambda pid, uid: _sender_comm(pid, info))
     except Exception as exc:  # a bug: still release the process, still record the crash
         release(stdin)
         problems.append(f"handler error while reading the core: {type(exc).__name__}: {exc}")
@@ -212,7 +214,7 @@ def capture(args: Args, host_time: float, started: float, stdin: int = 0,
         if own_process:
             _confine(problems)  # /proc/PID/mem is open already: reading it needs no capability
         try:
-            streamed = _stream(stdin, bundle_fd, policy, deadline, problems, kept.kind, mem_fd)
+            streamed = _stream(stdin, bundle_fd, policy, deadline, problems, kept.kind, mem_fd, info)
         finally:
             if mem_fd is not None:
                 os.close(mem_fd)
@@ -224,7 +226,7 @@ def capture(args: Args, host_time: float, started: float, stdin: int = 0,
         streamed = Streamed(stopped="core dropped before reading")
     transient = setuid_rule(policy, dump_mode) if policy.setuid_cores == "analyze-then-delete" else None
     meta = _meta(args, bid, host_time, info, who, dump_mode, streamed, dropped, transient, problems, started)
-    meta = dataclasses.replace(meta, os_release=os_release)
+    meta = dataclasses.replace(meta, os_release=os_release, signal_sender=_sender(streamed))
     try:
         write_meta(bundle_fd, meta)
         os.fsync(spool_fd)
@@ -243,6 +245,24 @@ def capture(args: Args, host_time: float, started: float, stdin: int = 0,
     cut = f", partial: {safe(streamed.stopped)}" if streamed.stopped else ""
     return "LOG_INFO", (f"core of {who.what} kept in {safe(where)}: {streamed.size} bytes{cut}, "
                         f"{streamed.compressed} compressed, {meta.handler_seconds:.2f} s{tail}")
+
+
+def _sender_comm(pid: int, info: ProcInfo) -> str | None:
+    """The name of the process that sent the fatal signal, looked up while
+    the kernel holds the crashed process (``collector.sender``)."""
+    try:
+        crashed = tuple(int(x) for x in info.status.get("NSpid", "").split())
+        return sender_comm(pid, crashed, info.cgroup)
+    except Exception:  # noqa: BLE001 - a name is a nicety: never lose the crash over it
+        return None
+
+
+def _sender(streamed: Streamed) -> dict | None:
+    """The process that sent the fatal signal (the core's siginfo)."""
+    if streamed.sender is None:
+        return None
+    pid, uid = streamed.sender
+    return {"pid": pid, "uid": uid, "comm": streamed.sender_comm}
 
 
 def _meta(args: Args, bid: str, host_time: float, info: ProcInfo, who: Crashed, dump_mode: int | None,

@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass
 
 from collector.bundle import Bundle
-from collector.corehead import NotACore, notes_end
+from collector.corehead import NotACore, notes_end, signal_sender
 from collector.policy import CapturePolicy, low_space
 from collector.spool import create_file, free_space
 
@@ -51,6 +51,8 @@ class Streamed:
     stack_size: int | None = None  # the stack core's size (uncompressed), None when not kept
     stack_compressed: int | None = None  # size of stack.zst
     stack_missing: str | None = None  # why there is no stack.zst
+    sender: tuple[int, int] | None = None  # (pid, uid) of the process that sent the signal (corehead)
+    sender_comm: str | None = None  # its name, as name_sender found it
 
     @property
     def kind(self) -> str:
@@ -133,20 +135,32 @@ class _CoreFile:
 
 
 class _Head:
-    """The first bytes of the core, until they tell where its notes end."""
+    """The first bytes of the core, until they tell where its notes end, and
+    then until they hold them: the signal's sender is read from them, and
+    named by ``name_sender`` at once, while the kernel still holds the
+    crashed process (a supervisor that waits for it is still there)."""
 
-    def __init__(self) -> None:
+    def __init__(self, name_sender=None) -> None:
         self.buf: bytearray | None = bytearray()
         self.needed: int | None = None  # bytes a partial core must hold; None: not known (yet)
+        self.sender: tuple[int, int] | None = None  # (pid, uid) of a process that sent the signal
+        self.sender_comm: str | None = None
+        self.name_sender = name_sender
 
     def feed(self, data) -> None:
         self.buf += data
-        try:
-            self.needed = notes_end(self.buf)
-        except NotACore:
-            self.buf = None  # never of use cut short
-            return
-        if self.needed is not None or len(self.buf) >= HEAD_MAX:
+        if self.needed is None:
+            try:
+                self.needed = notes_end(self.buf)
+            except NotACore:
+                self.buf = None  # never of use cut short
+                return
+        if self.needed is not None and len(self.buf) >= self.needed:
+            self.sender = signal_sender(bytes(self.buf[:self.needed]))
+            self.buf = None
+            if self.sender is not None and self.name_sender is not None:
+                self.sender_comm = self.name_sender(*self.sender)
+        elif len(self.buf) >= HEAD_MAX:
             self.buf = None
 
     def holds_notes(self, size: int) -> bool:
@@ -239,7 +253,8 @@ class _Stack:
 
 
 def stream_core(src_fd: int, bundle_fd: int, policy: CapturePolicy, deadline: float,
-                problems: list[str], full: bool = True, stack: bool = True, mem_fd: int | None = None) -> Streamed:
+                problems: list[str], full: bool = True, stack: bool = True, mem_fd: int | None = None,
+                name_sender=None) -> Streamed:
     """Compress ``src_fd`` into ``core.zst`` (``full``) and its stack core
     into ``stack.zst`` (``stack``) until its end, ``max_core_size`` or
     ``deadline`` (``time.monotonic()``); release it in every case.
@@ -250,12 +265,14 @@ def stream_core(src_fd: int, bundle_fd: int, policy: CapturePolicy, deadline: fl
     first, the partial full core is kept as before. Without ``full``
     reading stops as soon as the stack core is complete. ``mem_fd``: the
     crashed process's ``/proc/PID/mem``, where the stack core's plan follows
-    the dynamic linker's list of libraries (``collector.stackcore``)."""
+    the dynamic linker's list of libraries (``collector.stackcore``).
+    ``name_sender(pid, uid)``: the name of the process that sent the fatal
+    signal, asked once the notes are read (``Streamed.sender_comm``)."""
     limit = policy.max_core_size
     buf = bytearray(CHUNK)
     view = memoryview(buf)
     core: _CoreFile | None = None
-    head = _Head()
+    head = _Head(name_sender)
     stacker = _Stack(bundle_fd, policy, mem_fd) if stack else None
     size, dropped, stopped, next_check = 0, None, None, FREE_CHECK_EVERY
     over = False  # past max_core_size: reading on for the stack core only
@@ -293,8 +310,8 @@ def stream_core(src_fd: int, bundle_fd: int, policy: CapturePolicy, deadline: fl
                 keep = n - max(0, size - limit)
                 if keep:
                     core.writer.write(view[:keep])
-                    if head.buf is not None:
-                        head.feed(view[:keep])
+            if head.buf is not None:
+                head.feed(view[:n])
             if stacker is not None and stacker.wanted:
                 stacker.feed(offset, view[:n])
             if core is not None and not over and size > limit:
@@ -345,4 +362,5 @@ def stream_core(src_fd: int, bundle_fd: int, policy: CapturePolicy, deadline: fl
         core.discard(problems)
     return Streamed(size=size, compressed=compressed, dropped=None if dropped == "not kept" else dropped,
                     stopped=stopped, stack_size=stack_size, stack_compressed=stack_compressed,
-                    stack_missing=None if stacker is None else stacker.missing)
+                    stack_missing=None if stacker is None else stacker.missing, sender=head.sender,
+                    sender_comm=head.sender_comm)

@@ -300,6 +300,22 @@ def _analyze(config, core: Path, exe: Path | None, sysroot: Path | None, gdb: Sa
                         symbols=symbols)
 
 
+def named_sender(analysis: Analysis, meta: dict | None) -> Analysis:
+    """The signal's sender named as the collector found it running
+    (``collector.sender``; the core has its pid and uid, not its name), on
+    the signal whose sender it is."""
+    found = (meta or {}).get("signal_sender")
+    if not isinstance(found, dict) or not isinstance(found.get("comm"), str) or analysis.signal is None:
+        return analysis
+
+    def named(sig):
+        if sig.sender_pid == found.get("pid") and sig.sender_uid == found.get("uid") and not sig.sender_is_self:
+            return dataclasses.replace(sig, sender_comm=found["comm"][:64])
+        return dataclasses.replace(sig, reraised=named(sig.reraised)) if sig.reraised else sig
+
+    return dataclasses.replace(analysis, signal=named(analysis.signal))
+
+
 def keep_core(core: Path, dest: Path, compressed: Path | None) -> None:
     """Store the core compressed. An already compressed copy on the same
     filesystem (a spool bundle's core.zst) is hard-linked, not compressed again."""
@@ -370,7 +386,7 @@ def ingest(config, store: Store | Callable[[], Store], core: Path, exe: Path | N
         preparing = threading.Thread(target=_prepare_filing, args=(config,), name="prepare-filing", daemon=True)
         preparing.start()
     started = time.monotonic()
-    analysis = _analyze(config, core, exe, sysroot, gdb, symbols=symbols)
+    analysis = named_sender(_analyze(config, core, exe, sysroot, gdb, symbols=symbols), meta)
     seconds = time.monotonic() - started  # kept with the crash: /metrics runs in another process
     if preparing is not None:
         preparing.join()
@@ -439,7 +455,8 @@ def reanalyze(config, row) -> Analysis | None:
     size = row.meta.get("core_size") if isinstance(row.meta.get("core_size"), int) else None
     with crash_sysroot(config, row.sysroot, row.meta.get("files")) as sysroot, \
             decompressed(config.data_dir / row.core_file, config.tmp_dir, size) as core:
-        analysis = _analyze(config, core, exe, sysroot, None, source_for(config, row.meta.get("os_release")))
+        analysis = named_sender(_analyze(config, core, exe, sysroot, None,
+                                         source_for(config, row.meta.get("os_release"))), row.meta)
         if sysroot is not None and str(sysroot) != row.sysroot:
             analysis = _found_in_store(config, analysis, sysroot, row.meta.get("files") or {})
     return dataclasses.replace(analysis, core=row.analysis.get("core", analysis.core))

@@ -4,12 +4,15 @@ real program's DWARF (the stock packages ship without it).
 ``source_tree(package)`` downloads the package's sources with ``apt-get
 source`` (adding a deb-src line for Debian's main archive the first time:
 the security archive's sources are not served) and unpacks its upstream
-tarball under ``CACHE``. Builds are cached there by version, so only the
-first run on a machine pays for them.
+tarball under ``CACHE``; with ``debian_patches``, the source package as
+Debian builds it (``dpkg-source -x``: the upstream tarball with Debian's
+patches applied). Builds are cached there by version, so only the first run
+on a machine pays for them.
 """
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import tarfile
 from pathlib import Path
@@ -40,8 +43,9 @@ def _ensure_deb_src() -> None:
           "-oAPT::Get::List-Cleanup=0"])
 
 
-def source_tree(package: str) -> Path:
-    """The unpacked upstream sources of ``package`` (``CACHE/<name>-<version>``)."""
+def source_tree(package: str, debian_patches: bool = False) -> Path:
+    """The unpacked upstream sources of ``package`` (``CACHE/<name>-<version>``),
+    or with ``debian_patches`` Debian's (``CACHE/<name>-<debian version>/src``)."""
     downloads = CACHE / "downloads" / package
     downloads.mkdir(parents=True, exist_ok=True)
     if not list(downloads.glob("*.orig.tar.*")):
@@ -53,6 +57,8 @@ def source_tree(package: str) -> Path:
             _run(["apt-get", "update", "-qq", f"-oDir::Etc::sourcelist={SOURCES}", "-oDir::Etc::sourceparts=-",
                   "-oAPT::Get::List-Cleanup=0"])
             _run(["apt-get", "source", "--download-only", "-qq", package], cwd=downloads)
+    if debian_patches:
+        return _debian_tree(downloads)
     (orig,) = sorted(downloads.glob("*.orig.tar.*"))[-1:]
     name = orig.name.split(".orig.tar.")[0].replace("_", "-")
     tree = CACHE / name
@@ -62,4 +68,18 @@ def source_tree(package: str) -> Path:
             tar.extractall(tree, filter="data")  # never outside the tree
         (tree / ".unpacked").touch()
     (top,) = [p for p in tree.iterdir() if p.is_dir()]
+    return top
+
+
+def _debian_tree(downloads: Path) -> Path:
+    (dsc,) = sorted(downloads.glob("*.dsc"))[-1:]
+    tree = CACHE / dsc.stem.replace("_", "-")  # haproxy-2.6.12-1+deb12u3
+    top = tree / "src"
+    if not (tree / ".unpacked").exists():
+        if top.exists():
+            shutil.rmtree(top)  # an earlier run that did not finish
+        tree.mkdir(parents=True, exist_ok=True)
+        # --no-check: the .dsc came from apt, whose signed lists already vouched for its hashes
+        _run(["dpkg-source", "--no-check", "-x", str(dsc), str(top)])
+        (tree / ".unpacked").touch()
     return top

@@ -30,6 +30,7 @@ MAX_HTX = 1 << 20  # bytes of a request buffer read (tune.bufsize is 16 KiB by d
 MAX_FILTERS = 16
 MAX_ALGOS = 8
 BLK_REQ_SL, BLK_HDR, BLK_EOH = 0, 2, 3
+SF_BE_ASSIGNED = 0x8  # stream flag (include/haproxy/stream-t.h): a backend rule has run
 
 
 def matches(target: Target) -> bool:
@@ -71,10 +72,17 @@ def stream_fields(probe: Probe, secret_names=None) -> list[tuple[str, str]]:
         out.append(("request", f"{method} {masked}"))
         if host:
             out.append(("host", host))
-    for name, expression in (("frontend", f"{STREAM}->sess->fe->id"), ("backend", f"{STREAM}->be->id")):
-        value = probe.string(f"(char *){expression}")
-        if value:
-            out.append((name, value))
+    frontend = probe.string(f"(char *){STREAM}->sess->fe->id")
+    if frontend:
+        out.append(("frontend", frontend))
+    # until a switching rule (use_backend, default_backend) runs, the stream's
+    # backend is its frontend: a name that would send the reader to the wrong section
+    flags = _number(probe, f"(unsigned int){STREAM}->flags")
+    backend = probe.string(f"(char *){STREAM}->be->id")
+    if flags is not None and not flags & SF_BE_ASSIGNED:
+        out.append(("backend", "not chosen yet (the request was still in its frontend's rules)"))
+    elif backend:
+        out.append(("backend", backend))
     client = _client(probe)
     if client:
         out.append(("client", client))

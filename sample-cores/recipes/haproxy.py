@@ -74,12 +74,12 @@ def send_request(port: int, uri: str) -> bytes:
 
 
 def build_with_debug_info() -> Path:
-    """HAProxy from the upstream tarball of Debian's source package, built
+    """HAProxy from Debian's source package (its patches applied), built
     with -g and the stock package's main options (Lua, OpenSSL, zlib),
     cached by version: the stock /usr/sbin/haproxy has no debug info."""
     import debsrc
 
-    tree = debsrc.source_tree("haproxy")
+    tree = debsrc.source_tree("haproxy", debian_patches=True)
     exe = tree / "haproxy"
     if not exe.exists():
         subprocess.run(["make", "-j2", "TARGET=linux-glibc", "USE_LUA=1", f"LUA_INC={LUA_INCLUDE}",

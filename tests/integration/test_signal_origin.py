@@ -7,7 +7,10 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 from coretriage.cli import main
 
@@ -35,25 +38,43 @@ def test_reraised_fault_is_the_one_the_handler_was_handed(analyzed):
     assert sig.text == "lookup_key | main"
 
 
-def test_a_signal_sent_by_another_process_names_the_sender(tmp_path, samples, capsys):
+def _send(how: str, pid: int) -> int:
+    """SIGSEGV to ``pid`` by kill(2), tgkill(2) or sigqueue(3); the sender's pid."""
+    if how == "kill":
+        os.kill(pid, signal.SIGSEGV)
+        return os.getpid()
+    if how == "tgkill":
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        assert libc.syscall(234, pid, pid, signal.SIGSEGV) == 0, os.strerror(ctypes.get_errno())  # SYS_tgkill
+        return os.getpid()
+    sender = subprocess.Popen(["/usr/bin/kill", "--queue", "7", "-s", "SEGV", str(pid)])  # util-linux: sigqueue
+    assert sender.wait(timeout=30) == 0
+    return sender.pid
+
+
+@pytest.mark.parametrize("how, code", [("kill", "SI_USER"), ("tgkill", "SI_TKILL"), ("sigqueue", "SI_QUEUE")])
+def test_a_signal_sent_by_another_process_names_the_sender(tmp_path, samples, capsys, how, code):
     exe = samples("reraise").exe  # its "wait" mode installs no handler
     cores = tmp_path / "cores"
     with crashkit.cores_into(cores):
         proc = subprocess.Popen([str(exe), "wait"], preexec_fn=crashkit.allow_cores)
         try:
-            os.kill(proc.pid, signal.SIGSEGV)
+            time.sleep(0.1)
+            sender = _send(how, proc.pid)
             assert proc.wait(timeout=30) == -signal.SIGSEGV
         finally:
             proc.kill()
         core = crashkit.wait_for_core(cores, proc.pid)
     got = json.loads(cli(capsys, tmp_path / "data", "ingest", str(core), "--exe", str(exe), "--json"))
     shown = json.loads(cli(capsys, tmp_path / "data", "show", got["crash_id"], "--json"))["analysis"]["signal"]
-    assert shown["code_name"] == "SI_USER" and shown["fault_address"] is None
-    assert shown["sender_pid"] == os.getpid() and shown["sender_uid"] == os.getuid()
+    assert shown["code_name"] == code and shown["fault_address"] is None
+    assert shown["sender_pid"] == sender and shown["sender_uid"] == os.getuid()
     assert not shown["sender_is_self"]
     text = cli(capsys, tmp_path / "data", "export", got["crash_id"], "--format", "text")
     line = next(l for l in text.splitlines() if l.startswith("Signal"))
-    assert f"SIGSEGV (SI_USER) sent by pid {os.getpid()} (uid {os.getuid()})" in line
+    assert f"SIGSEGV ({code}) sent by pid {sender} (uid {os.getuid()})" in line
     assert " at 0x" not in line
 
 

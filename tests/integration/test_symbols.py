@@ -99,6 +99,7 @@ def test_a_dbgsym_package_merges_two_groups_into_the_older(tmp_path, data):
 
     deb_a = symbolkit.dbgsym_deb(tmp_path, a, "segv-a-dbgsym")
     deb_b = symbolkit.dbgsym_deb(tmp_path, b, "segv-b-dbgsym")
+    deb_b = deb_b.rename(deb_b.with_suffix(".deb"))  # a .ddeb and a .deb: both are dbgsym packages
     out = coretriage(data, "symbols", "add", str(deb_a), str(deb_b)).stdout
     assert "re-analyzed 2 crashes" in out and "1 merged" in out, out
     g = _group(data, ga)

@@ -121,6 +121,8 @@ def test_haproxy_with_debug_info_shows_the_request_that_crashed_it(tmp_path, hap
     fields = dict(next(c for c in json.loads(exported)["analysis"]["context"] if c["program"] == "haproxy")["fields"])
     assert fields["request"] == "POST /webhook/orders/42" and fields["host"].startswith("127.0.0.1:")
     assert fields["frontend"] == "web" and fields["client"].startswith("127.0.0.1:")
+    # the Lua rule that crashed runs in the frontend, before use_backend picks "orders"
+    assert fields["backend"].startswith("not chosen yet")
     assert "gzip" in fields["compression"]
 
 

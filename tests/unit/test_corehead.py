@@ -48,3 +48,39 @@ def test_notes_end_with_more_headers_than_e_phnum_holds():
 def test_not_a_core(junk):
     with pytest.raises(NotACore):
         notes_end(junk)
+
+
+def _note(kind: int, desc: bytes, name: bytes = b"CORE\0") -> bytes:
+    pad = lambda b: b + bytes(-len(b) % 4)  # noqa: E731
+    return struct.pack("<III", len(name), len(desc), kind) + pad(name) + pad(desc)
+
+
+def _siginfo(signo: int, code: int, pid: int, uid: int) -> bytes:
+    return struct.pack("<iiii", signo, 0, code, 0) + struct.pack("<iI", pid, uid) + bytes(104)
+
+
+def test_signal_sender_from_the_siginfo_note():
+    from collector.corehead import NT_SIGINFO, signal_sender
+
+    def core(*notes: bytes) -> bytes:
+        body = b"".join(notes)
+        return elf64_core([(4, 120, len(body))]) + body
+
+    prstatus = _note(1, bytes(336))
+    assert signal_sender(core(prstatus, _note(NT_SIGINFO, _siginfo(11, 0, 4242, 1000)))) == (4242, 1000)  # SI_USER
+    assert signal_sender(core(_note(NT_SIGINFO, _siginfo(11, -6, 7, 0)))) == (7, 0)  # SI_TKILL
+    assert signal_sender(core(_note(NT_SIGINFO, _siginfo(11, 1, 0x3f17, 0)))) is None  # SEGV_MAPERR: the kernel's
+    whole = core(prstatus, _note(NT_SIGINFO, _siginfo(6, -1, 9, 0)))
+    assert signal_sender(whole) == (9, 0)
+    assert signal_sender(whole[:-20]) is None  # the note cut short
+    assert signal_sender(b"not a core at all") is None
+    # a note whose sizes point past the end: the walk stops
+    assert signal_sender(core(struct.pack("<III", 0xFFFFFFF0, 8, NT_SIGINFO) + bytes(16))) is None
+
+
+def test_signal_sender_of_a_real_fault_is_nobody():
+    from collector.corehead import signal_sender
+
+    with open(SAMPLE, "rb") as f:
+        head = zstandard.ZstdDecompressor().stream_reader(f).read(1 << 20)
+    assert signal_sender(head[:notes_end(head)]) is None  # a SIGSEGV the kernel raised
