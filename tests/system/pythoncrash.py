@@ -98,6 +98,20 @@ main()
 """
 
 
+PAYMENTS_APP = """\
+import ctypes
+
+
+def charge(card_token, amount):
+    customer = "acme"
+    dsn = "postgres://billing:hunter2@db/invoices"
+    return ctypes.string_at(0)
+
+
+charge("tok_live_4242", 1250)
+"""
+
+
 def write(directory: Path, name: str, text: str) -> Path:
     path = directory / name
     path.write_text(text)

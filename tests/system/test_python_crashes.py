@@ -10,7 +10,7 @@ import re
 
 from handlerkit import crash
 from hostfixtures import cli
-from pythoncrash import (CTYPES_APP, EXTENSION_APP, PYTHON, WSGI_APP, build_extension, collect, line_of, ours,
+from pythoncrash import (CTYPES_APP, EXTENSION_APP, PAYMENTS_APP, PYTHON, WSGI_APP, build_extension, collect, line_of, ours,
                          request, served, write)
 from webclient import Client
 from webserver import add_user, web_server
@@ -101,6 +101,48 @@ def test_c_extension_crash_names_the_python_caller(collector_installed, tmp_path
 
     page, _ = _page(data, tmp_path, crash_id)
     assert "invoice_total" in page and "render_invoice" in page and f"{app}:{line}" in page
+
+
+def test_locals_for_admins_only_and_masked(collector_installed, tmp_path):
+    """``python_locals = true``: the crashing frame's arguments and locals,
+    masked like the environment, on an admin's crash page, API and export;
+    a viewer sees the frames without them."""
+    data = collector_installed
+    (data / "coretriage.toml").open("a").write("\npython_locals = true\n")
+    app = write(tmp_path, "payments.py", PAYMENTS_APP)
+    store = collect(data, 1, lambda: crash([PYTHON, str(app)], cwd=tmp_path))
+    (row,) = ours(store)
+    assert row.signature["text"] == "strlen | ctypes.string_at | payments.charge"
+    text = cli(data, "export", row.id, "--format", "text").stdout
+    line = line_of(PAYMENTS_APP, "return ctypes.string_at(0)")
+    frame = f'File "{app}", line {line}, in charge\n'
+    assert frame in text, text
+    below = text.split(frame, 1)[1].splitlines()[:4]  # under the frame, one line each
+    assert sorted(below) == sorted(["         amount = 1250", "         card_token = ***", '         customer = "acme"',
+                                    '         dsn = "postgres://billing:***@db/invoices"']), below
+    assert "card_token = ***" in text and 'dsn = "postgres://billing:***@db/invoices"' in text
+    assert 'customer = "acme"' in text and "hunter2" not in text and "tok_live" not in text
+
+    add_user(data, "admin", "admin", "correct horse battery")
+    add_user(data, "viewer", "viewer", "correct horse battery")
+    seen = {}
+    with web_server(data, tmp_path / "web.log") as base:
+        for user in ("admin", "viewer"):
+            client = Client(base)
+            assert client.login(user, "correct horse battery").status in (302, 303)
+            page, api = client.get(f"/crashes/{row.id}"), client.get(f"/api/v1/crashes/{row.id}")
+            export = client.get(f"/export/{row.id}?format=markdown")
+            assert page.status == api.status == export.status == 200
+            seen[user] = html.unescape(page.text), api.json(), export.text
+    page, api, export = seen["admin"]
+    assert 'customer = "acme"' in page and "card_token = ***" in page and "hunter2" not in page
+    charge = next(f for f in api["mixed_stack"] if f["function"] == "charge")
+    assert charge["locals"]["card_token"] == "***" and charge["locals"]["customer"] == '"acme"'
+    assert 'customer = "acme"' in export
+    for page, api, export in [seen["viewer"]]:
+        assert f"{app}:{line}" in page and "charge" in page  # the frames, not what they held
+        for shown in (page, json.dumps(api), export):
+            assert "acme" not in shown and "card_token" not in shown and "postgres://" not in shown
 
 
 def test_uwsgi_worker_behind_nginx(collector_installed, tmp_path):

@@ -235,3 +235,41 @@ def test_long_names_are_cut():
     state = state_from({"threads": [{"tid": 1, "frames": [{"function": "f" * 5000, "file": "a.py", "line": None}]}]},
                        PY)
     assert len(state.threads[0].frames[0].function) == 1024 and state.threads[0].frames[0].line is None
+
+
+# -- Python locals: optional, masked, admins only -----------------------------
+
+def test_reader_answer_keeps_locals_cut_to_size():
+    from analyzer.python import MAX_LOCALS, MAX_VALUE
+
+    frame = {"function": "f", "file": "a.py", "line": 3, "entry": True,
+             "locals": [["n", "1"], ["blob", "x" * 5000]] + [[f"v{i}", "0"] for i in range(200)]}
+    (f,) = state_from({"threads": [{"tid": 1, "frames": [frame]}]}, PY).threads[0].frames
+    assert f.locals[0] == ("n", "1") and f.locals[1] == ("blob", "x" * MAX_VALUE)
+    assert len(f.locals) == MAX_LOCALS
+
+
+@pytest.mark.parametrize("locals_", [{"n": "1"}, [["n"]], [[1, "x"]], 7])
+def test_malformed_locals_are_one_error(locals_):
+    frame = {"function": "f", "file": "a.py", "line": 3, "locals": locals_}
+    with pytest.raises(PythonStacksError, match="malformed"):
+        state_from({"threads": [{"tid": 1, "frames": [frame]}]}, PY)
+
+
+def test_locals_are_masked_like_the_environment():
+    from analyzer.python import masked
+
+    frame = PythonFrame("charge", APP, 7, locals=(("card_token", "'tok_live_4242'"), ("amount", "1250"),
+                                                  ("dsn", "'postgres://billing:hunter2@db/invoices'"),
+                                                  ("query", "'id=7&password=hunter2'")))
+    state = masked(PythonState(PY, "3.11", (PythonThread(1, (frame,)),)), ("*TOKEN*", "*PASSWORD*"))
+    got = dict(state.threads[0].frames[0].locals)
+    assert got.pop("query").startswith("'id=7&password=***")
+    assert got == {"card_token": "***", "amount": "1250", "dsn": "'postgres://billing:***@db/invoices'"}
+    assert masked(state, ("*TOKEN*", "*PASSWORD*")) == state  # idempotent
+
+
+def test_mixed_frames_carry_the_locals():
+    frames = native("leaf", "_PyEval_EvalFrameDefault", "main")
+    python = PythonThread(1, (PythonFrame("f", "x.py", 2, True, (("n", "1"),)),))
+    assert [f.locals for f in mixed_frames(frames, python)] == [(), (("n", "1"),), ()]
