@@ -1,17 +1,21 @@
-"""Python processes that segfault in native code, crashed for real through
-the kernel's pipe handler: the analysis reads their Python stacks (PyStack),
-the crash page on the real web server shows the Python frames with their
-files and lines, the text export shows them as a traceback does, and the
-signature is named by the Python function that made the crashing call."""
+"""Python processes that segfault in native code (python3, a C extension,
+uwsgi behind nginx, gunicorn, Celery, a program embedding libpython),
+crashed for real through the kernel's pipe handler: the analysis reads
+their Python stacks (PyStack), the crash page on the real web server shows
+the Python frames with their files and lines, the text export shows them as
+a traceback does, and the signature is named by the Python function that
+made the crashing call."""
 
 import html
 import json
 import re
+import time
 
 from handlerkit import crash
 from hostfixtures import cli
-from pythoncrash import (CTYPES_APP, EXTENSION_APP, PAYMENTS_APP, PYTHON, WSGI_APP, build_extension, collect, line_of, ours,
-                         request, served, write)
+from pythoncrash import (CTYPES_APP, EXTENSION_APP, JOBS_APP, PAYMENTS_APP, PYTHON, REPORT_APP, SERVICE_PYTHON,
+                         QUOTES_APP, WSGI_APP, build_embedder, build_extension, celery_worker, collect, gunicorn_served, line_of, ours, request,
+                         send_task, served, write)
 from webclient import Client
 from webserver import add_user, web_server
 
@@ -181,6 +185,99 @@ def test_uwsgi_worker_behind_nginx(collector_installed, tmp_path):
     context = {k: v for ctx in analysis["context"] if ctx["program"] == "uwsgi" for k, v in ctx["fields"]}
     assert context == {"worker": spawned.group(1), "request": "GET /invoice/crash"}
     assert "uwsgi worker" in page and "GET /invoice/crash" in page
+
+
+def test_embedded_interpreter(collector_installed, tmp_path):
+    """A C program of its own running Python in libpython: an interpreter
+    by the module it maps, not by its name."""
+    data = collector_installed
+    program = build_embedder(tmp_path)
+    app = write(tmp_path, "quotes.py", QUOTES_APP)
+    store = collect(data, 1, lambda: crash([str(program), str(app)], cwd=tmp_path), also=(str(program),))
+    (row,) = ours(store, (str(program),))
+    assert row.signature["text"] == "strlen | ctypes.string_at | quotes.price_quote", row.signature["text"]
+    analysis = json.loads(cli(data, "show", row.id, "--json").stdout)["analysis"]
+    assert analysis["python"]["interpreter"] == "/usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0"
+    assert not analysis["problems"], analysis["problems"]
+    _python_crash_shown(data, tmp_path, row.id, app, [
+        ("price_quote", line_of(QUOTES_APP, "return ctypes.string_at(n)")),
+        ("<module>", line_of(QUOTES_APP, "price_quote(0)"))])
+    text = cli(data, "export", row.id, "--format", "text").stdout
+    assert re.search(r" main \(quoter\+0x[0-9a-f]+\)", text), text  # the program's own frame below
+
+
+def _python_crash_shown(data, tmp_path, crash_id, app, frames):
+    """The text export and the crash page show ``frames`` ((function,
+    line), innermost first) of ``app`` as a traceback does, and the crashing
+    thread is the Python thread that had the GIL."""
+    text = cli(data, "export", crash_id, "--format", "text").stdout
+    assert re.search(r"Thread 1 \(LWP \d+\) - crashed \[Python, has the GIL\]", text), text
+    for function, line in frames:
+        assert f'File "{app}", line {line}, in {function}' in text, text
+    page, api = _page(data, tmp_path, crash_id)
+    for function, line in frames:
+        assert f"{app}:{line}" in page and function in page
+    mine = [(f["function"], f["line"]) for f in api["mixed_stack"] if f["python"] and f["file"] == str(app)]
+    assert mine[:len(frames)] == list(frames), mine
+
+
+def test_gunicorn_worker(collector_installed, tmp_path):
+    """A gunicorn sync worker (forked by the arbiter after the interpreter
+    started) whose WSGI app crashes in ctypes on one URL."""
+    data = collector_installed
+    statuses = []
+
+    def crashes():
+        with gunicorn_served(tmp_path) as base:
+            statuses.append(request(base + "/"))
+            statuses.append(request(base + "/report/crash"))
+
+    store = collect(data, 1, crashes)
+    assert statuses == [200, 0]  # the worker died mid-request
+    (row,) = ours(store)
+    assert row.executable == SERVICE_PYTHON
+    # (this CPython has _ctypes' symbols: its C string_at, the function ctypes.string_at calls, is named)
+    assert row.signature["text"] == "strlen | string_at | ctypes.string_at | reportapp.render_report", \
+        row.signature["text"]
+    app = tmp_path / "reportapp.py"
+    _python_crash_shown(data, tmp_path, row.id, app, [
+        ("render_report", line_of(REPORT_APP, "return ctypes.string_at(0)")),
+        ("application", line_of(REPORT_APP, "        render_report(environ)"))])
+    text = cli(data, "export", row.id, "--format", "text").stdout
+    assert "/gunicorn/workers/sync.py" in text  # the server's frames below the app's, as they ran
+
+
+def test_celery_task_in_a_prefork_worker(collector_installed, tmp_path):
+    """A Celery task, run in the prefork pool's forked child, crashing in
+    ctypes: the task's functions name the group, Celery's and billiard's
+    frames are there below them."""
+    from redisserver import free_port as redis_port
+    from redisserver import start_redis, stop
+
+    data = collector_installed
+    port = redis_port()
+    redis = start_redis(port)
+    broker = f"redis://127.0.0.1:{port}/0"
+    try:
+        def crashes():
+            with celery_worker(tmp_path, broker) as log:
+                send_task(tmp_path, broker, "export_ledger", 0)
+                deadline = time.monotonic() + 60
+                while "SIGSEGV" not in log.read_text() and time.monotonic() < deadline:
+                    time.sleep(0.2)
+
+        store = collect(data, 1, crashes)
+    finally:
+        stop(redis)
+    (row,) = ours(store)
+    assert row.executable == SERVICE_PYTHON
+    assert row.signature["text"] == "strlen | string_at | ctypes.string_at | jobs.build_rows", row.signature["text"]
+    app = tmp_path / "jobs.py"
+    _python_crash_shown(data, tmp_path, row.id, app, [
+        ("build_rows", line_of(JOBS_APP, "return ctypes.string_at(ledger)")),
+        ("export_ledger", line_of(JOBS_APP, "return build_rows(ledger)"))])
+    text = cli(data, "export", row.id, "--format", "text").stdout
+    assert "/celery/app/trace.py" in text and "/billiard/pool.py" in text
 
 
 def test_doctor_finds_uwsgi_masters_without_use_abort(tmp_path):
