@@ -13,9 +13,9 @@ import time
 
 from handlerkit import crash
 from hostfixtures import cli
-from pythoncrash import (CTYPES_APP, EXTENSION_APP, JOBS_APP, PAYMENTS_APP, PYTHON, REPORT_APP, SERVICE_PYTHON,
-                         QUOTES_APP, WSGI_APP, build_embedder, build_extension, celery_worker, collect, gunicorn_served, line_of, ours, request,
-                         send_task, served, write)
+from pythoncrash import (CTYPES_APP, EXTENSION_APP, JOBS_APP, PAYMENTS_APP, PYTHON, QUOTES_APP, REPORT_APP,
+                         SERVICE_PYTHON, WSGI_APP, build_embedder, build_extension, celery_worker, collect,
+                         gunicorn_served, line_of, ours, request, send_task, served, write)
 from webclient import Client
 from webserver import add_user, web_server
 
@@ -281,10 +281,11 @@ def test_celery_task_in_a_prefork_worker(collector_installed, tmp_path):
 
 
 def test_doctor_finds_uwsgi_masters_without_use_abort(tmp_path):
-    """Two real uwsgi masters: one without use-abort, one with it in its ini file."""
+    """Real uwsgi masters, use-abort said (or not) on the command line and
+    in ini, yaml and xml configs: doctor reports the ones without it, with
+    the fix in their config's own syntax."""
     import signal
     import subprocess
-    import time
 
     from collector.hostsetup import checks as C
     from collector.hostsetup.doctor import run_checks
@@ -292,32 +293,45 @@ def test_doctor_finds_uwsgi_masters_without_use_abort(tmp_path):
 
     write(tmp_path, "wsgiapp.py", "def application(environ, start_response):\n"
                                   "    start_response('200 OK', [])\n    return [b'ok']\n")
+    head = ["/usr/bin/uwsgi", "--plugin", "python3", "--master", "--processes", "1", "--wsgi-file", "wsgiapp.py"]
     write(tmp_path, "with-abort.ini", f"[uwsgi]\nplugin = python3\nmaster = true\nprocesses = 1\n"
                                       f"socket = 127.0.0.1:{free_port()}\nwsgi-file = wsgiapp.py\n"
                                       "use-abort = true\n")
-    plain = ["/usr/bin/uwsgi", "--plugin", "python3", "--master", "--processes", "1", "--socket",
-             f"127.0.0.1:{free_port()}", "--wsgi-file", "wsgiapp.py"]
-    procs = [subprocess.Popen(argv, cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, env={"PATH": "/usr/bin:/bin"})
-             for argv in (plain, ["/usr/bin/uwsgi", "--ini", "with-abort.ini"])]
+    write(tmp_path, "without.yaml", f"uwsgi:\n  socket: 127.0.0.1:{free_port()}\n  master: true\n")
+    write(tmp_path, "with-abort.xml", f"<uwsgi>\n  <socket>127.0.0.1:{free_port()}</socket>\n  <use-abort/>\n"
+                                      "</uwsgi>\n")
+    masters = {  # name: (argv, what doctor says, in the fix)
+        "command line without": (head + ["--socket", f"127.0.0.1:{free_port()}"], C.WARN, "`--use-abort`"),
+        "command line with": (head + ["--socket", f"127.0.0.1:{free_port()}", "--use-abort"], C.OK, None),
+        "ini with": (["/usr/bin/uwsgi", "--ini", "with-abort.ini"], C.OK, None),
+        "yaml without": (head + ["--yaml", "without.yaml"], C.WARN, "`use-abort: true` under `uwsgi:` in without.yaml"),
+        "xml with": (head + ["--xml", "with-abort.xml"], C.OK, None),
+    }
+    procs = {name: subprocess.Popen(argv, cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, env={"PATH": "/usr/bin:/bin"})
+             for name, (argv, _, _) in masters.items()}
     try:
         deadline = time.monotonic() + 30
         while True:
             got = {c.name: c for c in run_checks(tmp_path / "data", docker=lambda: [], clock=None)}
-            if all(f"uwsgi master {p.pid}" in got for p in procs) or time.monotonic() > deadline:
+            if all(f"uwsgi master {p.pid}" in got for p in procs.values()) or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
+        running = {name: p.poll() is None for name, p in procs.items()}
     finally:
-        for p in procs:
+        for p in procs.values():
             p.send_signal(signal.SIGINT)  # uwsgi reloads on SIGTERM, stops on SIGINT
-        for p in procs:
+        for p in procs.values():
             try:
                 p.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
-    without, with_abort = (got[f"uwsgi master {p.pid}"] for p in procs)
-    assert without.status == C.WARN and "without use-abort" in without.message and "--use-abort" in without.fix
-    assert with_abort.status == C.OK, with_abort
+    assert all(running.values()), running  # each config was one uwsgi accepts
+    for name, (_, status, fix) in masters.items():
+        check = got[f"uwsgi master {procs[name].pid}"]
+        assert check.status == status, (name, check)
+        if status == C.WARN:
+            assert "without use-abort" in check.message and fix in check.fix, (name, check)
     reported = {int(c.split()[-1]) for c in got if c.startswith("uwsgi master ")}
-    assert {p.pid for p in procs} <= reported  # the masters; their workers are not masters
+    assert {p.pid for p in procs.values()} <= reported  # the masters; their workers are not masters
