@@ -72,6 +72,10 @@ def test_ctypes_crashes_group_by_python_function(collector_installed, tmp_path):
     assert f'File "{app}", line {line_of(CTYPES_APP, "return ctypes.string_at(n)")}, in load_invoice' in text
     assert re.search(r"Thread 1 \(LWP \d+\) - crashed \[Python, has the GIL\]", text), text
     assert "_PyEval_EvalFrameDefault" not in text  # replaced by the frames that ran there
+    markdown = cli(data, "export", crash_id, "--format", "markdown").stdout
+    assert f'File "{app}", line {line_of(CTYPES_APP, "return ctypes.string_at(n)")}, in load_invoice' in markdown
+    exported = json.loads(cli(data, "export", crash_id, "--format", "json").stdout)
+    assert [f["function"] for f in exported["mixed_stack"] if f["python"]][:2] == ["string_at", "load_invoice"]
 
     page, api = _page(data, tmp_path, crash_id, invoice[0].group_id)
     assert "load_invoice" in page and str(app) in page and "has the GIL" in page

@@ -273,3 +273,14 @@ def test_mixed_frames_carry_the_locals():
     frames = native("leaf", "_PyEval_EvalFrameDefault", "main")
     python = PythonThread(1, (PythonFrame("f", "x.py", 2, True, (("n", "1"),)),))
     assert [f.locals for f in mixed_frames(frames, python)] == [(), (("n", "1"),), ()]
+
+
+def test_users_extend_the_interpreter_machinery(tmp_path):
+    """A Cython module's wrapper between the eval loop and the C function:
+    skipped once the user's python_skip.txt names it."""
+    shop = "/srv/app/shop.so"
+    frames = native(("__strlen_evex", LIBC), ("total_of", shop), ("__pyx_pw_4shop_1total", shop), "cfunction_vectorcall_O", "_PyEval_EvalFrameDefault", "Py_RunMain", ("__libc_start_call_main", LIBC))
+    a = crash(frames, py(("render_invoice", APP, 6, True),))
+    assert generate(a).text == "strlen | total_of | __pyx_pw_4shop_1total | invoices.render_invoice"
+    (tmp_path / "python_skip.txt").write_text("__pyx_pw_\\w+\n")
+    assert generate(a, load_rules(tmp_path)).text == "strlen | total_of | invoices.render_invoice"
