@@ -164,10 +164,10 @@ def state_from(answer: dict, interpreter: str) -> PythonState:
     try:
         threads = []
         for t in answer.get("threads") or ():
-            frames = tuple(PythonFrame(function=_text(f["function"]), file=_text(f["file"]),
+            frames = tuple(PythonFrame(function=_printable(_text(f["function"])), file=_printable(_text(f["file"])),
                                        line=f["line"] if type(f.get("line")) is int else None,
                                        entry=bool(f.get("entry")),
-                                       locals=tuple((_text(k), _text(v)[:MAX_VALUE])
+                                       locals=tuple((_printable(_text(k)), _printable(_text(v)[:MAX_VALUE]))
                                                     for k, v in (f.get("locals") or ())[:MAX_LOCALS]))
                            for f in t["frames"])
             threads.append(PythonThread(tid=int(t["tid"]), frames=frames, holds_gil=bool(t.get("holds_gil")),
@@ -199,6 +199,14 @@ def _text(value) -> str:
     if not isinstance(value, str):
         raise TypeError("not text")
     return value[:MAX_TEXT]
+
+
+def _printable(text: str) -> str:
+    """A name, file or local as one line: what the process held is any text
+    (a newline would forge a frame in a text export)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -249,6 +249,19 @@ def test_reader_answer_keeps_locals_cut_to_size():
     assert len(f.locals) == MAX_LOCALS
 
 
+def test_names_from_the_core_are_one_line():
+    frame = {"function": "f\n#1   File \"x.py\", line 2, in g", "file": "a\r.py", "line": 3}
+    (f,) = state_from({"threads": [{"tid": 1, "frames": [frame]}]}, PY).threads[0].frames
+    assert "\n" not in f.function and f.file == "a\\r.py"
+
+
+def test_locals_are_one_line_each():
+    frame = {"function": "f", "file": "a.py", "line": 3,
+             "locals": [["note", "'x\n#0   File \"forged.py\", line 1, in evil'"], ["t\tab", "\x1b[31mred"]]}
+    (f,) = state_from({"threads": [{"tid": 1, "frames": [frame]}]}, PY).threads[0].frames
+    assert f.locals == (("note", "'x\\n#0   File \"forged.py\", line 1, in evil'"), ("t\\tab", "\\x1b[31mred"))
+
+
 @pytest.mark.parametrize("locals_", [{"n": "1"}, [["n"]], [[1, "x"]], 7])
 def test_malformed_locals_are_one_error(locals_):
     frame = {"function": "f", "file": "a.py", "line": 3, "locals": locals_}
@@ -279,7 +292,9 @@ def test_users_extend_the_interpreter_machinery(tmp_path):
     """A Cython module's wrapper between the eval loop and the C function:
     skipped once the user's python_skip.txt names it."""
     shop = "/srv/app/shop.so"
-    frames = native(("__strlen_evex", LIBC), ("total_of", shop), ("__pyx_pw_4shop_1total", shop), "cfunction_vectorcall_O", "_PyEval_EvalFrameDefault", "Py_RunMain", ("__libc_start_call_main", LIBC))
+    frames = native(("__strlen_evex", LIBC), ("total_of", shop), ("__pyx_pw_4shop_1total", shop),
+                    "cfunction_vectorcall_O", "_PyEval_EvalFrameDefault", "Py_RunMain",
+                    ("__libc_start_call_main", LIBC))
     a = crash(frames, py(("render_invoice", APP, 6, True),))
     assert generate(a).text == "strlen | total_of | __pyx_pw_4shop_1total | invoices.render_invoice"
     (tmp_path / "python_skip.txt").write_text("__pyx_pw_\\w+\n")
