@@ -88,6 +88,24 @@ def test_ctypes_crashes_group_by_python_function(collector_installed, tmp_path):
     assert python_frames[1]["line"] == line_of(CTYPES_APP, "return ctypes.string_at(n)")
 
 
+def test_faulthandler_is_seen_through(collector_installed, tmp_path):
+    """``python3 -X faulthandler``: its handler prints the traceback and
+    raises SIGSEGV again; the analysis reports the fault it caught (address
+    0, SEGV_MAPERR) and the crash groups with the same crash without it."""
+    data = collector_installed
+    app = write(tmp_path, "invoices.py", CTYPES_APP)
+    store = collect(data, 1, lambda: crash([PYTHON, "-X", "faulthandler", str(app), "invoice"], cwd=tmp_path))
+    (row,) = ours(store)
+    assert row.signature["text"] == "strlen | ctypes.string_at | invoices.load_invoice"
+    analysis = json.loads(cli(data, "show", row.id, "--json").stdout)["analysis"]
+    assert analysis["signal"]["name"] == "SIGSEGV" and analysis["signal"]["code_name"] == "SEGV_MAPERR"
+    assert analysis["signal"]["fault_address"] == 0
+    reraised = analysis["signal"]["reraised"]
+    assert reraised["name"] == "SIGSEGV" and reraised["code_name"] == "SI_TKILL"  # by faulthandler, after
+    text = cli(data, "export", row.id, "--format", "text").stdout
+    assert f'File "{app}", line {line_of(CTYPES_APP, "return ctypes.string_at(n)")}, in load_invoice' in text
+
+
 def test_c_extension_crash_names_the_python_caller(collector_installed, tmp_path):
     data = collector_installed
     build_extension(tmp_path)
