@@ -4,9 +4,10 @@ The rules are ``analyzer.secrets``; this module knows where a crash keeps
 what a process said about itself: the analysis's ``command_line`` (the core's
 psargs note) and the collector metadata's ``cmdline``, ``environ``,
 ``problems`` and Docker ``labels``, and the analysis's Python locals (only
-admins are shown those at all: ``without_locals``). Ingest masks before storing; reports,
-the API and the crash page mask again as they read a row, so a row an older
-version stored unmasked does not leak either (masking is idempotent).
+admins are shown those at all: ``without_locals``). Ingest masks before
+storing; reports, the API and the crash page mask again as they read a row,
+so a row an older version stored unmasked does not leak either (masking is
+idempotent).
 
 The secret names are ``secret_names`` from ``collector.toml`` in the data
 dir, the handler's own list, or the defaults when it is absent or unreadable.
