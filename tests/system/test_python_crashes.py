@@ -258,9 +258,8 @@ def test_gunicorn_worker(collector_installed, tmp_path):
     assert statuses == [200, 0]  # the worker died mid-request
     (row,) = ours(store)
     assert row.executable == SERVICE_PYTHON
-    # (this CPython has _ctypes' symbols: its C string_at, the function ctypes.string_at calls, is named)
-    assert row.signature["text"] == "strlen | string_at | ctypes.string_at | reportapp.render_report", \
-        row.signature["text"]
+    # (this CPython has _ctypes' symbols: its C string_at is named, and skipped as Debian's unnamed one is)
+    assert row.signature["text"] == "strlen | ctypes.string_at | reportapp.render_report", row.signature["text"]
     app = tmp_path / "reportapp.py"
     _python_crash_shown(data, tmp_path, row.id, app, [
         ("render_report", line_of(REPORT_APP, "return ctypes.string_at(0)")),
@@ -293,7 +292,7 @@ def test_celery_task_in_a_prefork_worker(collector_installed, tmp_path):
         stop(redis)
     (row,) = ours(store)
     assert row.executable == SERVICE_PYTHON
-    assert row.signature["text"] == "strlen | string_at | ctypes.string_at | jobs.build_rows", row.signature["text"]
+    assert row.signature["text"] == "strlen | ctypes.string_at | jobs.build_rows", row.signature["text"]
     app = tmp_path / "jobs.py"
     _python_crash_shown(data, tmp_path, row.id, app, [
         ("build_rows", line_of(JOBS_APP, "return ctypes.string_at(ledger)")),

@@ -137,6 +137,16 @@ def test_signature_is_the_c_call_and_the_programs_python_function():
     assert any("libffi" in frame for frame in reasons)
 
 
+def test_ctypes_with_symbols_groups_as_without():
+    """Where _ctypes has symbols (a CPython built from source, Debian's with
+    its debug symbols) its C string_at is named: still the same group."""
+    ctypes_so = "/usr/lib/python3.11/lib-dynload/_ctypes.cpython-311-x86_64-linux-gnu.so"
+    named = (CTYPES_NATIVE[0], Frame(index=1, pc=0x1001, function="string_at", module=ctypes_so, offset=0xe197),
+             *CTYPES_NATIVE[2:])
+    assert generate(crash(named, invoice_stack())).text == generate(crash(CTYPES_NATIVE, invoice_stack())).text == \
+        "strlen | ctypes.string_at | invoices.load_invoice"
+
+
 def test_one_function_through_two_call_paths_is_one_group():
     a = generate(crash(CTYPES_NATIVE, invoice_stack(caller="handle_request")))
     b = generate(crash(CTYPES_NATIVE, invoice_stack(caller="batch_job")))
