@@ -25,7 +25,7 @@ from analyzer.gdb import MULTIARCH, EarlyGdb, Gdb, GdbBudget, GdbError, GdbTimeo
 from analyzer.model import (Analysis, CxxException, Frame, Instruction, Module, PythonState, Recursion,
                             SignalInfo, Thread)
 from analyzer.problems import Problem
-from analyzer.python import PythonStacksError, interpreter_of, read_stacks
+from analyzer.python import PythonStacksError, interpreter_of, masked, read_stacks
 from analyzer.secrets import DEFAULT_SECRET_NAMES, mask_psargs, mask_text
 from analyzer.confined import (_BUILD_ID, HOST_FILE_BYTES, _grant_debug_file, _grant_host_file,  # noqa: F401
                                analyze_core)  # the caller's side, named here too
@@ -101,8 +101,10 @@ def analyze_here(core: Path, executable: Path | None = None, sysroot: Path | Non
     """The analysis itself, in this process, unconfined: only for the
     sandbox's child. ``gdb``: a session started early; closed here.
     ``options``: ``show_literals`` (enrichers), ``secret_names``, the
-    patterns the core's command line is masked with (``analyzer.secrets``),
-    and ``python_stacks`` (False: no PyStack, the native analysis only)."""
+    patterns the core's command line and Python locals are masked with
+    (``analyzer.secrets``), ``python_stacks`` (False: no PyStack, the native
+    analysis only) and ``python_locals`` (True: each Python frame's
+    arguments and locals too)."""
     core = Path(core)
     gdb = gdb or Gdb(budget)
     try:
@@ -297,7 +299,9 @@ class _Analyzer:
         exe = named / (Path(self.exe_path).name if self.exe_path else "executable")
         try:
             exe.symlink_to(Path(self.exe_file).absolute())
-            return read_stacks(self.core, exe, self._solib_links(stack), interpreter, timeout, budget.memory)
+            state = read_stacks(self.core, exe, self._solib_links(stack), interpreter, timeout, budget.memory,
+                                with_locals=bool(self.options.get("python_locals")))
+            return masked(state, self.options.get("secret_names", DEFAULT_SECRET_NAMES))
         except PythonStacksError as exc:
             self.problem(P.PYTHON_UNREADABLE, f"Python stacks not read by PyStack: {exc}")
         except OSError as exc:  # no process or pipe left for the reader

@@ -68,7 +68,7 @@ def mixed_frames(frames: tuple[Frame, ...], python: PythonThread) -> tuple[Frame
 
 
 def _python_frame(index: int, p: PythonFrame) -> Frame:
-    return Frame(index=index, pc=None, function=p.function, file=p.file, line=p.line, python=True)
+    return Frame(index=index, pc=None, function=p.function, file=p.file, line=p.line, python=True, locals=p.locals)
 
 
 def pair(threads: tuple[Thread, ...], python: PythonState) -> dict[int, PythonThread]:

@@ -32,6 +32,9 @@ class Frame:
     # a Python function that ran in the interpreter's eval loop here (the
     # mixed stack, ``Analysis.mixed``): function, file and line are Python's
     python: bool = False
+    # a Python frame's arguments and locals (name, repr), masked; only when
+    # the analysis read them (``python_locals``) and only admins see them
+    locals: tuple[tuple[str, str], ...] = ()
 
     @property
     def module_name(self) -> str | None:
@@ -173,6 +176,9 @@ class PythonFrame:
     # the first frame an eval-loop call ran (called from C); the frames
     # after it, up to the next entry, ran in that same native eval frame
     entry: bool = True
+    # arguments, then locals: (name, repr as PyStack gives it), masked like
+    # the environment; empty unless the analysis was asked for them
+    locals: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

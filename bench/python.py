@@ -6,9 +6,10 @@ sample, and a service-like process whose crashing thread runs beside
 ``--threads`` threads each parked ``--depth`` Python frames deep. For each:
 the median time of ``analyze_core`` + ``signature.generate`` with the
 Python stacks and without (``options={"python_stacks": False}``), measured
-alternately in this run, and their ratio.
+alternately in this run, and their ratio; and, for information, with the
+Python stacks and their locals (``python_locals``, off by default).
 
-Target: at most 1.5 times the native-only analysis.
+Target: at most 1.5 times the native-only analysis (the default, without locals).
 
     .venv/bin/python bench/python.py [--repeat 5] [--threads 16] [--depth 30]   (as root)
 """
@@ -57,29 +58,31 @@ handle(0)
 """
 
 
-def timed(core: Path, exe: Path, python: bool) -> tuple[float, str, bool]:
+def timed(core: Path, exe: Path, python: bool, with_locals: bool = False) -> tuple[float, str, bool]:
     from analyzer.analyze import analyze_core
     from analyzer.signature import generate
 
     start = time.perf_counter()
-    analysis = analyze_core(core, exe, options={"python_stacks": python})
+    analysis = analyze_core(core, exe, options={"python_stacks": python, "python_locals": with_locals})
     text = generate(analysis).text
     return time.perf_counter() - start, text, analysis.python is not None
 
 
 def row(name: str, core: Path, exe: Path, repeat: int) -> float:
     timed(core, exe, True)  # warm: page cache, imports
-    with_py, without = [], []
+    with_py, without, with_locals = [], [], []
     sigs = set()
-    for _ in range(repeat):  # alternate, so drift hits both alike
+    for _ in range(repeat):  # alternate, so drift hits all alike
         t, sig, read = timed(core, exe, True)
         assert read, "PyStack read nothing"
         with_py.append(t)
         sigs.add(sig)
         t, _, _ = timed(core, exe, False)
         without.append(t)
-    a, b = statistics.median(with_py), statistics.median(without)
-    print(f"{name:<22} {b:>9.3f} {a:>9.3f} {a / b:>7.2f}x  {sigs.pop()}", flush=True)
+        t, _, _ = timed(core, exe, True, with_locals=True)
+        with_locals.append(t)
+    a, b, c = statistics.median(with_py), statistics.median(without), statistics.median(with_locals)
+    print(f"{name:<22} {b:>9.3f} {a:>9.3f} {a / b:>7.2f}x {c:>9.3f} {c / b:>7.2f}x  {sigs.pop()}", flush=True)
     return a / b
 
 
@@ -97,7 +100,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="ct-bench-python-", dir="/tmp"))
     try:
         print(f"Python crash analysis with PyStack vs native only; median of {args.repeat}, seconds")
-        print(f"{'crash':<22} {'native':>9} {'python':>9} {'ratio':>8}  signature")
+        print(f"{'crash':<22} {'native':>9} {'python':>9} {'ratio':>8} {'+locals':>9} {'ratio':>8}  signature")
         ratios = []
         sample = recipes.python_ctypes(work)
         ratios.append(row("python_ctypes", sample.core, sample.exe, args.repeat))

@@ -56,5 +56,13 @@ def redacted(row: CrashRow) -> CrashRow:
 
 
 def shown(role_is_admin: bool, row: CrashRow) -> CrashRow:
-    """The row itself, or its redacted copy when this role may not see it."""
-    return row if may_see(role_is_admin, row) else redacted(row)
+    """The row itself, or its redacted copy when this role may not see it.
+    Python locals (what a request carried) are for admins only, always."""
+    if role_is_admin:
+        return row
+    if not may_see(role_is_admin, row):
+        return redacted(row)
+    from coretriage.masking import without_locals
+
+    analysis = without_locals(row.analysis or {})
+    return row if analysis is row.analysis else dataclasses.replace(row, analysis=analysis)

@@ -34,6 +34,7 @@ class Config:
     gdb_timeout: float = 120.0
     gdb_memory: int = 4 << 30
     show_literals: bool = False  # SQL literals in PostgreSQL context
+    python_locals: bool = False  # Python frames' arguments and locals (masked; admins only)
     # -- the web UI (webui/) --
     secure_cookies: bool = False  # always mark cookies Secure (they are anyway on requests that came over HTTPS)
     trusted_proxies: int = 0  # reverse proxies in front whose X-Forwarded-For/-Proto are believed

@@ -294,7 +294,8 @@ def _analyze(config, core: Path, exe: Path | None, sysroot: Path | None, gdb: Sa
     debuginfod); one for the data dir's settings when None."""
     from coretriage.debuginfod import source_for
 
-    options = {"show_literals": config.show_literals, "secret_names": secret_names(config.data_dir)}
+    options = {"show_literals": config.show_literals, "secret_names": secret_names(config.data_dir),
+               "python_locals": config.python_locals}
     symbols = symbols if symbols is not None else source_for(config, None)
     return analyze_core(core, exe, sysroot, config.gdb_budget(), options, gdb, sandbox_policy(config),
                         symbols=symbols)

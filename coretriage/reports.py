@@ -75,7 +75,9 @@ def key_frame_list(row: CrashRow) -> list[dict]:
 def _frame_json(f: Frame) -> dict:
     return {"index": f.index, "function": f.function, "module": f.module, "offset": f.offset,
             "build_id": f.build_id, "file": f.file, "line": f.line, "pc": f.pc,
-            "unavailable": list(f.unavailable), "python": f.python}
+            "unavailable": list(f.unavailable), "python": f.python,
+            # arguments and locals (masked); only an admin's rows still have them (coretriage.access)
+            "locals": dict(f.locals)}
 
 
 def _summary(row: CrashRow, a: Analysis) -> list[tuple[str, str]]:
@@ -133,6 +135,7 @@ def _thread_lines(a: Analysis, key: set[int], all_frames: bool) -> list[str]:
                 out.append(f"     ... {f.index - prev - 1} frames omitted ...")
             mark = "*" if t.crashed and f.index in key else " "
             out.append(f"  {mark}{f.describe()}")
+            out.extend(f"         {name} = {value}" for name, value in f.locals)
             prev = f.index
         if len(frames) < len(t.frames) or t.truncated:
             more = (t.depth or len(t.frames)) - (prev + 1 if prev is not None else 0)

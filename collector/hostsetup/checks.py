@@ -11,6 +11,7 @@ from collector.hostsetup.containers import INITS, ContainerInfo
 from collector.corepattern import APPORT, CorePattern
 from collector.hostsetup.procfs import HostProcess
 from collector.hostsetup.render import CORE_PIPE_LIMIT
+from collector.hostsetup.uwsgi import how_to_set
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 SHELLS = frozenset({"sh", "bash", "dash", "ash", "zsh", "ksh", "mksh", "busybox"})
@@ -147,15 +148,15 @@ def container_checks(c: ContainerInfo, info: HostProcess | None, p: CorePattern)
     return out
 
 
-def uwsgi_check(pid: int, argv: list[str], uses_abort: bool | None, configs: list[str]) -> Check:
+def uwsgi_check(pid: int, argv: list[str], uses_abort: bool | None, configs: list[tuple[str, str]]) -> Check:
     """A running uwsgi master: without use-abort its SIGSEGV handler logs a
-    backtrace and the worker dies without a core."""
+    backtrace and the worker dies without a core. ``configs``: (kind, path)
+    of the config files it loads."""
     name = f"uwsgi master {pid}"
-    where = f" ({', '.join(configs)})" if configs else ""
+    where = f" ({', '.join(path for _, path in configs)})" if configs else ""
     if uses_abort:
         return Check(name, OK, f"uwsgi master (pid {pid}) runs with use-abort: a crashing worker leaves a core")
-    fix = (f"add `use-abort = true` to the [uwsgi] section of its config{where} or `--use-abort` to its "
-           "command line, then restart uwsgi")
+    fix = how_to_set(configs)
     if uses_abort is None:
         return Check(name, WARN, f"uwsgi master (pid {pid}) names a config that could not be read{where}: "
                                  "whether it runs with use-abort is unknown; without it a crashing worker "

@@ -176,9 +176,23 @@ def _read_config(proc: Path, pid: int, path: str) -> str | None:
         os.close(fd)
 
 
-def master_facts(proc: Path, pid: int) -> tuple[list[str], bool | None, list[str]]:
-    """(argv, uses_abort, the config files it names) of one master."""
+def master_facts(proc: Path, pid: int) -> tuple[list[str], bool | None, list[tuple[str, str]]]:
+    """(argv, uses_abort, the config files it names as (kind, path)) of one master."""
     argv = procfs.cmdline(proc, pid)
     files = config_files(argv)
     configs = [(kind, _read_config(proc, pid, path)) for kind, path in files]
-    return argv, uses_abort(argv, _environ(proc, pid), configs), [path for _, path in files]
+    return argv, uses_abort(argv, _environ(proc, pid), configs), files
+
+
+# how use-abort is set in each kind of config file
+SETTING = {"ini": "`use-abort = true` to the [uwsgi] section of", "yaml": "`use-abort: true` under `uwsgi:` in",
+           "xml": "`<use-abort>true</use-abort>` inside `<uwsgi>` in", "json": '`"use-abort": true` to the '
+           '"uwsgi" object of'}
+
+
+def how_to_set(configs: list[tuple[str, str]]) -> str:
+    """The fix, in the syntax of the config file the master loads last."""
+    if not configs:
+        return "add `--use-abort` to its command line (or `use-abort = true` to its ini config), then restart uwsgi"
+    kind, path = configs[-1]
+    return f"add {SETTING[kind]} {path} (or `--use-abort` to its command line), then restart uwsgi"

@@ -99,4 +99,29 @@ def python_threads(workdir: Path, variant: int = 0) -> Sample:
                    "strlen | ctypes.string_at | invoices.parse_record")
 
 
-RECIPES = {f.__name__: f for f in (python_ctypes, python_faulthandler, python_threads)}
+PAYMENTS = """\
+import ctypes
+
+
+def charge(card_token, amount):
+    customer = "acme"
+    dsn = "postgres://billing:hunter2@db/invoices"
+    return ctypes.string_at(0)
+
+
+charge("tok_live_4242", 1250)
+"""
+
+
+def python_locals(workdir: Path, variant: int = 0) -> Sample:
+    """A crash whose frame holds secrets in its arguments and locals."""
+    crashkit.need(PYTHON)
+    script = workdir / "py" / "payments.py"
+    script.parent.mkdir(parents=True, exist_ok=True)
+    script.write_text(PAYMENTS)
+    core = crashkit.crash([PYTHON, str(script)], workdir / "cores", expect_signal=signal.SIGSEGV, env={})
+    return Sample("python_locals", core, Path(PYTHON), expected_signature="strlen | ctypes.string_at | payments.charge",
+                  expected_signal="SIGSEGV", extra={"script": str(script), "source": PAYMENTS})
+
+
+RECIPES = {f.__name__: f for f in (python_ctypes, python_faulthandler, python_threads, python_locals)}

@@ -162,3 +162,53 @@ def test_pystack_past_its_deadline_is_killed(crashed):
     assert time.monotonic() - start < 5
     with pytest.raises(ChildProcessError):
         os.waitpid(-1, os.WNOHANG)  # the reader was reaped, nothing left behind
+
+
+def test_locals_only_when_asked_and_masked(crashed):
+    """``python_locals``: each frame's arguments and locals, read by PyStack
+    in the same reader, masked before the analysis leaves the sandbox."""
+    sample, plain = crashed("python_locals")
+    assert generate(plain).text == sample.expected_signature
+    assert not any(f.locals for t in plain.python.threads for f in t.frames)  # not asked: none read
+    a = analyze_core(sample.core, sample.exe, options={"python_locals": True})
+    assert not a.problems, a.problems
+    charge = next(f for f in a.python.threads[0].frames if f.function == "charge")
+    assert dict(charge.locals) == {"card_token": "***", "amount": "1250", "customer": '"acme"',
+                                   "dsn": '"postgres://billing:***@db/invoices"'}
+    assert "hunter2" not in json.dumps(a.to_dict()) and "tok_live" not in json.dumps(a.to_dict())
+    mixed = next(f for f in a.mixed().crashing_thread.frames if f.function == "charge")
+    assert mixed.python and mixed.locals == charge.locals
+    assert generate(a).text == generate(plain).text  # locals never change the group
+
+
+def test_pystack_runs_in_the_sandbox_under_gdbs_cap(crashed, monkeypatch):
+    """PyStack parses hostile memory: its reader is a child of the analysis
+    sandbox's child (no root, no capabilities, NO_NEW_PRIVS, namespaces of
+    its own) with gdb's address-space cap. Checked in the reader itself: a
+    privileged or uncapped reader fails the read, and the problem says so."""
+    import os
+    import resource
+    from pathlib import Path
+
+    import analyzer.python as reader
+
+    sample, _ = crashed("python_ctypes")
+    budget = GdbBudget(memory=3 << 30)
+    outside = {n: os.readlink(f"/proc/self/ns/{n}") for n in ("mnt", "net", "pid", "ipc", "uts")}
+    real = reader._read
+
+    def confined_read(*args):
+        status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+        inside = {n: os.readlink(f"/proc/self/ns/{n}") for n in outside}
+        if os.geteuid() == 0 or status["CapEff"].strip() != "0" * 16 or status["NoNewPrivs"].strip() != "1":
+            raise AssertionError("the reader ran privileged")
+        if any(inside[n] == outside[n] for n in outside):
+            raise AssertionError(f"the reader shares the caller's namespaces: {inside}")
+        if resource.getrlimit(resource.RLIMIT_AS) != (budget.memory, budget.memory):
+            raise AssertionError(f"the reader's address space is {resource.getrlimit(resource.RLIMIT_AS)}")
+        return real(*args)
+
+    monkeypatch.setattr(reader, "_read", confined_read)
+    a = analyze_core(sample.core, sample.exe, budget=budget)
+    assert not a.problems, a.problems
+    assert [f.function for f in a.python.threads[0].frames][:2] == ["string_at", "load_invoice"]

@@ -5,7 +5,9 @@ segfaults when a Python function calls it."""
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -98,6 +100,58 @@ main()
 """
 
 
+EMBEDDER = r"""
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+/* a program of its own that runs a Python script in libpython */
+int main(int argc, char **argv) {
+    if (argc != 2) return 2;
+    FILE *script = fopen(argv[1], "r");
+    if (!script) return 2;
+    Py_Initialize();
+    int rc = PyRun_SimpleFile(script, argv[1]);
+    Py_Finalize();
+    return rc;
+}
+"""
+
+QUOTES_APP = """\
+import ctypes
+
+
+def price_quote(n):
+    return ctypes.string_at(n)
+
+
+price_quote(0)
+"""
+
+
+def build_embedder(directory: Path) -> Path:
+    """``quoter``: a C program embedding Debian's libpython3.11 (python3-config --embed)."""
+    flags = subprocess.run(["/usr/bin/python3-config", "--embed", "--cflags", "--ldflags"], capture_output=True,
+                           text=True, check=True).stdout.split()
+    src = write(directory, "quoter.c", EMBEDDER)
+    out = directory / "quoter"
+    subprocess.run(["gcc", "-o", str(out), str(src), *flags], check=True)
+    return out
+
+
+PAYMENTS_APP = """\
+import ctypes
+
+
+def charge(card_token, amount):
+    customer = "acme"
+    dsn = "postgres://billing:hunter2@db/invoices"
+    return ctypes.string_at(0)
+
+
+charge("tok_live_4242", 1250)
+"""
+
+
 def write(directory: Path, name: str, text: str) -> Path:
     path = directory / name
     path.write_text(text)
@@ -112,19 +166,26 @@ def line_of(text: str, needle: str) -> int:
     raise AssertionError(f"{needle!r} not in the program")
 
 
-PROGRAMS = ("/usr/bin/python3.11", "/usr/bin/uwsgi-core")
+# gunicorn and Celery run in this venv, as a pip-installed service does; the
+# core names the interpreter behind the venv's link (a CPython built from
+# source, with its symbols)
+VENV_PYTHON = sys.executable
+SERVICE_PYTHON = os.path.realpath(VENV_PYTHON)
+
+PROGRAMS = ("/usr/bin/python3.11", "/usr/bin/uwsgi-core", SERVICE_PYTHON)
 
 
-def ours(store) -> list:
-    """The stored crashes of the programs these tests crash: the machine is
-    shared, and another test's crash may reach the handler meanwhile."""
+def ours(store, also: tuple[str, ...] = ()) -> list:
+    """The stored crashes of the programs these tests crash (and of the
+    programs ``also`` names): the machine is shared, and another test's
+    crash may reach the handler meanwhile."""
     rows = [store.crash(crash_id) for crash_id, _ in store.crash_ids()]
-    return [r for r in rows if r.executable in PROGRAMS]
+    return [r for r in rows if r.executable in PROGRAMS or r.executable in also]
 
 
-def collect(data_dir: Path, count: int, crash, timeout: float = 180.0):
+def collect(data_dir: Path, count: int, crash, timeout: float = 180.0, also: tuple[str, ...] = ()):
     """Run the collector (analysis here) while ``crash()`` crashes programs,
-    until ``count`` crashes of ours are stored; the store."""
+    until ``count`` crashes of ours (``also``: more programs) are stored; the store."""
     from collector.watch import Collector
     from coretriage.config import load_config
     from coretriage.store import Store
@@ -139,12 +200,12 @@ def collect(data_dir: Path, count: int, crash, timeout: float = 180.0):
     try:
         crash()
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and len(ours(store)) < count:
+        while time.monotonic() < deadline and len(ours(store, also)) < count:
             time.sleep(0.2)
     finally:
         stop.set()
         thread.join(timeout=60)
-    assert len(ours(store)) == count, f"{len(ours(store))} crashes of ours stored, not {count}"
+    assert len(ours(store, also)) == count, f"{len(ours(store, also))} crashes of ours stored, not {count}"
     return store
 
 
@@ -241,9 +302,126 @@ def served(directory: Path, use_abort: bool = True):
 
 
 def request(url: str) -> int:
-    """The HTTP status of a GET (502 when the worker died)."""
+    """The HTTP status of a GET (502 when the worker died behind a proxy;
+    0 when the server that died was the one answering: no answer at all)."""
     try:
         with urllib.request.urlopen(url, timeout=30) as answer:
             return answer.status
     except urllib.error.HTTPError as exc:
         return exc.code
+    except (ConnectionError, urllib.error.URLError):
+        return 0
+
+
+REPORT_APP = """\
+import ctypes
+
+
+def render_report(environ):
+    return ctypes.string_at(0)
+
+
+def application(environ, start_response):
+    if environ["PATH_INFO"] == "/report/crash":
+        render_report(environ)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+"""
+
+
+@contextlib.contextmanager
+def gunicorn_served(directory: Path):
+    """gunicorn (one sync worker, forked by its arbiter) serving REPORT_APP;
+    yields its base URL; stopped after."""
+    from webserver import free_port
+
+    write(directory, "reportapp.py", REPORT_APP)
+    port = free_port()
+    proc = subprocess.Popen([VENV_PYTHON, "-m", "gunicorn", "--workers", "1", "--bind", f"127.0.0.1:{port}",
+                             "--log-file", str(directory / "gunicorn.log"), "reportapp:application"],
+                            preexec_fn=_allow_cores, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, cwd=directory, env={"PATH": "/usr/bin:/bin"})
+    try:
+        _up(f"http://127.0.0.1:{port}", proc, directory / "gunicorn.log")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        _stop(proc)
+
+
+JOBS_APP = """\
+import ctypes
+import os
+
+from celery import Celery
+
+app = Celery("jobs", broker=os.environ["BROKER_URL"])
+
+
+def build_rows(ledger):
+    return ctypes.string_at(ledger)
+
+
+@app.task
+def export_ledger(ledger):
+    return build_rows(ledger)
+"""
+
+
+@contextlib.contextmanager
+def celery_worker(directory: Path, broker: str):
+    """A Celery worker (prefork pool of one: the task runs in a forked
+    child) for JOBS_APP's tasks on the ``ledger`` queue; stopped after."""
+    write(directory, "jobs.py", JOBS_APP)
+    log = directory / "celery.log"
+    proc = subprocess.Popen([VENV_PYTHON, "-m", "celery", "-A", "jobs", "worker", "--pool", "prefork",
+                             "--concurrency", "1", "--queues", "ledger", "--without-gossip", "--without-mingle",
+                             "--without-heartbeat", "--loglevel", "INFO", "--logfile", str(log)],
+                            preexec_fn=_allow_cores, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, cwd=directory,
+                            env={"PATH": "/usr/bin:/bin", "BROKER_URL": broker, "PYTHONPATH": str(directory)})
+    try:
+        deadline = time.monotonic() + 60
+        while "ready." not in (log.read_text() if log.exists() else ""):
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise AssertionError(f"the Celery worker did not start: "
+                                     f"{log.read_text()[-2000:] if log.exists() else 'no log'}")
+            time.sleep(0.1)
+        yield log
+    finally:
+        _stop(proc)
+
+
+def send_task(directory: Path, broker: str, name: str, *args) -> None:
+    """Queue a task on the ``ledger`` queue, as the application would."""
+    subprocess.run([VENV_PYTHON, "-c", f"import jobs; jobs.{name}.apply_async({args!r}, queue='ledger')"],
+                   cwd=directory, env={"PATH": "/usr/bin:/bin", "BROKER_URL": broker}, check=True, timeout=60,
+                   stdout=subprocess.DEVNULL)
+
+
+def _allow_cores():
+    import crashkit
+
+    crashkit.allow_cores()
+
+
+def _up(base: str, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(base + "/", timeout=5) as answer:
+                if answer.read() == b"ok":
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise AssertionError(f"{base} did not answer: {log.read_text()[-2000:] if log.exists() else 'no log'}")
+        time.sleep(0.1)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

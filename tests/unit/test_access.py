@@ -1,5 +1,7 @@
 """coretriage/access.py: which crashes are for admins only, and what others see of them."""
 
+import dataclasses
+
 from coretriage.access import RESTRICTED_REASON, is_restricted, may_see, redacted, shown
 from coretriage.records import CrashRow
 from coretriage.reports import crash_report
@@ -45,3 +47,30 @@ def test_admins_see_everything_others_see_only_that_it_happened():
 def test_redacted_is_idempotent():
     once = redacted(row(dump_mode=2))
     assert redacted(once) == once
+
+
+def python_row(**meta) -> CrashRow:
+    """A Python crash whose analysis read the locals (``python_locals``)."""
+    frame = {"function": "charge", "file": "/srv/app/pay.py", "line": 7, "entry": True,
+             "locals": [["customer", "'acme'"], ["api_token", "'tok_live_4242'"]]}
+    analysis = {**row().analysis, "executable": "/usr/bin/python3.11",
+                "python": {"interpreter": "/usr/bin/python3.11", "version": "3.11",
+                           "threads": [{"tid": 5, "holds_gil": True, "frames": [frame]}]}}
+    return dataclasses.replace(row(**meta), executable="/usr/bin/python3.11", analysis=analysis)
+
+
+def test_python_locals_are_for_admins_only():
+    crash = python_row(dump_mode=1)
+    assert shown(True, crash) is crash
+    others = shown(False, crash)
+    assert others.analysis["python"]["threads"][0]["frames"][0]["locals"] == []
+    assert others.analysis["python"]["threads"][0]["frames"][0]["function"] == "charge"
+    for fmt in ("text", "markdown", "json"):
+        report = crash_report(others, fmt)
+        assert "charge" in report and "acme" not in report and "customer" not in report
+    admin = crash_report(crash, "text")
+    # under the frame, masked as the environment is (a row stored unmasked by an older version too)
+    assert 'File "/srv/app/pay.py", line 7, in charge\n         customer = \'acme\'\n' \
+           "         api_token = ***\n" in admin
+    assert "tok_live" not in crash_report(crash, "json")
+    assert shown(False, row()) == row()  # nothing to take away: the row as it is

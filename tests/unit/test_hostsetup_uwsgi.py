@@ -88,3 +88,15 @@ def test_a_config_read_inside_the_masters_root(short_tmp):
     (root / "app" / "app.yaml").unlink()
     os.symlink("/etc/passwd", root / "app" / "app.yaml")  # never followed
     assert uwsgi.master_facts(proc, 600)[1] is None
+
+
+@pytest.mark.parametrize("configs, said", [
+    ([("ini", "/etc/uwsgi/app.ini")], "`use-abort = true` to the [uwsgi] section of /etc/uwsgi/app.ini"),
+    ([("yaml", "app.yml")], "`use-abort: true` under `uwsgi:` in app.yml"),
+    ([("ini", "base.ini"), ("xml", "app.xml")], "`<use-abort>true</use-abort>` inside `<uwsgi>` in app.xml"),
+    ([("json", "app.json")], '`"use-abort": true` to the "uwsgi" object of app.json'),
+    ([], "`--use-abort` to its command line"),
+])
+def test_the_fix_is_said_in_the_configs_own_syntax(configs, said):
+    check = C.uwsgi_check(7, ["uwsgi"], False, configs)
+    assert check.status == C.WARN and said in check.fix and "restart uwsgi" in check.fix

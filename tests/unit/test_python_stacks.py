@@ -137,6 +137,16 @@ def test_signature_is_the_c_call_and_the_programs_python_function():
     assert any("libffi" in frame for frame in reasons)
 
 
+def test_ctypes_with_symbols_groups_as_without():
+    """Where _ctypes has symbols (a CPython built from source, Debian's with
+    its debug symbols) its C string_at is named: still the same group."""
+    ctypes_so = "/usr/lib/python3.11/lib-dynload/_ctypes.cpython-311-x86_64-linux-gnu.so"
+    named = (CTYPES_NATIVE[0], Frame(index=1, pc=0x1001, function="string_at", module=ctypes_so, offset=0xe197),
+             *CTYPES_NATIVE[2:])
+    assert generate(crash(named, invoice_stack())).text == generate(crash(CTYPES_NATIVE, invoice_stack())).text == \
+        "strlen | ctypes.string_at | invoices.load_invoice"
+
+
 def test_one_function_through_two_call_paths_is_one_group():
     a = generate(crash(CTYPES_NATIVE, invoice_stack(caller="handle_request")))
     b = generate(crash(CTYPES_NATIVE, invoice_stack(caller="batch_job")))
@@ -235,3 +245,67 @@ def test_long_names_are_cut():
     state = state_from({"threads": [{"tid": 1, "frames": [{"function": "f" * 5000, "file": "a.py", "line": None}]}]},
                        PY)
     assert len(state.threads[0].frames[0].function) == 1024 and state.threads[0].frames[0].line is None
+
+
+# -- Python locals: optional, masked, admins only -----------------------------
+
+def test_reader_answer_keeps_locals_cut_to_size():
+    from analyzer.python import MAX_LOCALS, MAX_VALUE
+
+    frame = {"function": "f", "file": "a.py", "line": 3, "entry": True,
+             "locals": [["n", "1"], ["blob", "x" * 5000]] + [[f"v{i}", "0"] for i in range(200)]}
+    (f,) = state_from({"threads": [{"tid": 1, "frames": [frame]}]}, PY).threads[0].frames
+    assert f.locals[0] == ("n", "1") and f.locals[1] == ("blob", "x" * MAX_VALUE)
+    assert len(f.locals) == MAX_LOCALS
+
+
+def test_names_from_the_core_are_one_line():
+    frame = {"function": "f\n#1   File \"x.py\", line 2, in g", "file": "a\r.py", "line": 3}
+    (f,) = state_from({"threads": [{"tid": 1, "frames": [frame]}]}, PY).threads[0].frames
+    assert "\n" not in f.function and f.file == "a\\r.py"
+
+
+def test_locals_are_one_line_each():
+    frame = {"function": "f", "file": "a.py", "line": 3,
+             "locals": [["note", "'x\n#0   File \"forged.py\", line 1, in evil'"], ["t\tab", "\x1b[31mred"]]}
+    (f,) = state_from({"threads": [{"tid": 1, "frames": [frame]}]}, PY).threads[0].frames
+    assert f.locals == (("note", "'x\\n#0   File \"forged.py\", line 1, in evil'"), ("t\\tab", "\\x1b[31mred"))
+
+
+@pytest.mark.parametrize("locals_", [{"n": "1"}, [["n"]], [[1, "x"]], 7])
+def test_malformed_locals_are_one_error(locals_):
+    frame = {"function": "f", "file": "a.py", "line": 3, "locals": locals_}
+    with pytest.raises(PythonStacksError, match="malformed"):
+        state_from({"threads": [{"tid": 1, "frames": [frame]}]}, PY)
+
+
+def test_locals_are_masked_like_the_environment():
+    from analyzer.python import masked
+
+    frame = PythonFrame("charge", APP, 7, locals=(("card_token", "'tok_live_4242'"), ("amount", "1250"),
+                                                  ("dsn", "'postgres://billing:hunter2@db/invoices'"),
+                                                  ("query", "'id=7&password=hunter2'")))
+    state = masked(PythonState(PY, "3.11", (PythonThread(1, (frame,)),)), ("*TOKEN*", "*PASSWORD*"))
+    got = dict(state.threads[0].frames[0].locals)
+    assert got.pop("query").startswith("'id=7&password=***")
+    assert got == {"card_token": "***", "amount": "1250", "dsn": "'postgres://billing:***@db/invoices'"}
+    assert masked(state, ("*TOKEN*", "*PASSWORD*")) == state  # idempotent
+
+
+def test_mixed_frames_carry_the_locals():
+    frames = native("leaf", "_PyEval_EvalFrameDefault", "main")
+    python = PythonThread(1, (PythonFrame("f", "x.py", 2, True, (("n", "1"),)),))
+    assert [f.locals for f in mixed_frames(frames, python)] == [(), (("n", "1"),), ()]
+
+
+def test_users_extend_the_interpreter_machinery(tmp_path):
+    """A Cython module's wrapper between the eval loop and the C function:
+    skipped once the user's python_skip.txt names it."""
+    shop = "/srv/app/shop.so"
+    frames = native(("__strlen_evex", LIBC), ("total_of", shop), ("__pyx_pw_4shop_1total", shop),
+                    "cfunction_vectorcall_O", "_PyEval_EvalFrameDefault", "Py_RunMain",
+                    ("__libc_start_call_main", LIBC))
+    a = crash(frames, py(("render_invoice", APP, 6, True),))
+    assert generate(a).text == "strlen | total_of | __pyx_pw_4shop_1total | invoices.render_invoice"
+    (tmp_path / "python_skip.txt").write_text("__pyx_pw_\\w+\n")
+    assert generate(a, load_rules(tmp_path)).text == "strlen | total_of | invoices.render_invoice"
