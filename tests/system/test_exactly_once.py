@@ -281,8 +281,10 @@ def test_redis_down_for_20_s_costs_one_back_off_and_every_crash_is_recorded_once
     assert len(rows) == 11, rows
     assert sorted(r[1] for r in rows) == sorted(b.name for b in [before, *during])
 
-    # one back-off, not one stall per bundle: a few quick attempts for ten bundles over 20 s
-    assert 1 <= len(failed) <= 6, failed
+    # one back-off, not one stall per bundle: attempts by the clock, not by the bundles: the
+    # back-off's 1, 2 and 4 s, then one every 8 s (ten bundles over 20 s: at most 6; a loaded
+    # machine that takes longer to crash the ten programs keeps the outage longer)
+    assert 1 <= len(failed) <= 4 + (up - down) / 8, (len(failed), up - down, failed)
     assert all(seconds < 3 for _, seconds, _ in failed), failed
     outage = [r for r in caplog.records if r.name == "coretriage.collector" and "hand-off failed" in r.getMessage()]
     back = [r for r in caplog.records if r.name == "coretriage.collector" and "works again" in r.getMessage()]
