@@ -15,7 +15,9 @@ still need, and ``retention_loop`` is the daemon's thread that runs it.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
+import time
 from pathlib import Path
 
 
@@ -205,22 +207,27 @@ def prune_once(config, store, log=None):
 
 def retention_loop(config, store_of, stop, log) -> None:
     """The retention thread of the collector daemon, ``coretriage run`` and
-    the central server: a pass now and every ``interval``; a pass that fails
-    (a store that cannot be read) removes nothing and is logged. Processes
+    the central server: a pass every ``interval``; a pass that fails (a
+    store that cannot be read) removes nothing and is logged. Processes
     sharing a data dir (gunicorn's workers) take turns: a pass runs only in
-    the one holding ``DATA/retention.lock``."""
+    the one holding ``DATA/retention.lock``, and only when the last pass,
+    whichever process made it (its time is in that file), is ``interval``
+    old: one scan of every stored crash per interval, not one per worker."""
     import fcntl
 
-    from collector.pruning import RetentionLimits
+    from collector.pruning import RetentionLimits, load_limits
 
     while not stop.is_set():
         interval = RetentionLimits().interval
         try:
+            interval = load_limits(config.data_dir).interval
             fd = os.open(config.data_dir / "retention.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                _, limits = prune_once(config, store_of(), log)
-                interval = limits.interval
+                last, now = _last_pass(fd), time.time()
+                if now - last >= interval or last > now:
+                    prune_once(config, store_of(), log)
+                    os.pwrite(fd, f"{time.time():.3f}\n".encode(), 0)
             except BlockingIOError:
                 pass  # another process sharing the data dir is at it
             finally:
@@ -228,6 +235,17 @@ def retention_loop(config, store_of, stop, log) -> None:
         except Exception as exc:  # never let retention stop the collector
             log(f"retention skipped: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
         stop.wait(interval)
+
+
+def _last_pass(fd: int) -> float:
+    """When the last retention pass ended (0: never), from the lock file."""
+    try:
+        last = float(os.pread(fd, 64, 0).split()[0])
+    except (ValueError, IndexError):
+        return 0.0
+    return last if math.isfinite(last) else 0.0
+
+
 def _delete_core(config, store, crash, bundle_core: Path) -> None:
     """The core of a crash whose meta says ``delete_core_after_analysis``:
     out of the store and the bundle; the analysis stays, and the crash's meta

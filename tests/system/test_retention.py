@@ -17,7 +17,7 @@ from collector.spool import finished_bundles, read_meta
 from collector.sysroot import read_manifest
 from coretriage.config import load_config
 from coretriage.ingest import reprocess
-from coretriage.pipeline import process_bundle, retention_references
+from coretriage.pipeline import process_bundle, retention_loop, retention_references
 from coretriage.store import Store
 from waiting import wait_for
 
@@ -182,3 +182,47 @@ def test_the_central_server_prunes_its_spool_once_per_pass(tmp_path):
         time.sleep(3)  # both workers have made passes by now
         assert fresh.exists()
     assert log.read_text().count("retention: removed 0 done bundles and 1 captured files") == 1, log.read_text()
+
+
+class _OnePass:
+    """A stop event for retention_loop that ends it after its first turn."""
+
+    def __init__(self):
+        self.done = False
+
+    def is_set(self) -> bool:
+        return self.done
+
+    def wait(self, _timeout=None) -> bool:
+        self.done = True
+        return True
+
+
+def test_processes_sharing_a_data_dir_make_one_pass_per_interval(tmp_path):
+    """Each gunicorn worker runs the retention thread. A pass any of them
+    made counts for all until its interval is over (its time is kept in
+    DATA/retention.lock), so a worker that starts later does not scan every
+    stored crash again."""
+    from webserver import cli
+
+    data = tmp_path / "central"
+    cli(data, "db", "upgrade")
+    stale, fresh = _a_stale_and_a_fresh_file(data)
+    (data / "collector.toml").write_text('[retention]\ninterval = "1h"\nmax_age = "1d"\n')
+    config = load_config(data)
+    store = Store(config.database_url)
+
+    def turn() -> list[str]:  # one worker's first turn
+        lines: list[str] = []
+        retention_loop(config, lambda: store, _OnePass(), lines.append)
+        return lines
+
+    try:
+        assert len(turn()) == 1 and not stale.exists() and fresh.exists()
+        stale.write_bytes(b"\x7fELF left again")
+        _backdate(stale, 2)
+        assert turn() == [] and stale.exists()  # another worker, within the hour: no pass
+        (data / "retention.lock").write_text(f"{time.time() - 3601:.3f}\n")
+        assert len(turn()) == 1 and not stale.exists() and fresh.exists()  # the hour is over
+    finally:
+        store.close()
