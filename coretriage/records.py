@@ -68,9 +68,9 @@ class GroupQuery:
     search: str | None = None
     limit: int = 50
     offset: int = 0
-    # Count the matches only up to offset + count_limit (None: exactly).
-    # Counting every group a common word matches is most of a search's cost
-    # at fleet scale, and "1,000+" tells a reader as much.
+    # Count the matches only up to offset + count_limit (None: exactly): at
+    # fleet scale counting is most of a page's cost, and "1,000+" tells a
+    # reader as much.
     count_limit: int | None = None
 
     @property

@@ -108,8 +108,8 @@ OPENAPI = {
     "security": [{"token": []}],
     "paths": {
         "/api/v1/groups": {"get": {"summary": "Crash groups, filtered, sorted and paged", "parameters": _FILTERS,
-                                   "responses": {"200": {"description": "a page of groups; with q, total counts at most 1,000 past the "
-                                                                        "page (total_exact false: at least total)"},
+                                   "responses": {"200": {"description": "a page of groups; total counts at most 1,000 past the page "
+                                                                        "(total_exact false: at least total)"},
                                                  "400": _ERR, "401": _ERR}}},
         "/api/v1/groups/{ref}": {"get": {"summary": "One group (ref is g<number>)", "parameters": [_REF],
                                          "responses": {"200": {"description": "the group"}, "404": _ERR, "401": _ERR}}},

@@ -153,15 +153,16 @@ def test_admin_downloads_core(app):
     assert r.status_code == 200 and r.data[:4] == b"\x28\xb5\x2f\xfd"  # zstd magic
 
 
-def test_a_search_counts_its_matches_only_so_far(app, monkeypatch):
+def test_a_list_counts_its_groups_only_so_far(app, monkeypatch):
     import webui.groups
 
-    monkeypatch.setattr(webui.groups, "SEARCH_COUNT", 1)  # the page and one past it: 2 of the 2 groups
+    monkeypatch.setattr(webui.groups, "COUNT_LIMIT", 1)  # the page and one past it: 2 of the 2 groups
     c = app.test_client()
     login(c, "ann", "viewer-pass")
-    page = c.get("/?q=main&limit=1").text
-    assert "2+ match" in page and "page 1 of 2+" in page and "older &rarr;" in page
-    assert "2 match" in c.get("/?limit=1").text  # no search: counted exactly
+    for path in ("/?q=main&limit=1", "/?limit=1"):
+        page = c.get(path).text
+        assert "2+ match" in page and "page 1 of 2+" in page and "older &rarr;" in page
+    assert "2 match" in c.get("/?q=main").text  # the last page: counted exactly
     token = new_token()
     app.extensions["store"].add_token("ann", token_hash(token))
     h = {"Authorization": f"Bearer {token}"}
