@@ -1,6 +1,7 @@
 """Python programs that crash for real, for the Python system tests and the
-bench: a script using ctypes, and a C extension module built here that
-segfaults when a Python function calls it."""
+bench: a C extension module built here that segfaults when a Python function
+calls it, and the services (uwsgi, gunicorn, Celery) that run such code. The
+plain ctypes scripts are sample-cores/recipes/python.py's."""
 
 from __future__ import annotations
 
@@ -51,36 +52,6 @@ def build_extension(directory: Path) -> Path:
     subprocess.run(["gcc", "-shared", "-fPIC", "-g", "-O0", f"-I{include}", "-o", str(out), str(src)], check=True)
     return out
 
-
-CTYPES_APP = """\
-import ctypes
-
-
-def load_invoice(n):
-    return ctypes.string_at(n)
-
-
-def load_receipt(n):
-    return ctypes.string_at(n)
-
-
-def handle_request(kind):
-    if kind == "receipt":
-        return load_receipt(0)
-    return load_invoice(0)
-
-
-def batch_job():
-    return load_invoice(0)
-
-
-if __name__ == "__main__":
-    import sys
-    if sys.argv[1] == "batch":
-        batch_job()
-    else:
-        handle_request(sys.argv[1])
-"""
 
 EXTENSION_APP = """\
 import sys
@@ -138,32 +109,10 @@ def build_embedder(directory: Path) -> Path:
     return out
 
 
-PAYMENTS_APP = """\
-import ctypes
-
-
-def charge(card_token, amount):
-    customer = "acme"
-    dsn = "postgres://billing:hunter2@db/invoices"
-    return ctypes.string_at(0)
-
-
-charge("tok_live_4242", 1250)
-"""
-
-
 def write(directory: Path, name: str, text: str) -> Path:
     path = directory / name
     path.write_text(text)
     return path
-
-
-def line_of(text: str, needle: str) -> int:
-    """The 1-based line of ``text`` that contains ``needle`` (the first)."""
-    for n, line in enumerate(text.splitlines(), 1):
-        if needle in line:
-            return n
-    raise AssertionError(f"{needle!r} not in the program")
 
 
 # gunicorn and Celery run in this venv, as a pip-installed service does; the
@@ -207,7 +156,6 @@ def collect(data_dir: Path, count: int, crash, timeout: float = 180.0, also: tup
         thread.join(timeout=60)
     assert len(ours(store, also)) == count, f"{len(ours(store, also))} crashes of ours stored, not {count}"
     return store
-
 
 
 WSGI_APP = """\

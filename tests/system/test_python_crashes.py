@@ -13,9 +13,10 @@ import time
 
 from handlerkit import crash
 from hostfixtures import cli
-from pythoncrash import (CTYPES_APP, EXTENSION_APP, JOBS_APP, PAYMENTS_APP, PYTHON, QUOTES_APP, REPORT_APP,
-                         SERVICE_PYTHON, WSGI_APP, build_embedder, build_extension, celery_worker, collect,
-                         gunicorn_served, line_of, ours, request, send_task, served, write)
+from pythoncrash import (EXTENSION_APP, JOBS_APP, PYTHON, QUOTES_APP, REPORT_APP, SERVICE_PYTHON, WSGI_APP,
+                         build_embedder, build_extension, celery_worker, collect, gunicorn_served, ours, request,
+                         send_task, served, write)
+from recipes.python import INVOICES, PAYMENTS, line_of
 from webclient import Client
 from webserver import add_user, web_server
 
@@ -51,7 +52,7 @@ def _page(data_dir, tmp_path, crash_id, group_id=None):
 
 def test_ctypes_crashes_group_by_python_function(collector_installed, tmp_path):
     data = collector_installed
-    app = write(tmp_path, "invoices.py", CTYPES_APP)
+    app = write(tmp_path, "invoices.py", INVOICES)
 
     def crashes():
         for kind in ("invoice", "batch", "receipt"):
@@ -69,23 +70,23 @@ def test_ctypes_crashes_group_by_python_function(collector_installed, tmp_path):
     text = cli(data, "export", crash_id, "--format", "text").stdout
     string_at = f'File "{CTYPES_INIT}", line '
     assert string_at in text and ", in string_at" in text
-    assert f'File "{app}", line {line_of(CTYPES_APP, "return ctypes.string_at(n)")}, in load_invoice' in text
+    assert f'File "{app}", line {line_of(INVOICES, "return ctypes.string_at(n)")}, in load_invoice' in text
     assert re.search(r"Thread 1 \(LWP \d+\) - crashed \[Python, has the GIL\]", text), text
     assert "_PyEval_EvalFrameDefault" not in text  # replaced by the frames that ran there
     markdown = cli(data, "export", crash_id, "--format", "markdown").stdout
-    assert f'File "{app}", line {line_of(CTYPES_APP, "return ctypes.string_at(n)")}, in load_invoice' in markdown
+    assert f'File "{app}", line {line_of(INVOICES, "return ctypes.string_at(n)")}, in load_invoice' in markdown
     exported = json.loads(cli(data, "export", crash_id, "--format", "json").stdout)
     assert [f["function"] for f in exported["mixed_stack"] if f["python"]][:2] == ["string_at", "load_invoice"]
 
     page, api = _page(data, tmp_path, crash_id, invoice[0].group_id)
     assert "load_invoice" in page and str(app) in page and "has the GIL" in page
-    assert f"{app}:{line_of(CTYPES_APP, 'return ctypes.string_at(n)')}" in page
+    assert f"{app}:{line_of(INVOICES, 'return ctypes.string_at(n)')}" in page
     assert f"{CTYPES_INIT}:" in page
     assert api["analysis"]["python"]["version"] == "3.11"
     python_frames = [f for f in api["mixed_stack"] if f["python"]]
     assert [f["function"] for f in python_frames][:2] == ["string_at", "load_invoice"]
     assert python_frames[1]["file"] == str(app)
-    assert python_frames[1]["line"] == line_of(CTYPES_APP, "return ctypes.string_at(n)")
+    assert python_frames[1]["line"] == line_of(INVOICES, "return ctypes.string_at(n)")
 
 
 def test_faulthandler_is_seen_through(collector_installed, tmp_path):
@@ -93,7 +94,7 @@ def test_faulthandler_is_seen_through(collector_installed, tmp_path):
     raises SIGSEGV again; the analysis reports the fault it caught (address
     0, SEGV_MAPERR) and the crash groups with the same crash without it."""
     data = collector_installed
-    app = write(tmp_path, "invoices.py", CTYPES_APP)
+    app = write(tmp_path, "invoices.py", INVOICES)
     store = collect(data, 1, lambda: crash([PYTHON, "-X", "faulthandler", str(app), "invoice"], cwd=tmp_path))
     (row,) = ours(store)
     assert row.signature["text"] == "strlen | ctypes.string_at | invoices.load_invoice"
@@ -103,7 +104,7 @@ def test_faulthandler_is_seen_through(collector_installed, tmp_path):
     reraised = analysis["signal"]["reraised"]
     assert reraised["name"] == "SIGSEGV" and reraised["code_name"] == "SI_TKILL"  # by faulthandler, after
     text = cli(data, "export", row.id, "--format", "text").stdout
-    assert f'File "{app}", line {line_of(CTYPES_APP, "return ctypes.string_at(n)")}, in load_invoice' in text
+    assert f'File "{app}", line {line_of(INVOICES, "return ctypes.string_at(n)")}, in load_invoice' in text
 
 
 def test_c_extension_crash_names_the_python_caller(collector_installed, tmp_path):
@@ -135,12 +136,12 @@ def test_locals_for_admins_only_and_masked(collector_installed, tmp_path):
     a viewer sees the frames without them."""
     data = collector_installed
     (data / "coretriage.toml").open("a").write("\npython_locals = true\n")
-    app = write(tmp_path, "payments.py", PAYMENTS_APP)
+    app = write(tmp_path, "payments.py", PAYMENTS)
     store = collect(data, 1, lambda: crash([PYTHON, str(app)], cwd=tmp_path))
     (row,) = ours(store)
     assert row.signature["text"] == "strlen | ctypes.string_at | payments.charge"
     text = cli(data, "export", row.id, "--format", "text").stdout
-    line = line_of(PAYMENTS_APP, "return ctypes.string_at(0)")
+    line = line_of(PAYMENTS, "return ctypes.string_at(0)")
     frame = f'File "{app}", line {line}, in charge\n'
     assert frame in text, text
     below = text.split(frame, 1)[1].splitlines()[:4]  # under the frame, one line each
