@@ -13,7 +13,8 @@ import threading
 import time
 
 import pytest
-from alertreceivers import Receiver, free_port, self_signed, smtp_server
+from alertreceivers import Receiver, self_signed, smtp_server
+from servicekit import free_port
 
 from coretriage.alerts import Channel, SpikePolicy
 from coretriage.ingest import ingest, ingest_metadata

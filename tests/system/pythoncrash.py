@@ -15,6 +15,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from servicekit import free_port, stop
+
 PYTHON = "/usr/bin/python3"  # Debian's interpreter, as a service on the host runs it
 
 EXTENSION = r"""
@@ -209,7 +211,6 @@ def served(directory: Path, use_abort: bool = True):
     """nginx in front of uwsgi (uwsgi_pass) serving WSGI_APP with the billing
     extension: yields nginx's base URL; both stopped after."""
     import crashkit
-    from webserver import free_port
 
     build_extension(directory)
     write(directory, "wsgiapp.py", WSGI_APP)
@@ -240,13 +241,7 @@ def served(directory: Path, use_abort: bool = True):
         yield base
     finally:
         for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+            stop(p, 15)
 
 
 def request(url: str) -> int:
@@ -281,7 +276,6 @@ def application(environ, start_response):
 def gunicorn_served(directory: Path):
     """gunicorn (one sync worker, forked by its arbiter) serving REPORT_APP;
     yields its base URL; stopped after."""
-    from webserver import free_port
 
     write(directory, "reportapp.py", REPORT_APP)
     port = free_port()
@@ -293,7 +287,7 @@ def gunicorn_served(directory: Path):
         _up(f"http://127.0.0.1:{port}", proc, directory / "gunicorn.log")
         yield f"http://127.0.0.1:{port}"
     finally:
-        _stop(proc)
+        stop(proc, 30)
 
 
 JOBS_APP = """\
@@ -336,7 +330,7 @@ def celery_worker(directory: Path, broker: str):
             time.sleep(0.1)
         yield log
     finally:
-        _stop(proc)
+        stop(proc, 30)
 
 
 def send_task(directory: Path, broker: str, name: str, *args) -> None:
@@ -365,11 +359,3 @@ def _up(base: str, proc: subprocess.Popen, log: Path) -> None:
             raise AssertionError(f"{base} did not answer: {log.read_text()[-2000:] if log.exists() else 'no log'}")
         time.sleep(0.1)
 
-
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()

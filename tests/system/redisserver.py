@@ -12,12 +12,6 @@ import time
 from pathlib import Path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_redis(port: int) -> subprocess.Popen:
     exe = shutil.which("redis-server")
     if exe is None:
@@ -34,15 +28,6 @@ def start_redis(port: int) -> subprocess.Popen:
                 proc.kill()
                 raise RuntimeError("redis-server did not start")
             time.sleep(0.05)
-
-
-def stop(proc: subprocess.Popen, timeout: float = 10) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def start_worker(data_dir: Path, log: Path | None = None, session: bool = False,

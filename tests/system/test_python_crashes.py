@@ -273,8 +273,8 @@ def test_celery_task_in_a_prefork_worker(collector_installed, tmp_path):
     """A Celery task, run in the prefork pool's forked child, crashing in
     ctypes: the task's functions name the group, Celery's and billiard's
     frames are there below them."""
-    from redisserver import free_port as redis_port
-    from redisserver import start_redis, stop
+    from redisserver import start_redis
+    from servicekit import free_port as redis_port, stop
 
     data = collector_installed
     port = redis_port()
@@ -311,7 +311,7 @@ def test_doctor_finds_uwsgi_masters_without_use_abort(tmp_path):
 
     from collector.hostsetup import checks as C
     from collector.hostsetup.doctor import run_checks
-    from webserver import free_port
+    from servicekit import free_port
 
     write(tmp_path, "wsgiapp.py", "def application(environ, start_response):\n"
                                   "    start_response('200 OK', [])\n    return [b'ok']\n")

@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from servicekit import free_port, stop
+
 COMMAND = Path(sys.executable).parent / "coretriage"
 
 
@@ -28,12 +30,6 @@ def cli(data_dir: Path, *args: str, stdin: str | None = None) -> str:
 
 def add_user(data_dir: Path, name: str, role: str, password: str) -> None:
     cli(data_dir, "user", "add", name, "--role", role, "--password-stdin", stdin=password + "\n")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -80,9 +76,4 @@ def _serving(argv, port: int, log: Path, timeout: float, env=None, cwd=None):
             time.sleep(0.05)
         yield f"http://127.0.0.1:{port}"
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop(server)
