@@ -225,19 +225,7 @@ def served(directory: Path, use_abort: bool = True):
                                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL))
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:  # up when a request goes through both
-            try:
-                with urllib.request.urlopen(base + "/", timeout=5) as answer:
-                    if answer.read() == b"ok":
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
-                log = directory / "uwsgi.log"
-                raise AssertionError(f"uwsgi behind nginx did not answer: "
-                                     f"{log.read_text()[-2000:] if log.exists() else 'no uwsgi log'}")
-            time.sleep(0.1)
+        _up(base, procs, directory / "uwsgi.log", "uwsgi behind nginx")  # a request goes through both
         yield base
     finally:
         for p in procs:
@@ -284,7 +272,7 @@ def gunicorn_served(directory: Path):
                             preexec_fn=_allow_cores, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, cwd=directory, env={"PATH": "/usr/bin:/bin"})
     try:
-        _up(f"http://127.0.0.1:{port}", proc, directory / "gunicorn.log")
+        _up(f"http://127.0.0.1:{port}", [proc], directory / "gunicorn.log", "gunicorn")
         yield f"http://127.0.0.1:{port}"
     finally:
         stop(proc, 30)
@@ -346,7 +334,9 @@ def _allow_cores():
     crashkit.allow_cores()
 
 
-def _up(base: str, proc: subprocess.Popen, log: Path) -> None:
+def _up(base: str, procs: list[subprocess.Popen], log: Path, what: str) -> None:
+    """Until ``base``/ answers "ok"; fails with ``log``'s tail if one of
+    ``procs`` exits or 30 s pass first."""
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -355,7 +345,8 @@ def _up(base: str, proc: subprocess.Popen, log: Path) -> None:
                     return
         except OSError:
             pass
-        if time.monotonic() > deadline or proc.poll() is not None:
-            raise AssertionError(f"{base} did not answer: {log.read_text()[-2000:] if log.exists() else 'no log'}")
+        if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+            raise AssertionError(f"{what} at {base} did not answer: "
+                                 f"{log.read_text()[-2000:] if log.exists() else 'no log'}")
         time.sleep(0.1)
 

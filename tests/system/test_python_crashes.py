@@ -172,18 +172,25 @@ def test_locals_for_admins_only_and_masked(collector_installed, tmp_path):
             assert "acme" not in shown and "card_token" not in shown and "postgres://" not in shown
 
 
+def _crash_by_request(data_dir, serving, path):
+    """While the collector runs: ``/`` then ``path`` of the web service
+    ``serving`` (a context manager yielding its base URL), which crashes it;
+    the store and the two HTTP statuses."""
+    statuses = []
+
+    def crashes():
+        with serving as base:
+            statuses.append(request(base + "/"))
+            statuses.append(request(base + path))
+
+    return collect(data_dir, 1, crashes), statuses
+
+
 def test_uwsgi_worker_behind_nginx(collector_installed, tmp_path):
     """Seed 004's stack: nginx -> uwsgi_pass -> a uwsgi worker (python3
     plugin, --use-abort) whose WSGI app calls the extension on one URL."""
     data = collector_installed
-    statuses = []
-
-    def crashes():
-        with served(tmp_path) as base:
-            statuses.append(request(base + "/"))
-            statuses.append(request(base + "/invoice/crash"))
-
-    store = collect(data, 1, crashes)
+    store, statuses = _crash_by_request(data, served(tmp_path), "/invoice/crash")
     assert statuses == [200, 502]
     groups = _groups(store)
     assert list(groups) == ["invoice_total | wsgiapp.render_invoice"], list(groups)
@@ -248,14 +255,7 @@ def test_gunicorn_worker(collector_installed, tmp_path):
     """A gunicorn sync worker (forked by the arbiter after the interpreter
     started) whose WSGI app crashes in ctypes on one URL."""
     data = collector_installed
-    statuses = []
-
-    def crashes():
-        with gunicorn_served(tmp_path) as base:
-            statuses.append(request(base + "/"))
-            statuses.append(request(base + "/report/crash"))
-
-    store = collect(data, 1, crashes)
+    store, statuses = _crash_by_request(data, gunicorn_served(tmp_path), "/report/crash")
     assert statuses == [200, 0]  # the worker died mid-request
     (row,) = ours(store)
     assert row.executable == SERVICE_PYTHON
