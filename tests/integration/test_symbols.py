@@ -280,9 +280,7 @@ def test_fetched_files_are_a_cache_with_a_size_limit_and_uploads_stay(tmp_path):
 def test_the_pages_show_the_os_and_the_rename(tmp_path, data):
     """The crash page shows the crashed root's OS; the group page says when
     symbols arrived and what the group was called before."""
-    import re
-
-    from coretriage.users import hash_password
+    from webclient import viewer_test_client
     from webui import create_app
 
     build = symbolkit.split_build(tmp_path / "b")
@@ -295,10 +293,7 @@ def test_the_pages_show_the_os_and_the_rename(tmp_path, data):
     old = done.signature.text
     coretriage(data, "symbols", "add", str(build.debug))
     app = create_app({"DATA_DIR": str(data), "TESTING": True})
-    app.extensions["store"].add_user("ann", hash_password("viewer-pass"), "viewer")
-    c = app.test_client()
-    token = re.search(r'name="csrf_token" value="([^"]+)"', c.get("/login").text).group(1)
-    c.post("/login", data={"username": "ann", "password": "viewer-pass", "csrf_token": token})
+    c = viewer_test_client(app)
     crash_page = c.get(f"/crashes/{done.crash.id}").text
     assert "Debian GNU/Linux 12 (bookworm)" in crash_page
     group_page = c.get(f"/groups/{done.crash.group_id}").text
