@@ -155,12 +155,8 @@ def test_debuginfod_urls_setting_names_a_crash_at_its_first_analysis(tmp_path, d
     not the environment, and the fetched file lands in the store."""
     monkeypatch.delenv("DEBUGINFOD_URLS", raising=False)
     build = symbolkit.split_build(tmp_path / "b")
-    served = tmp_path / "served"
-    served.mkdir()
-    (served / "segv.debug").write_bytes(build.debug.read_bytes())
     core = symbolkit.crash(build, tmp_path / "cores")
-    with symbolkit.debuginfod_server(served, tmp_path) as (url, _):
-        symbolkit.wait_served(url, build.build_id)
+    with symbolkit.serving_debug_file(build, tmp_path) as url:
         (data / "coretriage.toml").write_text(f'debuginfod_urls = "{url}"\n')
         _, _, sig = _ingest(data, core)
     assert sig == NAMED
@@ -172,11 +168,7 @@ def test_debuginfod_urls_setting_names_a_crash_at_its_first_analysis(tmp_path, d
 
 def test_the_environment_still_works_when_the_setting_is_unset(tmp_path, data, monkeypatch):
     build = symbolkit.split_build(tmp_path / "b")
-    served = tmp_path / "served"
-    served.mkdir()
-    (served / "segv.debug").write_bytes(build.debug.read_bytes())
-    with symbolkit.debuginfod_server(served, tmp_path) as (url, _):
-        symbolkit.wait_served(url, build.build_id)
+    with symbolkit.serving_debug_file(build, tmp_path) as url:
         monkeypatch.setenv("DEBUGINFOD_URLS", url)
         assert _ingest(data, symbolkit.crash(build, tmp_path / "cores"))[2] == NAMED
 
@@ -308,11 +300,7 @@ def test_auto_asks_the_server_of_the_crashed_roots_distribution(tmp_path, data, 
     import coretriage.debuginfod as debuginfod
 
     build = symbolkit.split_build(tmp_path / "b")
-    served = tmp_path / "served"
-    served.mkdir()
-    (served / "segv.debug").write_bytes(build.debug.read_bytes())
-    with symbolkit.debuginfod_server(served, tmp_path) as (url, _):
-        symbolkit.wait_served(url, build.build_id)
+    with symbolkit.serving_debug_file(build, tmp_path) as url:
         monkeypatch.setitem(debuginfod.PUBLIC_SERVERS, "debian", url)
         (data / "coretriage.toml").write_text('debuginfod_urls = "auto"\n')
         config, store = _store(data)

@@ -82,6 +82,18 @@ def debuginfod_server(directory: Path, workdir: Path):
         log.close()
 
 
+@contextlib.contextmanager
+def serving_debug_file(build: SplitBuild, workdir: Path):
+    """debuginfod serving ``build``'s split debug file (copied to
+    ``workdir/served``); yields its URL once it serves that file."""
+    served = workdir / "served"
+    served.mkdir()
+    (served / "segv.debug").write_bytes(build.debug.read_bytes())
+    with debuginfod_server(served, workdir) as (url, _):
+        wait_served(url, build.build_id)
+        yield url
+
+
 def wait_served(url: str, build_id: str, timeout: float = 30.0) -> None:
     import urllib.error
     import urllib.request
