@@ -9,7 +9,6 @@ import contextlib
 import os
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -137,25 +136,13 @@ def ours(store, also: tuple[str, ...] = ()) -> list:
 def collect(data_dir: Path, count: int, crash, timeout: float = 180.0, also: tuple[str, ...] = ()):
     """Run the collector (analysis here) while ``crash()`` crashes programs,
     until ``count`` crashes of ours (``also``: more programs) are stored; the store."""
-    from collector.watch import Collector
-    from coretriage.config import load_config
-    from coretriage.store import Store
-    from coretriage.wiring import Wiring
+    from collecting import collecting
 
-    config = load_config(data_dir)
-    store = Store(config.database_url)
-    stop = threading.Event()
-    collector = Collector(config.spool_dir, Wiring(config).submit(), rescan=0.5)
-    thread = threading.Thread(target=collector.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
+    with collecting(data_dir) as (_, store):
         crash()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and len(ours(store, also)) < count:
             time.sleep(0.2)
-    finally:
-        stop.set()
-        thread.join(timeout=60)
     assert len(ours(store, also)) == count, f"{len(ours(store, also))} crashes of ours stored, not {count}"
     return store
 
