@@ -5,7 +5,6 @@ import dataclasses
 import hashlib
 import hmac
 import json
-import signal
 import socket
 import subprocess
 import sys
@@ -212,29 +211,10 @@ def test_dead_endpoint_delays_no_ingest(config, store):
         dead.close()
 
 
-SENDER = """
-import sys
-from coretriage.config import load_config
-from coretriage.notify import deliver_due
-from coretriage.store import Store
-config = load_config(sys.argv[1])
-store = Store(config.database_url)
-print("sending", flush=True)
-deliver_due(config, store)
-"""
-
-
 def test_sender_killed_mid_delivery_sends_again_with_the_same_id(config, store, receiver):
     store.add_channel(Channel("hook", "webhook", receiver.url))
     crash_of(config, store, 1, 1000.0)
-    receiver.hold.clear()  # the first request hangs: the sender is killed while it waits
-    sender = subprocess.Popen([sys.executable, "-c", SENDER, str(config.data_dir)])
-    try:
-        assert receiver.got.wait(30)
-        sender.send_signal(signal.SIGKILL)
-        sender.wait(10)
-    finally:
-        receiver.hold.set()
+    receiver.kill_sender_mid_request(config.data_dir)  # on the first request
     (event,) = store.alert_events()
     assert event["done"] is None and event["lease"] is not None  # held by the dead sender
     assert deliver_due(config, store) == 0  # its lease is not over: nobody else sends it yet

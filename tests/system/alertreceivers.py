@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,6 +16,15 @@ from pathlib import Path
 
 from servicekit import free_port
 
+# one pass of the alert sender of a data dir (argv[1]) in a process of its own, at time argv[2] if given
+SENDER = """
+import sys
+from coretriage.config import load_config
+from coretriage.notify import deliver_due
+from coretriage.store import Store
+config = load_config(sys.argv[1])
+deliver_due(config, Store(config.database_url), now=float(sys.argv[2]) if len(sys.argv) > 2 else None)
+"""
 
 class Receiver:
     """A webhook endpoint: records every POST (headers, body); while ``hold``
@@ -48,6 +59,18 @@ class Receiver:
         self.hold.set()
         self.server.shutdown()
         self.server.server_close()
+
+    def kill_sender_mid_request(self, data_dir: Path, now: float | None = None) -> None:
+        """Runs the alert sender of ``data_dir`` (``SENDER``) and kills it
+        (SIGKILL) while its first request waits here, unanswered."""
+        self.hold.clear()
+        sender = subprocess.Popen([sys.executable, "-c", SENDER, str(data_dir), *([] if now is None else [str(now)])])
+        try:
+            assert self.got.wait(30)
+            sender.send_signal(signal.SIGKILL)
+            sender.wait(10)
+        finally:
+            self.hold.set()
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:
