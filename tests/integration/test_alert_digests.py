@@ -8,6 +8,7 @@ import time
 
 import pytest
 from alertreceivers import Receiver, smtp_server
+from atonce import at_once
 
 from coretriage.alerts import Channel, parse_duration
 from coretriage.ingest import ingest_metadata
@@ -118,22 +119,13 @@ def test_several_senders_put_each_event_in_one_digest(config, store, receiver):
         crash_of(config, store, n, 1000.0 + n, f"/usr/bin/s{n}")
     later = time.time() + 10
     start = threading.Barrier(4)
-    errors = []
 
-    def sender():
-        try:
-            start.wait(10)
-            for k in range(4):
-                deliver_due(config, store, now=later + k * 2)
-        except Exception as exc:  # noqa: BLE001
-            errors.append(exc)
+    def sender(_):
+        start.wait(10)
+        for k in range(4):
+            deliver_due(config, store, now=later + k * 2)
 
-    threads = [threading.Thread(target=sender) for _ in range(4)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(120)
-    assert not errors, errors
+    at_once(sender, range(4))
     deliver_due(config, store, now=later + 100)
     carried = [e["id"] for _, b in receiver.posts for e in json.loads(b)["events"]]
     assert sorted(carried) == sorted(e["id"] for e in store.alert_events())  # each once
