@@ -6,15 +6,13 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from servicekit import free_port
+from servicekit import free_port, wait_listening
 
 # one pass of the alert sender of a data dir (argv[1]) in a process of its own, at time argv[2] if given
 SENDER = """
@@ -95,15 +93,7 @@ def smtp_server(log: Path, timeout: float = 10.0, tls: tuple[Path, Path] | None 
                                    *(["--tlscert", str(tls[0]), "--tlskey", str(tls[1])] if tls else [])],
                                   stdout=out, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"aiosmtpd did not start: {log.read_text()[-2000:]}") from None
-                time.sleep(0.1)
+        wait_listening(server, port, "aiosmtpd", timeout, log)
         yield f"smtp://127.0.0.1:{port}"
     finally:
         server.terminate()
