@@ -1,12 +1,13 @@
 """A crash storm across a fleet: how many crashes arrive, how fast, and how
 long from the crash to its record in the central store (where the UI reads).
 
-The fleet is the one tests/system/test_fleet.py uses, on this machine: a
-central coretriage (the web/ingest server, two Celery workers of one process
-each, Redis, PostgreSQL) and three simulated hosts in their own network and
-UTS namespaces, each with its own uploading collector; the kernel's
-core_pattern routes each host's crashes to the real handler. Every crash is
-the small segv sample, run inside a host's namespaces.
+The fleet is the one tests/system/test_fleet.py uses (tests/system/fleetnet.py
+and fleetcentral.py), on this machine: a central coretriage (the web/ingest
+server, two Celery workers of one process each, Redis, PostgreSQL) and three
+simulated hosts in their own network and UTS namespaces, each with its own
+uploading collector; the kernel's core_pattern routes each host's crashes to
+the real handler. Every crash is the small segv sample, run inside a host's
+namespaces.
 
 Load: ``--crashes`` (1,000) spread over the three hosts in ``--bursts`` (50)
 bursts, one burst every ``--every`` seconds (6: 1,000 crashes in 5 minutes),
@@ -98,8 +99,7 @@ def main() -> int:
     from fleetnet import core_router, fleet
     from pgserver import postgres_server
     from recipes import native
-    from test_fleet import Central, WEB_PORT
-    from uploadkit import add_host, host_settings
+    from fleetcentral import Central
 
     work = Path(tempfile.mkdtemp(prefix="ctbench-fleet-"))
     exe = native.segv(work).exe
@@ -107,25 +107,14 @@ def main() -> int:
     per_burst = args.crashes // args.bursts
     with postgres_server() as url, fleet(HOSTS) as fl:
         c = Central.make(fl, work, url, "ingest_backlog = 100000\n")
-        central, logs = c.data, c.logs
         c.start_redis()
         c.start_web()
         c.start_worker("a")
         c.start_worker("b")
-        hosts = {}
-        for h in HOSTS:
-            data = work / h
-            data.mkdir(mode=0o700)
-            host_settings(data, f"http://{fl.central.address}:{WEB_PORT}", add_host(central, h))
-            if args.no_limits:
-                (data / "collector.toml").write_text(
-                    "rate_limit = 100000\nhost_rate_limit = 100000\nmax_spool_use = 64000000000\n")
-            hosts[h] = data
+        no_limits = "rate_limit = 100000\nhost_rate_limit = 100000\nmax_spool_use = 64000000000\n"
+        hosts = c.add_hosts(work, HOSTS, no_limits if args.no_limits else "")
         with core_router(fl, hosts):  # host-setup's core_pipe_limit
-            for h, data in hosts.items():
-                with open(logs / f"collector-{h}.log", "ab") as out:
-                    fl.popen(h, [sys.executable, "-m", "coretriage.cli", "--data-dir", str(data), "collector",
-                                 "run"], stdout=out, stderr=out)
+            c.start_collectors(hosts)
             started = time.time()
             sent = 0
             for burst in range(args.bursts):

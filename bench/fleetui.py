@@ -51,7 +51,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -61,6 +60,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the webui package, not this folder's webui.py
+sys.path.append(str(ROOT / "tests" / "system"))  # servicekit, fleetstore: the tests' helpers
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 TARGET_MS = 200.0
@@ -322,14 +322,10 @@ def load(url: str, rng: random.Random, n_groups: int, n_crashes: int, now: float
 
 # -- gunicorn and the clients ----------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def gunicorn(code: Path, data_dir: Path, workers: int, threads: int, log: Path):
+    from servicekit import free_port, stop
+
     port = free_port()
     argv = [str(Path(sys.executable).parent / "gunicorn"), "--workers", str(workers), "--bind", f"127.0.0.1:{port}",
             "--chdir", str(code), "--backlog", "256"]
@@ -356,12 +352,7 @@ def gunicorn(code: Path, data_dir: Path, workers: int, threads: int, log: Path):
             time.sleep(0.2)
         yield port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, 30)
 
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -694,22 +685,10 @@ def _before_copy(url: str, revision: str) -> str:
 
 
 def _downgrade(url: str, revision: str) -> None:
-    from alembic import command
-    from alembic.config import Config
-
     import sqlalchemy as sa
+    from fleetstore import migrate
 
-    from coretriage import migrations
-
-    engine = sa.create_engine(url)
-    try:
-        with engine.begin() as db:
-            config = Config()
-            config.set_main_option("script_location", str(Path(migrations.__file__).parent))
-            config.attributes["connection"] = db
-            command.downgrade(config, revision)
-    finally:
-        engine.dispose()
+    migrate(url, revision)
     print(f"downgraded {sa.make_url(url).database} to {revision} for the other checkout", flush=True)
 
 

@@ -3,7 +3,9 @@ Debian's python3: the analysis must read their Python stacks.
 
 ``RECIPES[name](workdir, variant)`` writes the script (once per workdir) and
 crashes it; ``variant`` changes the input, never the bug. ``extra["script"]``
-is the script's path and ``extra["source"]`` its text, for lines.
+is the script's path and ``extra["source"]`` its text, for lines
+(``line_of``). The system tests crash the same scripts (INVOICES, PAYMENTS)
+through the kernel's handler.
 """
 
 from __future__ import annotations
@@ -36,6 +38,10 @@ def handle_request(kind):
     return load_invoice(0)
 
 
+def batch_job():
+    return load_invoice(0)
+
+
 def parse_record(record):
     return ctypes.string_at(record)
 
@@ -59,9 +65,19 @@ def threaded(variant):
 if __name__ == "__main__":
     if sys.argv[1] == "threads":
         threaded(int(sys.argv[2]))
+    elif sys.argv[1] == "batch":
+        batch_job()
     else:
         handle_request(sys.argv[1])
 """
+
+
+def line_of(text: str, needle: str) -> int:
+    """The 1-based line of ``text`` that contains ``needle`` (the first)."""
+    for n, line in enumerate(text.splitlines(), 1):
+        if needle in line:
+            return n
+    raise AssertionError(f"{needle!r} not in the program")
 
 
 def _script(workdir: Path) -> Path:

@@ -25,6 +25,7 @@ from coretriage.config import load_config
 from coretriage.ingest import reprocess
 from coretriage.pipeline import process_bundle
 from coretriage.store import Store
+from handlerkit import bundle_of
 
 HOST_LIBC = Path("/lib/x86_64-linux-gnu/libc.so.6").resolve()  # as the host maps it (merged /usr)
 LOADER = Path("/lib64/ld-linux-x86-64.so.2")
@@ -82,16 +83,6 @@ def _attacker_root(tmp: Path) -> Path:
     return root
 
 
-def _bundle_of(spool: Path, pid: int, timeout: float = 30.0) -> Path:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for path in finished_bundles(spool):
-            if read_meta(path).pid == pid:
-                return path
-        time.sleep(0.05)
-    raise AssertionError(f"no bundle for pid {pid} in {spool}")
-
-
 def _crash(argv, signal: int) -> int:
     proc = subprocess.Popen(argv, preexec_fn=crashkit.allow_cores, stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -114,7 +105,7 @@ def test_forged_build_id_does_not_reach_another_tenants_analysis(collector_insta
                                stderr=subprocess.DEVNULL)
     unshare.wait(timeout=60)
     attacker_bundle = next(b for b in _wait_new(spool, set()) if read_meta(b).comm == "attacker")
-    victim_bundle = _bundle_of(spool, _crash([str(victim)], 6))
+    victim_bundle = bundle_of(spool, _crash([str(victim)], 6))
 
     attacker_meta, victim_meta = read_meta(attacker_bundle), read_meta(victim_bundle)
     assert str(HOST_LIBC) in attacker_meta.maps and str(HOST_LIBC) in victim_meta.maps

@@ -124,12 +124,8 @@ def test_storm_of_one_program_lands_in_one_named_group(collector_installed, segv
     the metadata only, tests/system/test_handler.py); all 20 analyzed into
     the same group under the program's real function names."""
     import json
-    import threading
 
-    from collector.watch import Collector
-    from coretriage.config import load_config
-    from coretriage.store import Store
-    from coretriage.wiring import Wiring
+    from collecting import collecting
     from hostfixtures import cli
 
     spool = collector_installed / "spool"
@@ -149,19 +145,10 @@ def test_storm_of_one_program_lands_in_one_named_group(collector_installed, segv
     assert took < 2
     assert kinds == ["full"] + ["stack"] * 19
 
-    config = load_config(collector_installed)
-    stop = threading.Event()
-    collector = Collector(config.spool_dir, Wiring(config).submit(), rescan=0.5)
-    thread = threading.Thread(target=collector.run, args=(stop,), daemon=True)
-    thread.start()
-    store = Store(config.database_url)
-    try:
+    with collecting(collector_installed) as (_, store):
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and sum(g.count for g in store.groups()) < 20:
             time.sleep(0.2)
-    finally:
-        stop.set()
-        thread.join(timeout=60)
     groups = json.loads(cli(collector_installed, "list", "--json").stdout)
     signature = "strlen | header_length | parse_request | main"
     assert [(g["signature"], g["count"]) for g in groups] == [(signature, 20)]

@@ -19,7 +19,6 @@ import html.parser
 import json
 import re
 import subprocess
-import threading
 import time
 import urllib.parse
 import urllib.request
@@ -123,10 +122,7 @@ def _everything_a_viewer_reads(data: Path, crash_ids: list[str], group_refs: lis
 
 
 def test_no_spelling_of_a_secret_reaches_a_reader(collector_installed, syslog, tmp_path):  # noqa: F811
-    from collector.watch import Collector
-    from coretriage.config import load_config
-    from coretriage.store import Store
-    from coretriage.wiring import Wiring
+    from collecting import collecting
 
     data = collector_installed
     (data / "collector.toml").write_text(f"secret_names = {json.dumps(HOST_NAMES)}\n")
@@ -152,20 +148,11 @@ def test_no_spelling_of_a_secret_reaches_a_reader(collector_installed, syslog, t
         assert "kept in" in line, line
 
     # the collector (embedded analysis) ingests them
-    config = load_config(data)
-    store = Store(config.database_url)
-    stop = threading.Event()
-    collector = Collector(config.spool_dir, Wiring(config).submit(), rescan=0.5)
-    thread = threading.Thread(target=collector.run, args=(stop,), daemon=True)
-    thread.start()
     def stored():
         return [c for g in store.groups() for c in store.crashes_of(g.id) if c.meta.get("pid") in pids]
 
-    try:
+    with collecting(data, join_timeout=30) as (_, store):
         crashes = wait_for(lambda: (c := stored()) and len(c) == len(CRASHES) and c, "every crash stored", 180)
-    finally:
-        stop.set()
-        thread.join(timeout=30)
     groups = sorted({c.group_ref for c in crashes})
     store.close()
 

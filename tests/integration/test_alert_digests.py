@@ -8,6 +8,7 @@ import time
 
 import pytest
 from alertreceivers import Receiver, smtp_server
+from atonce import at_once
 
 from coretriage.alerts import Channel, parse_duration
 from coretriage.ingest import ingest_metadata
@@ -118,22 +119,13 @@ def test_several_senders_put_each_event_in_one_digest(config, store, receiver):
         crash_of(config, store, n, 1000.0 + n, f"/usr/bin/s{n}")
     later = time.time() + 10
     start = threading.Barrier(4)
-    errors = []
 
-    def sender():
-        try:
-            start.wait(10)
-            for k in range(4):
-                deliver_due(config, store, now=later + k * 2)
-        except Exception as exc:  # noqa: BLE001
-            errors.append(exc)
+    def sender(_):
+        start.wait(10)
+        for k in range(4):
+            deliver_due(config, store, now=later + k * 2)
 
-    threads = [threading.Thread(target=sender) for _ in range(4)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(120)
-    assert not errors, errors
+    at_once(sender, range(4))
     deliver_due(config, store, now=later + 100)
     carried = [e["id"] for _, b in receiver.posts for e in json.loads(b)["events"]]
     assert sorted(carried) == sorted(e["id"] for e in store.alert_events())  # each once
@@ -171,34 +163,14 @@ def test_a_row_finished_between_select_and_claim_is_not_claimed_again(config, st
         other.close()
     assert len(raced) == 1 and taken == []
 
-SENDER = """
-import sys
-from coretriage.config import load_config
-from coretriage.notify import deliver_due
-from coretriage.store import Store
-config = load_config(sys.argv[1])
-deliver_due(config, Store(config.database_url), now=float(sys.argv[2]))
-"""
-
 
 def test_sender_killed_mid_digest_sends_the_same_digest_again(config, store, receiver):
-    import signal
-    import subprocess
-    import sys
-
     store.add_channel(Channel("hourly", "webhook", receiver.url, digest=3600))
     for n in range(5):
         crash_of(config, store, n, 1000.0 + n, f"/usr/bin/k{n}")
     t = time.time() + 1
     deliver_due(config, store, now=t)  # collected
-    receiver.hold.clear()  # the digest's request hangs: its sender is killed while it waits
-    sender = subprocess.Popen([sys.executable, "-c", SENDER, str(config.data_dir), str(t + 3601)])
-    try:
-        assert receiver.got.wait(30)
-        sender.send_signal(signal.SIGKILL)
-        sender.wait(10)
-    finally:
-        receiver.hold.set()
+    receiver.kill_sender_mid_request(config.data_dir, now=t + 3601)  # on the digest's request
     (d,) = store.digests()
     assert d["done"] is None and d["lease"] is not None
     crash_of(config, store, 50, 5000.0, "/usr/bin/after")  # collected later: not in that digest

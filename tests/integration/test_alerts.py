@@ -5,7 +5,6 @@ import dataclasses
 import hashlib
 import hmac
 import json
-import signal
 import socket
 import subprocess
 import sys
@@ -13,7 +12,9 @@ import threading
 import time
 
 import pytest
-from alertreceivers import Receiver, free_port, self_signed, smtp_server
+from alertreceivers import Receiver, self_signed, smtp_server
+from atonce import at_once
+from servicekit import free_port
 
 from coretriage.alerts import Channel, SpikePolicy
 from coretriage.ingest import ingest, ingest_metadata
@@ -211,29 +212,10 @@ def test_dead_endpoint_delays_no_ingest(config, store):
         dead.close()
 
 
-SENDER = """
-import sys
-from coretriage.config import load_config
-from coretriage.notify import deliver_due
-from coretriage.store import Store
-config = load_config(sys.argv[1])
-store = Store(config.database_url)
-print("sending", flush=True)
-deliver_due(config, store)
-"""
-
-
 def test_sender_killed_mid_delivery_sends_again_with_the_same_id(config, store, receiver):
     store.add_channel(Channel("hook", "webhook", receiver.url))
     crash_of(config, store, 1, 1000.0)
-    receiver.hold.clear()  # the first request hangs: the sender is killed while it waits
-    sender = subprocess.Popen([sys.executable, "-c", SENDER, str(config.data_dir)])
-    try:
-        assert receiver.got.wait(30)
-        sender.send_signal(signal.SIGKILL)
-        sender.wait(10)
-    finally:
-        receiver.hold.set()
+    receiver.kill_sender_mid_request(config.data_dir)  # on the first request
     (event,) = store.alert_events()
     assert event["done"] is None and event["lease"] is not None  # held by the dead sender
     assert deliver_due(config, store) == 0  # its lease is not over: nobody else sends it yet
@@ -344,7 +326,7 @@ def test_two_processes_storing_in_a_resolved_group_at_once_on_sqlite_raise_one_r
     gid = crash_of(config, store, 1, 1000.0).crash.group_id
     store.set_state(gid, "resolved")
     second = Store(config.database_url)
-    read, errors = [], []
+    read = []
     both = threading.Event()
 
     def hold(conn, cursor, statement, params, context, executemany):
@@ -354,21 +336,14 @@ def test_two_processes_storing_in_a_resolved_group_at_once_on_sqlite_raise_one_r
                 both.set()
             both.wait(2)
 
-    def worker(s, n):
-        try:
-            crash_of(config, s, n, 2000.0 + n)
-        except Exception as exc:  # noqa: BLE001 (the failure under test)
-            errors.append(exc)
+    def worker(job):  # its failure is the one under test
+        s, n = job
+        crash_of(config, s, n, 2000.0 + n)
 
     try:
         for s in (store, second):
             sa.event.listen(s.engine, "before_cursor_execute", hold)
-        threads = [threading.Thread(target=worker, args=(s, n)) for s, n in ((store, 2), (second, 3))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
-        assert not errors, errors
+        at_once(worker, ((store, 2), (second, 3)), timeout=60)
         assert len(read) == 2
         assert kinds(store) == ["new", "regression"]
         assert store.group(gid).state == "regressed" and store.group(gid).count == 3
@@ -386,7 +361,7 @@ def test_two_processes_storing_the_first_crashes_of_a_group_at_once_on_sqlite_ra
     from coretriage.store import Store
 
     second = Store(config.database_url)
-    arrived, errors, results = [], [], {}
+    arrived, results = [], {}
     both = threading.Event()
 
     def hold(conn, cursor, statement, params, context, executemany):
@@ -396,21 +371,14 @@ def test_two_processes_storing_the_first_crashes_of_a_group_at_once_on_sqlite_ra
                 both.set()
             both.wait(5)
 
-    def worker(s, n):
-        try:
-            results[n] = crash_of(config, s, n, 1000.0 + n, executable="/usr/bin/twin")
-        except Exception as exc:  # noqa: BLE001 (the failure under test)
-            errors.append(exc)
+    def worker(job):  # its failure is the one under test
+        s, n = job
+        results[n] = crash_of(config, s, n, 1000.0 + n, executable="/usr/bin/twin")
 
     try:
         for s in (store, second):
             sa.event.listen(s.engine, "before_cursor_execute", hold)
-        threads = [threading.Thread(target=worker, args=(s, n)) for s, n in ((store, 1), (second, 2))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
-        assert not errors, errors
+        at_once(worker, ((store, 1), (second, 2)), timeout=60)
         assert both.is_set()  # both had looked for the group and found none
         assert results[1].crash.group_id == results[2].crash.group_id
         assert kinds(store) == ["new"] and store.group(results[1].crash.group_id).count == 2

@@ -87,8 +87,8 @@ def test_dynamic_program_symbolized_from_the_cross_sysroot(cross):
 
 
 def test_one_bug_one_group_on_two_machines(config, store, samples, cross):
+    from webclient import viewer_test_client
     from webui import create_app
-    from coretriage.users import hash_password
 
     x86 = samples("segv")
     arm, _, _ = cross("aarch64-segv-static")
@@ -101,10 +101,7 @@ def test_one_bug_one_group_on_two_machines(config, store, samples, cross):
     assert {d.analysis.architecture for d in done} == {"x86-64", "aarch64"}
 
     app = create_app({"CORETRIAGE": config, "TESTING": True})
-    app.extensions["store"].add_user("ann", hash_password("viewer-pass"), "viewer")
-    c = app.test_client()
-    token = re.search(r'name="csrf_token" value="([^"]+)"', c.get("/login").text).group(1)
-    c.post("/login", data={"username": "ann", "password": "viewer-pass", "csrf_token": token})
+    c = viewer_test_client(app)
     page = c.get(f"/groups/{done[0].crash.group_id}").text
     assert "x86-64 &times;1" in page and "aarch64 &times;1" in page
     crash_page = c.get(f"/crashes/{done[1].crash.id}").text

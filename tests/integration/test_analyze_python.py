@@ -15,6 +15,7 @@ from analyzer.model import Analysis
 from analyzer.signature import generate
 from builders import stack_core
 from recipes import python as recipes
+from recipes.python import line_of
 
 CTYPES = "/usr/lib/python3.11/ctypes/__init__.py"
 
@@ -35,7 +36,7 @@ def crashed(tmp_path_factory):
 
 
 def line(sample, needle):
-    return next(n for n, text in enumerate(sample.extra["source"].splitlines(), 1) if needle in text)
+    return line_of(sample.extra["source"], needle)
 
 
 def test_python_frames_of_a_ctypes_crash(crashed):

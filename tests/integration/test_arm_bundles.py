@@ -84,13 +84,11 @@ def test_host_gdb_on_a_foreign_core_says_what_is_missing(tmp_path):
 def test_unavailable_frames_show_as_such_on_the_crash_page(config, store, tmp_path, monkeypatch):
     """The crash analyzed by the host's gdb (every pc unavailable) is stored
     and shown: its frames say <unavailable>, the page says the architecture."""
-    import re
-
     from analyzer.analyze import analyze_here
     from analyzer.gdb import Gdb
     from coretriage import ingest as ingest_module
     from coretriage.ingest import ingest
-    from coretriage.users import hash_password
+    from webclient import viewer_test_client
     from webui import create_app
 
     bundle = CHECKOUT_SAMPLES / "bundles" / "aarch64-strlen"
@@ -101,10 +99,7 @@ def test_unavailable_frames_show_as_such_on_the_crash_page(config, store, tmp_pa
                             analyze_here(core, exe, sysroot, gdb=Gdb(gdb="gdb")))
         done = ingest(config, store, core, exe)
     app = create_app({"CORETRIAGE": config, "TESTING": True})
-    app.extensions["store"].add_user("ann", hash_password("viewer-pass"), "viewer")
-    c = app.test_client()
-    token = re.search(r'name="csrf_token" value="([^"]+)"', c.get("/login").text).group(1)
-    c.post("/login", data={"username": "ann", "password": "viewer-pass", "csrf_token": token})
+    c = viewer_test_client(app)
     page = c.get(f"/crashes/{done.crash.id}").text
     assert "pc &lt;unavailable&gt;" in page and '<dd class="arch">aarch64</dd>' in page
     assert "no gdb-multiarch to read it" in page

@@ -106,7 +106,8 @@ def test_cli_bad_config_is_one_line(capsys, tmp_path):
 
 
 def test_notify_test_and_remove(capsys, tmp_path):
-    from alertreceivers import Receiver, free_port
+    from alertreceivers import Receiver
+    from servicekit import free_port
 
     receiver = Receiver()
     try:

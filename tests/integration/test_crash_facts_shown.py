@@ -17,7 +17,8 @@ import crashkit
 from analyzer.analyze import DEPTH_CAP
 from coretriage.cli import main
 from coretriage.ingest import ingest
-from coretriage.users import hash_password, new_token, token_hash
+from coretriage.users import new_token, token_hash
+from webclient import viewer_test_client
 from webui import create_app
 
 DEBIAN = {"ID": "debian", "VERSION_ID": "12", "PRETTY_NAME": "Debian GNU/Linux 12 (bookworm)"}
@@ -48,14 +49,9 @@ def shown(config, store, samples, tmp_path, capsys):
         ids[name] = ingest(config, store, sample.core, sample.exe, meta={"os_release": DEBIAN}).crash.id
 
     app = create_app({"CORETRIAGE": config, "TESTING": True})
-    s = app.extensions["store"]
-    s.add_user("ann", hash_password("viewer-pass"), "viewer")
+    client = viewer_test_client(app)
     token = new_token()
-    s.add_token("ann", token_hash(token))
-    client = app.test_client()
-    page = client.get("/login")
-    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
-    client.post("/login", data={"username": "ann", "password": "viewer-pass", "csrf_token": csrf})
+    app.extensions["store"].add_token("ann", token_hash(token))
 
     out = {}
     for name, crash_id in ids.items():

@@ -155,12 +155,8 @@ def test_debuginfod_urls_setting_names_a_crash_at_its_first_analysis(tmp_path, d
     not the environment, and the fetched file lands in the store."""
     monkeypatch.delenv("DEBUGINFOD_URLS", raising=False)
     build = symbolkit.split_build(tmp_path / "b")
-    served = tmp_path / "served"
-    served.mkdir()
-    (served / "segv.debug").write_bytes(build.debug.read_bytes())
     core = symbolkit.crash(build, tmp_path / "cores")
-    with symbolkit.debuginfod_server(served, tmp_path) as (url, _):
-        symbolkit.wait_served(url, build.build_id)
+    with symbolkit.serving_debug_file(build, tmp_path) as url:
         (data / "coretriage.toml").write_text(f'debuginfod_urls = "{url}"\n')
         _, _, sig = _ingest(data, core)
     assert sig == NAMED
@@ -172,11 +168,7 @@ def test_debuginfod_urls_setting_names_a_crash_at_its_first_analysis(tmp_path, d
 
 def test_the_environment_still_works_when_the_setting_is_unset(tmp_path, data, monkeypatch):
     build = symbolkit.split_build(tmp_path / "b")
-    served = tmp_path / "served"
-    served.mkdir()
-    (served / "segv.debug").write_bytes(build.debug.read_bytes())
-    with symbolkit.debuginfod_server(served, tmp_path) as (url, _):
-        symbolkit.wait_served(url, build.build_id)
+    with symbolkit.serving_debug_file(build, tmp_path) as url:
         monkeypatch.setenv("DEBUGINFOD_URLS", url)
         assert _ingest(data, symbolkit.crash(build, tmp_path / "cores"))[2] == NAMED
 
@@ -280,9 +272,7 @@ def test_fetched_files_are_a_cache_with_a_size_limit_and_uploads_stay(tmp_path):
 def test_the_pages_show_the_os_and_the_rename(tmp_path, data):
     """The crash page shows the crashed root's OS; the group page says when
     symbols arrived and what the group was called before."""
-    import re
-
-    from coretriage.users import hash_password
+    from webclient import viewer_test_client
     from webui import create_app
 
     build = symbolkit.split_build(tmp_path / "b")
@@ -295,10 +285,7 @@ def test_the_pages_show_the_os_and_the_rename(tmp_path, data):
     old = done.signature.text
     coretriage(data, "symbols", "add", str(build.debug))
     app = create_app({"DATA_DIR": str(data), "TESTING": True})
-    app.extensions["store"].add_user("ann", hash_password("viewer-pass"), "viewer")
-    c = app.test_client()
-    token = re.search(r'name="csrf_token" value="([^"]+)"', c.get("/login").text).group(1)
-    c.post("/login", data={"username": "ann", "password": "viewer-pass", "csrf_token": token})
+    c = viewer_test_client(app)
     crash_page = c.get(f"/crashes/{done.crash.id}").text
     assert "Debian GNU/Linux 12 (bookworm)" in crash_page
     group_page = c.get(f"/groups/{done.crash.group_id}").text
@@ -313,11 +300,7 @@ def test_auto_asks_the_server_of_the_crashed_roots_distribution(tmp_path, data, 
     import coretriage.debuginfod as debuginfod
 
     build = symbolkit.split_build(tmp_path / "b")
-    served = tmp_path / "served"
-    served.mkdir()
-    (served / "segv.debug").write_bytes(build.debug.read_bytes())
-    with symbolkit.debuginfod_server(served, tmp_path) as (url, _):
-        symbolkit.wait_served(url, build.build_id)
+    with symbolkit.serving_debug_file(build, tmp_path) as url:
         monkeypatch.setitem(debuginfod.PUBLIC_SERVERS, "debian", url)
         (data / "coretriage.toml").write_text('debuginfod_urls = "auto"\n')
         config, store = _store(data)

@@ -5,13 +5,24 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
+import signal
 import subprocess
+import sys
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from servicekit import free_port, wait_listening
+
+# one pass of the alert sender of a data dir (argv[1]) in a process of its own, at time argv[2] if given
+SENDER = """
+import sys
+from coretriage.config import load_config
+from coretriage.notify import deliver_due
+from coretriage.store import Store
+config = load_config(sys.argv[1])
+deliver_due(config, Store(config.database_url), now=float(sys.argv[2]) if len(sys.argv) > 2 else None)
+"""
 
 class Receiver:
     """A webhook endpoint: records every POST (headers, body); while ``hold``
@@ -47,6 +58,18 @@ class Receiver:
         self.server.shutdown()
         self.server.server_close()
 
+    def kill_sender_mid_request(self, data_dir: Path, now: float | None = None) -> None:
+        """Runs the alert sender of ``data_dir`` (``SENDER``) and kills it
+        (SIGKILL) while its first request waits here, unanswered."""
+        self.hold.clear()
+        sender = subprocess.Popen([sys.executable, "-c", SENDER, str(data_dir), *([] if now is None else [str(now)])])
+        try:
+            assert self.got.wait(30)
+            sender.send_signal(signal.SIGKILL)
+            sender.wait(10)
+        finally:
+            self.hold.set()
+
 
 def self_signed(directory: Path) -> tuple[Path, Path]:
     """(certificate, key) for 127.0.0.1 and localhost, made by openssl."""
@@ -55,12 +78,6 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
                     "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
                    check=True, capture_output=True)
     return cert, key
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -76,15 +93,7 @@ def smtp_server(log: Path, timeout: float = 10.0, tls: tuple[Path, Path] | None 
                                    *(["--tlscert", str(tls[0]), "--tlskey", str(tls[1])] if tls else [])],
                                   stdout=out, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"aiosmtpd did not start: {log.read_text()[-2000:]}") from None
-                time.sleep(0.1)
+        wait_listening(server, port, "aiosmtpd", timeout, log)
         yield f"smtp://127.0.0.1:{port}"
     finally:
         server.terminate()

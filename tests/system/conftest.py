@@ -1,3 +1,3 @@
 """Fixtures shared by the system tests."""
 
-from hostfixtures import collector_installed  # noqa: F401  (a fixture, found by pytest here)
+from hostfixtures import collector_installed, data_dir  # noqa: F401  (fixtures, found by pytest here)

@@ -284,7 +284,7 @@ def haproxy_files(etc: Path, port: int) -> None:
 def haproxy_container(image: str, workdir: Path, labels: dict[str, str] | None = None):
     """HAProxy as the crashing service of a container: ``--init`` (docker-init
     is PID 1, haproxy its child), unlimited cores, the host's network."""
-    from redisserver import free_port
+    from servicekit import free_port
 
     etc = workdir / "etc"
     etc.mkdir(parents=True)

@@ -1,5 +1,6 @@
 """host-setup for a system test: ``coretriage host-setup install`` into a
-short fresh data dir, and everything put back afterwards, also on failure."""
+short fresh data dir, and everything put back afterwards, also on failure;
+or just such a data dir, for a test that sets core_pattern itself."""
 
 from __future__ import annotations
 
@@ -23,10 +24,24 @@ def cli(data_dir, *argv, check=True):
     return proc
 
 
+def _short_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="ct-", dir="/tmp"))  # short: core_pattern has 127 bytes
+
+
+@pytest.fixture
+def data_dir():
+    """A fresh data dir whose path is short enough for core_pattern; removed after."""
+    path = _short_dir()
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture
 def collector_installed():
     """``host-setup install`` into a fresh data dir; everything put back after."""
-    data = Path(tempfile.mkdtemp(prefix="ct-", dir="/tmp"))  # short: core_pattern has 127 bytes
+    data = _short_dir()
     with pattern_lock():
         before = read_pattern()
         limit = Path("/proc/sys/kernel/core_pipe_limit").read_text()

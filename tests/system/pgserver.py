@@ -11,6 +11,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from servicekit import stop
+
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
@@ -41,12 +43,7 @@ def postgres_server():
                            check=True, capture_output=True, timeout=60, **run_as)
             yield f"postgresql+psycopg://postgres@/coretriage?host={root}"
         finally:
-            server.terminate()
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+            stop(server, 30)
 
 
 def create_database(url: str, name: str) -> str:

@@ -1,6 +1,7 @@
 """Python programs that crash for real, for the Python system tests and the
-bench: a script using ctypes, and a C extension module built here that
-segfaults when a Python function calls it."""
+bench: a C extension module built here that segfaults when a Python function
+calls it, and the services (uwsgi, gunicorn, Celery) that run such code. The
+plain ctypes scripts are sample-cores/recipes/python.py's."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import contextlib
 import os
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from servicekit import free_port, stop
 
 PYTHON = "/usr/bin/python3"  # Debian's interpreter, as a service on the host runs it
 
@@ -51,36 +53,6 @@ def build_extension(directory: Path) -> Path:
     subprocess.run(["gcc", "-shared", "-fPIC", "-g", "-O0", f"-I{include}", "-o", str(out), str(src)], check=True)
     return out
 
-
-CTYPES_APP = """\
-import ctypes
-
-
-def load_invoice(n):
-    return ctypes.string_at(n)
-
-
-def load_receipt(n):
-    return ctypes.string_at(n)
-
-
-def handle_request(kind):
-    if kind == "receipt":
-        return load_receipt(0)
-    return load_invoice(0)
-
-
-def batch_job():
-    return load_invoice(0)
-
-
-if __name__ == "__main__":
-    import sys
-    if sys.argv[1] == "batch":
-        batch_job()
-    else:
-        handle_request(sys.argv[1])
-"""
 
 EXTENSION_APP = """\
 import sys
@@ -138,32 +110,10 @@ def build_embedder(directory: Path) -> Path:
     return out
 
 
-PAYMENTS_APP = """\
-import ctypes
-
-
-def charge(card_token, amount):
-    customer = "acme"
-    dsn = "postgres://billing:hunter2@db/invoices"
-    return ctypes.string_at(0)
-
-
-charge("tok_live_4242", 1250)
-"""
-
-
 def write(directory: Path, name: str, text: str) -> Path:
     path = directory / name
     path.write_text(text)
     return path
-
-
-def line_of(text: str, needle: str) -> int:
-    """The 1-based line of ``text`` that contains ``needle`` (the first)."""
-    for n, line in enumerate(text.splitlines(), 1):
-        if needle in line:
-            return n
-    raise AssertionError(f"{needle!r} not in the program")
 
 
 # gunicorn and Celery run in this venv, as a pip-installed service does; the
@@ -186,28 +136,15 @@ def ours(store, also: tuple[str, ...] = ()) -> list:
 def collect(data_dir: Path, count: int, crash, timeout: float = 180.0, also: tuple[str, ...] = ()):
     """Run the collector (analysis here) while ``crash()`` crashes programs,
     until ``count`` crashes of ours (``also``: more programs) are stored; the store."""
-    from collector.watch import Collector
-    from coretriage.config import load_config
-    from coretriage.store import Store
-    from coretriage.wiring import Wiring
+    from collecting import collecting
 
-    config = load_config(data_dir)
-    store = Store(config.database_url)
-    stop = threading.Event()
-    collector = Collector(config.spool_dir, Wiring(config).submit(), rescan=0.5)
-    thread = threading.Thread(target=collector.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
+    with collecting(data_dir) as (_, store):
         crash()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and len(ours(store, also)) < count:
             time.sleep(0.2)
-    finally:
-        stop.set()
-        thread.join(timeout=60)
     assert len(ours(store, also)) == count, f"{len(ours(store, also))} crashes of ours stored, not {count}"
     return store
-
 
 
 WSGI_APP = """\
@@ -261,7 +198,6 @@ def served(directory: Path, use_abort: bool = True):
     """nginx in front of uwsgi (uwsgi_pass) serving WSGI_APP with the billing
     extension: yields nginx's base URL; both stopped after."""
     import crashkit
-    from webserver import free_port
 
     build_extension(directory)
     write(directory, "wsgiapp.py", WSGI_APP)
@@ -276,29 +212,11 @@ def served(directory: Path, use_abort: bool = True):
                                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL))
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:  # up when a request goes through both
-            try:
-                with urllib.request.urlopen(base + "/", timeout=5) as answer:
-                    if answer.read() == b"ok":
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
-                log = directory / "uwsgi.log"
-                raise AssertionError(f"uwsgi behind nginx did not answer: "
-                                     f"{log.read_text()[-2000:] if log.exists() else 'no uwsgi log'}")
-            time.sleep(0.1)
+        _up(base, procs, directory / "uwsgi.log", "uwsgi behind nginx")  # a request goes through both
         yield base
     finally:
         for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+            stop(p, 15)
 
 
 def request(url: str) -> int:
@@ -333,7 +251,6 @@ def application(environ, start_response):
 def gunicorn_served(directory: Path):
     """gunicorn (one sync worker, forked by its arbiter) serving REPORT_APP;
     yields its base URL; stopped after."""
-    from webserver import free_port
 
     write(directory, "reportapp.py", REPORT_APP)
     port = free_port()
@@ -342,10 +259,10 @@ def gunicorn_served(directory: Path):
                             preexec_fn=_allow_cores, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, cwd=directory, env={"PATH": "/usr/bin:/bin"})
     try:
-        _up(f"http://127.0.0.1:{port}", proc, directory / "gunicorn.log")
+        _up(f"http://127.0.0.1:{port}", [proc], directory / "gunicorn.log", "gunicorn")
         yield f"http://127.0.0.1:{port}"
     finally:
-        _stop(proc)
+        stop(proc, 30)
 
 
 JOBS_APP = """\
@@ -388,7 +305,7 @@ def celery_worker(directory: Path, broker: str):
             time.sleep(0.1)
         yield log
     finally:
-        _stop(proc)
+        stop(proc, 30)
 
 
 def send_task(directory: Path, broker: str, name: str, *args) -> None:
@@ -404,7 +321,9 @@ def _allow_cores():
     crashkit.allow_cores()
 
 
-def _up(base: str, proc: subprocess.Popen, log: Path) -> None:
+def _up(base: str, procs: list[subprocess.Popen], log: Path, what: str) -> None:
+    """Until ``base``/ answers "ok"; fails with ``log``'s tail if one of
+    ``procs`` exits or 30 s pass first."""
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -413,15 +332,8 @@ def _up(base: str, proc: subprocess.Popen, log: Path) -> None:
                     return
         except OSError:
             pass
-        if time.monotonic() > deadline or proc.poll() is not None:
-            raise AssertionError(f"{base} did not answer: {log.read_text()[-2000:] if log.exists() else 'no log'}")
+        if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+            raise AssertionError(f"{what} at {base} did not answer: "
+                                 f"{log.read_text()[-2000:] if log.exists() else 'no log'}")
         time.sleep(0.1)
 
-
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()

@@ -5,17 +5,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from servicekit import wait_listening
 
 
 def start_redis(port: int) -> subprocess.Popen:
@@ -24,25 +18,12 @@ def start_redis(port: int) -> subprocess.Popen:
         raise RuntimeError("redis-server is not installed (make test installs it)")
     proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                              "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return proc
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("redis-server did not start")
-            time.sleep(0.05)
-
-
-def stop(proc: subprocess.Popen, timeout: float = 10) -> None:
-    proc.terminate()
     try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
+        wait_listening(proc, port, "redis-server", 20)
+    except RuntimeError:
         proc.kill()
-        proc.wait()
+        raise
+    return proc
 
 
 def start_worker(data_dir: Path, log: Path | None = None, session: bool = False,

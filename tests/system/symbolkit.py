@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import crashkit
+from servicekit import free_port, stop
 
 
 @dataclass(frozen=True)
@@ -64,12 +65,6 @@ def dbgsym_deb(workdir: Path, build: SplitBuild, name: str = "segv-dbgsym") -> P
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def debuginfod_server(directory: Path, workdir: Path):
     """elfutils' debuginfod serving the ELF/DWARF files in ``directory``;
@@ -83,13 +78,20 @@ def debuginfod_server(directory: Path, workdir: Path):
     try:
         yield url, proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         log.close()
+
+
+@contextlib.contextmanager
+def serving_debug_file(build: SplitBuild, workdir: Path):
+    """debuginfod serving ``build``'s split debug file (copied to
+    ``workdir/served``); yields its URL once it serves that file."""
+    served = workdir / "served"
+    served.mkdir()
+    (served / "segv.debug").write_bytes(build.debug.read_bytes())
+    with debuginfod_server(served, workdir) as (url, _):
+        wait_served(url, build.build_id)
+        yield url
 
 
 def wait_served(url: str, build_id: str, timeout: float = 30.0) -> None:

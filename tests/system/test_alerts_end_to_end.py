@@ -74,8 +74,8 @@ def test_the_worker_sends_what_is_waiting_and_its_sender_ends_with_it(samples, t
     starts its pool; the sender ends when the worker does."""
     import os
 
-    from alertreceivers import free_port
-    from redisserver import start_redis, start_worker, stop
+    from redisserver import start_redis, start_worker
+    from servicekit import free_port, stop
 
     data = tmp_path / "data"
     s = samples("segv")
@@ -160,7 +160,8 @@ def test_a_worker_killed_between_storing_and_sending_neither_loses_nor_repeats_t
     from coretriage.config import load_config
     from coretriage.store import Store
     from coretriage.tasks import hand_off
-    from redisserver import free_port, start_redis, start_worker, stop
+    from redisserver import start_redis, start_worker
+    from servicekit import free_port, stop
     from waiting import wait_for
 
     def started(pid):  # clock ticks after boot (/proc/PID/stat's 22nd field)

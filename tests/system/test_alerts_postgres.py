@@ -1,10 +1,12 @@
 """Alert events on PostgreSQL: the outbox written with the crash, one `new`
 per group, a regression, one spike per burst, and the sender's lease."""
 
+import threading
 import time
 
 import pytest
 
+from atonce import at_once
 from coretriage.alerts import SpikePolicy
 from coretriage.ingest import ingest_metadata
 from coretriage.store import Store
@@ -17,13 +19,18 @@ def pg_url():
         yield url
 
 
+def _crash(config, store, n: int, program: str, at: float, executable: str | None = None):
+    """Crash c<n> (pid n) of /usr/bin/<program> (or ``executable``), stored from its metadata alone."""
+    return ingest_metadata(config, store, f"c{n:012x}", executable=executable or f"/usr/bin/{program}", signal=11,
+                           command_line=program, pid=n, reason="test", meta={}, crashed_at=at)
+
+
 def test_events_on_postgres(pg_url, config):
     store = Store(create_database(pg_url, "alerts"))
     store.spike = SpikePolicy(window=60, baseline=3600, factor=10, minimum=5)
     try:
         def crash(n, at):
-            return ingest_metadata(config, store, f"c{n:012x}", executable="/usr/bin/burst", signal=11,
-                                   command_line="burst", pid=n, reason="test", meta={}, crashed_at=at)
+            return _crash(config, store, n, "burst", at)
 
         gid = crash(1, 1000.0).crash.group_id
         crash(2, 2000.0)
@@ -45,13 +52,11 @@ def test_events_on_postgres(pg_url, config):
         store.close()
 
 
-def test_first_two_crashes_of_a_new_group_at_once(pg_url, config):
+def test_first_two_crashes_of_a_new_groupat_once(pg_url, config):
     """Two workers store the first two crashes of one new signature at the
     same moment: both look for the group, find none and insert it. A barrier
     on the groups INSERT makes that interleaving certain on every run (before
     the fix the second worker's add_crash failed on the unique signature)."""
-    import threading
-
     import sqlalchemy as sa
 
     url = create_database(pg_url, "race")
@@ -64,25 +69,15 @@ def test_first_two_crashes_of_a_new_group_at_once(pg_url, config):
             at_insert.append(statement)
             barrier.wait()  # both have looked for the group and found none
 
-    results, errors = {}, []
+    results = {}
 
-    def worker(n):
-        try:
-            results[n] = ingest_metadata(config, stores[n], f"c{n + 1:012x}", executable="/usr/bin/twin",
-                                         signal=11, command_line="twin", pid=n, reason="test", meta={},
-                                         crashed_at=1000.0 + n)
-        except Exception as exc:  # noqa: BLE001 (the failure under test)
-            errors.append(exc)
+    def worker(n):  # its failure is the one under test
+        results[n] = _crash(config, stores[n], n + 1, "twin", 1000.0 + n)
 
     try:
         for s in stores:
             sa.event.listen(s.engine, "before_cursor_execute", hold)
-        threads = [threading.Thread(target=worker, args=(n,)) for n in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
-        assert not errors, errors
+        at_once(worker, range(2), timeout=60)
         assert len(at_insert) == 2  # the race happened: both inserted
         assert results[0].crash.group_id == results[1].crash.group_id
         with stores[0].engine.connect() as db:
@@ -98,7 +93,6 @@ def test_digest_senders_on_postgres_carry_each_event_once(pg_url, config):
     digest channel at once: every event reaches the receiver in exactly one
     digest, and the database records which."""
     import json
-    import threading
 
     from alertreceivers import Receiver
 
@@ -111,26 +105,16 @@ def test_digest_senders_on_postgres_carry_each_event_once(pg_url, config):
     try:
         stores[0].add_channel(Channel("batch", "webhook", receiver.url, digest=1))
         for n in range(80):
-            ingest_metadata(config, stores[0], f"c{n + 1:012x}", executable=f"/usr/bin/d{n}", signal=11,
-                            command_line="d", pid=n, reason="test", meta={}, crashed_at=1000.0 + n)
+            _crash(config, stores[0], n + 1, "d", 1000.0 + n, executable=f"/usr/bin/d{n}")
         later = time.time() + 10
         start = threading.Barrier(4, timeout=20)
-        errors = []
 
         def sender(store):
-            try:
-                start.wait()
-                for k in range(4):
-                    deliver_due(config, store, now=later + k * 2)
-            except Exception as exc:  # noqa: BLE001
-                errors.append(exc)
+            start.wait()
+            for k in range(4):
+                deliver_due(config, store, now=later + k * 2)
 
-        threads = [threading.Thread(target=sender, args=(s,)) for s in stores]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
-        assert not errors, errors
+        at_once(sender, stores)
         deliver_due(config, stores[0], now=later + 100)
         bodies = [json.loads(b) for _, b in receiver.posts]
         carried = [e["id"] for b in bodies for e in b["events"]]
@@ -149,16 +133,13 @@ def test_two_crashes_at_once_in_a_resolved_group_raise_one_regression(pg_url, co
     """Both workers read the group's state at the same moment (a barrier
     before that read): the first locks the group's row, the second waits and
     then sees it regressed. Before the lock both saw it resolved."""
-    import threading
-
     import sqlalchemy as sa
 
     url = create_database(pg_url, "regress")
     stores = [Store(url), Store(url)]
 
     def crash(store, n):
-        return ingest_metadata(config, store, f"c{n:012x}", executable="/usr/bin/back", signal=11,
-                               command_line="back", pid=n, reason="test", meta={}, crashed_at=1000.0 + n)
+        return _crash(config, store, n, "back", 1000.0 + n)
 
     barrier = threading.Barrier(2, timeout=20)
     armed = threading.Event()
@@ -167,26 +148,13 @@ def test_two_crashes_at_once_in_a_resolved_group_raise_one_regression(pg_url, co
         if armed.is_set() and statement.lstrip().upper().startswith("SELECT GROUPS.STATE"):
             barrier.wait()
 
-    errors = []
-
-    def worker(n):
-        try:
-            crash(stores[n % 2], n)
-        except Exception as exc:  # noqa: BLE001
-            errors.append(exc)
-
     try:
         gid = crash(stores[0], 1).crash.group_id
         stores[0].set_state(gid, "resolved")
         for s in stores:
             sa.event.listen(s.engine, "before_cursor_execute", hold)
         armed.set()
-        threads = [threading.Thread(target=worker, args=(n,)) for n in (2, 3)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
-        assert not errors, errors
+        at_once(lambda n: crash(stores[n % 2], n), (2, 3), timeout=60)
         assert [e["kind"] for e in stores[0].alert_events()] == ["new", "regression"]
         assert stores[0].group(gid).state == "regressed" and stores[0].group(gid).count == 3
     finally:
@@ -197,7 +165,6 @@ def test_two_crashes_at_once_in_a_resolved_group_raise_one_regression(pg_url, co
 def test_senders_on_postgres_send_each_event_once(pg_url, config):
     """Four senders (as four workers' would), each with its own connection,
     drain one outbox at once: every event reaches the receiver once."""
-    import threading
     from collections import Counter
 
     from alertreceivers import Receiver
@@ -211,25 +178,15 @@ def test_senders_on_postgres_send_each_event_once(pg_url, config):
     try:
         stores[0].add_channel(Channel("hook", "webhook", receiver.url))
         for n in range(60):
-            ingest_metadata(config, stores[0], f"c{n + 1:012x}", executable=f"/usr/bin/s{n}", signal=11,
-                            command_line="s", pid=n, reason="test", meta={}, crashed_at=1000.0 + n)
+            _crash(config, stores[0], n + 1, "s", 1000.0 + n, executable=f"/usr/bin/s{n}")
         start = threading.Barrier(4, timeout=20)
-        errors = []
 
         def sender(store):
-            try:
-                start.wait()
-                for _ in range(3):
-                    deliver_due(config, store)
-            except Exception as exc:  # noqa: BLE001
-                errors.append(exc)
+            start.wait()
+            for _ in range(3):
+                deliver_due(config, store)
 
-        threads = [threading.Thread(target=sender, args=(s,)) for s in stores]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
-        assert not errors, errors
+        at_once(sender, stores)
         sent = Counter(h[EVENT_HEADER] for h, _ in receiver.posts)
         events = stores[0].alert_events()
         assert len(events) == 60 and all(e["done"] and not e["error"] for e in events)

@@ -34,7 +34,8 @@ from dockerhost import LABEL, docker, dockerd  # noqa: F401 (fixture)
 from fleetnet import core_router, fleet
 from handlerkit import bundle_of, crash
 from pgserver import postgres_server
-from redisserver import free_port, start_redis, stop
+from redisserver import start_redis
+from servicekit import free_port, stop
 from waiting import wait_for
 from webclient import Client
 

@@ -5,16 +5,11 @@ and uninstall putting everything back."""
 import json
 import shutil
 import subprocess
-import threading
 import time
 
-
 import crashkit
-from coretriage.store import Store
+from collecting import collecting
 from collector.corepattern import read_pattern
-from collector.watch import Collector
-from coretriage.wiring import Wiring
-from coretriage.config import load_config
 from hostfixtures import cli
 
 
@@ -24,13 +19,7 @@ def test_crash_to_group_through_the_kernel(collector_installed, samples, tmp_pat
     doctor = json.loads(cli(installed, "host-setup", "doctor", "--json", check=False).stdout)
     assert {c["name"]: c["status"] for c in doctor}["core_pattern"] == "OK"
 
-    config = load_config(installed)
-    store = Store(config.database_url)
-    stop = threading.Event()
-    collector = Collector(config.spool_dir, Wiring(config).submit(), rescan=0.5)
-    thread = threading.Thread(target=collector.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
+    with collecting(installed, join_timeout=30) as (config, store):
         # the program lives in a directory we delete before the analysis: only
         # the bundle's own copy of it can give its symbols
         exe = tmp_path / "app" / "segv"
@@ -43,9 +32,6 @@ def test_crash_to_group_through_the_kernel(collector_installed, samples, tmp_pat
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and sum(g.count for g in store.groups()) < 3:
             time.sleep(0.2)
-    finally:
-        stop.set()
-        thread.join(timeout=30)
 
     groups = json.loads(cli(installed, "list", "--json").stdout)
     assert len(groups) == 1 and groups[0]["count"] == 3

@@ -42,7 +42,8 @@ from coretriage.pipeline import process_bundle
 from coretriage.store import Store, crashes
 from coretriage.tasks import hand_off
 from pgserver import create_database, postgres_server
-from redisserver import free_port, start_redis, start_worker, stop
+from redisserver import start_redis, start_worker
+from servicekit import free_port, stop
 from proctree import descendants, gdb_of
 from waiting import wait_for
 

@@ -21,24 +21,19 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
+from fleetcentral import WEB_PORT, Central
 from fleetnet import fleet, core_router
 from pgserver import postgres_server
-from uploadkit import add_host, host_settings
 from proctree import gdb_of
 from waiting import wait_for
 from webclient import Client
-from webserver import add_user, cli
+from webserver import add_user
 
 HOSTS = ("host1", "host2", "host3")
-WEB_PORT = 8080
-REDIS_PORT = 6379  # inside the central namespace: nothing else listens there
-PYTHON = [sys.executable, "-m", "coretriage.cli"]
 
 
 def rows(url: str) -> list[tuple]:
@@ -55,62 +50,6 @@ def rows(url: str) -> list[tuple]:
     return [tuple(r) for r in found]
 
 
-class Central:
-    """The central roles, each a process in the central namespace."""
-
-    def __init__(self, fl, data: Path, logs: Path):
-        self.fl, self.data, self.logs = fl, data, logs
-        self.web = self.redis = None
-        self.workers: dict[str, object] = {}
-
-    @classmethod
-    def make(cls, fl, root: Path, database_url: str, settings: str = "") -> "Central":
-        """Its data dir (``root/central``: PostgreSQL, the Redis of the central
-        namespace, one queue for web and workers), migrated; logs in ``root/logs``."""
-        data, logs = root / "central", root / "logs"
-        data.mkdir(mode=0o700)
-        logs.mkdir()
-        (data / "coretriage.toml").write_text(
-            f'database_url = "{database_url}"\nbroker_url = "redis://127.0.0.1:{REDIS_PORT}/0"\n'
-            f'queue_name = "coretriage.central"\n{settings}')
-        cli(data, "db", "upgrade")
-        return cls(fl, data, logs)
-
-    def _log(self, name: str):
-        return open(self.logs / f"{name}.log", "ab")
-
-    def start_redis(self):
-        with self._log("redis") as out:
-            self.redis = self.fl.popen("central", ["redis-server", "--port", str(REDIS_PORT), "--bind", "127.0.0.1",
-                                                   "--save", "", "--appendonly", "no"], stdout=out, stderr=out)
-        wait_for(lambda: self.fl.run("central", ["redis-cli", "-p", str(REDIS_PORT), "ping"], check=False)
-                 .stdout.strip() == "PONG", "redis in the central namespace", 30)
-
-    def start_web(self):
-        with self._log("web") as out:
-            self.web = self.fl.popen("central", [*PYTHON, "--data-dir", str(self.data), "web", "--host",
-                                                 self.fl.central.address, "--port", str(WEB_PORT)],
-                                     stdout=out, stderr=out)
-        wait_for(lambda: self.fl.run("central", ["curl", "-sf", "-o", "/dev/null",
-                                                 f"http://{self.fl.central.address}:{WEB_PORT}/login"],
-                                     check=False).returncode == 0, "the central web server", 60)
-
-    def start_worker(self, name: str):
-        with self._log(f"worker-{name}") as out:
-            self.workers[name] = self.fl.popen("central", [*PYTHON, "--data-dir", str(self.data), "worker",
-                                                           "--concurrency", "1"], stdout=out, stderr=out)
-
-    @staticmethod
-    def stop(proc, sig=signal.SIGTERM):
-        if proc is not None and proc.poll() is None:
-            os.killpg(proc.pid, sig)
-            try:
-                proc.wait(timeout=30)
-            except Exception:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-
-
 @pytest.fixture
 def crasher(samples):
     """The segv sample program (built here, run inside a host's namespaces)."""
@@ -120,24 +59,14 @@ def crasher(samples):
 def test_three_hosts_one_central_every_crash_exactly_once(tmp_path, crasher):
     with postgres_server() as url, fleet(HOSTS, reach=True) as fl:
         c = Central.make(fl, tmp_path, url)
-        central, logs = c.data, c.logs
-        add_user(central, "ops", "admin", "fleet-admin-password")
-        tokens = {h: add_host(central, h) for h in HOSTS}
+        add_user(c.data, "ops", "admin", "fleet-admin-password")
+        hosts = c.add_hosts(tmp_path, HOSTS, heartbeat_interval=2)
         c.start_redis()
         c.start_web()
         c.start_worker("a")
         c.start_worker("b")
-
-        hosts = {}
-        for h in HOSTS:
-            data = tmp_path / h
-            data.mkdir(mode=0o700)
-            host_settings(data, f"http://{fl.central.address}:{WEB_PORT}", tokens[h], heartbeat_interval=2)
-            hosts[h] = data
         with core_router(fl, hosts):
-            for h, data in hosts.items():
-                with open(logs / f"collector-{h}.log", "ab") as out:
-                    fl.popen(h, [*PYTHON, "--data-dir", str(data), "collector", "run"], stdout=out, stderr=out)
+            c.start_collectors(hosts)
 
             def crash(host: str, n: int = 1) -> None:
                 for i in range(n):
@@ -169,7 +98,7 @@ def test_three_hosts_one_central_every_crash_exactly_once(tmp_path, crasher):
             core = admin.get(f"/crashes/{found[0][3]}/core")
             assert core.status == 200 and len(core.body) > 4096  # the core of a crash on another host
             stranger = Client(f"http://{fl.central.address}:{WEB_PORT}")
-            assert stranger.get("/api/v1/groups", headers={"Authorization": f"Bearer {tokens['host1']}"}
+            assert stranger.get("/api/v1/groups", headers={"Authorization": f"Bearer {c.tokens['host1']}"}
                                 ).status in (401, 403)
 
             # 2. kill -9 a worker while it analyzes: the other records the crash, once

@@ -13,7 +13,6 @@ import shutil
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -47,16 +46,6 @@ def segv(tmp_path_factory) -> Path:
     if probe.returncode != 0:
         pytest.fail(f"collector is not importable the way the kernel runs it (pip install -e .): {probe.stderr}")
     return crashkit.compile_c("segv.c", tmp_path_factory.mktemp("bin") / "segv")
-
-
-@pytest.fixture
-def data_dir():
-    """A short path: the whole core_pattern must fit in 127 bytes."""
-    path = Path(tempfile.mkdtemp(prefix="ct-", dir="/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -105,7 +105,8 @@ def test_analysis_histogram_drops_and_queue_match_the_store(collector_installed,
     from coretriage.config import load_config
     from coretriage.pipeline import process_bundle
     from coretriage.store import Store
-    from redisserver import free_port, start_redis, stop
+    from redisserver import start_redis
+    from servicekit import free_port, stop
 
     data = collector_installed
     bins = tmp_path / "bin"

@@ -7,13 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
-from pathlib import Path
-
-import pytest
 
 from collector.corepattern import core_pattern, pattern_lock, read_pattern, swapped
 from collector.spool import read_meta
@@ -25,15 +20,6 @@ from handlerkit import bundle_of, crash
 
 PYTHON = sys.executable
 SEGV = "int main(void) { volatile int *p = 0; return *p; }\n"
-
-
-@pytest.fixture
-def data_dir():
-    path = Path(tempfile.mkdtemp(prefix="ct-", dir="/tmp"))  # short: core_pattern has 127 bytes
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def test_the_chroots_os_release_is_recorded_and_shown(data_dir, tmp_path):

@@ -13,9 +13,10 @@ import time
 
 from handlerkit import crash
 from hostfixtures import cli
-from pythoncrash import (CTYPES_APP, EXTENSION_APP, JOBS_APP, PAYMENTS_APP, PYTHON, QUOTES_APP, REPORT_APP,
-                         SERVICE_PYTHON, WSGI_APP, build_embedder, build_extension, celery_worker, collect,
-                         gunicorn_served, line_of, ours, request, send_task, served, write)
+from pythoncrash import (EXTENSION_APP, JOBS_APP, PYTHON, QUOTES_APP, REPORT_APP, SERVICE_PYTHON, WSGI_APP,
+                         build_embedder, build_extension, celery_worker, collect, gunicorn_served, ours, request,
+                         send_task, served, write)
+from recipes.python import INVOICES, PAYMENTS, line_of
 from webclient import Client
 from webserver import add_user, web_server
 
@@ -51,7 +52,7 @@ def _page(data_dir, tmp_path, crash_id, group_id=None):
 
 def test_ctypes_crashes_group_by_python_function(collector_installed, tmp_path):
     data = collector_installed
-    app = write(tmp_path, "invoices.py", CTYPES_APP)
+    app = write(tmp_path, "invoices.py", INVOICES)
 
     def crashes():
         for kind in ("invoice", "batch", "receipt"):
@@ -69,23 +70,23 @@ def test_ctypes_crashes_group_by_python_function(collector_installed, tmp_path):
     text = cli(data, "export", crash_id, "--format", "text").stdout
     string_at = f'File "{CTYPES_INIT}", line '
     assert string_at in text and ", in string_at" in text
-    assert f'File "{app}", line {line_of(CTYPES_APP, "return ctypes.string_at(n)")}, in load_invoice' in text
+    assert f'File "{app}", line {line_of(INVOICES, "return ctypes.string_at(n)")}, in load_invoice' in text
     assert re.search(r"Thread 1 \(LWP \d+\) - crashed \[Python, has the GIL\]", text), text
     assert "_PyEval_EvalFrameDefault" not in text  # replaced by the frames that ran there
     markdown = cli(data, "export", crash_id, "--format", "markdown").stdout
-    assert f'File "{app}", line {line_of(CTYPES_APP, "return ctypes.string_at(n)")}, in load_invoice' in markdown
+    assert f'File "{app}", line {line_of(INVOICES, "return ctypes.string_at(n)")}, in load_invoice' in markdown
     exported = json.loads(cli(data, "export", crash_id, "--format", "json").stdout)
     assert [f["function"] for f in exported["mixed_stack"] if f["python"]][:2] == ["string_at", "load_invoice"]
 
     page, api = _page(data, tmp_path, crash_id, invoice[0].group_id)
     assert "load_invoice" in page and str(app) in page and "has the GIL" in page
-    assert f"{app}:{line_of(CTYPES_APP, 'return ctypes.string_at(n)')}" in page
+    assert f"{app}:{line_of(INVOICES, 'return ctypes.string_at(n)')}" in page
     assert f"{CTYPES_INIT}:" in page
     assert api["analysis"]["python"]["version"] == "3.11"
     python_frames = [f for f in api["mixed_stack"] if f["python"]]
     assert [f["function"] for f in python_frames][:2] == ["string_at", "load_invoice"]
     assert python_frames[1]["file"] == str(app)
-    assert python_frames[1]["line"] == line_of(CTYPES_APP, "return ctypes.string_at(n)")
+    assert python_frames[1]["line"] == line_of(INVOICES, "return ctypes.string_at(n)")
 
 
 def test_faulthandler_is_seen_through(collector_installed, tmp_path):
@@ -93,7 +94,7 @@ def test_faulthandler_is_seen_through(collector_installed, tmp_path):
     raises SIGSEGV again; the analysis reports the fault it caught (address
     0, SEGV_MAPERR) and the crash groups with the same crash without it."""
     data = collector_installed
-    app = write(tmp_path, "invoices.py", CTYPES_APP)
+    app = write(tmp_path, "invoices.py", INVOICES)
     store = collect(data, 1, lambda: crash([PYTHON, "-X", "faulthandler", str(app), "invoice"], cwd=tmp_path))
     (row,) = ours(store)
     assert row.signature["text"] == "strlen | ctypes.string_at | invoices.load_invoice"
@@ -103,7 +104,7 @@ def test_faulthandler_is_seen_through(collector_installed, tmp_path):
     reraised = analysis["signal"]["reraised"]
     assert reraised["name"] == "SIGSEGV" and reraised["code_name"] == "SI_TKILL"  # by faulthandler, after
     text = cli(data, "export", row.id, "--format", "text").stdout
-    assert f'File "{app}", line {line_of(CTYPES_APP, "return ctypes.string_at(n)")}, in load_invoice' in text
+    assert f'File "{app}", line {line_of(INVOICES, "return ctypes.string_at(n)")}, in load_invoice' in text
 
 
 def test_c_extension_crash_names_the_python_caller(collector_installed, tmp_path):
@@ -135,12 +136,12 @@ def test_locals_for_admins_only_and_masked(collector_installed, tmp_path):
     a viewer sees the frames without them."""
     data = collector_installed
     (data / "coretriage.toml").open("a").write("\npython_locals = true\n")
-    app = write(tmp_path, "payments.py", PAYMENTS_APP)
+    app = write(tmp_path, "payments.py", PAYMENTS)
     store = collect(data, 1, lambda: crash([PYTHON, str(app)], cwd=tmp_path))
     (row,) = ours(store)
     assert row.signature["text"] == "strlen | ctypes.string_at | payments.charge"
     text = cli(data, "export", row.id, "--format", "text").stdout
-    line = line_of(PAYMENTS_APP, "return ctypes.string_at(0)")
+    line = line_of(PAYMENTS, "return ctypes.string_at(0)")
     frame = f'File "{app}", line {line}, in charge\n'
     assert frame in text, text
     below = text.split(frame, 1)[1].splitlines()[:4]  # under the frame, one line each
@@ -171,18 +172,25 @@ def test_locals_for_admins_only_and_masked(collector_installed, tmp_path):
             assert "acme" not in shown and "card_token" not in shown and "postgres://" not in shown
 
 
+def _crash_by_request(data_dir, serving, path):
+    """While the collector runs: ``/`` then ``path`` of the web service
+    ``serving`` (a context manager yielding its base URL), which crashes it;
+    the store and the two HTTP statuses."""
+    statuses = []
+
+    def crashes():
+        with serving as base:
+            statuses.append(request(base + "/"))
+            statuses.append(request(base + path))
+
+    return collect(data_dir, 1, crashes), statuses
+
+
 def test_uwsgi_worker_behind_nginx(collector_installed, tmp_path):
     """Seed 004's stack: nginx -> uwsgi_pass -> a uwsgi worker (python3
     plugin, --use-abort) whose WSGI app calls the extension on one URL."""
     data = collector_installed
-    statuses = []
-
-    def crashes():
-        with served(tmp_path) as base:
-            statuses.append(request(base + "/"))
-            statuses.append(request(base + "/invoice/crash"))
-
-    store = collect(data, 1, crashes)
+    store, statuses = _crash_by_request(data, served(tmp_path), "/invoice/crash")
     assert statuses == [200, 502]
     groups = _groups(store)
     assert list(groups) == ["invoice_total | wsgiapp.render_invoice"], list(groups)
@@ -247,14 +255,7 @@ def test_gunicorn_worker(collector_installed, tmp_path):
     """A gunicorn sync worker (forked by the arbiter after the interpreter
     started) whose WSGI app crashes in ctypes on one URL."""
     data = collector_installed
-    statuses = []
-
-    def crashes():
-        with gunicorn_served(tmp_path) as base:
-            statuses.append(request(base + "/"))
-            statuses.append(request(base + "/report/crash"))
-
-    store = collect(data, 1, crashes)
+    store, statuses = _crash_by_request(data, gunicorn_served(tmp_path), "/report/crash")
     assert statuses == [200, 0]  # the worker died mid-request
     (row,) = ours(store)
     assert row.executable == SERVICE_PYTHON
@@ -272,8 +273,8 @@ def test_celery_task_in_a_prefork_worker(collector_installed, tmp_path):
     """A Celery task, run in the prefork pool's forked child, crashing in
     ctypes: the task's functions name the group, Celery's and billiard's
     frames are there below them."""
-    from redisserver import free_port as redis_port
-    from redisserver import start_redis, stop
+    from redisserver import start_redis
+    from servicekit import free_port as redis_port, stop
 
     data = collector_installed
     port = redis_port()
@@ -310,7 +311,7 @@ def test_doctor_finds_uwsgi_masters_without_use_abort(tmp_path):
 
     from collector.hostsetup import checks as C
     from collector.hostsetup.doctor import run_checks
-    from webserver import free_port
+    from servicekit import free_port
 
     write(tmp_path, "wsgiapp.py", "def application(environ, start_response):\n"
                                   "    start_response('200 OK', [])\n    return [b'ok']\n")

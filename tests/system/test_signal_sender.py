@@ -8,15 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
-
-import pytest
 
 import crashkit
 from collector.corepattern import core_pattern, pattern_lock, read_pattern, swapped
@@ -29,15 +25,6 @@ from coretriage.store import Store
 
 PYTHON = sys.executable
 CGROUP = Path("/sys/fs/cgroup/pids")
-
-
-@pytest.fixture
-def data_dir():
-    path = Path(tempfile.mkdtemp(prefix="ct-", dir="/tmp"))  # short: core_pattern has 127 bytes
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def _only_bundle(spool: Path, timeout: float = 30.0) -> Path:

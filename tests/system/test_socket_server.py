@@ -23,6 +23,7 @@ from collector.watch import Collector
 from coretriage.wiring import Wiring
 from coretriage.config import load_config
 from collector.hostsetup.install import install, uninstall
+import servicekit
 
 
 def test_kernel_is_new_enough():
@@ -135,10 +136,5 @@ def test_daemon_fds_do_not_grow_across_crashes(samples):
         assert len(after) <= len(before), (f"daemon fds grew from {len(before)} to {len(after)} "
                                            f"over {CRASHES} crashes: {new}")
     finally:
-        daemon.terminate()
-        try:
-            daemon.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait()
+        servicekit.stop(daemon, 20)
         shutil.rmtree(data, ignore_errors=True)

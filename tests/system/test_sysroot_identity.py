@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import crashkit
-from collector.spool import finished_bundles, read_meta
+from collector.spool import read_meta
+from handlerkit import bundle_of
 
 MAPPER = r"""
 #include <fcntl.h>
@@ -91,22 +91,12 @@ def _run(script: str, tmp_path: Path, **env) -> int:
     return int((out / "pid").read_text())
 
 
-def _bundle(spool: Path, pid: int) -> Path:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        for b in finished_bundles(spool):
-            if read_meta(b).pid == pid:
-                return b
-        time.sleep(0.05)
-    raise AssertionError(f"no bundle for pid {pid}")
-
-
 def test_same_inode_on_another_device_is_not_taken(collector_installed, tmp_path):
     directory = tmp_path / "mnt"
     directory.mkdir()
     v1, v2 = _library(tmp_path, "v1", "first_build"), _library(tmp_path, "v2", "second_build")
     pid = _run(SWAP_ON_ANOTHER_TMPFS, tmp_path, DIR=directory, V1=v1, V2=v2, MAPPER=_mapper(tmp_path))
-    bundle = _bundle(collector_installed / "spool", pid)
+    bundle = bundle_of(collector_installed / "spool", pid)
     meta = read_meta(bundle)
     path = f"{directory}/lib.so"
     assert path in meta.maps
@@ -121,7 +111,7 @@ def test_file_on_an_overlay_mount_is_taken(collector_installed, tmp_path):
     v1 = _library(tmp_path, "v1", "first_build")
     (lower / "lib.so").write_bytes(v1.read_bytes())
     pid = _run(ON_OVERLAY, tmp_path, DIR=directory, LOWER=lower, UPPER=upper, WORK=work, MAPPER=_mapper(tmp_path))
-    bundle = _bundle(collector_installed / "spool", pid)
+    bundle = bundle_of(collector_installed / "spool", pid)
     meta = read_meta(bundle)
     path = f"{directory}/lib.so"
     assert (bundle / "root" / path.lstrip("/")).read_bytes() == v1.read_bytes(), meta.problems

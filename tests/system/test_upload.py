@@ -122,7 +122,7 @@ def test_libc_is_sent_once_across_two_crashes(collector_installed, samples, tmp_
 
 
 def test_a_crash_while_the_server_is_down_arrives_once_it_is_up(collector_installed, samples, tmp_path):
-    from webserver import free_port
+    from servicekit import free_port
 
     host, central = collector_installed, tmp_path / "central"
     token = add_host(central, "edge-3")

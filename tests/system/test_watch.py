@@ -15,7 +15,8 @@ from collector.bundle import Bundle
 from collector.watch import Collector, import_dump
 from coretriage.wiring import Wiring
 from waiting import wait_for
-from redisserver import free_port, start_redis, start_worker, stop
+from redisserver import start_redis, start_worker
+from servicekit import free_port, stop
 
 
 @pytest.fixture

@@ -17,7 +17,8 @@ from coretriage.store import Store
 from coretriage.wiring import Wiring
 from dockerhost import IMAGE, collector_installed, dockerd, haproxy_container, haproxy_image  # noqa: F401
 from recipes import haproxy
-from redisserver import free_port, start_redis, start_worker, stop
+from redisserver import start_redis, start_worker
+from servicekit import free_port, stop
 from waiting import wait_for
 
 WAIT = 180.0

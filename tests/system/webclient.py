@@ -1,7 +1,8 @@
 """A small HTTP client for the real web server (``webserver.web_server``):
 plain ``http.client``, so every request and header is exactly what the test
 says. It keeps cookies like a browser (by name, for this one host), never
-follows redirects, and lets a test copy, replay or forge a cookie."""
+follows redirects, and lets a test copy, replay or forge a cookie. For an
+app in the test's own process: ``viewer_test_client``."""
 
 from __future__ import annotations
 
@@ -94,6 +95,18 @@ class Client:
     def login(self, user: str, password: str) -> Response:
         token = self.csrf("/login")
         return self.post("/login", {"username": user, "password": password, "csrf_token": token})
+
+
+def viewer_test_client(app):
+    """Flask's test client of ``app``, logged in through the login form as
+    the viewer ``ann`` (password ``viewer-pass``), whom this adds."""
+    from coretriage.users import hash_password
+
+    app.extensions["store"].add_user("ann", hash_password("viewer-pass"), "viewer")
+    client = app.test_client()
+    token = CSRF.search(client.get("/login").text).group(1)
+    client.post("/login", data={"username": "ann", "password": "viewer-pass", "csrf_token": token})
+    return client
 
 
 def write_settings(data_dir, **settings) -> None:

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from servicekit import free_port, stop, wait_listening
 
 COMMAND = Path(sys.executable).parent / "coretriage"
 
@@ -28,12 +28,6 @@ def cli(data_dir: Path, *args: str, stdin: str | None = None) -> str:
 
 def add_user(data_dir: Path, name: str, role: str, password: str) -> None:
     cli(data_dir, "user", "add", name, "--role", role, "--password-stdin", stdin=password + "\n")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -68,21 +62,7 @@ def _serving(argv, port: int, log: Path, timeout: float, env=None, cwd=None):
         server = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
                                   env=env)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"the web server exited ({server.returncode}):\n{log.read_text()[-2000:]}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the web server did not listen on {port} in {timeout:.0f} s:\n"
-                                   f"{log.read_text()[-2000:]}")
-            time.sleep(0.05)
+        wait_listening(server, port, "the web server", timeout, log)
         yield f"http://127.0.0.1:{port}"
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop(server)
