@@ -77,7 +77,8 @@ def group_page(args, facet_kinds: tuple[str, ...] | None = None, facet_top: int 
 def index():
     q, rows, total, facets, daily = group_page(request.args, LIST_FACETS, LIST_TAGS)  # what the rows show
     page = q.offset // q.limit + 1
-    return render_template("groups/list.html", groups=rows, total=total, capped=q.count_capped(total), q=q, page=page,
+    return render_template("groups/list.html", groups=rows, total=total, capped=q.count_capped(total),
+                           q=q, page=page,
                            rows=group_rows(rows, facets, daily, url_stem("groups.detail", group_id=0)),
                            pages=max(1, -(-total // q.limit)), states=STATES, args=request.args,
                            choices=store().distinct_values(("executable", "signal")))
