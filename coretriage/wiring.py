@@ -46,7 +46,6 @@ class Wiring:
             from coretriage.store import Store
 
             open_data_dir(self.config)
-
             store = Store(self.config.database_url)
             store.spike = self.config.spike_policy()
             self._store = store

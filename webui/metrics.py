@@ -4,8 +4,9 @@ Labels are bounded: executable, host, signal and group state; never a crash
 or group id. An executable's path is the crashed process's to choose (a
 user can crash a thousand renamed copies), so only the
 ``metrics_executables`` with the most crashes get their own label; the
-others are counted together under ``executable="(other)"``. Open by default, as exporters usually are; the
-``metrics_token`` setting makes it ask for ``Authorization: Bearer <token>``.
+others are counted together under ``executable="(other)"``. Open by
+default, as exporters usually are; the ``metrics_token`` setting makes it
+ask for ``Authorization: Bearer <token>``.
 
 Everything comes from the store or the disk, never from this process's
 memory: the analyses run in the collector or the workers, not here. The
@@ -74,13 +75,15 @@ OTHER = "(other)"
 def bounded(totals, keep: int) -> dict[tuple, int]:
     """crash_totals' rows, the executables past the ``keep`` with the most
     crashes folded into OTHER: (executable, host, signal, state) -> count."""
+    rows = [(executable or "", host or "", sig or "", state or "", count)
+            for executable, host, sig, state, count in totals]
     by_exe: dict[str, int] = {}
-    for executable, _, _, _, count in totals:
-        by_exe[executable or ""] = by_exe.get(executable or "", 0) + count
+    for executable, _, _, _, count in rows:
+        by_exe[executable] = by_exe.get(executable, 0) + count
     kept = set(sorted(by_exe, key=lambda e: (-by_exe[e], e))[:max(keep, 0)])
     out: dict[tuple, int] = {}
-    for executable, host, sig, state, count in totals:
-        key = (executable or "" if (executable or "") in kept else OTHER, host or "", sig or "", state or "")
+    for executable, host, sig, state, count in rows:
+        key = (executable if executable in kept else OTHER, host, sig, state)
         out[key] = out.get(key, 0) + count
     return out
 
