@@ -225,9 +225,10 @@ def retention_loop(config, store_of, stop, log) -> None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 last, now = _last_pass(fd), time.time()
-                if now - last >= interval or last > now:
+                # a time more than an interval ahead is a clock set back, not a pass
+                if abs(now - last) >= interval:
                     prune_once(config, store_of(), log)
-                    os.pwrite(fd, f"{time.time():.3f}\n".encode(), 0)
+                    os.pwrite(fd, f"{time.time():.6f}\n".encode(), 0)
             except BlockingIOError:
                 pass  # another process sharing the data dir is at it
             finally:

@@ -222,7 +222,13 @@ def test_processes_sharing_a_data_dir_make_one_pass_per_interval(tmp_path):
         stale.write_bytes(b"\x7fELF left again")
         _backdate(stale, 2)
         assert turn() == [] and stale.exists()  # another worker, within the hour: no pass
+        (data / "retention.lock").write_text(f"{time.time() + 1:.3f}\n")
+        assert turn() == [] and stale.exists()  # a pass stamped a little ahead (clocks differ): still no pass
         (data / "retention.lock").write_text(f"{time.time() - 3601:.3f}\n")
         assert len(turn()) == 1 and not stale.exists() and fresh.exists()  # the hour is over
+        stale.write_bytes(b"\x7fELF left again")
+        _backdate(stale, 2)
+        (data / "retention.lock").write_text(f"{time.time() + 3601:.3f}\n")
+        assert len(turn()) == 1 and not stale.exists()  # stamped an hour ahead: the clock was set back
     finally:
         store.close()
