@@ -71,3 +71,25 @@ def test_partial_uploads_left_for_a_week_are_swept(config, store):
     os.utime(old, (week_ago, week_ago))
     assert Receiver(config).sweep() == 1
     assert not old.exists() and new.exists()
+
+
+def test_the_worker_api_is_off_without_worker_token_and_takes_only_that_token(config, store, host, tmp_path):
+    from coretriage.config import ConfigError, load_config
+
+    off = create_app({"CORETRIAGE": config, "TESTING": True}).test_client()
+    r = off.get("/worker/v1/bundles/1795619000-7-00c0ffee", headers={"Authorization": "Bearer " + "w" * 32})
+    assert r.status_code == 404 and "worker_token" in r.json["error"]
+    on = create_app({"CORETRIAGE": dataclasses.replace(config, worker_token="w" * 32), "TESTING": True}).test_client()
+    for headers in (host, {}, {"Authorization": "Bearer " + "w" * 31}):
+        r = on.get("/worker/v1/files/" + "0" * 64, headers=headers)
+        assert r.status_code == 401 and "\n" not in r.json["error"]
+    worker = {"Authorization": "Bearer " + "w" * 32}
+    assert on.get("/worker/v1/files/" + "0" * 64, headers=worker).status_code == 404
+    assert on.get("/worker/v1/bundles/..%2f..%2fcoretriage.db", headers=worker).status_code in (401, 404)
+    assert on.get("/worker/v1/bundles/1795619000-7-00c0ffee/meta.json", headers=worker).status_code == 404
+    assert on.post("/worker/v1/bundles/1795619000-7-00c0ffee/done", headers=worker).status_code == 409
+    assert on.get("/api/v1/groups", headers=worker).status_code == 401  # no user's token
+    (tmp_path / "short").mkdir()
+    (tmp_path / "short" / "coretriage.toml").write_text('worker_token = "guessable"\n')
+    with pytest.raises(ConfigError, match="worker_token must have at least 24 characters"):
+        load_config(tmp_path / "short")
