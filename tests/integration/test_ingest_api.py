@@ -93,3 +93,31 @@ def test_the_worker_api_is_off_without_worker_token_and_takes_only_that_token(co
     (tmp_path / "short" / "coretriage.toml").write_text('worker_token = "guessable"\n')
     with pytest.raises(ConfigError, match="worker_token must have at least 24 characters"):
         load_config(tmp_path / "short")
+
+
+def test_the_hosts_page_and_host_list_show_every_field_of_a_heartbeat(config, store, host):
+    import re
+
+    from coretriage.hosts import format_hosts
+    from coretriage.users import hash_password
+
+    store.add_user("ops", hash_password("ops-password-1"), "admin")
+    client = create_app({"CORETRIAGE": config, "TESTING": True}).test_client()
+    r = client.post("/ingest/v1/heartbeat", headers=host, json={
+        "version": "7.7.7", "core_pattern_ours": False, "core_pattern": "|/usr/share/apport/apport %p",
+        "doctor": [{"name": "core_pattern", "status": "FAIL", "message": "apport owns it"},
+                   {"name": "spool", "status": "OK", "message": ""}],
+        "spool_bytes": 3 << 20, "waiting": 4, "last_crash_at": 1795619000.0})
+    assert r.status_code == 200
+    page = client.get("/login")
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    assert client.post("/login", data={"username": "ops", "password": "ops-password-1",
+                                       "csrf_token": csrf}).status_code == 302
+    text = client.get("/hosts").text
+    row = text[text.index("<td>h1</td>"):].split("</tr>")[0]
+    for shown in ("7.7.7", "replaced", "core_pattern: FAIL", "apport owns it", "3.0 MiB", "<td>4</td>",
+                  "PATTERN REPLACED", "DOCTOR FAIL: core_pattern", "ago"):
+        assert shown in row, (shown, row)
+    listed = format_hosts(store.hosts()).splitlines()[1]
+    for shown in ("h1", "7.7.7", "OTHER", "3.0 MiB", " 4 ", "PATTERN REPLACED", "DOCTOR FAIL: core_pattern"):
+        assert shown in listed, (shown, listed)
