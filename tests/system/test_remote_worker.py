@@ -4,7 +4,8 @@ real crash a host uploaded, fetches it from the central web server over
 HTTP with the workers' token, keeps the captured files in its own data dir
 by content hash (the next crash of the same program fetches none), records
 it once, and leaves the core where the central UI and ``coretriage gdb``
-find it. Real kernel handler, collector, web server, Redis and PostgreSQL."""
+find it; a central server away when the worker asks costs a retry, and the
+crash is still recorded once. Real kernel handler, collector, web server, Redis and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -58,13 +59,20 @@ def test_a_worker_without_the_central_data_dir_fetches_over_http_and_caches_file
             cli(central, "db", "upgrade")
             host_token = add_host(central, "far-1")
             add_user(central, "root", "admin", "pw-root-1")
-            web_log = tmp_path / "web.log"
-            with web_server(central, web_log) as url:
-                worker_log = tmp_path / "worker.log"
-                worker = start_worker(elsewhere, worker_log, session=True, central_url=url, worker_token=token,
-                                      **shared)
-                wait_for(lambda: b"ready." in worker_log.read_bytes() or worker.poll() is not None, "the worker", 60)
-                assert worker.poll() is None, worker_log.read_text(errors="replace")[-3000:]
+            web_log, worker_log, port = tmp_path / "web.log", tmp_path / "worker.log", free_port()
+            url = f"http://127.0.0.1:{port}"
+
+            def start():
+                proc = start_worker(elsewhere, worker_log, session=True, central_url=url, worker_token=token,
+                                    **shared)
+                wait_for(lambda: worker_log.read_bytes().count(b"ready.") > started or proc.poll() is not None,
+                         "the worker", 60)
+                assert proc.poll() is None, worker_log.read_text(errors="replace")[-3000:]
+                return proc
+
+            started = 0
+            with web_server(central, web_log, port=port):
+                worker = start()
                 host_settings(host, url, host_token)
                 with collector(host, tmp_path / "collector.log") as proc:
                     _crash(samples("segv").exe, "a")
@@ -75,6 +83,11 @@ def test_a_worker_without_the_central_data_dir_fetches_over_http_and_caches_file
                     wait_crashes(central, 2, alive=[proc, worker])
                     wait_for(lambda: _done_centrally(central) == 2, "the second central bundle marked done", 60)
                     second = _fetched_files(web_log)
+                    # a third crash queued while no worker runs, and the server away when one starts
+                    _stop(worker)
+                    _crash(samples("segv").exe, "ccc")
+                    wait_for(lambda: len(list(finished_bundles(central / "spool", include_done=True))) == 3,
+                             "the third crash received", 60)
 
                 # recorded once each, under the registered name, analyzed by the worker elsewhere
                 crashes = central_crashes(central)
@@ -93,7 +106,7 @@ def test_a_worker_without_the_central_data_dir_fetches_over_http_and_caches_file
                     assert x.core_file and (central / x.core_file).is_file()
                     assert x.exe_file and x.exe_file.startswith(str(central / "files" / "sha256"))
                     assert x.sysroot and x.sysroot.startswith(str(central / "spool"))
-                assert not list((central / "spool").glob("*/core.zst"))
+                    assert not (central / "spool" / x.bundle_id / "core.zst").exists()
                 admin = Client(url)
                 assert admin.login("root", "pw-root-1").status == 302
                 got = admin.get(f"/crashes/{c.id}/core")
@@ -108,17 +121,33 @@ def test_a_worker_without_the_central_data_dir_fetches_over_http_and_caches_file
                     assert answer.status == 401 and "\n" not in answer.json()["error"]
                 assert Client(url).get(f"/worker/v1/bundles/{bid}",
                                        headers={"Authorization": f"Bearer {token}"}).status == 200
+            (third,) = finished_bundles(central / "spool")
+            started = worker_log.read_bytes().count(b"ready.")
+            worker = start()
+            wait_for(lambda: "Retry in" in worker_log.read_text(), "the worker finding the central server away", 60)
+            with web_server(central, tmp_path / "web-again.log", port=port):  # it offers the bundle again too
+                wait_crashes(central, 3, alive=[worker])
+                wait_for(lambda: _done_centrally(central) == 3, "the third central bundle marked done", 60)
+                # both messages of that bundle ran (the retried one, the server's new offer): one record
+                wait_for(lambda: worker_log.read_text().count(f"'bundle': '{third.name}'") >= 2,
+                         "both deliveries of the third bundle", 60)
+            assert len(central_crashes(central)) == 3
+            assert [p for p in (elsewhere / "fetched").iterdir() if not p.name.startswith(".")] == []
             # gdb on the central side, on the core and executable the remote worker analyzed
             out = subprocess.run([str(COMMAND), "--data-dir", str(central), "gdb", c.id, "-batch", "-ex", "bt"],
                                  capture_output=True, text=True, timeout=120)
             assert out.returncode == 0, out.stderr
             assert "main" in out.stdout and "SIGSEGV" in out.stdout, out.stdout
     finally:
-        if worker is not None and worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGTERM)
-            try:
-                worker.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(worker.pid, signal.SIGKILL)
-                worker.wait()
+        _stop(worker)
         stop(redis)
+
+
+def _stop(worker) -> None:
+    if worker is not None and worker.poll() is None:
+        os.killpg(worker.pid, signal.SIGTERM)  # a warm shutdown; its pool and alert sender follow it
+        try:
+            worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
