@@ -121,3 +121,16 @@ def test_the_hosts_page_and_host_list_show_every_field_of_a_heartbeat(config, st
     listed = format_hosts(store.hosts()).splitlines()[1]
     for shown in ("h1", "7.7.7", "OTHER", "3.0 MiB", " 4 ", "PATTERN REPLACED", "DOCTOR FAIL: core_pattern"):
         assert shown in listed, (shown, listed)
+
+
+def test_a_remote_worker_without_its_token_stops_at_once_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    data = tmp_path / "worker"
+    data.mkdir(mode=0o700)
+    (data / "coretriage.toml").write_text('broker_url = "redis://127.0.0.1:1/0"\ncentral_url = "https://central"\n')
+    done = subprocess.run([sys.executable, "-m", "coretriage.cli", "--data-dir", str(data), "worker"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and done.stderr.strip().splitlines() == [
+        "coretriage: error: central_url is set but worker_token is not (the central server's worker_token)"]
