@@ -69,6 +69,7 @@ class Config:
     central_ca: str | None = None  # a CA bundle (PEM) for a central server whose certificate a private CA signed
     worker_token: str | None = field(default=None, repr=False)  # the workers' credential for /worker/v1; the
     # central server's own setting turns that API on, and every remote worker carries the same
+    worker_cache_size: int = 2 << 30  # bytes of fetched files a remote worker keeps; the least recently used go
     # -- the central side's ingest API (webui/ingest.py, coretriage.receive) --
     ingest_max_file: int = 2 << 30  # bytes of one captured file
     ingest_max_core: int = 64 << 30  # uncompressed bytes of one core, whatever its meta says

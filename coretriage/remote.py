@@ -21,7 +21,8 @@ For each bundle id it takes from the queue, such a worker:
   links its copy of the core where the crash record says (``cores/``),
   records its own paths for the executable and sysroot, and marks its
   bundle done, so the core download and ``coretriage gdb`` work there;
-- drops its fetched bundle and its own copy of the core; the files stay.
+- drops its fetched bundle and its own copy of the core; the files stay,
+  the least recently used going once they pass ``worker_cache_size``.
 
 A worker killed at any point is harmless: the message comes again, a crash
 stored already is not analyzed again, and ``done`` is idempotent. A central
@@ -229,6 +230,10 @@ def cached_file(config, central: Central, digest: str) -> Path:
 
     stored = config.files_dir / "sha256" / digest
     if stored.is_file():
+        try:
+            os.utime(stored)  # used now: the cache's trim keeps it longer
+        except OSError:
+            pass
         return stored
     private_dirs(stored.parent)
     fd, tmp = tempfile.mkstemp(dir=stored.parent, prefix=".fetch-")
@@ -247,6 +252,36 @@ def cached_file(config, central: Central, digest: str) -> Path:
         os.close(fd)
         os.unlink(tmp)
     return stored
+
+
+def trim_cache(config) -> int:
+    """Remove the least recently used fetched files until those no fetched
+    bundle links to fit in ``worker_cache_size``; the bytes freed. Only a
+    remote worker's own data dir: the central one's files are its store."""
+    where = config.files_dir / "sha256"
+    found = []
+    try:
+        with os.scandir(where) as entries:
+            for entry in entries:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if not entry.name.startswith(".") and entry.is_file(follow_symlinks=False) and st.st_nlink == 1:
+                    found.append((st.st_mtime, st.st_blocks * 512, entry.path))
+    except FileNotFoundError:
+        return 0
+    total = sum(size for _, size, _ in found)
+    freed = 0
+    for _, size, path in sorted(found):
+        if total - freed <= config.worker_cache_size:
+            break
+        try:
+            os.unlink(path)
+            freed += size
+        except FileNotFoundError:
+            continue
+    return freed
 
 
 def fetch_bundle(config, central: Central, bid: str) -> Path | None:
@@ -282,7 +317,10 @@ def fetch_bundle(config, central: Central, bid: str) -> Path | None:
             root = staging / Bundle.ROOT
             root.mkdir(mode=0o700)
             for entry in entries:
-                _link_into(root, entry["path"], cached_file(config, central, entry["sha256"]))
+                try:
+                    _link_into(root, entry["path"], cached_file(config, central, entry["sha256"]))
+                except FileNotFoundError:  # trimmed from the cache in between: fetched again
+                    _link_into(root, entry["path"], cached_file(config, central, entry["sha256"]))
             _write(staging / Bundle.FILES, json.dumps({"schema": 1, "files": entries}, indent=1).encode())
         for part, size in parts.items():
             fd = os.open(staging / part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -338,4 +376,5 @@ def analyze_fetched(wiring, bid: str) -> dict:
         if row is not None and row.core_file:
             (config.data_dir / row.core_file).unlink(missing_ok=True)
         shutil.rmtree(local, ignore_errors=True)
+        trim_cache(config)
     return result
