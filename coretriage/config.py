@@ -63,6 +63,13 @@ class Config:
     upload_concurrency: int = 2  # bundles uploaded at once
     upload_max_core: int = 1 << 30  # compressed core.zst bytes; a bigger core travels as its stack-only core
     heartbeat_interval: float = 60.0  # seconds between a host's heartbeats
+    # -- a worker without the central data dir (coretriage.remote): it fetches each bundle, and the
+    # files it lacks, from the central web server, keeping the files in its own DATA/files by hash --
+    central_url: str | None = None  # the central web server; unset, the worker reads the shared data dir
+    central_ca: str | None = None  # a CA bundle (PEM) for a central server whose certificate a private CA signed
+    worker_token: str | None = field(default=None, repr=False)  # the workers' credential for /worker/v1; the
+    # central server's own setting turns that API on, and every remote worker carries the same
+    worker_cache_size: int = 2 << 30  # bytes of fetched files a remote worker keeps; the least recently used go
     # -- the central side's ingest API (webui/ingest.py, coretriage.receive) --
     ingest_max_file: int = 2 << 30  # bytes of one captured file
     ingest_max_core: int = 64 << 30  # uncompressed bytes of one core, whatever its meta says
@@ -155,6 +162,9 @@ def load_config(data_dir: Path | str | None = None) -> Config:
         _check_queue(values.get("queue_name"))
         if values.get("worker_concurrency") == 0:
             raise ValueError("worker_concurrency must be at least 1")
+        if values.get("worker_token") is not None and len(str(values["worker_token"])) < 24:
+            raise ValueError("worker_token must have at least 24 characters "
+                             "(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')")
     except ValueError as exc:
         raise ConfigError(f"bad setting: {exc}") from None
     values.pop("data_dir", None)

@@ -2,8 +2,12 @@
 
 A commit (``coretriage.receive``) answers as soon as its bundle is in the
 spool; this thread then gives it to ``Wiring.submit()``: the analysis in
-this process, or a Celery task when a broker is configured. A hand-over
-that fails (a dead broker) is tried again after a pause. On start it offers
+this process, or a Celery task when a broker is configured. A broker that
+cannot be reached (``collector.watch.HandoffError``) says nothing about the
+bundle: the whole queue waits once, 1, 2, 4 ... seconds (at most
+``BACKOFF_MAX``), logged when the outage starts and when it ends, and that
+bundle goes first afterwards, as the collector's hand-off does. Any other
+failure is the bundle's own: it is tried again after ``retry``. On start it offers
 every received bundle not yet done, so a server stopped between the commit
 and the analysis loses nothing. Several server processes (gunicorn workers)
 sharing a data dir may offer one bundle each: the analysis takes one bundle
@@ -21,6 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 log = logging.getLogger("coretriage.ingest")
+BACKOFF_MAX = 60.0
 
 
 class Handover:
@@ -33,6 +38,8 @@ class Handover:
         self._queued: set[str] = set()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._delay = 0.0  # the queue's back-off while the broker is away
+        self._outage_since: float | None = None
 
     def backlog(self) -> int:
         return self._queue.qsize()
@@ -62,17 +69,41 @@ class Handover:
         return n
 
     def _run(self) -> None:
+        from collector.watch import HandoffError
+
+        held = None
         while True:
-            bundle = self._queue.get()
+            bundle, held = (held, None) if held is not None else (self._queue.get(), None)
             try:
                 done = self._hand_over(bundle)
+            except HandoffError as exc:  # the broker, not the bundle: the queue waits once
+                held = bundle
+                self._back_off(exc)
+                continue
             except Exception as exc:  # never let one bundle stop the thread
                 log.error("bundle %s not handed over: %s", bundle.name, str(exc).splitlines()[0] if str(exc) else exc)
                 done = False
+            else:
+                self._recovered()
             with self._lock:
                 self._queued.discard(bundle.name)
             if not done:
                 threading.Timer(self.retry, self.offer, args=(bundle,)).start()
+
+    def _back_off(self, exc: Exception) -> None:
+        self._delay = min(BACKOFF_MAX, self._delay * 2 if self._delay else 1.0)
+        if self._outage_since is None:  # one line per outage
+            self._outage_since = time.monotonic()
+            log.error("hand-over failed: %s; %d received bundles wait, tried again with back-off (at most every "
+                      "%.0f s)", str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                      self._queue.qsize() + 1, BACKOFF_MAX)
+        time.sleep(self._delay)
+
+    def _recovered(self) -> None:
+        if self._outage_since is not None:
+            log.warning("hand-over works again after %.0f s", time.monotonic() - self._outage_since)
+            self._outage_since = None
+        self._delay = 0.0
 
     def _hand_over(self, bundle: Path) -> bool:
         from collector.spool import is_done

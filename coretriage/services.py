@@ -131,6 +131,10 @@ def cmd_worker(args) -> int:
     if not config.broker_url:
         raise UserError("no broker_url configured (coretriage.toml or CORETRIAGE_BROKER_URL); "
                         "without one the collector analyzes in-process")
+    if config.central_url:
+        from coretriage.remote import Central
+
+        Central(config)  # a central_url without worker_token, or not http(s): one line now, not at each task
     _fork_alert_sender(wiring)
     app = wiring.celery()  # importing coretriage.tasks registered the task
     concurrency = args.concurrency or config.worker_concurrency

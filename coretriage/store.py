@@ -966,6 +966,12 @@ class Store:
         with self.engine.begin() as db:
             db.execute(crashes.update().where(crashes.c.id == crash_id).values(core_file=None))
 
+    def relocate_files(self, crash_id: str, exe_file: str | None, sysroot: str | None) -> None:
+        """Where this data dir holds a crash's executable and sysroot (a
+        worker on another machine stored its own paths; ``coretriage.remote``)."""
+        with self.engine.begin() as db:
+            db.execute(crashes.update().where(crashes.c.id == crash_id).values(exe_file=exe_file, sysroot=sysroot))
+
     def crash_summaries(self, group_id: int, limit: int = 200, architecture: bool = False) -> list[dict]:
         """The group page's crash list, without decoding every analysis;
         with ``architecture`` each also gets the architecture its analysis

@@ -22,6 +22,10 @@ Delivery is at least once and the record exactly once:
   worker is retried in ``BUSY_RETRY`` seconds as a new message, so that some
   message stands for the bundle until it is done, whoever dies.
 
+A worker with ``central_url`` and without the central data dir fetches
+the bundle from the central web server first (``coretriage.remote``); while
+that server is away, the task is retried every ``CENTRAL_RETRY`` seconds.
+
 The task's soft and hard time limits follow ``gdb_timeout``.
 """
 
@@ -35,6 +39,7 @@ VISIBILITY_TIMEOUT = 30  # seconds an unacknowledged message waits before anothe
 RESTORE_EVERY = 5  # seconds between a worker's looks for such messages
 BUSY_RETRY = 10  # seconds; below VISIBILITY_TIMEOUT, or the retry itself would be handed out twice
 TASK_MARGIN = 60.0  # seconds around gdb: decompressing, the sandbox's copy, storing
+CENTRAL_RETRY = 15  # seconds before a remote worker asks a central server that was away again
 HANDOFF_TIMEOUT = 2.0  # seconds the collector waits for the broker before it backs off
 
 
@@ -134,9 +139,15 @@ def analyze_bundle(self, bundle_id: str) -> dict:
         raise ValueError(f"not a bundle id: {bundle_id!r}")
     wiring = _wiring(self.app.conf.coretriage_data_dir)
     bundle = wiring.config.spool_dir / bundle_id
-    if not bundle.is_dir():
-        return {"bundle": bundle_id, "skipped": "no such bundle (already cleaned up?)"}
     try:
+        if not bundle.is_dir():
+            if wiring.config.central_url:  # a worker without the central data dir fetches it
+                from coretriage.remote import CentralAway, analyze_fetched
+                try:
+                    return analyze_fetched(wiring, bundle_id)
+                except CentralAway:
+                    raise self.retry(countdown=CENTRAL_RETRY) from None
+            return {"bundle": bundle_id, "skipped": "no such bundle (already cleaned up?)"}
         done = wiring.process_bundle(bundle)
     except BundleBusy:
         if self.request.retries >= busy_retries(wiring.config):

@@ -1,6 +1,6 @@
 """The web UI: ``create_app(test_config=None)`` builds a Flask app with one
 blueprint per area (auth, groups, crashes, api, alerts, hosts, metrics,
-and ingest: where hosts upload). Nothing is created at import."""
+ingest: where hosts upload, and workerapi: what remote workers fetch). Nothing is created at import."""
 
 from __future__ import annotations
 
@@ -71,8 +71,9 @@ def create_app(test_config: dict | None = None):
     app.register_blueprint(hosts.bp)
     _log_to_stderr()
     ingest.register(app, wiring)  # hosts upload here (webui/ingest.py)
-    from webui import debuginfod
+    from webui import debuginfod, workerapi
     app.register_blueprint(debuginfod.bp)
+    app.register_blueprint(workerapi.bp)  # remote workers fetch here (coretriage.remote)
     from webui import filters
     filters.register(app)
     _errors_and_icon(app)
@@ -87,7 +88,7 @@ def _errors_and_icon(app) -> None:
     def error_page(exc: HTTPException):
         # keep what the exception adds (Allow on a 405, Retry-After on a 429)
         headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]
-        if request.path.startswith(("/api/", "/ingest/")):  # the APIs answer errors in JSON
+        if request.path.startswith(("/api/", "/ingest/", "/worker/")):  # the APIs answer errors in JSON
             from flask import jsonify
             return jsonify(error=exc.description or exc.name), exc.code, headers
         return render_template("error.html", error=exc), exc.code, headers

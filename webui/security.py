@@ -37,8 +37,8 @@ def store():
 def _load_user() -> None:
     g.user = None
     g.via_token = False
-    if request.blueprint == "ingest":
-        return  # hosts: their own tokens only (webui.ingest), never a user's token or session
+    if request.blueprint in ("ingest", "workerapi"):
+        return  # hosts and workers: their own tokens only (webui.ingest, webui.workerapi), never a user's
     auth = request.headers.get("Authorization", "")
     if auth.startswith("Bearer "):
         token = auth[7:].strip()
@@ -56,7 +56,7 @@ def _load_user() -> None:
 
 def _check_csrf():
     # API calls with a token carry no cookie to forge; forms must prove origin
-    if request.method in ("GET", "HEAD", "OPTIONS") or g.get("via_token") or request.blueprint == "ingest":
+    if request.method in ("GET", "HEAD", "OPTIONS") or g.get("via_token") or request.blueprint in ("ingest", "workerapi"):
         return None
     if request.endpoint == "auth.logout" and session.sid is None:
         return None  # nothing to end: logging out of an expired session just goes to the login page
