@@ -118,7 +118,7 @@ def finish(config, store, bid: str) -> dict | None:
         kept = False
         if row.core_file:
             source = bundle.core if row.meta.get("core_kind") == "full" else bundle.stack_core
-            dest = config.data_dir / row.core_file
+            dest = config.data_dir / _under_cores(row.core_file)
             if source.is_file():
                 private_dirs(dest.parent)
                 try:
@@ -133,6 +133,15 @@ def finish(config, store, bid: str) -> dict | None:
             bundle.stack_core.unlink(missing_ok=True)
         mark_done(bundle.dir)
     return {"crash": row.id, "core": bool(row.core_file and (config.data_dir / row.core_file).is_file())}
+
+
+def _under_cores(path: str) -> str:
+    """A record's ``core_file`` as the worker wrote it: ``cores/<name>``,
+    nothing else (a link made from it must stay in this data dir's cores)."""
+    parts = PurePosixPath(path).parts
+    if len(parts) != 2 or parts[0] != "cores" or parts[1] in ("..", "."):
+        raise RemoteError(f"a stored crash names its core {path[:80]!r}, not cores/<name>")
+    return path
 
 
 def _stored_here(config, path: str | None) -> str | None:

@@ -67,7 +67,10 @@ def file(digest: str):
 
 @bp.route("/bundles/<bid>/done", methods=("POST",))
 def done(bid: str):
-    finished = remote.finish(_config(), current_app.extensions["store"], bid)
+    try:
+        finished = remote.finish(_config(), current_app.extensions["store"], bid)
+    except remote.RemoteError as exc:
+        return _error(409, str(exc))
     if finished is None:
         return _error(409, f"no crash of bundle {bid[:80]} is stored")
     return jsonify(finished)

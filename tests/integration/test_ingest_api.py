@@ -134,3 +134,25 @@ def test_a_remote_worker_without_its_token_stops_at_once_in_one_line(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and done.stderr.strip().splitlines() == [
         "coretriage: error: central_url is set but worker_token is not (the central server's worker_token)"]
+
+
+def test_done_links_a_core_only_into_cores(config, store, tmp_path):
+    """``done`` links the received core where the worker's record says; a
+    record naming a path out of ``cores/`` (a worker that writes the shared
+    database is trusted, not blindly) is refused, and nothing is linked."""
+    from coretriage.records import Analyzed, CrashRecord
+
+    bid = "1795619000-7-00c0ffee"
+    bundle = config.spool_dir / bid
+    bundle.mkdir(parents=True)
+    (bundle / "core.zst").write_bytes(b"core bytes")
+    (bundle / "meta.json").write_text("{}")
+    store.add_crash(CrashRecord(
+        id="c00000000beef", crashed_at=1.0, meta={"core_kind": "full"}, bundle_id=bid, core_file="../escaped",
+        analyzed=Analyzed(signature="f | main", signature_data={"text": "f | main"}, analysis={"core": "x"},
+                          executable="/x", signal="SIGSEGV", quality=1.0, key_frame="f", search_text="f")))
+    on = create_app({"CORETRIAGE": dataclasses.replace(config, worker_token="w" * 32), "TESTING": True}).test_client()
+    r = on.post(f"/worker/v1/bundles/{bid}/done", headers={"Authorization": "Bearer " + "w" * 32})
+    assert r.status_code == 409 and "not cores/<name>" in r.json["error"], r.json
+    assert not (config.data_dir.parent / "escaped").exists() and not (config.data_dir / "escaped").exists()
+    assert (bundle / "core.zst").is_file() and not (bundle / "done").exists()
