@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 
 import redis
 
@@ -45,11 +46,14 @@ def test_a_broker_outage_costs_the_hand_over_one_back_off_and_queues_every_bundl
 
     caplog.set_level(logging.INFO, logger="coretriage.ingest")
     handover = Handover(config.spool_dir, submit_of)
+    start = time.monotonic()
     for bundle in bundles:
         handover.offer(bundle)
-    time.sleep(4.5)
-    # tried at 0, 1 and 3 s: one queue waiting, not 20 bundles each failing
-    assert 2 <= len(tried) <= 4 and sent == [], tried
+    wait_for(lambda: len(tried) >= 3, "three hand-off attempts (at 0, 1 and 3 s)", 60)
+    took = time.monotonic() - start
+    # one queue waiting (1, 2, 4 ... s between tries, each try the same first bundle), not 20 bundles each failing
+    assert len(set(tried)) == 1 and sent == [], tried
+    assert len(tried) <= 2 + math.log2(1 + took), (tried, took)
     assert caplog.text.count("hand-over failed") == 1
     server = start_redis(port)
     try:
