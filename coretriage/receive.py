@@ -270,7 +270,7 @@ class Receiver:
                 root = staging / Bundle.ROOT
                 root.mkdir(mode=0o700)
                 for entry in files:
-                    _link_into(root, entry["path"], self.store_dir / entry["sha256"])
+                    link_into(root, entry["path"], self.store_dir / entry["sha256"])
                 _write(staging / Bundle.FILES, json.dumps({"schema": 1, "files": files}, indent=1,
                                                           ensure_ascii=True).encode() + b"\n")
             # meta.json last: the bundle is finished
@@ -464,7 +464,7 @@ def _write(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
-def _link_into(root: Path, path: str, stored: Path) -> None:
+def link_into(root: Path, path: str, stored: Path) -> None:
     """Hard-link ``stored`` at ``root/<path>``, making directories one
     component at a time (the staging tree is new: nothing in it is a link)."""
     parts = path.split("/")[1:]

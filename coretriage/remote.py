@@ -298,7 +298,7 @@ def fetch_bundle(config, central: Central, bid: str) -> Path | None:
     holds no such bundle, or holds it done."""
     from collector.bundle import Bundle
     from coretriage.datadir import private_dirs
-    from coretriage.receive import PARTS, _link_into, manifest_entries
+    from coretriage.receive import PARTS, link_into, manifest_entries
 
     target = fetched_dir(config) / bid
     if (target / Bundle.META).is_file():
@@ -327,9 +327,9 @@ def fetch_bundle(config, central: Central, bid: str) -> Path | None:
             root.mkdir(mode=0o700)
             for entry in entries:
                 try:
-                    _link_into(root, entry["path"], cached_file(config, central, entry["sha256"]))
+                    link_into(root, entry["path"], cached_file(config, central, entry["sha256"]))
                 except FileNotFoundError:  # trimmed from the cache in between: fetched again
-                    _link_into(root, entry["path"], cached_file(config, central, entry["sha256"]))
+                    link_into(root, entry["path"], cached_file(config, central, entry["sha256"]))
             _write(staging / Bundle.FILES, json.dumps({"schema": 1, "files": entries}, indent=1).encode())
         for part, size in parts.items():
             fd = os.open(staging / part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
