@@ -372,12 +372,15 @@ def test_a_bundle_stored_before_is_never_stored_again_even_after_its_core_moved(
 def test_a_bundle_claimed_by_a_worker_elsewhere_is_left_to_it_until_its_claim_runs_out(local, samples, tmp_path):
     config, store = local
     bundle = bundle_of(samples, tmp_path, config, "segv")
-    assert store.claim_bundle(bundle.name, "elsewhere:1:ab", lease=1.5)  # a worker on another machine
+    # a worker on another machine; its lease long enough that a loaded machine gets the two
+    # refusals below in before it runs out
+    claimed, lease = time.time(), 5.0
+    assert store.claim_bundle(bundle.name, "elsewhere:1:ab", lease=lease, now=claimed)
     with pytest.raises(BundleBusy, match="claimed by another worker"):
         process_bundle(config, store, bundle)
     assert crash_rows(store) == [] and not spool.is_done(bundle)
     assert not store.claim_bundle(bundle.name, "here:2:cd", lease=30)
-    time.sleep(1.6)  # it died: its claim runs out
+    time.sleep(max(0.0, claimed + lease + 0.1 - time.time()))  # it died: its claim runs out
     done = process_bundle(config, store, bundle)
     assert done.new and len(crash_rows(store)) == 1
     assert store.renew_claim(bundle.name, "elsewhere:1:ab", 30) is False  # released and not its own any more
