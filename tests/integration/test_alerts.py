@@ -18,6 +18,7 @@ from servicekit import free_port
 
 from coretriage.alerts import Channel, SpikePolicy
 from coretriage.ingest import ingest, ingest_metadata
+from coretriage import notify
 from coretriage.notify import EVENT_HEADER, SIGNATURE_HEADER, DeliveryError, alert_loop, deliver_due, send_test
 
 
@@ -204,7 +205,9 @@ def test_dead_endpoint_delays_no_ingest(config, store):
             start = time.monotonic()
             crash_of(config, store, n, 1000.0 + n * 1000, executable=f"/usr/bin/p{n}")  # twenty new groups
             slowest = max(slowest, time.monotonic() - start)
-        assert slowest < 0.5, slowest
+        # an ingest that waited for the sender would wait out its request's timeout (10 s);
+        # half of it leaves a loaded machine's slow commits their time
+        assert slowest < notify.TIMEOUT / 2, slowest
         assert kinds(store) == ["new"] * 20
     finally:
         stop.set()
