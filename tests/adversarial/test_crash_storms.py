@@ -100,7 +100,8 @@ def test_eviction_passes_over_a_core_being_written(collector_installed, tmp_path
     """A big crash is being written; a second crash needs room (every core is
     over max_spool_use) and evicts what it can: never the core in progress."""
     spool = collector_installed / "spool"
-    (collector_installed / "collector.toml").write_text('max_spool_use = "1K"\n')
+    # the big core's budget outlasts the pause below, however slow the machine
+    (collector_installed / "collector.toml").write_text('max_spool_use = "1K"\nmax_core_seconds = 600\n')
     bigmem = crashkit.compile_c("bigmem.c", tmp_path / "bigmem", flags=("-O2",))
     segv = crashkit.compile_c("segv.c", tmp_path / "segv")
     big = subprocess.Popen([str(bigmem), "768", "random"], preexec_fn=crashkit.allow_cores,
