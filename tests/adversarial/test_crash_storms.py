@@ -17,8 +17,10 @@ Real kernel, real handler (``host-setup install``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -41,6 +43,12 @@ int main(void)
 """
 
 
+# the rate limits' window in these tests: the crashes of one test all fall in
+# it however slow the machine (the default 60 s is outlasted by 30 crashes one
+# after another on a loaded CI machine, and a new window keeps more cores)
+WINDOW = 3600
+
+
 @pytest.fixture(scope="module")
 def segv(tmp_path_factory) -> Path:
     return crashkit.compile_c("segv.c", tmp_path_factory.mktemp("bin") / "segv")
@@ -48,7 +56,8 @@ def segv(tmp_path_factory) -> Path:
 
 def test_renamed_copies_share_one_budget(collector_installed, segv, tmp_path):
     spool = collector_installed / "spool"
-    limit = CapturePolicy().rate_limit  # default limits
+    (collector_installed / "collector.toml").write_text(f"rate_window = {WINDOW}\n")
+    limit = CapturePolicy().rate_limit  # default limits, over WINDOW
     names = []
     for i in range(30):
         copy = tmp_path / f"renamed-{i:02d}"
@@ -61,17 +70,16 @@ def test_renamed_copies_share_one_budget(collector_installed, segv, tmp_path):
     kept = [m for m in metas if m.core_file]
     print(f"\n30 renamed copies crashed within {took:.1f} s: {len(kept)} cores kept, "
           f"{len(metas) - len(kept)} crashes recorded without their core")
-    assert took < 60
     assert len(metas) == 30 and {m.exe for m in metas} == {str(n) for n in names}  # every crash recorded
     assert len(kept) == limit and [m.core_file for m in metas[:limit]] == ["core.zst"] * limit
     for m in metas[limit:]:
         # past the limit: the stack core only (stack_rate_limit, 30 by default, allows them all)
-        assert m.dropped == f"rate limit: {limit} cores of this build per 60 s" and m.core_kind == "stack"
+        assert m.dropped == f"rate limit: {limit} cores of this build per {WINDOW} s" and m.core_kind == "stack"
         assert sorted(os.listdir(spool / m.id)) == ["files.json", "meta.json", "root", "stack.zst"]
 
 
 def test_host_wide_cap_over_different_builds(collector_installed, tmp_path):
-    (collector_installed / "collector.toml").write_text("host_rate_limit = 3\n")
+    (collector_installed / "collector.toml").write_text(f"host_rate_limit = 3\nrate_window = {WINDOW}\n")
     src = tmp_path / "variant.c"
     src.write_text(VARIANT)
     builds = []
@@ -85,26 +93,38 @@ def test_host_wide_cap_over_different_builds(collector_installed, tmp_path):
     metas = [read_meta(bundle_of(collector_installed / "spool", crash([str(b)])[0])) for b in builds]
     assert [m.core_file for m in metas] == ["core.zst"] * 3 + [None] * 2
     assert [m.core_kind for m in metas] == ["full"] * 3 + ["stack"] * 2
-    assert {m.dropped for m in metas[3:]} == {"rate limit: 3 cores on this host per 60 s (host_rate_limit)"}
+    assert {m.dropped for m in metas[3:]} == {f"rate limit: 3 cores on this host per {WINDOW} s (host_rate_limit)"}
 
 
 def test_eviction_passes_over_a_core_being_written(collector_installed, tmp_path):
     """A big crash is being written; a second crash needs room (every core is
     over max_spool_use) and evicts what it can: never the core in progress."""
     spool = collector_installed / "spool"
-    (collector_installed / "collector.toml").write_text('max_spool_use = "1K"\n')
+    # the big core's budget outlasts the pause below, however slow the machine
+    (collector_installed / "collector.toml").write_text('max_spool_use = "1K"\nmax_core_seconds = 600\n')
     bigmem = crashkit.compile_c("bigmem.c", tmp_path / "bigmem", flags=("-O2",))
     segv = crashkit.compile_c("segv.c", tmp_path / "segv")
     big = subprocess.Popen([str(bigmem), "768", "random"], preexec_fn=crashkit.allow_cores,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stopped = []
     try:
         writing = wait_for(lambda: next((b for b in unfinished_bundles(spool) if (b / "core.zst").exists()), None),
                            "the big core being written", timeout=120)
+        # its writer paused until the second crash is recorded: on a loaded machine the
+        # second handler could otherwise start after the big core was finished
+        stopped = wait_for(lambda: _holding(writing), "the handler writing the big core")
+        for writer in stopped:
+            os.kill(writer, signal.SIGSTOP)
         pid, _ = crash([str(segv)])
         second = read_meta(bundle_of(spool, pid))
         assert not (writing / "meta.json").exists(), "the big core was written before the race could happen"
+        for writer in stopped:
+            os.kill(writer, signal.SIGCONT)
         assert big.wait(timeout=120) == -11
     finally:
+        for writer in stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(writer, signal.SIGCONT)
         if big.poll() is None:
             big.kill()
             big.wait()
@@ -118,8 +138,20 @@ def test_eviction_passes_over_a_core_being_written(collector_installed, tmp_path
     assert size == first.core_size  # whole: nobody took it from under its writer
 
 
+def _holding(directory: Path) -> list[int]:
+    """The processes with ``directory`` open (a handler holds its bundle's fd until meta.json)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                if any(os.readlink(f"/proc/{entry}/fd/{fd}") == str(directory)
+                       for fd in os.listdir(f"/proc/{entry}/fd")):
+                    found.append(int(entry))
+    return found
+
+
 def test_storm_of_one_program_lands_in_one_named_group(collector_installed, segv):
-    """rate_limit = 1, 20 crashes within a rate_window (about a second): one full core, then
+    """rate_limit = 1, 20 crashes within one rate_window (WINDOW): one full core, then
     stack cores (stack_rate_limit, 30 by default, allows them all; past it
     the metadata only, tests/system/test_handler.py); all 20 analyzed into
     the same group under the program's real function names."""
@@ -129,7 +161,7 @@ def test_storm_of_one_program_lands_in_one_named_group(collector_installed, segv
     from hostfixtures import cli
 
     spool = collector_installed / "spool"
-    (collector_installed / "collector.toml").write_text("rate_limit = 1\n")
+    (collector_installed / "collector.toml").write_text(f"rate_limit = 1\nrate_window = {WINDOW}\n")
     start = time.monotonic()
     procs = []
     for _ in range(20):  # 40 ms apart: at once, more than core_pipe_limit would be skipped by the kernel
@@ -142,11 +174,10 @@ def test_storm_of_one_program_lands_in_one_named_group(collector_installed, segv
     kinds = sorted(m.core_kind for m in metas)
     print(f"\n20 crashes in {took:.2f} s: {kinds.count('full')} full, {kinds.count('stack')} stack, "
           f"{kinds.count('none')} none")
-    assert took < 60  # all within one rate_window, so only the first keeps its full core
     assert kinds == ["full"] + ["stack"] * 19
 
     with collecting(collector_installed) as (_, store):
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 360  # 20 analyses, on a loaded machine
         while time.monotonic() < deadline and sum(g.count for g in store.groups()) < 20:
             time.sleep(0.2)
     groups = json.loads(cli(collector_installed, "list", "--json").stdout)

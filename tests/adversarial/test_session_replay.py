@@ -146,12 +146,14 @@ def test_expired_token_is_refused(site):
     token = new_token()
     store = Store(load_config(data).database_url)
     try:
-        store.add_token(VIEWER, token_hash(token), expires=time.time() + 2)
+        # long enough that a loaded machine still asks before it runs out
+        expires = time.time() + 5
+        store.add_token(VIEWER, token_hash(token), expires=expires)
     finally:
         store.close()
     bearer = {"Authorization": f"Bearer {token}"}
     assert Client(base).get("/api/v1/groups", headers=bearer).status == 200
-    time.sleep(2.5)
+    time.sleep(max(0.0, expires + 0.5 - time.time()))
     assert Client(base).get("/api/v1/groups", headers=bearer).status == 401
     # a token made by the CLI always carries an expiry: --days, else the token_days setting (90)
     cli(data, "token", "add", VIEWER, "--days", "3")
@@ -164,17 +166,20 @@ def test_idle_and_old_sessions_end(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     add_user(data, VIEWER, "viewer", VIEWER_PW)
-    write_settings(data, session_idle=3, session_lifetime=8)
+    # busy's requests come a few tenths of a second apart, and last_seen is written at most
+    # every idle/4: idle leaves a loaded machine seconds of slack before it ends busy's session
+    idle_limit, lifetime = 6, 12
+    write_settings(data, session_idle=idle_limit, session_lifetime=lifetime)
     with web_server(data, tmp_path / "server.log") as base:
         idle = logged_in(base, VIEWER, VIEWER_PW)
         busy = logged_in(base, VIEWER, VIEWER_PW)
         cookies = dict(busy.cookies)
         started = time.monotonic()
-        while time.monotonic() - started < 4.5:  # busy keeps its session alive past the idle limit
+        while time.monotonic() - started < idle_limit + 1.5:  # busy keeps its session alive past the idle limit
             assert busy.get("/").status == 200
             time.sleep(0.5)
         assert refused(idle)
-        while time.monotonic() - started < 8.5:
+        while time.monotonic() - started < lifetime + 0.5:
             busy.get("/")
             time.sleep(0.5)
         assert refused(replay(base, cookies))  # the absolute limit, however busy

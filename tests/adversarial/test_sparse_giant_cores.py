@@ -24,6 +24,7 @@ import crashkit
 from collector.policy import CapturePolicy
 from collector.spool import read_meta
 from handlerkit import bundle_of, core_pipe_limit, crash
+from waiting import wait_for
 
 GIB = 1 << 30
 SLACK = 15.0  # seconds past the budget: start-up, /proc, the files, a loaded CI machine
@@ -134,19 +135,53 @@ def test_crashes_the_kernel_skipped_are_counted_by_doctor(collector_installed, s
 
     (collector_installed / "collector.toml").write_text(
         'max_core_seconds = 3\nmax_core_size = "1T"\nrate_limit = 100\nhost_rate_limit = 100\n')
-    before = kmsg.skipped_dumps()
-    assert before is not None, "root reads /dev/kmsg"
+    assert kmsg.skipped_dumps() is not None, "root reads /dev/kmsg"
+    seen = _kernel_log()[-1][0]  # the log holds older skips (other tests), and drops its oldest records
     with core_pipe_limit(1):
         first = subprocess.Popen([str(sparse), "64"], preexec_fn=crashkit.allow_cores)
-        time.sleep(0.5)  # it holds the one slot for its 3 s budget
+        # it holds the one slot (for its 3 s budget) once the kernel has begun its dump
+        wait_for(lambda: "CoreDumping:\t1" in _status(first.pid), "the first crash dumping", 60)
         rest = [subprocess.Popen([str(sparse), "64"], preexec_fn=crashkit.allow_cores) for _ in range(3)]
         assert [p.wait(timeout=120) for p in (first, *rest)] == [-11] * 4
-        skipped = kmsg.skipped_dumps() - before
+        new = [text for seq, text in _kernel_log() if seq > seen]
         check = {c.name: c for c in run_checks(collector_installed, docker=None, clock=None)}["core_pipe_limit"]
-    assert skipped == 3
+    assert kmsg.count_skipped(new) == 3, new
+    skipped = {int(line.split("coredump: ", 1)[1].split("(", 1)[0]) for line in new if kmsg.SKIPPED in line}
+    assert skipped == {p.pid for p in rest}
     assert check.status == "FAIL" and "kernel.core_pipe_limit (1)" in check.message, check
     assert check.fix.startswith("sysctl kernel.core_pipe_limit=128")
     bundle_of(collector_installed / "spool", first.pid, timeout=60)  # the one in the slot was captured
+
+def _status(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return ""
+
+
+def _kernel_log() -> list[tuple[int, str]]:
+    """/dev/kmsg's records as (sequence number, text)."""
+    import errno
+    import os
+
+    records = []
+    fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        while True:
+            try:
+                record = os.read(fd, 8192).decode("utf-8", "replace")
+            except OSError as exc:
+                if exc.errno == errno.EPIPE:  # overwritten while read: on with the next
+                    continue
+                if exc.errno == errno.EAGAIN:
+                    break
+                raise
+            head, _, text = record.partition(";")
+            records.append((int(head.split(",")[1]), text.split("\n", 1)[0]))
+    finally:
+        os.close(fd)
+    return records
+
 
 def test_partial_core_still_analyzed(collector_installed, sparse):
     """The part kept holds the notes: gdb still names the signal and the

@@ -18,6 +18,7 @@ from servicekit import free_port
 
 from coretriage.alerts import Channel, SpikePolicy
 from coretriage.ingest import ingest, ingest_metadata
+from coretriage import notify
 from coretriage.notify import EVENT_HEADER, SIGNATURE_HEADER, DeliveryError, alert_loop, deliver_due, send_test
 
 
@@ -155,7 +156,7 @@ def test_email_reaches_a_real_smtp_server(config, store, samples, tmp_path):
         store.add_channel(Channel("ops", "email", "ops@example.org"))
         done = ingest(config, store, samples("segv", 0).core, samples("segv", 0).exe)
         assert deliver_due(config, store) == 1
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60  # the mail on its way through aiosmtpd; generous for a loaded machine
         while done.crash.id not in log.read_text():
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.1)
@@ -173,7 +174,7 @@ def test_email_over_starttls_verifies_the_server(config, store, tmp_path):
         with pytest.raises(DeliveryError, match="certificate verify failed"):  # a certificate nobody vouches for
             send_test(config, channel)
         send_test(dataclasses.replace(config, smtp_ca=str(cert)), channel)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60  # the mail on its way through aiosmtpd; generous for a loaded machine
         while "Test alert from coretriage" not in log.read_text():
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.1)
@@ -204,7 +205,9 @@ def test_dead_endpoint_delays_no_ingest(config, store):
             start = time.monotonic()
             crash_of(config, store, n, 1000.0 + n * 1000, executable=f"/usr/bin/p{n}")  # twenty new groups
             slowest = max(slowest, time.monotonic() - start)
-        assert slowest < 0.5, slowest
+        # an ingest that waited for the sender would wait out its request's timeout (10 s);
+        # half of it leaves a loaded machine's slow commits their time
+        assert slowest < notify.TIMEOUT / 2, slowest
         assert kinds(store) == ["new"] * 20
     finally:
         stop.set()

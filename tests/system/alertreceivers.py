@@ -81,7 +81,7 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
 
 
 @contextlib.contextmanager
-def smtp_server(log: Path, timeout: float = 10.0, tls: tuple[Path, Path] | None = None):
+def smtp_server(log: Path, timeout: float = 60.0, tls: tuple[Path, Path] | None = None):
     """Yield ``smtp://127.0.0.1:PORT`` of a running aiosmtpd that prints every
     message it gets to ``log``. ``tls``: (certificate, key): it offers
     STARTTLS and takes no mail before it."""

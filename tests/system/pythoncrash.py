@@ -297,7 +297,7 @@ def celery_worker(directory: Path, broker: str):
                             stderr=subprocess.DEVNULL, cwd=directory,
                             env={"PATH": "/usr/bin:/bin", "BROKER_URL": broker, "PYTHONPATH": str(directory)})
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while "ready." not in (log.read_text() if log.exists() else ""):
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise AssertionError(f"the Celery worker did not start: "
@@ -323,8 +323,8 @@ def _allow_cores():
 
 def _up(base: str, procs: list[subprocess.Popen], log: Path, what: str) -> None:
     """Until ``base``/ answers "ok"; fails with ``log``'s tail if one of
-    ``procs`` exits or 30 s pass first."""
-    deadline = time.monotonic() + 30
+    ``procs`` exits or 120 s pass first (a loaded machine starts them slowly)."""
+    deadline = time.monotonic() + 120
     while True:
         try:
             with urllib.request.urlopen(base + "/", timeout=5) as answer:

@@ -19,7 +19,7 @@ def start_redis(port: int) -> subprocess.Popen:
     proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                              "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_listening(proc, port, "redis-server", 20)
+        wait_listening(proc, port, "redis-server", 60)
     except RuntimeError:
         proc.kill()
         raise

@@ -10,10 +10,19 @@ import time
 from pathlib import Path
 
 
+_given: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port free now, never one this process was given before: two
+    asked for in a row (before either server binds) could otherwise be the same."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _given:
+            _given.add(port)
+            return port
 
 
 def wait_listening(proc: subprocess.Popen, port: int, what: str, timeout: float, log: Path | None = None) -> None:

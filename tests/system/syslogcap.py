@@ -21,7 +21,7 @@ class SyslogCapture:
         self.lines: list[str] = []
         self.since = time.time()
 
-    def wait_for(self, *needles: str, timeout: float = 15.0) -> str:
+    def wait_for(self, *needles: str, timeout: float = 60.0) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for line in self.lines:

@@ -26,7 +26,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 ADMIN, ADMIN_PW = "root-admin", "admin-password-1"
 VIEWER, VIEWER_PW = "ann", "viewer-password-1"
-TIMEOUT_MS = 15_000
+TIMEOUT_MS = 60_000  # a page or a click on a loaded machine; each wait ends as soon as it is done
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,9 @@
 and a PostgreSQL 15 backend running a buggy C function."""
 
 import json
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -16,9 +19,16 @@ def haproxy_sample(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def postgres_sample(tmp_path_factory):
+def postgres_sample():
+    """Made outside pytest's temp root: the postgres user reaches its files
+    through every parent, and any pytest that starts on this machine meanwhile
+    makes /tmp/pytest-of-root 0700 again (the server then could not chdir)."""
     from recipes import postgres
-    return postgres.make(tmp_path_factory.mktemp("postgres"))
+    workdir = Path(tempfile.mkdtemp(prefix="ct-pgsample-", dir="/var/tmp"))
+    try:
+        yield postgres.make(workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def test_haproxy_segfault_while_serving_request(config, store, haproxy_sample):

@@ -212,7 +212,7 @@ def pid1_shells():
         p = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", "bash", "-c", script],
                              preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_CORE, (0, 0)))
         started.append(p)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60  # generous: bash starting on a loaded machine
         while time.monotonic() < deadline:
             for child in Path(f"/proc/{p.pid}/task/{p.pid}/children").read_text().split():
                 status = Path(f"/proc/{child}/status").read_text()

@@ -162,7 +162,7 @@ def test_host_setup_install_and_uninstall_on_the_real_kernel(installed, samples,
             proc = subprocess.run([s.exe, "GET /"], cwd=away, capture_output=True)
             assert proc.returncode == -11
             spool = data / "spool"
-            metas = wait_for(lambda: list(spool.glob("*/meta.json")), "the handler's bundle", 30)
+            metas = wait_for(lambda: list(spool.glob("*/meta.json")), "the handler's bundle", 120)
             assert (metas[0].parent / "core.zst").is_file(), sorted(spool.rglob("*"))
         finally:
             done = run([coretriage, "--data-dir", data, "host-setup", "uninstall"], cwd=away, check=False,

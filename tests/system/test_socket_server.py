@@ -92,14 +92,16 @@ def open_fds(pid: int) -> dict[str, str]:
     return fds
 
 
-def wait_done(spool: Path, count: int, daemon: subprocess.Popen, timeout: float = 90) -> None:
-    """Until ``count`` bundles are handed over and the daemon is idle again."""
+def wait_done(spool: Path, count: int, daemon: subprocess.Popen, log: Path, timeout: float = 180) -> None:
+    """Until ``count`` bundles are handed over and the daemon is idle again:
+    each capture thread's last act, after closing its connection and pidfd,
+    is its log line, which names the bundle's path."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert daemon.poll() is None, daemon.stderr.read()
+        assert daemon.poll() is None, log.read_text()
         bundles = list(finished_bundles(spool, include_done=True))
-        if len(bundles) >= count and all(Bundle(b).is_done() for b in bundles):
-            time.sleep(1.0)  # the capture threads log and exit after meta.json
+        if (len(bundles) >= count and all(Bundle(b).is_done() for b in bundles)
+                and all(str(b) in log.read_text() for b in bundles)):
             return
         time.sleep(0.2)
     raise AssertionError(f"{count} bundles not handed over within {timeout} s")
@@ -109,13 +111,14 @@ def test_daemon_fds_do_not_grow_across_crashes(samples):
     exe = samples("segv").exe  # built (and crashed once) before the pattern is ours
     data = Path(tempfile.mkdtemp(prefix="ct-", dir="/tmp"))
     sock = data / SOCKET_NAME
-    daemon = subprocess.Popen([sys.executable, "-m", "coretriage.cli", "--data-dir", str(data),
-                               "collector", "run", "--socket"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = data.with_name(f"{data.name}.log")
+    with open(log, "wb") as out:
+        daemon = subprocess.Popen([sys.executable, "-m", "coretriage.cli", "--data-dir", str(data),
+                                   "collector", "run", "--socket"], stdout=subprocess.DEVNULL, stderr=out)
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         while not sock.exists() and time.monotonic() < deadline:
-            assert daemon.poll() is None, daemon.stderr.read()
+            assert daemon.poll() is None, log.read_text()
             time.sleep(0.05)
         assert sock.exists()
 
@@ -126,11 +129,11 @@ def test_daemon_fds_do_not_grow_across_crashes(samples):
 
         with swapped(f"@{sock}"):
             crash(0)  # the first crash opens what stays open (database, syslog, ...)
-            wait_done(data / "spool", 1, daemon)
+            wait_done(data / "spool", 1, daemon, log)
             before = open_fds(daemon.pid)
             for n in range(1, CRASHES + 1):
                 crash(n)
-            wait_done(data / "spool", CRASHES + 1, daemon)
+            wait_done(data / "spool", CRASHES + 1, daemon, log)
             after = open_fds(daemon.pid)
         new = sorted(target for fd, target in after.items() if before.get(fd) != target)
         assert len(after) <= len(before), (f"daemon fds grew from {len(before)} to {len(after)} "
@@ -138,3 +141,4 @@ def test_daemon_fds_do_not_grow_across_crashes(samples):
     finally:
         servicekit.stop(daemon, 20)
         shutil.rmtree(data, ignore_errors=True)
+        log.unlink(missing_ok=True)

@@ -31,7 +31,7 @@ def add_user(data_dir: Path, name: str, role: str, password: str) -> None:
 
 
 @contextlib.contextmanager
-def web_server(data_dir: Path, log: Path, timeout: float = 30.0, command: Path = COMMAND, cwd=None,
+def web_server(data_dir: Path, log: Path, timeout: float = 120.0, command: Path = COMMAND, cwd=None,
                port: int | None = None, args: tuple[str, ...] = ()):
     """Yield the base URL (``http://127.0.0.1:PORT``) of a running server
     (on ``port`` when given: a server started again where hosts expect it);
@@ -43,7 +43,7 @@ def web_server(data_dir: Path, log: Path, timeout: float = 30.0, command: Path =
 
 
 @contextlib.contextmanager
-def gunicorn_server(data_dir: Path, log: Path, workers: int = 2, timeout: float = 30.0):
+def gunicorn_server(data_dir: Path, log: Path, workers: int = 2, timeout: float = 120.0):
     """The documented production command: ``gunicorn 'webui:create_app()'``,
     the data dir in CORETRIAGE_DATA_DIR."""
     gunicorn = Path(sys.executable).parent / "gunicorn"
