@@ -158,7 +158,7 @@ def running_collector(config, submit, **kw) -> tuple[Collector, threading.Event,
 
 # -- the tests -----------------------------------------------------------------
 
-def test_a_worker_killed_mid_analysis_is_recorded_once_by_another_within_60_s(setup, samples, tmp_path):
+def test_a_worker_killed_mid_analysis_has_its_task_delivered_again_within_60_s_and_recorded_once(setup, samples, tmp_path):
     config, store, worker = setup
     first, _ = worker("a")
     bundle = bundle_of(samples, tmp_path, config, "thread")

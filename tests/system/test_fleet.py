@@ -106,12 +106,16 @@ def test_three_hosts_one_central_every_crash_exactly_once(tmp_path, crasher):
             crash("host2")
             gdb = wait_for(lambda: gdb_of(c.workers["a"].pid), "worker a's gdb", 60)
             os.kill(gdb, signal.SIGSTOP)
+            log_b = c.logs / "worker-b.log"  # appended to: count what its first run received
+            received = log_b.read_bytes().count(b" received")
             c.start_worker("b")
             os.killpg(c.workers["a"].pid, signal.SIGKILL)
             killed = time.monotonic()
             c.workers.pop("a").wait()
-            recorded(4, "the crash whose worker was killed", 90)
-            assert time.monotonic() - killed < 60 + 3
+            # delivered again within 60 s; the analysis after it takes what the machine gives it
+            wait_for(lambda: log_b.read_bytes().count(b" received") > received, "the task delivered to worker b", 60)
+            assert time.monotonic() - killed < 60
+            recorded(4, "the crash whose worker was killed", 180)
             c.start_worker("a")
 
             # 3. the central web/ingest server down while hosts crash, then back
