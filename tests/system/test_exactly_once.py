@@ -40,7 +40,7 @@ from coretriage.claims import BundleBusy
 from coretriage.config import load_config
 from coretriage.pipeline import process_bundle
 from coretriage.store import Store, crashes
-from coretriage.tasks import hand_off
+from coretriage.tasks import HANDOFF_TIMEOUT, hand_off
 from pgserver import create_database, postgres_server
 from redisserver import start_redis, start_worker
 from servicekit import free_port, stop
@@ -290,7 +290,8 @@ def test_redis_down_for_20_s_costs_one_back_off_and_every_crash_is_recorded_once
     # back-off's 1, 2 and 4 s, then one every 8 s (ten bundles over 20 s: at most 6; a loaded
     # machine that takes longer to crash the ten programs keeps the outage longer)
     assert 1 <= len(failed) <= 4 + (up - down) / 8, (len(failed), up - down, failed)
-    assert all(seconds < 3 for _, seconds, _ in failed), failed
+    # each gives up within the hand-off's timeout (a stall per bundle was ~6 s); 2 s of it for a loaded machine
+    assert all(seconds < HANDOFF_TIMEOUT + 2 for _, seconds, _ in failed), failed
     outage = [r for r in caplog.records if r.name == "coretriage.collector" and "hand-off failed" in r.getMessage()]
     back = [r for r in caplog.records if r.name == "coretriage.collector" and "works again" in r.getMessage()]
     assert len(outage) == 1 and len(back) == 1, [r.getMessage() for r in caplog.records]
