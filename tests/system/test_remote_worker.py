@@ -66,7 +66,7 @@ def test_a_worker_without_the_central_data_dir_fetches_over_http_and_caches_file
                 proc = start_worker(elsewhere, worker_log, session=True, central_url=url, worker_token=token,
                                     **shared)
                 wait_for(lambda: worker_log.read_bytes().count(b"ready.") > started or proc.poll() is not None,
-                         "the worker", 60)
+                         "the worker", 120)  # generous: a loaded machine
                 assert proc.poll() is None, worker_log.read_text(errors="replace")[-3000:]
                 return proc
 
