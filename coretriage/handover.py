@@ -73,7 +73,8 @@ class Handover:
 
         held = None
         while True:
-            bundle, held = (held, None) if held is not None else (self._queue.get(), None)
+            bundle = held if held is not None else self._queue.get()  # a held bundle goes first
+            held = None
             try:
                 done = self._hand_over(bundle)
             except HandoffError as exc:  # the broker, not the bundle: the queue waits once

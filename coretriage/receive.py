@@ -44,6 +44,7 @@ from typing import BinaryIO
 
 from analyzer.errors import CoretriageError
 from collector.bundle import Bundle, BundleMeta, is_bundle_id
+from collector.spool import write_all
 from collector.sysroot import is_sha256
 
 PARTS = (Bundle.CORE, Bundle.STACK)
@@ -271,10 +272,10 @@ class Receiver:
                 root.mkdir(mode=0o700)
                 for entry in files:
                     link_into(root, entry["path"], self.store_dir / entry["sha256"])
-                _write(staging / Bundle.FILES, json.dumps({"schema": 1, "files": files}, indent=1,
+                write_new(staging / Bundle.FILES, json.dumps({"schema": 1, "files": files}, indent=1,
                                                           ensure_ascii=True).encode() + b"\n")
             # meta.json last: the bundle is finished
-            _write(staging / Bundle.META, (json.dumps(values, indent=1, ensure_ascii=True) + "\n").encode())
+            write_new(staging / Bundle.META, (json.dumps(values, indent=1, ensure_ascii=True) + "\n").encode())
             target = self.config.spool_dir / bid
             try:
                 os.rename(staging, target)
@@ -412,7 +413,7 @@ def _append(path: Path, offset: int, total: int, body: BinaryIO, length: int, re
                 chunk = body.read(min(CHUNK, left))
                 if not chunk:
                     break
-                _write_all(fd, chunk)
+                write_all(fd, chunk)
                 left -= len(chunk)
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -449,16 +450,11 @@ def _hash_fd(fd: int) -> str:
     return hash_fd(fd, os.fstat(fd).st_size)
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _write(path: Path, data: bytes) -> None:
+def write_new(path: Path, data: bytes) -> None:
+    """A new file (never one already there, never through a link), 0600, synced."""
     fd = os.open(path, _CREATE, 0o600)
     try:
-        _write_all(fd, data)
+        write_all(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -43,6 +43,7 @@ import urllib.request
 from pathlib import Path, PurePosixPath
 
 from analyzer.errors import CoretriageError
+from collector.spool import write_all
 
 API = "/worker/v1"
 CHUNK = 1 << 20
@@ -190,7 +191,7 @@ class Central:
                 why = str(json.loads(exc.read(1 << 16)).get("error"))[:300]
             except (ValueError, AttributeError, OSError):
                 why = exc.reason
-            if exc.code in (429, 502, 503, 504, 507) or exc.code >= 500:
+            if exc.code == 429 or exc.code >= 500:  # busy, away or full (507): later
                 raise CentralAway(f"the central server answered {exc.code}: {why}") from None
             raise RemoteError(f"the central server refused {method} {path}: {exc.code}: {why}") from None
         except (urllib.error.URLError, OSError) as exc:
@@ -223,9 +224,7 @@ class Central:
                     if size > limit:
                         raise RemoteError(f"{path}: more than the {limit} bytes expected")
                     digest.update(chunk)
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[os.write(fd, view):]
+                    write_all(fd, chunk)
         except (OSError, ValueError) as exc:
             if isinstance(exc, RemoteError):
                 raise
@@ -298,7 +297,7 @@ def fetch_bundle(config, central: Central, bid: str) -> Path | None:
     holds no such bundle, or holds it done."""
     from collector.bundle import Bundle
     from coretriage.datadir import private_dirs
-    from coretriage.receive import PARTS, link_into, manifest_entries
+    from coretriage.receive import PARTS, link_into, manifest_entries, write_new
 
     target = fetched_dir(config) / bid
     if (target / Bundle.META).is_file():
@@ -330,7 +329,7 @@ def fetch_bundle(config, central: Central, bid: str) -> Path | None:
                     link_into(root, entry["path"], cached_file(config, central, entry["sha256"]))
                 except FileNotFoundError:  # trimmed from the cache in between: fetched again
                     link_into(root, entry["path"], cached_file(config, central, entry["sha256"]))
-            _write(staging / Bundle.FILES, json.dumps({"schema": 1, "files": entries}, indent=1).encode())
+            write_new(staging / Bundle.FILES, json.dumps({"schema": 1, "files": entries}, indent=1).encode())
         for part, size in parts.items():
             fd = os.open(staging / part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             try:
@@ -340,7 +339,7 @@ def fetch_bundle(config, central: Central, bid: str) -> Path | None:
                 os.close(fd)
             if got is None or got[0] != size:
                 raise CentralAway(f"bundle {bid}: {part} came {got and got[0]} bytes of {size}; try again")
-        _write(staging / Bundle.META, json.dumps(meta, indent=1).encode())  # last: the bundle is finished
+        write_new(staging / Bundle.META, json.dumps(meta, indent=1).encode())  # last: the bundle is finished
         try:
             os.rename(staging, target)
         except OSError:
@@ -349,16 +348,6 @@ def fetch_bundle(config, central: Central, bid: str) -> Path | None:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
-
-
-def _write(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
-        while data:
-            data = data[os.write(fd, data):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def analyze_fetched(wiring, bid: str) -> dict:
